@@ -1,0 +1,1 @@
+//! SASRec, TiSASRec and their mHC variants on tch (libtorch).

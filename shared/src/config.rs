@@ -1,0 +1,119 @@
+//! Model configuration shared by training, export and serving (`config.json`).
+//!
+//! Lives in the pure-Rust crate because the server reads it too and must not link
+//! libtorch. Constructors in `sasrec-models` take a validated [`ModelConfig`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The attention backbone (models.md §1 SASRec, §2 TiSASRec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backbone {
+    /// Self-attentive sequential recommendation (Kang & McAuley 2018).
+    Sasrec,
+    /// Time-interval-aware self-attention (Li, Wang & McAuley 2020).
+    Tisasrec,
+}
+
+/// Manifold-constrained hyper-connections (models.md §3), `None` for a plain residual.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MhcConfig {
+    /// Number of residual streams n (`--mhc_expansion_rate`, default 4).
+    pub expansion_rate: usize,
+    /// Sinkhorn-Knopp iterations t_max (`--mhc_sinkhorn_iter`, default 20).
+    pub sinkhorn_iter: usize,
+    /// Initial value of the gates α_pre, α_post, α_res (`--mhc_init_gate`, default 0.01).
+    pub init_gate: f64,
+    /// Keep the whole mHC path out of autocast (`--mhc_no_amp`).
+    pub no_amp: bool,
+}
+
+impl Default for MhcConfig {
+    fn default() -> Self {
+        Self { expansion_rate: 4, sinkhorn_iter: 20, init_gate: 0.01, no_amp: false }
+    }
+}
+
+/// Every hyper-parameter that determines the network's parameters and forward pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// SASRec or TiSASRec.
+    pub backbone: Backbone,
+    /// Number of items I; item ids are 1..=I and 0 is padding.
+    pub num_items: usize,
+    /// Window length T (`--maxlen`).
+    pub maxlen: usize,
+    /// Hidden size C = d (`--hidden_units`).
+    pub hidden_units: usize,
+    /// Number of transformer blocks (`--num_blocks`).
+    pub num_blocks: usize,
+    /// Attention heads h; C must be divisible by h (`--num_heads`).
+    pub num_heads: usize,
+    /// Dropout rate for embeddings, attention probabilities and the FFN (`--dropout_rate`).
+    pub dropout_rate: f64,
+    /// Pre-LN (`true`) or Post-LN (`false`) residual blocks (`--norm_first`).
+    pub norm_first: bool,
+    /// Largest time-interval bucket k; TiSASRec has k+1 interval embeddings (`--time_span`).
+    pub time_span: usize,
+    /// mHC settings, `None` for the plain residual models (`--no_mhc`).
+    pub mhc: Option<MhcConfig>,
+}
+
+impl ModelConfig {
+    /// Head size C/h, the attention scale's √ argument (pitfall 10).
+    pub fn head_dim(&self) -> usize {
+        self.hidden_units / self.num_heads
+    }
+
+    /// Whether the model reads time-interval matrices.
+    pub fn is_time_aware(&self) -> bool {
+        self.backbone == Backbone::Tisasrec
+    }
+
+    /// Short model name: `sasrec`, `tisasrec`, `sasrec-mhc`, `tisasrec-mhc`.
+    pub fn kind_name(&self) -> &'static str {
+        match (self.backbone, self.mhc.is_some()) {
+            (Backbone::Sasrec, false) => "sasrec",
+            (Backbone::Sasrec, true) => "sasrec-mhc",
+            (Backbone::Tisasrec, false) => "tisasrec",
+            (Backbone::Tisasrec, true) => "tisasrec-mhc",
+        }
+    }
+
+    /// Checks the invariants once so that model constructors can stay infallible.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if self.num_items == 0 {
+            return bad("num_items must be at least 1".into());
+        }
+        if self.maxlen == 0 {
+            return bad("--maxlen must be at least 1".into());
+        }
+        if self.hidden_units == 0 || self.num_heads == 0 {
+            return bad("--hidden_units and --num_heads must be at least 1".into());
+        }
+        if self.hidden_units % self.num_heads != 0 {
+            return bad(format!(
+                "--hidden_units {} is not divisible by --num_heads {}",
+                self.hidden_units, self.num_heads
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout_rate) {
+            return bad(format!("--dropout_rate {} is not in [0, 1)", self.dropout_rate));
+        }
+        if self.is_time_aware() && self.time_span == 0 {
+            return bad("--time_span must be at least 1".into());
+        }
+        if let Some(m) = &self.mhc {
+            if m.expansion_rate == 0 {
+                return bad("--mhc_expansion_rate must be at least 1".into());
+            }
+            if m.sinkhorn_iter == 0 {
+                return bad("--mhc_sinkhorn_iter must be at least 1".into());
+            }
+        }
+        Ok(())
+    }
+}

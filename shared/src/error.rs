@@ -1,0 +1,49 @@
+//! The data layer's error type: every variant names the file, line or field at fault.
+
+use std::path::PathBuf;
+
+/// Errors from reading, converting and validating data and configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O failure on a named file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file being read or written.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A malformed line in an input file (1-based line number).
+    #[error("{}:{line}: {msg}", path.display())]
+    Parse {
+        /// The file being parsed.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with the line.
+        msg: String,
+    },
+    /// A file that holds no data lines.
+    #[error("{}: no interactions in the file (empty or only blank/comment lines)", path.display())]
+    Empty {
+        /// The empty file.
+        path: PathBuf,
+    },
+    /// An invalid configuration value (names the flag).
+    #[error("{0}")]
+    Config(String),
+    /// Data that is readable but cannot be used as asked (e.g. no timestamps for a time-aware model).
+    #[error("{0}")]
+    Data(String),
+}
+
+/// Result with the data layer's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
