@@ -46,4 +46,13 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
     }
+
+    /// The error for a time-aware model on data without timestamps; names `--no_time`.
+    pub fn no_timestamps(path: &std::path::Path) -> Self {
+        Error::Data(format!(
+            "{} has no timestamps, but a time-aware model (TiSASRec) needs them: \
+             pass --no_time for SASRec, or use a file with a timestamp column",
+            path.display()
+        ))
+    }
 }

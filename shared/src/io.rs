@@ -1,0 +1,92 @@
+//! File helpers: transparent gzip input and atomic output (temp file, then rename).
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+
+use crate::error::{Error, Result};
+
+/// Reads a whole file into memory, decompressing it when it starts with the gzip magic bytes
+/// (so `.gz` files need no flag and a mislabelled one still works).
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Writes `path` atomically: the content goes to a temporary file in the same directory,
+/// which is flushed, synced and renamed over `path`. A crash leaves either the old file or
+/// the new one, never a torn file. On error nothing is left behind.
+pub fn write_atomic<F>(path: &Path, write: F) -> Result<()>
+where
+    F: FnOnce(&mut BufWriter<&File>) -> std::io::Result<()>,
+{
+    let tmp = temp_path(path);
+    let result = (|| {
+        let file = File::create(&tmp)?;
+        {
+            let mut w = BufWriter::new(&file);
+            write(&mut w)?;
+            w.flush()?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// The temporary sibling used by [`write_atomic`]: `.<name>.tmp.<pid>` in the same directory.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_detected_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("plain.txt");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"1 2\n").unwrap();
+        std::fs::write(&p, enc.finish().unwrap()).unwrap();
+        assert_eq!(read_bytes(&p).unwrap(), b"1 2\n");
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.txt");
+        std::fs::write(&p, "old").unwrap();
+        let err = write_atomic(&p, |w| {
+            w.write_all(b"partial")?;
+            Err(std::io::Error::other("boom"))
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
+        assert!(!temp_path(&p).exists());
+        write_atomic(&p, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = read_bytes(Path::new("/nonexistent/x.txt")).unwrap_err().to_string();
+        assert!(err.starts_with("/nonexistent/x.txt: "), "{err}");
+    }
+}

@@ -1,0 +1,154 @@
+//! Ranking metrics from ranks: HR@k, NDCG@k and MRR (models.md §1.7, pitfall 22).
+//!
+//! A rank is 0-based: the number of competing candidates that score strictly higher than the
+//! true item, **plus** the number that tie with it (ties are resolved against the true item,
+//! so a model that scores everything equally is ranked last, never first). A NaN score for
+//! the true item ranks it last; NaN competitors count as higher.
+//! `HR@k = 1[r < k]`, `NDCG@k = 1[r < k] / log2(r + 2)`, `MRR = 1/(r + 1)`.
+
+use serde::Serialize;
+
+/// Rank of `target` among `others` (see the module docs for ties and NaN).
+#[inline]
+pub fn rank_of(target: f32, others: impl Iterator<Item = f32>) -> usize {
+    if target.is_nan() {
+        return others.count();
+    }
+    others.filter(|&s| !(s < target)).count()
+}
+
+/// Ranks for the sampled protocol: each row of `scores` (rows × n) has the true item in
+/// column 0 and the sampled negatives after it.
+pub fn sampled_ranks(scores: &[f32], n: usize) -> Vec<usize> {
+    scores.chunks_exact(n).map(|row| rank_of(row[0], row[1..].iter().copied())).collect()
+}
+
+/// Ranks for the full-ranking protocol: each row of `scores` (rows × (I+1)) holds a score per
+/// item index (column 0 is padding and never competes); `targets[r]` is the true item and
+/// `exclude[r]` the items that do not compete (the user's input history). The true item itself
+/// is never excluded.
+pub fn full_ranks(scores: &[f32], targets: &[u32], exclude: &[&[u32]]) -> Vec<usize> {
+    let width = scores.len() / targets.len().max(1);
+    let mut excluded = vec![false; width];
+    scores
+        .chunks_exact(width)
+        .zip(targets.iter().zip(exclude))
+        .map(|(row, (&t, ex))| {
+            excluded[0] = true;
+            for &i in ex.iter() {
+                excluded[i as usize] = true;
+            }
+            excluded[t as usize] = false;
+            let target = row[t as usize];
+            let others = row
+                .iter()
+                .zip(&excluded)
+                .enumerate()
+                .filter(|&(i, (_, &x))| !x && i != t as usize)
+                .map(|(_, (&s, _))| s);
+            let r = rank_of(target, others);
+            excluded[0] = false;
+            for &i in ex.iter() {
+                excluded[i as usize] = false;
+            }
+            r
+        })
+        .collect()
+}
+
+/// Running sums of HR@k, NDCG@k and MRR over users.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accumulator {
+    k: usize,
+    users: usize,
+    hr: f64,
+    ndcg: f64,
+    mrr: f64,
+}
+
+/// Averaged metrics of one protocol on one split part.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Metrics {
+    /// The cutoff k.
+    pub k: usize,
+    /// Users evaluated.
+    pub users: usize,
+    /// HR@k.
+    pub hr: f64,
+    /// NDCG@k.
+    pub ndcg: f64,
+    /// Mean reciprocal rank (no cutoff).
+    pub mrr: f64,
+}
+
+impl Accumulator {
+    /// An empty accumulator for cutoff `k`.
+    pub fn new(k: usize) -> Self {
+        Self { k, users: 0, hr: 0.0, ndcg: 0.0, mrr: 0.0 }
+    }
+
+    /// Adds a batch of 0-based ranks.
+    pub fn add(&mut self, ranks: &[usize]) {
+        for &r in ranks {
+            self.users += 1;
+            self.mrr += 1.0 / (r as f64 + 1.0);
+            if r < self.k {
+                self.hr += 1.0;
+                self.ndcg += 1.0 / (r as f64 + 2.0).log2();
+            }
+        }
+    }
+
+    /// The averages (all zero when no user was added).
+    pub fn finish(&self) -> Metrics {
+        let n = self.users.max(1) as f64;
+        Metrics {
+            k: self.k,
+            users: self.users,
+            hr: self.hr / n,
+            ndcg: self.ndcg / n,
+            mrr: self.mrr / n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_count_higher_and_ties() {
+        assert_eq!(sampled_ranks(&[0.5, 0.1, 0.9, 0.5, 0.2], 5), vec![2]);
+        assert_eq!(sampled_ranks(&[1.0, 0.0, 0.0], 3), vec![0]);
+        assert_eq!(sampled_ranks(&[f32::NAN, 0.0, 0.0], 3), vec![2]);
+        assert_eq!(sampled_ranks(&[1.0, f32::NAN, 0.0], 3), vec![1]);
+        assert_eq!(sampled_ranks(&[3.0, 2.0, 3.0, 4.0, 1.0, 0.0], 3), vec![1, 0]);
+    }
+
+    #[test]
+    fn full_ranks_skip_padding_and_excluded() {
+        // items 1..=5; column 0 is padding with a huge score that must not count.
+        let scores = [9.0, 0.1, 0.8, 0.3, 0.9, 0.5, 9.0, 0.1, 0.8, 0.3, 0.9, 0.5];
+        let ex1: &[u32] = &[4];
+        let ex2: &[u32] = &[2, 3];
+        // row 1: target 3 (0.3); 4 excluded; higher: 2 (0.8), 5 (0.5) → 2
+        // row 2: target 3 is in the exclusion list but is the target, so it competes;
+        //        2 excluded; higher: 4 (0.9), 5 (0.5) → 2
+        assert_eq!(full_ranks(&scores, &[3, 3], &[ex1, ex2]), vec![2, 2]);
+        assert_eq!(full_ranks(&scores, &[4, 1], &[&[], &[]]), vec![0, 4]);
+    }
+
+    #[test]
+    fn metrics_from_hand_computed_ranks() {
+        let mut acc = Accumulator::new(10);
+        acc.add(&[0, 1, 9, 10, 99]);
+        let m = acc.finish();
+        assert_eq!(m.users, 5);
+        assert!((m.hr - 3.0 / 5.0).abs() < 1e-12);
+        let ndcg = (1.0 + 1.0 / 3f64.log2() + 1.0 / 11f64.log2()) / 5.0;
+        assert!((m.ndcg - ndcg).abs() < 1e-12, "{} vs {ndcg}", m.ndcg);
+        let mrr = (1.0 + 0.5 + 0.1 + 1.0 / 11.0 + 0.01) / 5.0;
+        assert!((m.mrr - mrr).abs() < 1e-12);
+        assert_eq!(Accumulator::new(10).finish().hr, 0.0);
+    }
+}
