@@ -1,1 +1,1 @@
-//! Benchmarks live in the `[[bench]]` targets of this package.
+//! Benchmarks for sasrec-rs; see the `[[bench]]` targets (`cargo bench -p sasrec-benches`).

@@ -32,7 +32,12 @@ pub struct MhcConfig {
 
 impl Default for MhcConfig {
     fn default() -> Self {
-        Self { expansion_rate: 4, sinkhorn_iter: 20, init_gate: 0.01, no_amp: false }
+        Self {
+            expansion_rate: 4,
+            sinkhorn_iter: 20,
+            init_gate: 0.01,
+            no_amp: false,
+        }
     }
 }
 
@@ -101,7 +106,10 @@ impl ModelConfig {
             ));
         }
         if !(0.0..1.0).contains(&self.dropout_rate) {
-            return bad(format!("--dropout_rate {} is not in [0, 1)", self.dropout_rate));
+            return bad(format!(
+                "--dropout_rate {} is not in [0, 1)",
+                self.dropout_rate
+            ));
         }
         if self.is_time_aware() && self.time_span == 0 {
             return bad("--time_span must be at least 1".into());

@@ -58,7 +58,11 @@ pub fn convert_ml1m(input: &Path, output: &Path) -> Result<ConvertReport> {
         if line.trim().is_empty() {
             continue;
         }
-        let err = |msg: String| Error::Parse { path: input.into(), line: n + 1, msg };
+        let err = |msg: String| Error::Parse {
+            path: input.into(),
+            line: n + 1,
+            msg,
+        };
         let f: Vec<&str> = line.trim().split("::").collect();
         if f.len() != 4 {
             return Err(err(format!(
@@ -67,7 +71,8 @@ pub fn convert_ml1m(input: &Path, output: &Path) -> Result<ConvertReport> {
             )));
         }
         let num = |i: usize, name: &str| {
-            f[i].parse::<u64>().map_err(|_| err(format!("{name} `{}` is not an integer", f[i])))
+            f[i].parse::<u64>()
+                .map_err(|_| err(format!("{name} `{}` is not an integer", f[i])))
         };
         let (user, item) = (num(0, "UserID")?, num(1, "MovieID")?);
         num(2, "Rating")?;
@@ -91,5 +96,9 @@ pub fn convert_ml1m(input: &Path, output: &Path) -> Result<ConvertReport> {
         }
         Ok(())
     })?;
-    Ok(ConvertReport { interactions: rows.len(), users: users.len(), items: items.len() })
+    Ok(ConvertReport {
+        interactions: rows.len(),
+        users: users.len(),
+        items: items.len(),
+    })
 }

@@ -63,14 +63,34 @@ impl Separator {
 
 const MAX_FIELDS: usize = 4;
 const HEADER_NAMES: &[&str] = &[
-    "user", "userid", "uid", "users", "item", "itemid", "iid", "items", "movie", "movieid",
-    "product", "productid", "rating", "ratings", "score", "timestamp", "time", "ts", "datetime",
+    "user",
+    "userid",
+    "uid",
+    "users",
+    "item",
+    "itemid",
+    "iid",
+    "items",
+    "movie",
+    "movieid",
+    "product",
+    "productid",
+    "rating",
+    "ratings",
+    "score",
+    "timestamp",
+    "time",
+    "ts",
+    "datetime",
 ];
 
 fn is_header(fields: &[&str]) -> bool {
     fields.iter().all(|f| {
-        let name: String =
-            f.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_lowercase();
+        let name: String = f
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_lowercase();
         HEADER_NAMES.contains(&name.as_str())
     })
 }
@@ -156,10 +176,22 @@ impl Dataset {
     pub fn read(path: &Path, kcore: Option<KCore>) -> Result<Self> {
         let bytes = read_bytes(path)?;
         let text = std::str::from_utf8(&bytes).map_err(|e| {
-            let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
-            Error::Parse { path: path.into(), line, msg: "invalid UTF-8".into() }
+            let line = bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            Error::Parse {
+                path: path.into(),
+                line,
+                msg: "invalid UTF-8".into(),
+            }
         })?;
-        let parse_err = |line: usize, msg: String| Error::Parse { path: path.into(), line, msg };
+        let parse_err = |line: usize, msg: String| Error::Parse {
+            path: path.into(),
+            line,
+            msg,
+        };
 
         let mut format: Option<(Separator, usize)> = None;
         let mut header = false;
@@ -249,7 +281,14 @@ impl Dataset {
             interactions_read,
             removed_by_kcore: interactions_read - records.len(),
         };
-        Ok(Self::assemble(path, records, &user_tokens, &item_tokens, columns >= 3, report))
+        Ok(Self::assemble(
+            path,
+            records,
+            &user_tokens,
+            &item_tokens,
+            columns >= 3,
+            report,
+        ))
     }
 
     /// Maps the surviving provisional ids to final indices and groups records by user.
@@ -321,9 +360,11 @@ impl Dataset {
         lens.sort_unstable();
         let interactions: usize = lens.iter().sum();
         let time_range = self.timestamps.as_ref().map(|ts| {
-            ts.iter().filter(|t| !t.is_empty()).fold((i64::MAX, i64::MIN), |(lo, hi), t| {
-                (lo.min(t[0]), hi.max(t[t.len() - 1]))
-            })
+            ts.iter()
+                .filter(|t| !t.is_empty())
+                .fold((i64::MAX, i64::MIN), |(lo, hi), t| {
+                    (lo.min(t[0]), hi.max(t[t.len() - 1]))
+                })
         });
         Stats {
             users: self.num_users(),
@@ -332,7 +373,10 @@ impl Dataset {
             min_len: lens.first().copied().unwrap_or(0),
             max_len: lens.last().copied().unwrap_or(0),
             mean_len: interactions as f64 / lens.len().max(1) as f64,
-            median_len: lens.get(lens.len().saturating_sub(1) / 2).copied().unwrap_or(0),
+            median_len: lens
+                .get(lens.len().saturating_sub(1) / 2)
+                .copied()
+                .unwrap_or(0),
             density: interactions as f64 / (self.num_users() * self.num_items()).max(1) as f64,
             time_range,
         }
@@ -346,13 +390,20 @@ pub fn resolve_dataset(name_or_path: &str) -> Result<PathBuf> {
     if direct.is_file() {
         return Ok(direct);
     }
-    let candidates = [format!("data/{name_or_path}.txt"), format!("data/{name_or_path}.txt.gz")];
-    candidates.iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| {
-        Error::Data(format!(
-            "--dataset {name_or_path}: no such file, and neither {} nor {} exists",
-            candidates[0], candidates[1]
-        ))
-    })
+    let candidates = [
+        format!("data/{name_or_path}.txt"),
+        format!("data/{name_or_path}.txt.gz"),
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::Data(format!(
+                "--dataset {name_or_path}: no such file, and neither {} nor {} exists",
+                candidates[0], candidates[1]
+            ))
+        })
 }
 
 fn parse_timestamp(field: &str) -> std::result::Result<i64, String> {
@@ -376,10 +427,17 @@ fn intern<'a>(ids: &mut FxHashMap<&'a str, u32>, tokens: &mut Vec<&'a str>, tok:
 fn final_map(tokens: &[&str], used: impl Iterator<Item = u32>) -> (IdMap, Vec<u32>) {
     let mut seen = vec![false; tokens.len()];
     used.for_each(|id| seen[id as usize] = true);
-    let kept: Vec<String> =
-        tokens.iter().zip(&seen).filter(|(_, &s)| s).map(|(t, _)| t.to_string()).collect();
+    let kept: Vec<String> = tokens
+        .iter()
+        .zip(&seen)
+        .filter(|(_, &s)| s)
+        .map(|(t, _)| t.to_string())
+        .collect();
     let map = IdMap::from_tokens(kept);
-    let remap = tokens.iter().map(|t| map.index_of(t).unwrap_or(0)).collect();
+    let remap = tokens
+        .iter()
+        .map(|t| map.index_of(t).unwrap_or(0))
+        .collect();
     (map, remap)
 }
 

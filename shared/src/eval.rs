@@ -72,12 +72,15 @@ impl EvalSet {
         if cfg.intervals.is_some() && !split.data.has_timestamps() {
             return Err(Error::no_timestamps(&split.data.path));
         }
-        let mut users: Vec<u32> =
-            (1..=split.num_users() as u32).filter(|&u| split.has_holdout(u as usize)).collect();
+        let mut users: Vec<u32> = (1..=split.num_users() as u32)
+            .filter(|&u| split.has_holdout(u as usize))
+            .collect();
         if let Some(max) = cfg.max_users.filter(|&m| m < users.len()) {
             let mut rng = rng_for(cfg.seed, Stream::EvalUsers, part as u64, 0);
-            let mut picked: Vec<u32> =
-                sample(&mut rng, users.len(), max).into_iter().map(|i| users[i]).collect();
+            let mut picked: Vec<u32> = sample(&mut rng, users.len(), max)
+                .into_iter()
+                .map(|i| users[i])
+                .collect();
             picked.sort_unstable();
             users = picked;
         }
@@ -102,7 +105,13 @@ impl EvalSet {
                 c
             })
             .collect();
-        Ok(Self { split: split.clone(), cfg, part, users, candidates })
+        Ok(Self {
+            split: split.clone(),
+            cfg,
+            part,
+            users,
+            candidates,
+        })
     }
 
     /// Which part this set evaluates.
@@ -153,6 +162,13 @@ impl EvalSet {
             targets.push(target);
             exclude.push(history);
         }
-        EvalBatch { users, seq, intervals, candidates, targets, exclude }
+        EvalBatch {
+            users,
+            seq,
+            intervals,
+            candidates,
+            targets,
+            exclude,
+        }
     }
 }

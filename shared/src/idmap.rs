@@ -37,7 +37,11 @@ impl IdMap {
     }
 
     fn from_ordered(raw: Vec<String>) -> Self {
-        let index = raw.iter().enumerate().map(|(i, t)| (t.clone(), i as u32 + 1)).collect();
+        let index = raw
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32 + 1))
+            .collect();
         Self { raw, index }
     }
 
@@ -58,7 +62,10 @@ impl IdMap {
 
     /// The raw token of an index (1..=N); `None` for padding or out of range.
     pub fn raw_of(&self, index: u32) -> Option<&str> {
-        (index as usize).checked_sub(1).and_then(|i| self.raw.get(i)).map(String::as_str)
+        (index as usize)
+            .checked_sub(1)
+            .and_then(|i| self.raw.get(i))
+            .map(String::as_str)
     }
 
     /// Writes the map as TSV (`index<TAB>raw_id`, header line first), atomically.
@@ -83,14 +90,22 @@ impl IdMap {
             if line_no == 1 && line.starts_with("index") || line.is_empty() {
                 continue;
             }
-            let parse = |msg: String| Error::Parse { path: path.into(), line: line_no, msg };
+            let parse = |msg: String| Error::Parse {
+                path: path.into(),
+                line: line_no,
+                msg,
+            };
             let (idx, tok) = line
                 .split_once('\t')
                 .ok_or_else(|| parse("expected `index<TAB>raw_id`".into()))?;
-            let idx: usize =
-                idx.parse().map_err(|_| parse(format!("index `{idx}` is not a number")))?;
+            let idx: usize = idx
+                .parse()
+                .map_err(|_| parse(format!("index `{idx}` is not a number")))?;
             if idx != raw.len() + 1 {
-                return Err(parse(format!("index {idx} out of order (expected {})", raw.len() + 1)));
+                return Err(parse(format!(
+                    "index {idx} out of order (expected {})",
+                    raw.len() + 1
+                )));
             }
             raw.push(tok.to_string());
         }
@@ -99,7 +114,10 @@ impl IdMap {
         }
         let map = Self::from_ordered(raw);
         if map.index.len() != map.raw.len() {
-            return Err(Error::Data(format!("{}: duplicate raw ids", path.display())));
+            return Err(Error::Data(format!(
+                "{}: duplicate raw ids",
+                path.display()
+            )));
         }
         Ok(map)
     }

@@ -50,7 +50,10 @@ where
 
 /// The temporary sibling used by [`write_atomic`]: `.<name>.tmp.<pid>` in the same directory.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
 }
 
@@ -86,7 +89,9 @@ mod tests {
 
     #[test]
     fn missing_file_names_the_path() {
-        let err = read_bytes(Path::new("/nonexistent/x.txt")).unwrap_err().to_string();
+        let err = read_bytes(Path::new("/nonexistent/x.txt"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("/nonexistent/x.txt: "), "{err}");
     }
 }

@@ -20,7 +20,10 @@ pub fn rank_of(target: f32, others: impl Iterator<Item = f32>) -> usize {
 /// Ranks for the sampled protocol: each row of `scores` (rows × n) has the true item in
 /// column 0 and the sampled negatives after it.
 pub fn sampled_ranks(scores: &[f32], n: usize) -> Vec<usize> {
-    scores.chunks_exact(n).map(|row| rank_of(row[0], row[1..].iter().copied())).collect()
+    scores
+        .chunks_exact(n)
+        .map(|row| rank_of(row[0], row[1..].iter().copied()))
+        .collect()
 }
 
 /// Ranks for the full-ranking protocol: each row of `scores` (rows × (I+1)) holds a score per
@@ -84,7 +87,13 @@ pub struct Metrics {
 impl Accumulator {
     /// An empty accumulator for cutoff `k`.
     pub fn new(k: usize) -> Self {
-        Self { k, users: 0, hr: 0.0, ndcg: 0.0, mrr: 0.0 }
+        Self {
+            k,
+            users: 0,
+            hr: 0.0,
+            ndcg: 0.0,
+            mrr: 0.0,
+        }
     }
 
     /// Adds a batch of 0-based ranks.
@@ -122,7 +131,10 @@ mod tests {
         assert_eq!(sampled_ranks(&[1.0, 0.0, 0.0], 3), vec![0]);
         assert_eq!(sampled_ranks(&[f32::NAN, 0.0, 0.0], 3), vec![2]);
         assert_eq!(sampled_ranks(&[1.0, f32::NAN, 0.0], 3), vec![1]);
-        assert_eq!(sampled_ranks(&[3.0, 2.0, 3.0, 4.0, 1.0, 0.0], 3), vec![1, 0]);
+        assert_eq!(
+            sampled_ranks(&[3.0, 2.0, 3.0, 4.0, 1.0, 0.0], 3),
+            vec![1, 0]
+        );
     }
 
     #[test]

@@ -94,7 +94,9 @@ impl Sampler {
     /// Prepares the sampler; fails on invalid settings or missing timestamps.
     pub fn new(split: Split, cfg: SamplerConfig) -> Result<Self> {
         if cfg.batch_size == 0 || cfg.maxlen == 0 {
-            return Err(Error::Config("--batch_size and --maxlen must be at least 1".into()));
+            return Err(Error::Config(
+                "--batch_size and --maxlen must be at least 1".into(),
+            ));
         }
         if cfg.world_size == 0 || cfg.rank >= cfg.world_size {
             return Err(Error::Config(format!(
@@ -109,13 +111,19 @@ impl Sampler {
             )));
         }
         let n = split.num_users();
-        let users: Vec<u32> = (1..=n as u32).filter(|&u| split.train(u as usize).len() >= 2).collect();
+        let users: Vec<u32> = (1..=n as u32)
+            .filter(|&u| split.train(u as usize).len() >= 2)
+            .collect();
         if users.is_empty() {
             return Err(Error::Data("no user has two or more training items".into()));
         }
         let train_sets = (0..=n)
             .map(|u| {
-                let mut s = if u == 0 { Vec::new() } else { split.train(u).to_vec() };
+                let mut s = if u == 0 {
+                    Vec::new()
+                } else {
+                    split.train(u).to_vec()
+                };
                 s.sort_unstable();
                 s.dedup();
                 s
@@ -129,12 +137,26 @@ impl Sampler {
                 }
                 Some(
                     (0..=n)
-                        .map(|u| if u == 0 { Vec::new() } else { time_codes(iv.unit, split.times(u).unwrap()) })
+                        .map(|u| {
+                            if u == 0 {
+                                Vec::new()
+                            } else {
+                                time_codes(iv.unit, split.times(u).unwrap())
+                            }
+                        })
                         .collect(),
                 )
             }
         };
-        Ok(Self { inner: Arc::new(Inner { split, cfg, users, train_sets, codes }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                split,
+                cfg,
+                users,
+                train_sets,
+                codes,
+            }),
+        })
     }
 
     /// Global batches per epoch, `ceil(users / batch_size)`.
@@ -164,7 +186,12 @@ impl Sampler {
 
     fn permutation(&self, epoch: u64) -> Vec<u32> {
         let mut perm = self.inner.users.clone();
-        perm.shuffle(&mut rng_for(self.inner.cfg.seed, Stream::Permutation, epoch, 0));
+        perm.shuffle(&mut rng_for(
+            self.inner.cfg.seed,
+            Stream::Permutation,
+            epoch,
+            0,
+        ));
         perm
     }
 
@@ -196,14 +223,23 @@ impl Sampler {
                     }
                 };
             }
-            if let (Some(out), Some(iv), Some(codes)) =
-                (intervals.as_mut(), inner.cfg.intervals, inner.codes.as_ref())
-            {
+            if let (Some(out), Some(iv), Some(codes)) = (
+                intervals.as_mut(),
+                inner.cfg.intervals,
+                inner.codes.as_ref(),
+            ) {
                 left_pad(&codes[u][..m - 1], 0i64, &mut window_codes);
                 iv.relation_matrix(&window_codes, pad, &mut out[row * t * t..(row + 1) * t * t]);
             }
         }
-        Batch { index, users, seq, pos, neg, intervals }
+        Batch {
+            index,
+            users,
+            seq,
+            pos,
+            neg,
+            intervals,
+        }
     }
 
     /// Iterates over this rank's batches of `epoch`, built by the worker threads.
@@ -227,7 +263,15 @@ impl Sampler {
             }));
             receivers.push(rx);
         }
-        EpochIter { sampler: self.clone(), epoch, perm, next: 0, n, receivers, handles }
+        EpochIter {
+            sampler: self.clone(),
+            epoch,
+            perm,
+            next: 0,
+            n,
+            receivers,
+            handles,
+        }
     }
 }
 

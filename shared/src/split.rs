@@ -32,7 +32,10 @@ pub struct Split {
 impl Split {
     /// Splits `data`; users shorter than `min_holdout_len` are training-only.
     pub fn new(data: Arc<Dataset>, min_holdout_len: usize) -> Self {
-        Self { data, min_holdout_len: min_holdout_len.max(3) }
+        Self {
+            data,
+            min_holdout_len: min_holdout_len.max(3),
+        }
     }
 
     /// Number of users (indices 1..=U).

@@ -94,7 +94,11 @@ pub fn generate(cfg: &SyntheticConfig) -> Vec<Event> {
             let item = match prev {
                 Some(p) if rng.random_bool(cfg.p_chain) && range.contains(&p) => {
                     let next = p + 1;
-                    if next < range.end { next } else { range.start }
+                    if next < range.end {
+                        next
+                    } else {
+                        range.start
+                    }
                 }
                 _ => {
                     // Popularity skew: low offsets in a genre are more popular (u² draw).
@@ -107,12 +111,20 @@ pub fn generate(cfg: &SyntheticConfig) -> Vec<Event> {
                 continue;
             }
             seen[item] = true;
-            out.push(Event { user: 1000 + u as u64, item: 10 * item as u64 + 7, timestamp: t });
+            out.push(Event {
+                user: 1000 + u as u64,
+                item: 10 * item as u64 + 7,
+                timestamp: t,
+            });
             produced += 1;
             prev = Some(item);
             if rng.random_bool(1.0 / cfg.session_len.max(1.0)) {
                 t += rng.random_range(6 * 3600..4 * 86_400);
-                genre = if genre == favourites[0] { favourites[1] } else { favourites[0] };
+                genre = if genre == favourites[0] {
+                    favourites[1]
+                } else {
+                    favourites[0]
+                };
                 prev = None;
             } else {
                 t += rng.random_range(5..600);

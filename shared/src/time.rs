@@ -97,7 +97,12 @@ pub fn time_codes(unit: TimeUnit, timestamps: &[i64]) -> Vec<i64> {
     }
     let mut sorted = timestamps.to_vec();
     sorted.sort_unstable();
-    let scale = sorted.windows(2).map(|w| w[1] - w[0]).filter(|&d| d > 0).min().unwrap_or(1);
+    let scale = sorted
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|&d| d > 0)
+        .min()
+        .unwrap_or(1);
     let t0 = sorted[0];
     timestamps
         .iter()

@@ -35,10 +35,26 @@ fn all_separators_and_column_counts_give_the_same_sequences() {
         ("1,10\n1,11\n2,10\n", Separator::Comma, 2),
         ("1::10\n1::11\n2::10\n", Separator::DoubleColon, 2),
         ("1  10   5\n1 11 6\n2 10 7\n", Separator::Whitespace, 3),
-        ("1\t10\t4\t5\n1\t11\t3.5\t6\n2\t10\t1\t7\n", Separator::Tab, 4),
-        ("1::10::4::5\n1::11::3::6\n2::10::1::7\n", Separator::DoubleColon, 4),
-        ("user,item,rating,timestamp\n1,10,4,5\n1,11,3,6\n2,10,1,7\n", Separator::Comma, 4),
-        ("\n# comment\n1 10\r\n\n1 11\r\n2 10\r\n", Separator::Whitespace, 2),
+        (
+            "1\t10\t4\t5\n1\t11\t3.5\t6\n2\t10\t1\t7\n",
+            Separator::Tab,
+            4,
+        ),
+        (
+            "1::10::4::5\n1::11::3::6\n2::10::1::7\n",
+            Separator::DoubleColon,
+            4,
+        ),
+        (
+            "user,item,rating,timestamp\n1,10,4,5\n1,11,3,6\n2,10,1,7\n",
+            Separator::Comma,
+            4,
+        ),
+        (
+            "\n# comment\n1 10\r\n\n1 11\r\n2 10\r\n",
+            Separator::Whitespace,
+            2,
+        ),
     ];
     for (text, sep, cols) in variants {
         let d = read(text);
@@ -62,7 +78,13 @@ fn gzip_is_read_directly() {
     std::fs::write(&p, enc.finish().unwrap()).unwrap();
     let d = Dataset::read(&p, None).unwrap();
     // u1's events sorted by time: b (1) then a (3).
-    assert_eq!(d.sequences[1], vec![d.items.index_of("b").unwrap(), d.items.index_of("a").unwrap()]);
+    assert_eq!(
+        d.sequences[1],
+        vec![
+            d.items.index_of("b").unwrap(),
+            d.items.index_of("a").unwrap()
+        ]
+    );
     assert_eq!(d.timestamps.as_ref().unwrap()[1], vec![1, 3]);
 }
 
@@ -80,7 +102,10 @@ fn raw_ids_map_to_contiguous_indices_and_back() {
 #[test]
 fn chronological_sort_is_stable_on_equal_timestamps() {
     let d = read("1 a 5\n1 b 3\n1 c 5\n1 d 3\n1 e 1\n");
-    let names: Vec<&str> = d.sequences[1].iter().map(|&i| d.items.raw_of(i).unwrap()).collect();
+    let names: Vec<&str> = d.sequences[1]
+        .iter()
+        .map(|&i| d.items.raw_of(i).unwrap())
+        .collect();
     assert_eq!(names, ["e", "b", "d", "a", "c"]);
     assert_eq!(d.timestamps.unwrap()[1], vec![1, 3, 3, 5, 5]);
 }
@@ -93,13 +118,28 @@ fn decimal_timestamps_round_half_to_even() {
 
 #[test]
 fn bad_input_names_file_and_line() {
-    assert_eq!(read_err("1 2\n3\n"), ":2: found 1 column(s) but the file has 2");
-    assert_eq!(read_err("1 2 3\n1 2\n"), ":2: found 2 column(s) but the file has 3");
-    assert_eq!(read_err("1 2 3\n1 2 x7\n"), ":2: timestamp `x7` is not a number");
-    assert_eq!(read_err("1::2::five::3\n"), ":1: rating `five` is not a number");
+    assert_eq!(
+        read_err("1 2\n3\n"),
+        ":2: found 1 column(s) but the file has 2"
+    );
+    assert_eq!(
+        read_err("1 2 3\n1 2\n"),
+        ":2: found 2 column(s) but the file has 3"
+    );
+    assert_eq!(
+        read_err("1 2 3\n1 2 x7\n"),
+        ":2: timestamp `x7` is not a number"
+    );
+    assert_eq!(
+        read_err("1::2::five::3\n"),
+        ":1: rating `five` is not a number"
+    );
     assert_eq!(read_err("7\n"), ":1: found 1 column(s); expected 2 (user item), 3 (user item timestamp) or 4 (user item rating timestamp)");
     assert_eq!(read_err("1 2 3 4 5\n"), ":1: found 5 column(s); expected 2 (user item), 3 (user item timestamp) or 4 (user item rating timestamp)");
-    assert_eq!(read_err("1,2\n1,,3\n"), ":2: found 3 column(s) but the file has 2");
+    assert_eq!(
+        read_err("1,2\n1,,3\n"),
+        ":2: found 3 column(s) but the file has 2"
+    );
     assert_eq!(read_err("1,2\n1,\n"), ":2: column 2 is empty");
     assert!(read_err("").contains("no interactions in the file"));
     assert!(read_err("\n\n# only comments\n").contains("no interactions in the file"));
@@ -111,10 +151,16 @@ fn invalid_utf8_and_missing_files_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bin.txt");
     std::fs::write(&p, b"1 2\n1 \xff\n").unwrap();
-    assert!(Dataset::read(&p, None).unwrap_err().to_string().ends_with(":2: invalid UTF-8"));
+    assert!(Dataset::read(&p, None)
+        .unwrap_err()
+        .to_string()
+        .ends_with(":2: invalid UTF-8"));
     let missing = dir.path().join("nope.txt");
     let e = Dataset::read(&missing, None).unwrap_err().to_string();
-    assert!(e.starts_with(&missing.display().to_string()) && e.contains("No such file"), "{e}");
+    assert!(
+        e.starts_with(&missing.display().to_string()) && e.contains("No such file"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -125,18 +171,44 @@ fn kcore_one_pass_and_iterative_differ() {
     let text = "1 x\n1 y\n2 x\n2 y\n3 y\n3 z\n4 w\n4 y\n";
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "k.txt", text);
-    let one = Dataset::read(&p, Some(KCore { min_user: 2, min_item: 2, iterative: false })).unwrap();
+    let one = Dataset::read(
+        &p,
+        Some(KCore {
+            min_user: 2,
+            min_item: 2,
+            iterative: false,
+        }),
+    )
+    .unwrap();
     // counts: users all 2; items x2 y4 z1 w1 → drop z, w lines.
     assert_eq!(one.stats().interactions, 6);
     assert_eq!(one.report.removed_by_kcore, 2);
-    let it = Dataset::read(&p, Some(KCore { min_user: 2, min_item: 2, iterative: true })).unwrap();
+    let it = Dataset::read(
+        &p,
+        Some(KCore {
+            min_user: 2,
+            min_item: 2,
+            iterative: true,
+        }),
+    )
+    .unwrap();
     // after dropping z and w, users 3 and 4 have one rating each → dropped; then y has 2.
     assert_eq!(it.stats().interactions, 4);
     assert_eq!(it.num_users(), 2);
-    let e = Dataset::read(&p, Some(KCore { min_user: 9, min_item: 1, iterative: true }))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("no interactions left after k-core filtering"), "{e}");
+    let e = Dataset::read(
+        &p,
+        Some(KCore {
+            min_user: 9,
+            min_item: 1,
+            iterative: true,
+        }),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("no interactions left after k-core filtering"),
+        "{e}"
+    );
 }
 
 #[test]

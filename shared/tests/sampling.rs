@@ -1,0 +1,272 @@
+//! Sampler invariants and evaluation sets on the synthetic fixture.
+
+use std::sync::Arc;
+
+use sasrec_shared::eval::{EvalConfig, EvalSet, NUM_SAMPLED_NEGATIVES};
+use sasrec_shared::split::DEFAULT_MIN_HOLDOUT_LEN;
+use sasrec_shared::synthetic::{self, SyntheticConfig};
+use sasrec_shared::time::{Intervals, TimeUnit};
+use sasrec_shared::{Dataset, Part, Sampler, SamplerConfig, Split};
+
+fn fixture(users: usize) -> Split {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("syn.txt");
+    let cfg = SyntheticConfig {
+        users,
+        items: 300,
+        min_len: 5,
+        max_len: 40,
+        ..Default::default()
+    };
+    synthetic::write(&cfg, &p).unwrap();
+    Split::new(
+        Arc::new(Dataset::read(&p, None).unwrap()),
+        DEFAULT_MIN_HOLDOUT_LEN,
+    )
+}
+
+fn cfg(workers: usize) -> SamplerConfig {
+    SamplerConfig {
+        batch_size: 32,
+        maxlen: 20,
+        seed: 7,
+        num_workers: workers,
+        rank: 0,
+        world_size: 1,
+        intervals: Some(Intervals {
+            unit: TimeUnit::Personal,
+            span: 64,
+        }),
+    }
+}
+
+#[test]
+fn batches_satisfy_the_reference_invariants() {
+    let split = fixture(100);
+    let sampler = Sampler::new(split.clone(), cfg(2)).unwrap();
+    let t = 20;
+    let batches: Vec<_> = sampler.epoch(0).collect();
+    assert_eq!(batches.len(), sampler.num_batches());
+    assert_eq!(batches.len(), sampler.num_train_users().div_ceil(32));
+    let mut seen_users = Vec::new();
+    for b in &batches {
+        for (row, &u) in b.users.iter().enumerate() {
+            seen_users.push(u);
+            let tr = split.train(u as usize);
+            let seq = &b.seq[row * t..(row + 1) * t];
+            let pos = &b.pos[row * t..(row + 1) * t];
+            let neg = &b.neg[row * t..(row + 1) * t];
+            // seq = last ≤ T items of tr[..m-1], pos = the same window shifted by one.
+            let n = (tr.len() - 1).min(t);
+            let want_seq: Vec<i64> = tr[tr.len() - 1 - n..tr.len() - 1]
+                .iter()
+                .map(|&x| x as i64)
+                .collect();
+            let want_pos: Vec<i64> = tr[tr.len() - n..].iter().map(|&x| x as i64).collect();
+            assert_eq!(&seq[t - n..], want_seq.as_slice());
+            assert_eq!(&pos[t - n..], want_pos.as_slice());
+            assert!(seq[..t - n]
+                .iter()
+                .chain(&pos[..t - n])
+                .chain(&neg[..t - n])
+                .all(|&x| x == 0));
+            for j in t - n..t {
+                assert_eq!(seq[j] != 0, pos[j] != 0);
+                if j + 1 < t {
+                    assert_eq!(pos[j], seq[j + 1], "pos is seq shifted by one");
+                }
+                assert!(neg[j] >= 1 && neg[j] <= split.num_items() as i64);
+                assert!(
+                    !tr.contains(&(neg[j] as u32)),
+                    "negative {} is a training item",
+                    neg[j]
+                );
+            }
+            let iv = b.intervals.as_ref().unwrap();
+            let m = &iv[row * t * t..(row + 1) * t * t];
+            assert!(m.iter().all(|&r| (0..=64).contains(&r)));
+            for i in 0..t {
+                assert_eq!(m[i * t + i], 0, "diagonal");
+                for j in 0..t {
+                    assert_eq!(m[i * t + j], m[j * t + i], "symmetric");
+                }
+            }
+        }
+    }
+    // one epoch visits every trainable user exactly once
+    seen_users.sort_unstable();
+    let mut want: Vec<u32> = (1..=split.num_users() as u32)
+        .filter(|&u| split.train(u as usize).len() >= 2)
+        .collect();
+    want.sort_unstable();
+    assert_eq!(seen_users, want);
+}
+
+#[test]
+fn same_seed_same_batches_for_any_worker_count() {
+    let split = fixture(80);
+    let a: Vec<_> = Sampler::new(split.clone(), cfg(0))
+        .unwrap()
+        .epoch(3)
+        .collect();
+    let b: Vec<_> = Sampler::new(split.clone(), cfg(1))
+        .unwrap()
+        .epoch(3)
+        .collect();
+    let c: Vec<_> = Sampler::new(split.clone(), cfg(3))
+        .unwrap()
+        .epoch(3)
+        .collect();
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    let other_epoch: Vec<_> = Sampler::new(split.clone(), cfg(2))
+        .unwrap()
+        .epoch(4)
+        .collect();
+    assert_ne!(a, other_epoch);
+    let other_seed: Vec<_> = Sampler::new(split, SamplerConfig { seed: 8, ..cfg(2) })
+        .unwrap()
+        .epoch(3)
+        .collect();
+    assert_ne!(a, other_seed);
+}
+
+#[test]
+fn rank_shards_partition_the_global_batch() {
+    let split = fixture(90);
+    let whole: Vec<_> = Sampler::new(split.clone(), cfg(0))
+        .unwrap()
+        .epoch(1)
+        .collect();
+    let shards: Vec<Vec<_>> = (0..3)
+        .map(|rank| {
+            Sampler::new(
+                split.clone(),
+                SamplerConfig {
+                    rank,
+                    world_size: 3,
+                    ..cfg(1)
+                },
+            )
+            .unwrap()
+            .epoch(1)
+            .collect()
+        })
+        .collect();
+    for (b, global) in whole.iter().enumerate() {
+        let mut users = Vec::new();
+        let mut seq = Vec::new();
+        let mut neg = Vec::new();
+        for s in &shards {
+            users.extend_from_slice(&s[b].users);
+            seq.extend_from_slice(&s[b].seq);
+            neg.extend_from_slice(&s[b].neg);
+        }
+        assert_eq!(users, global.users);
+        assert_eq!(seq, global.seq);
+        assert_eq!(
+            neg, global.neg,
+            "each user's draws do not depend on the rank"
+        );
+    }
+}
+
+#[test]
+fn sampler_rejects_bad_settings() {
+    let split = fixture(10);
+    let e = |c: SamplerConfig| Sampler::new(split.clone(), c).err().unwrap().to_string();
+    assert_eq!(
+        e(SamplerConfig {
+            batch_size: 0,
+            ..cfg(0)
+        }),
+        "--batch_size and --maxlen must be at least 1"
+    );
+    assert_eq!(
+        e(SamplerConfig {
+            rank: 2,
+            world_size: 2,
+            ..cfg(0)
+        }),
+        "rank 2 is outside a world of size 2"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("untimed.txt");
+    std::fs::write(&p, "1 1\n1 2\n1 3\n").unwrap();
+    let untimed = Split::new(Arc::new(Dataset::read(&p, None).unwrap()), 4);
+    let err = Sampler::new(untimed, cfg(0)).err().unwrap().to_string();
+    assert!(
+        err.contains("has no timestamps") && err.contains("--no_time"),
+        "{err}"
+    );
+}
+
+#[test]
+fn eval_candidates_are_fixed_and_exclude_the_users_items() {
+    let split = fixture(60);
+    let ecfg = EvalConfig {
+        maxlen: 20,
+        seed: 11,
+        max_users: None,
+        intervals: None,
+    };
+    let valid = EvalSet::new(&split, Part::Valid, ecfg).unwrap();
+    let again = EvalSet::new(&split, Part::Valid, ecfg).unwrap();
+    assert_eq!(valid.candidates, again.candidates);
+    let held: usize = (1..=60).filter(|&u| split.has_holdout(u)).count();
+    assert_eq!(valid.len(), held);
+    for (&u, c) in valid.users.iter().zip(&valid.candidates) {
+        assert_eq!(c.len(), NUM_SAMPLED_NEGATIVES + 1);
+        assert_eq!(c[0], split.holdout(u as usize, Part::Valid).unwrap().0);
+        let all = split.all(u as usize);
+        assert!(c[1..].iter().all(|x| !all.contains(x)));
+    }
+    let test = EvalSet::new(&split, Part::Test, ecfg).unwrap();
+    let b = test.batch(0..4);
+    for (row, &u) in b.users.iter().enumerate() {
+        let all = split.all(u as usize);
+        // test input ends with the validation item, target is the last item
+        assert_eq!(b.seq[row * 20 + 19], all[all.len() - 2] as i64);
+        assert_eq!(b.targets[row], all[all.len() - 1]);
+        assert_eq!(b.exclude[row], &all[..all.len() - 1]);
+        assert_eq!(b.candidates[row * 101], b.targets[row] as i64);
+    }
+    let sub = EvalSet::new(
+        &split,
+        Part::Valid,
+        EvalConfig {
+            max_users: Some(10),
+            ..ecfg
+        },
+    )
+    .unwrap();
+    assert_eq!(sub.len(), 10);
+    assert!(sub.users.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn synthetic_data_is_deterministic_and_sequential() {
+    let cfg = SyntheticConfig {
+        users: 30,
+        ..Default::default()
+    };
+    let a = synthetic::generate(&cfg);
+    assert_eq!(a, synthetic::generate(&cfg));
+    assert_ne!(a, synthetic::generate(&SyntheticConfig { seed: 1, ..cfg }));
+    // time order per user and no repeated items
+    for w in a.windows(2) {
+        if w[0].user == w[1].user {
+            assert!(w[0].timestamp < w[1].timestamp);
+        }
+    }
+    // the successor chain makes "next raw id = previous + 10" frequent
+    let chained = a
+        .windows(2)
+        .filter(|w| w[0].user == w[1].user && w[1].item == w[0].item + 10)
+        .count();
+    assert!(
+        chained as f64 > 0.3 * a.len() as f64,
+        "{chained} of {}",
+        a.len()
+    );
+}

@@ -1,0 +1,6 @@
+//! The `sasrec-train` command: training, evaluation and the data commands.
+//!
+//! The binary (`src/main.rs`) is glue: parse flags, set up logging, call into this library,
+//! turn errors into a message and an exit code.
+
+pub mod data_cmd;

@@ -1,0 +1,99 @@
+//! `sasrec-train data …` end to end: exit codes and messages of the real binary.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sasrec-train"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn synthetic_then_stats_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("sub/syn.txt");
+    let p = p.to_str().unwrap();
+    let (code, out, err) = run(&[
+        "data",
+        "synthetic",
+        "--output",
+        p,
+        "--users",
+        "40",
+        "--items",
+        "160",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("wrote {p}: ")), "{out}");
+    let (code, out, err) = run(&["data", "stats", "--dataset", p, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["stats"]["users"], 40);
+    assert_eq!(v["report"]["columns"], 3);
+    assert_eq!(v["evaluated_users"], 40);
+}
+
+#[test]
+fn bad_inputs_exit_non_zero_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "1 2 3\n1 2 later\n").unwrap();
+    let (code, _, err) = run(&["data", "stats", "--dataset", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: {}:2: timestamp `later` is not a number",
+            bad.display()
+        )
+    );
+    let (code, _, err) = run(&["data", "stats", "--dataset", "no-such-dataset"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--dataset no-such-dataset: no such file"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["data", "stats", "--dataset", "x", "--min_holdout_len", "2"]);
+    assert_eq!(code, 2, "clap usage errors exit 2");
+    assert!(err.contains("--min_holdout_len"), "{err}");
+    let (code, _, err) = run(&[
+        "data",
+        "convert-ml1m",
+        "--input",
+        bad.to_str().unwrap(),
+        "--output",
+        "/tmp/x",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(":1: expected UserID::MovieID::Rating::Timestamp, found 1 field(s)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kebab_case_flags_work_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.txt");
+    std::fs::write(&p, "1 a\n1 b\n2 a\n2 b\n3 c\n").unwrap();
+    let (code, out, err) = run(&[
+        "data",
+        "stats",
+        "--dataset",
+        p.to_str().unwrap(),
+        "--min-user-count",
+        "2",
+        "--min-item-count",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["stats"]["interactions"], 4);
+}
