@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::idmap::IdMap;
@@ -143,7 +143,7 @@ pub struct Dataset {
 }
 
 /// Summary statistics of a dataset.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     /// Number of users U.
     pub users: usize,

@@ -16,8 +16,9 @@ use sasrec_shared::{Dataset, KCore, Split};
 pub struct DataArgs {
     /// Interaction file, or NAME for data/NAME.txt(.gz). Formats: `user item [rating] [timestamp]`
     /// separated by spaces, tabs, commas or `::`; `.gz` is read directly.
-    #[arg(long)]
-    pub dataset: String,
+    /// (An `Option` only so that `sasrec-train data …` parses; clap requires it.)
+    #[arg(long, required = true)]
+    pub dataset: Option<String>,
     /// Drop users with fewer interactions (k-core filtering; 0 = off).
     #[arg(long = "min_user_count", alias = "min-user-count", default_value_t = 0)]
     pub min_user_count: usize,
@@ -47,7 +48,7 @@ impl DataArgs {
 
     /// Resolves, reads and splits the dataset.
     pub fn load(&self) -> Result<Split> {
-        let path = resolve_dataset(&self.dataset)?;
+        let path = resolve_dataset(self.dataset.as_deref().unwrap_or_default())?;
         let started = std::time::Instant::now();
         let data = Dataset::read(&path, self.kcore())?;
         tracing::info!(

@@ -3,4 +3,11 @@
 //! The binary (`src/main.rs`) is glue: parse flags, set up logging, call into this library,
 //! turn errors into a message and an exit code.
 
+pub mod cli;
+pub mod config;
 pub mod data_cmd;
+pub mod evaluate;
+pub mod optim;
+pub mod plot;
+pub mod state;
+pub mod trainer;

@@ -1,14 +1,26 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sasrec_train::cli::TrainArgs;
 use sasrec_train::data_cmd::{self, DataCmd};
+use sasrec_train::trainer;
 
 /// Train, evaluate and inspect SASRec / TiSASRec / mHC sequential recommenders.
+///
+/// Model choice: default TiSASRec + mHC; --no_mhc TiSASRec; --no_time SASRec + mHC;
+/// --no_time --no_mhc SASRec.
 #[derive(Debug, Parser)]
-#[command(name = "sasrec-train", version)]
+#[command(
+    name = "sasrec-train",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -18,6 +30,20 @@ enum Command {
     Data(DataCmd),
 }
 
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match (cli.command, cli.train) {
+        (Some(Command::Data(cmd)), _) => data_cmd::run(cmd),
+        (None, args) => {
+            let out = match (&args.inference_only, &args.state_dict_path) {
+                (true, Some(w)) => trainer::inference_only(&args, w)?,
+                _ => trainer::train(&args)?,
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -25,11 +51,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Data(cmd) => data_cmd::run(cmd),
-    };
-    match result {
+    match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,0 +1,217 @@
+//! `sasrec-train` flags. Names keep the Python prototype's spelling (`--batch_size`); the
+//! kebab-case spelling (`--batch-size`) works too.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use sasrec_shared::time::TimeUnit;
+
+use crate::data_cmd::DataArgs;
+
+/// The training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum LossKind {
+    /// The reference: masked binary cross-entropy, one sampled negative per position.
+    Bce,
+    /// Full-softmax cross-entropy over all items (strongest under full ranking).
+    Ce,
+    /// Sampled softmax with `--num_negatives` negatives shared by the batch.
+    SampledSoftmax,
+}
+
+/// Which protocol's validation NDCG@10 selects the best epoch and drives early stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// True item against 100 sampled negatives.
+    Sampled,
+    /// True item against all items (history excluded).
+    Full,
+}
+
+/// `--time_unit` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimeUnitArg {
+    /// Per-user minimum-gap scaling (TiSASRec paper).
+    Personal,
+    /// Seconds.
+    Second,
+    /// Minutes.
+    Minute,
+    /// Hours.
+    Hour,
+    /// Days.
+    Day,
+}
+
+impl From<TimeUnitArg> for TimeUnit {
+    fn from(t: TimeUnitArg) -> Self {
+        match t {
+            TimeUnitArg::Personal => TimeUnit::Personal,
+            TimeUnitArg::Second => TimeUnit::Second,
+            TimeUnitArg::Minute => TimeUnit::Minute,
+            TimeUnitArg::Hour => TimeUnit::Hour,
+            TimeUnitArg::Day => TimeUnit::Day,
+        }
+    }
+}
+
+impl TrainArgs {
+    /// The run directory (required by the parser).
+    pub fn train_dir(&self) -> PathBuf {
+        self.train_dir.clone().unwrap_or_default()
+    }
+}
+
+/// Everything `sasrec-train` accepts for training and evaluation.
+///
+/// Model choice as in the prototype: default TiSASRec + mHC; `--no_mhc` TiSASRec;
+/// `--no_time` SASRec + mHC; `--no_time --no_mhc` SASRec.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Run directory: config.json, model.safetensors, items.tsv, metrics.jsonl, the curve PNG
+    /// and the resumable checkpoint. Rerunning the same command resumes from it.
+    /// (An `Option` only so that `sasrec-train data …` parses; clap requires it.)
+    #[arg(long = "train_dir", alias = "train-dir", required = true)]
+    pub train_dir: Option<PathBuf>,
+    /// Batch size (total over all ranks when distributed).
+    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 128)]
+    pub batch_size: usize,
+    /// Peak learning rate (Adam, β = (0.9, 0.98), ε = 1e-8).
+    #[arg(long, default_value_t = 0.001)]
+    pub lr: f64,
+    /// Steps per factor of `--lr_decay_rate` in the exponential decay after warm-up.
+    #[arg(
+        long = "lr_decay_step",
+        alias = "lr-decay-step",
+        default_value_t = 1000
+    )]
+    pub lr_decay_step: usize,
+    /// Decay factor per `--lr_decay_step` steps (1 disables decay).
+    #[arg(
+        long = "lr_decay_rate",
+        alias = "lr-decay-rate",
+        default_value_t = 0.95
+    )]
+    pub lr_decay_rate: f64,
+    /// Linear warm-up steps (0 disables).
+    #[arg(long = "warmup_steps", alias = "warmup-steps", default_value_t = 100)]
+    pub warmup_steps: usize,
+    /// Window length T (most recent items kept).
+    #[arg(long, default_value_t = 200)]
+    pub maxlen: usize,
+    /// Hidden size d.
+    #[arg(long = "hidden_units", alias = "hidden-units", default_value_t = 50)]
+    pub hidden_units: usize,
+    /// Transformer blocks.
+    #[arg(long = "num_blocks", alias = "num-blocks", default_value_t = 2)]
+    pub num_blocks: usize,
+    /// Attention heads (must divide --hidden_units).
+    #[arg(long = "num_heads", alias = "num-heads", default_value_t = 2)]
+    pub num_heads: usize,
+    /// Dropout rate (embeddings, attention probabilities, FFN).
+    #[arg(long = "dropout_rate", alias = "dropout-rate", default_value_t = 0.2)]
+    pub dropout_rate: f64,
+    /// L2 penalty l2·Σ item_emb² (squared, as pmixer SASRec).
+    #[arg(long = "l2_emb", alias = "l2-emb", default_value_t = 0.0)]
+    pub l2_emb: f64,
+    /// cuda or cpu (default: cuda when available, else cpu with a notice).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// SASRec instead of TiSASRec (no timestamps needed).
+    #[arg(long = "no_time", alias = "no-time")]
+    pub no_time: bool,
+    /// Plain residual blocks instead of mHC.
+    #[arg(long = "no_mhc", alias = "no-mhc")]
+    pub no_mhc: bool,
+    /// mHC: number of residual streams n.
+    #[arg(
+        long = "mhc_expansion_rate",
+        alias = "mhc-expansion-rate",
+        default_value_t = 4
+    )]
+    pub mhc_expansion_rate: usize,
+    /// mHC: Sinkhorn-Knopp iterations.
+    #[arg(
+        long = "mhc_sinkhorn_iter",
+        alias = "mhc-sinkhorn-iter",
+        default_value_t = 20
+    )]
+    pub mhc_sinkhorn_iter: usize,
+    /// mHC: initial value of the gates α.
+    #[arg(
+        long = "mhc_init_gate",
+        alias = "mhc-init-gate",
+        default_value_t = 0.01
+    )]
+    pub mhc_init_gate: f64,
+    /// mHC: keep the whole mHC path out of autocast.
+    #[arg(long = "mhc_no_amp", alias = "mhc-no-amp")]
+    pub mhc_no_amp: bool,
+    /// TiSASRec: largest interval bucket k.
+    #[arg(long = "time_span", alias = "time-span", default_value_t = 100)]
+    pub time_span: usize,
+    /// TiSASRec: interval unit (personal = the paper's per-user minimum-gap scaling).
+    #[arg(long = "time_unit", alias = "time-unit", value_enum, default_value_t = TimeUnitArg::Hour)]
+    pub time_unit: TimeUnitArg,
+    /// Pre-LN blocks (SASRec default is Post-LN, TiSASRec's the reference wiring; mHC is
+    /// always Pre-LN: Post-LN is not defined for hyper-connections).
+    #[arg(long = "norm_first", alias = "norm-first")]
+    pub norm_first: bool,
+    /// Sampler threads.
+    #[arg(long = "num_workers", alias = "num-workers", default_value_t = 3)]
+    pub num_workers: usize,
+    /// Training epochs (one pass over the users each).
+    #[arg(long = "num_epochs", alias = "num-epochs", default_value_t = 200)]
+    pub num_epochs: usize,
+    /// Evaluate on validation and test every N epochs (and after the last).
+    #[arg(long = "eval_every", alias = "eval-every", default_value_t = 20)]
+    pub eval_every: usize,
+    /// Stop after this many evaluations without a better validation NDCG@10 (0 = never).
+    #[arg(
+        long = "early_stop_patience",
+        alias = "early-stop-patience",
+        default_value_t = 3
+    )]
+    pub early_stop_patience: usize,
+    /// Protocol whose validation NDCG@10 selects the best epoch.
+    #[arg(long = "select_protocol", alias = "select-protocol", value_enum, default_value_t = Protocol::Sampled)]
+    pub select_protocol: Protocol,
+    /// Training loss.
+    #[arg(long, value_enum, default_value_t = LossKind::Bce)]
+    pub loss: LossKind,
+    /// Negatives per batch for `--loss sampled_softmax`.
+    #[arg(long = "num_negatives", alias = "num-negatives", default_value_t = 256)]
+    pub num_negatives: usize,
+    /// Seed for initialisation, sampling, dropout and the evaluation candidates.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Seed of the fixed evaluation candidates and user subset; kept apart from --seed so that
+    /// runs with different training seeds are scored on the same candidates.
+    #[arg(long = "eval_seed", alias = "eval-seed", default_value_t = 2018)]
+    pub eval_seed: u64,
+    /// Users per evaluation batch.
+    #[arg(
+        long = "eval_batch_size",
+        alias = "eval-batch-size",
+        default_value_t = 512
+    )]
+    pub eval_batch_size: usize,
+    /// Evaluate at most this many users (seeded subset; the references use 10000).
+    #[arg(long = "eval_max_users", alias = "eval-max-users")]
+    pub eval_max_users: Option<usize>,
+    /// Only evaluate the weights in --state_dict_path (no training).
+    #[arg(
+        long = "inference_only",
+        alias = "inference-only",
+        requires = "state_dict_path"
+    )]
+    pub inference_only: bool,
+    /// Weights to evaluate (safetensors with the reference names).
+    #[arg(long = "state_dict_path", alias = "state-dict-path")]
+    pub state_dict_path: Option<PathBuf>,
+}

@@ -1,0 +1,143 @@
+//! The resumable checkpoint `checkpoint.safetensors`: weights, Adam moments and the loop state
+//! (epoch, step, best-so-far, loss history) in one file, written atomically, so a `kill -9`
+//! at any moment leaves the previous complete checkpoint.
+//!
+//! Tensors are stored as `model.<name>`, `adam.m.<name>`, `adam.v.<name>`; the loop state is
+//! JSON in a `uint8` tensor named `__state__`. Randomness needs no saved generator state:
+//! sampling is keyed by (seed, epoch, user) and dropout is re-seeded from (seed, epoch) at the
+//! start of every epoch, so a resumed epoch replays exactly.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::optim::Adam;
+
+const STATE: &str = "__state__";
+
+/// An evaluation's metrics under both protocols, validation and test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    /// Epoch after which it ran.
+    pub epoch: usize,
+    /// Optimiser steps so far.
+    pub step: u64,
+    /// Mean training loss of that epoch.
+    pub train_loss: f64,
+    /// Validation: `{"sampled": Metrics, "full": Metrics}`.
+    pub valid: serde_json::Value,
+    /// Test, same layout.
+    pub test: serde_json::Value,
+    /// Training seconds so far (evaluation excluded).
+    pub train_seconds: f64,
+    /// Seconds this evaluation took.
+    pub eval_seconds: f64,
+}
+
+/// The loop state saved with the weights.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// Mean loss of every completed epoch.
+    pub losses: Vec<f64>,
+    /// Seconds spent training (evaluation excluded).
+    pub train_seconds: f64,
+    /// Best validation score so far and its evaluation.
+    pub best: Option<(f64, EvalRecord)>,
+    /// Evaluations since the last improvement.
+    pub bad_evals: usize,
+    /// Every evaluation so far (also in metrics.jsonl).
+    pub evals: Vec<EvalRecord>,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+}
+
+/// Writes the checkpoint atomically (temporary file, then rename).
+pub fn save(
+    path: &Path,
+    params: &[(String, Tensor)],
+    adam: &Adam,
+    state: &LoopState,
+) -> Result<()> {
+    let json = serde_json::to_vec(state)?;
+    let mut named: Vec<(String, Tensor)> = Vec::with_capacity(3 * params.len() + 1);
+    let cpu = |t: &Tensor| t.detach().to_device(tch::Device::Cpu).contiguous();
+    for (name, p) in params {
+        named.push((format!("model.{name}"), cpu(p)));
+    }
+    for ((name, m), v) in adam.names().zip(&adam.m).zip(&adam.v) {
+        named.push((format!("adam.m.{name}"), cpu(m)));
+        named.push((format!("adam.v.{name}"), cpu(v)));
+    }
+    named.push((STATE.to_string(), Tensor::from_slice(&json)));
+    named.push((
+        "__adam_t__".to_string(),
+        Tensor::from_slice(&[adam.t as i64]),
+    ));
+    let tmp = sasrec_shared::io::temp_path(path);
+    Tensor::write_safetensors(&named, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Restores weights and Adam state in place and returns the loop state.
+pub fn load(path: &Path, params: &[(String, Tensor)], adam: &mut Adam) -> Result<LoopState> {
+    let stored: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .with_context(|| format!("{}: not a readable checkpoint", path.display()))?
+        .into_iter()
+        .collect();
+    let get = |key: &str, like: &Tensor| -> Result<Tensor> {
+        let t = stored
+            .get(key)
+            .with_context(|| format!("{}: tensor `{key}` is missing", path.display()))?;
+        if t.size() != like.size() {
+            bail!(
+                "{}: `{key}` has shape {:?}, the model needs {:?}",
+                path.display(),
+                t.size(),
+                like.size()
+            );
+        }
+        Ok(t.to_kind(like.kind()).to_device(like.device()))
+    };
+    let state_bytes = stored
+        .get(STATE)
+        .with_context(|| format!("{}: no loop state", path.display()))?;
+    let bytes: Vec<u8> = Vec::<u8>::try_from(state_bytes.to_kind(Kind::Uint8).flatten(0, -1))?;
+    let state: LoopState = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: corrupt loop state", path.display()))?;
+    let t: Vec<i64> = Vec::<i64>::try_from(
+        stored
+            .get("__adam_t__")
+            .with_context(|| format!("{}: no Adam step", path.display()))?,
+    )?;
+    // Check everything before touching the model.
+    let mut restored = Vec::new();
+    for (name, p) in params {
+        restored.push(get(&format!("model.{name}"), p)?);
+    }
+    let mut ms = Vec::new();
+    let mut vs = Vec::new();
+    for ((name, m), v) in adam.names().zip(&adam.m).zip(&adam.v) {
+        ms.push(get(&format!("adam.m.{name}"), m)?);
+        vs.push(get(&format!("adam.v.{name}"), v)?);
+    }
+    tch::no_grad(|| {
+        for ((_, p), src) in params.iter().zip(&restored) {
+            let mut dst = p.shallow_clone();
+            dst.copy_(src);
+        }
+    });
+    adam.m = ms;
+    adam.v = vs;
+    adam.t = t.first().copied().unwrap_or(0) as u64;
+    Ok(state)
+}

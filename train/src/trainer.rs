@@ -1,0 +1,390 @@
+//! The training loop: data → sampler → model → Adam → evaluation → run directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use sasrec_models::{load_weights, loss, save_weights, SeqRecModel};
+use sasrec_shared::eval::{EvalConfig, EvalSet};
+use sasrec_shared::io::write_atomic;
+use sasrec_shared::{Error as DataError, Part, Sampler, SamplerConfig, Split};
+use serde_json::json;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::cli::{LossKind, Protocol, TrainArgs};
+use crate::config::RunConfig;
+use crate::evaluate::{evaluate, PartMetrics};
+use crate::optim::Adam;
+use crate::state::{self, EvalRecord, LoopState};
+
+/// File names inside `--train_dir`.
+pub mod files {
+    /// Resolved hyper-parameters.
+    pub const CONFIG: &str = "config.json";
+    /// Best weights by validation NDCG@10, reference tensor names.
+    pub const MODEL: &str = "model.safetensors";
+    /// Item index ↔ raw item id.
+    pub const ITEMS: &str = "items.tsv";
+    /// One JSON object per evaluation.
+    pub const METRICS: &str = "metrics.jsonl";
+    /// The resumable checkpoint.
+    pub const CHECKPOINT: &str = "checkpoint.safetensors";
+    /// The training curves.
+    pub const PLOT: &str = "training_curve.png";
+    /// Final summary.
+    pub const SUMMARY: &str = "summary.json";
+}
+
+/// Picks the device: CUDA when asked for (or by default) and available, else the CPU with a
+/// notice.
+pub fn resolve_device(flag: Option<&str>) -> Result<Device> {
+    let cuda = tch::Cuda::is_available();
+    match flag {
+        None | Some("cuda") => {
+            if cuda {
+                Ok(Device::Cuda(0))
+            } else {
+                if flag.is_some() {
+                    tracing::warn!("--device cuda: CUDA is not available, training on the CPU");
+                } else {
+                    tracing::info!("CUDA is not available: training on the CPU");
+                }
+                Ok(Device::Cpu)
+            }
+        }
+        Some("cpu") => Ok(Device::Cpu),
+        Some(other) => match other
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse::<usize>().ok())
+        {
+            Some(i) if cuda && i < tch::Cuda::device_count() as usize => Ok(Device::Cuda(i)),
+            Some(i) => bail!(
+                "--device {other}: no CUDA device {i} (found {})",
+                tch::Cuda::device_count()
+            ),
+            None => bail!("--device {other}: expected cpu, cuda or cuda:N"),
+        },
+    }
+}
+
+/// Seed of the torch generator for `epoch` (dropout, sampled-softmax negatives).
+fn epoch_seed(seed: u64, epoch: usize) -> i64 {
+    (seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) & 0x7fff_ffff_ffff) as i64
+}
+
+fn sorted_params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    write_atomic(path, |w| writeln!(w, "{text}"))?;
+    Ok(())
+}
+
+/// Everything prepared for a run.
+struct Setup {
+    cfg: RunConfig,
+    split: Split,
+    device: Device,
+    dir: PathBuf,
+}
+
+fn setup(args: &TrainArgs) -> Result<Setup> {
+    let device = resolve_device(args.device.as_deref())?;
+    let split = args.data.load()?;
+    if !args.no_time && !split.data.has_timestamps() {
+        return Err(DataError::no_timestamps(&split.data.path).into());
+    }
+    let cfg = RunConfig::resolve(
+        args,
+        split.num_items(),
+        split.data.path.display().to_string(),
+        split.data.stats(),
+    );
+    cfg.model.validate()?;
+    if args.loss == LossKind::SampledSoftmax && args.num_negatives == 0 {
+        bail!("--num_negatives must be at least 1 for --loss sampled_softmax");
+    }
+    let dir = args.train_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(Setup {
+        cfg,
+        split,
+        device,
+        dir,
+    })
+}
+
+fn eval_sets(s: &Setup) -> Result<(EvalSet, EvalSet)> {
+    let ecfg = EvalConfig {
+        maxlen: s.cfg.model.maxlen,
+        seed: s.cfg.eval_seed,
+        max_users: s.cfg.eval_max_users,
+        intervals: s.cfg.intervals,
+    };
+    Ok((
+        EvalSet::new(&s.split, Part::Valid, ecfg)?,
+        EvalSet::new(&s.split, Part::Test, ecfg)?,
+    ))
+}
+
+/// `sasrec-train --inference_only --state_dict_path W`: evaluates W on validation and test.
+pub fn inference_only(args: &TrainArgs, weights: &Path) -> Result<serde_json::Value> {
+    let s = setup(args)?;
+    let vs = nn::VarStore::new(s.device);
+    let model = SeqRecModel::new(&vs.root(), &s.cfg.model)?;
+    load_weights(&vs, weights)
+        .with_context(|| format!("loading {} into a {} model", weights.display(), s.cfg.kind))?;
+    let (valid, test) = eval_sets(&s)?;
+    let bs = args.eval_batch_size;
+    let out = json!({
+        "kind": s.cfg.kind,
+        "weights": weights.display().to_string(),
+        "valid": evaluate(&model, &valid, bs)?,
+        "test": evaluate(&model, &test, bs)?,
+    });
+    write_json(&s.dir.join("inference.json"), &out)?;
+    Ok(out)
+}
+
+fn selection_score(m: &PartMetrics, protocol: Protocol) -> f64 {
+    match protocol {
+        Protocol::Sampled => m.sampled.ndcg,
+        Protocol::Full => m.full.ndcg,
+    }
+}
+
+/// Trains (or resumes) and returns the summary written to `summary.json`.
+pub fn train(args: &TrainArgs) -> Result<serde_json::Value> {
+    let s = setup(args)?;
+    let cfg = &s.cfg;
+    let ckpt_path = s.dir.join(files::CHECKPOINT);
+    let config_path = s.dir.join(files::CONFIG);
+    if ckpt_path.exists() {
+        let old: RunConfig =
+            serde_json::from_str(&std::fs::read_to_string(&config_path).with_context(|| {
+                format!(
+                    "{} exists but {} cannot be read",
+                    ckpt_path.display(),
+                    config_path.display()
+                )
+            })?)
+            .with_context(|| format!("{}: not a sasrec-rs run config", config_path.display()))?;
+        let diff = cfg.differences(&old);
+        if !diff.is_empty() {
+            bail!(
+                "{} holds a run with different settings ({}); use another --train_dir or the same flags to resume",
+                s.dir.display(),
+                diff.join(", ")
+            );
+        }
+    }
+    write_json(&config_path, cfg)?;
+    s.split.data.items.save(&s.dir.join(files::ITEMS))?;
+
+    tch::manual_seed(epoch_seed(cfg.seed, usize::MAX >> 1) ^ 0x5eed);
+    let vs = nn::VarStore::new(s.device);
+    let model = SeqRecModel::new(&vs.root(), &cfg.model)?;
+    let params = sorted_params(&vs);
+    let mut adam = Adam::new(
+        params
+            .iter()
+            .map(|(n, p)| (n.clone(), p.shallow_clone()))
+            .collect(),
+    );
+    let mut st = if ckpt_path.exists() {
+        let st = state::load(&ckpt_path, &params, &mut adam)?;
+        tracing::info!(
+            epochs_done = st.epochs_done,
+            step = st.step,
+            "resuming from {}",
+            ckpt_path.display()
+        );
+        st
+    } else {
+        LoopState::default()
+    };
+    write_metrics(&s.dir, &st)?;
+
+    let sampler = Sampler::new(
+        s.split.clone(),
+        SamplerConfig {
+            batch_size: cfg.optim.batch_size,
+            maxlen: cfg.model.maxlen,
+            seed: cfg.seed,
+            num_workers: args.num_workers,
+            rank: 0,
+            world_size: 1,
+            intervals: cfg.intervals,
+        },
+    )?;
+    let (valid_set, test_set) = eval_sets(&s)?;
+    tracing::info!(
+        kind = %cfg.kind,
+        params = model.num_params(),
+        device = ?s.device,
+        batches_per_epoch = sampler.num_batches(),
+        valid_users = valid_set.len(),
+        "training"
+    );
+    let t = cfg.model.maxlen as i64;
+    let num_items = cfg.model.num_items as i64;
+    let style =
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> ");
+
+    while st.epochs_done < cfg.num_epochs && !st.stopped_early {
+        let epoch = st.epochs_done;
+        tch::manual_seed(epoch_seed(cfg.seed, epoch));
+        let pb = ProgressBar::new(sampler.num_batches() as u64)
+            .with_style(style.clone())
+            .with_prefix(format!("epoch {}/{}", epoch + 1, cfg.num_epochs));
+        let started = Instant::now();
+        let mut loss_sum = Tensor::zeros([], (Kind::Float, s.device));
+        let mut batches = 0usize;
+        for batch in sampler.epoch(epoch as u64) {
+            let rows = batch.rows() as i64;
+            let to = |v: &[i64]| Tensor::from_slice(v).view([rows, t]).to_device(s.device);
+            let (seq, pos, neg) = (to(&batch.seq), to(&batch.pos), to(&batch.neg));
+            let tm = batch.intervals.as_ref().map(|iv| {
+                Tensor::from_slice(iv)
+                    .view([rows, t, t])
+                    .to_device(s.device)
+            });
+            let feats = model.feats(&seq, tm.as_ref(), true)?;
+            let item_emb = model.item_emb();
+            let l = match cfg.optim.loss {
+                LossKind::Bce => loss::bce_loss(&feats, item_emb, &pos, &neg, cfg.optim.l2_emb),
+                LossKind::Ce => loss::ce_loss(&feats, item_emb, &pos, cfg.optim.l2_emb),
+                LossKind::SampledSoftmax => {
+                    let n = cfg.optim.num_negatives as i64;
+                    let negs = Tensor::randint_low(1, num_items + 1, [n], (Kind::Int64, s.device));
+                    loss::sampled_softmax_loss(&feats, item_emb, &pos, &negs, cfg.optim.l2_emb)
+                }
+            };
+            adam.zero_grad();
+            l.backward();
+            adam.step(cfg.optim.lr_at(st.step as usize));
+            st.step += 1;
+            loss_sum += l.detach();
+            batches += 1;
+            pb.inc(1);
+            if batches % 10 == 0 {
+                pb.set_message(format!(
+                    "loss {:.4}",
+                    f64::try_from(&loss_sum)? / batches as f64
+                ));
+            }
+        }
+        pb.finish_and_clear();
+        let epoch_loss = f64::try_from(&loss_sum)? / batches.max(1) as f64;
+        if !epoch_loss.is_finite() {
+            bail!(
+                "non-finite training loss ({epoch_loss}) in epoch {}; stopped, the last good checkpoint ({}, {} epochs) is kept",
+                epoch + 1,
+                ckpt_path.display(),
+                st.epochs_done
+            );
+        }
+        let secs = started.elapsed().as_secs_f64();
+        st.train_seconds += secs;
+        st.epochs_done += 1;
+        st.losses.push(epoch_loss);
+        tracing::info!(
+            epoch = epoch + 1,
+            loss = format!("{epoch_loss:.4}"),
+            seconds = format!("{secs:.2}"),
+            batches_per_s = format!("{:.1}", batches as f64 / secs),
+            lr = format!("{:.2e}", cfg.optim.lr_at(st.step as usize)),
+            "epoch done"
+        );
+        if st.epochs_done % cfg.eval_every == 0 || st.epochs_done == cfg.num_epochs {
+            let started = Instant::now();
+            let valid = evaluate(&model, &valid_set, args.eval_batch_size)?;
+            let test = evaluate(&model, &test_set, args.eval_batch_size)?;
+            let rec = EvalRecord {
+                epoch: st.epochs_done,
+                step: st.step,
+                train_loss: epoch_loss,
+                valid: serde_json::to_value(valid)?,
+                test: serde_json::to_value(test)?,
+                train_seconds: st.train_seconds,
+                eval_seconds: started.elapsed().as_secs_f64(),
+            };
+            tracing::info!(
+                epoch = st.epochs_done,
+                "valid NDCG@10 {:.4} HR@10 {:.4} (sampled) | {:.4} {:.4} (full); test NDCG@10 {:.4} HR@10 {:.4} (sampled) | {:.4} {:.4} (full); {:.2}s",
+                valid.sampled.ndcg, valid.sampled.hr, valid.full.ndcg, valid.full.hr,
+                test.sampled.ndcg, test.sampled.hr, test.full.ndcg, test.full.hr, rec.eval_seconds
+            );
+            let score = selection_score(&valid, cfg.select_protocol);
+            if st.best.as_ref().is_none_or(|(b, _)| score > *b) {
+                let tmp = sasrec_shared::io::temp_path(&s.dir.join(files::MODEL));
+                save_weights(&vs, &tmp)?;
+                std::fs::rename(&tmp, s.dir.join(files::MODEL))?;
+                st.best = Some((score, rec.clone()));
+                st.bad_evals = 0;
+            } else {
+                st.bad_evals += 1;
+                if cfg.early_stop_patience > 0 && st.bad_evals >= cfg.early_stop_patience {
+                    tracing::info!(
+                        "early stop: validation NDCG@10 ({:?}) has not improved for {} evaluations",
+                        cfg.select_protocol,
+                        st.bad_evals
+                    );
+                    st.stopped_early = true;
+                }
+            }
+            st.evals.push(rec);
+            write_metrics(&s.dir, &st)?;
+        }
+        state::save(&ckpt_path, &params, &adam, &st)?;
+        if let Err(e) = crate::plot::draw(
+            &s.dir.join(files::PLOT),
+            &format!("{} on {}", cfg.kind, cfg.dataset),
+            &st,
+        ) {
+            tracing::warn!("training curve not drawn: {e:#}");
+        }
+    }
+    let summary = summarize(cfg, &st);
+    write_json(&s.dir.join(files::SUMMARY), &summary)?;
+    Ok(summary)
+}
+
+fn write_metrics(dir: &Path, st: &LoopState) -> Result<()> {
+    let lines: Vec<String> = st
+        .evals
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<_, _>>()?;
+    write_atomic(&dir.join(files::METRICS), |w| {
+        for l in &lines {
+            writeln!(w, "{l}")?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn summarize(cfg: &RunConfig, st: &LoopState) -> serde_json::Value {
+    let best = st.best.as_ref().map(|(_, r)| r);
+    json!({
+        "kind": cfg.kind,
+        "dataset": cfg.dataset,
+        "epochs": st.epochs_done,
+        "stopped_early": st.stopped_early,
+        "train_seconds": st.train_seconds,
+        "seconds_per_epoch": st.train_seconds / st.epochs_done.max(1) as f64,
+        "selected_by": format!("validation NDCG@10 ({:?})", cfg.select_protocol).to_lowercase(),
+        "best_epoch": best.map(|r| r.epoch),
+        "valid_at_best": best.map(|r| r.valid.clone()),
+        "test_at_best": best.map(|r| r.test.clone()),
+    })
+}
