@@ -1,0 +1,313 @@
+//! `sasrec-train` end to end on the synthetic fixture (CPU): run directory, resume after an
+//! interruption, inference-only evaluation and the error paths.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sasrec-train"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn fixture(dir: &Path) -> PathBuf {
+    let p = dir.join("syn.txt");
+    let out = bin()
+        .args([
+            "data",
+            "synthetic",
+            "--users",
+            "120",
+            "--items",
+            "200",
+            "--output",
+        ])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p
+}
+
+const BASE: [(&str, &str); 9] = [
+    ("--maxlen", "16"),
+    ("--hidden_units", "16"),
+    ("--num_heads", "2"),
+    ("--num_blocks", "1"),
+    ("--batch_size", "32"),
+    ("--eval_every", "2"),
+    ("--num_workers", "1"),
+    ("--seed", "3"),
+    ("--device", "cpu"),
+];
+
+/// The small CPU configuration; a flag in `extra` replaces the base value.
+fn small(data: &Path, run: &Path, extra: &[&str]) -> Output {
+    let base = BASE
+        .iter()
+        .filter(|(k, _)| !extra.contains(k))
+        .flat_map(|(k, v)| [*k, *v]);
+    bin()
+        .arg("--dataset")
+        .arg(data)
+        .arg("--train_dir")
+        .arg(run)
+        .args(base)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn err(out: Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected failure, stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+#[test]
+fn run_directory_holds_every_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture(dir.path());
+    let run = dir.path().join("run");
+    let s = ok(small(
+        &data,
+        &run,
+        &["--no_time", "--no_mhc", "--num_epochs", "4"],
+    ));
+    assert_eq!(s["epochs"], 4);
+    assert_eq!(s["kind"], "sasrec");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "items.tsv",
+        "metrics.jsonl",
+        "checkpoint.safetensors",
+        "summary.json",
+        "training_curve.png",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "evaluations after epochs 2 and 4");
+    assert_eq!(lines[1]["epoch"], 4);
+    for part in ["valid", "test"] {
+        for protocol in ["sampled", "full"] {
+            let m = &lines[1][part][protocol];
+            assert_eq!(m["users"], 120, "{part} {protocol}");
+            assert!((0.0..=1.0).contains(&m["ndcg"].as_f64().unwrap()));
+        }
+    }
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model"]["hidden_units"], 16);
+    assert_eq!(cfg["dataset_stats"]["users"], 120);
+    let png = std::fs::read(run.join("training_curve.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn resume_after_interruption_equals_the_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture(dir.path());
+    let flags = ["--time_unit", "personal", "--time_span", "32", "--no_mhc"];
+    let straight = dir.path().join("straight");
+    let a = ok(small(
+        &data,
+        &straight,
+        &[&flags[..], &["--num_epochs", "4"]].concat(),
+    ));
+    // Interrupted: stop after 2 epochs, then the same command with the full epoch count resumes.
+    let resumed = dir.path().join("resumed");
+    ok(small(
+        &data,
+        &resumed,
+        &[&flags[..], &["--num_epochs", "2"]].concat(),
+    ));
+    let b = ok(small(
+        &data,
+        &resumed,
+        &[&flags[..], &["--num_epochs", "4"]].concat(),
+    ));
+    assert_eq!(a["test_at_best"], b["test_at_best"]);
+    assert_eq!(a["valid_at_best"], b["valid_at_best"]);
+    let wa = std::fs::read(straight.join("model.safetensors")).unwrap();
+    let wb = std::fs::read(resumed.join("model.safetensors")).unwrap();
+    assert!(
+        wa == wb,
+        "resumed weights differ from the uninterrupted run"
+    );
+    // A killed run (kill -9 mid-training) resumes too and loses at most the current epoch.
+    let killed = dir.path().join("killed");
+    let mut child = bin()
+        .arg("--dataset")
+        .arg(&data)
+        .arg("--train_dir")
+        .arg(&killed)
+        .args(BASE.iter().flat_map(|(k, v)| [*k, *v]))
+        .args(["--num_epochs", "4"])
+        .args(flags)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = killed.join("checkpoint.safetensors");
+    while !ckpt.exists() {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    let c = ok(small(
+        &data,
+        &killed,
+        &[&flags[..], &["--num_epochs", "4"]].concat(),
+    ));
+    assert_eq!(a["test_at_best"], c["test_at_best"]);
+}
+
+#[test]
+fn inference_only_reproduces_the_best_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture(dir.path());
+    let run = dir.path().join("run");
+    let s = ok(small(
+        &data,
+        &run,
+        &["--no_time", "--no_mhc", "--num_epochs", "2"],
+    ));
+    let weights = run.join("model.safetensors");
+    let inf = ok(small(
+        &data,
+        &dir.path().join("inf"),
+        &[
+            "--no_time",
+            "--no_mhc",
+            "--inference_only",
+            "--state_dict_path",
+            weights.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(inf["test"], s["test_at_best"]);
+    assert_eq!(inf["valid"], s["valid_at_best"]);
+    // Flags that do not match the checkpoint: a clear error naming the tensor.
+    let e = err(small(
+        &data,
+        &dir.path().join("inf2"),
+        &[
+            "--no_time",
+            "--no_mhc",
+            "--hidden_units",
+            "32",
+            "--inference_only",
+            "--state_dict_path",
+            weights.to_str().unwrap(),
+        ],
+    ));
+    assert!(e.contains("item_emb.weight") || e.contains("shape"), "{e}");
+    assert!(e.contains(weights.to_str().unwrap()), "{e}");
+    // A corrupt checkpoint.
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"not a safetensors file").unwrap();
+    let e = err(small(
+        &data,
+        &dir.path().join("inf3"),
+        &[
+            "--no_time",
+            "--no_mhc",
+            "--inference_only",
+            "--state_dict_path",
+            bad.to_str().unwrap(),
+        ],
+    ));
+    assert!(e.contains("bad.safetensors"), "{e}");
+}
+
+#[test]
+fn errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let untimed = dir.path().join("untimed.txt");
+    std::fs::write(
+        &untimed,
+        (1..=40)
+            .map(|i| format!("{} {}\n", i % 5 + 1, i))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let e = err(small(&untimed, &dir.path().join("r1"), &["--no_mhc"]));
+    assert!(
+        e.contains("has no timestamps") && e.contains("--no_time"),
+        "{e}"
+    );
+    let data = fixture(dir.path());
+    let e = err(small(
+        &data,
+        &dir.path().join("r2"),
+        &["--no_time", "--no_mhc", "--hidden_units", "15"],
+    ));
+    assert!(
+        e.contains("--hidden_units 15 is not divisible by --num_heads 2"),
+        "{e}"
+    );
+    let e = err(small(
+        &data,
+        &dir.path().join("r3"),
+        &["--no_time", "--device", "tpu"],
+    ));
+    assert!(
+        e.contains("--device tpu: expected cpu, cuda or cuda:N"),
+        "{e}"
+    );
+    let out = small(
+        &data,
+        &dir.path().join("r4"),
+        &["--no_time", "--lr", "fast"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--lr"));
+    // Resuming with other settings is refused, naming the settings.
+    let run = dir.path().join("r5");
+    ok(small(
+        &data,
+        &run,
+        &["--no_time", "--no_mhc", "--num_epochs", "1"],
+    ));
+    let e = err(small(
+        &data,
+        &run,
+        &[
+            "--no_time",
+            "--no_mhc",
+            "--num_epochs",
+            "2",
+            "--dropout_rate",
+            "0.5",
+        ],
+    ));
+    assert!(
+        e.contains("model.dropout_rate") && e.contains("another --train_dir"),
+        "{e}"
+    );
+}
