@@ -1,0 +1,271 @@
+//! Causal multi-head attention: one core and two thin wrappers.
+//!
+//! [`attention_core`] does everything after the projections: scores → optional interval term →
+//! scale → mask → softmax → dropout → weighted sum plus optional interval values. Heads live in
+//! a (B, h, T, dh) layout: head `i` owns channels `i·dh .. (i+1)·dh`, which is what both torch's
+//! `MultiheadAttention` and TiSASRec's head-major batch stacking compute (pitfall 8).
+//!
+//! * [`MultiHeadSelfAttention`]: SASRec, `torch.nn.MultiheadAttention` with the fused
+//!   `in_proj_weight` (3C, C) and `out_proj` (models.md §1.4 step 5).
+//! * [`TimeAwareAttention`]: TiSASRec, `Q_w`/`K_w`/`V_w` with bias and no output projection
+//!   (models.md §2.5).
+
+use tch::nn;
+
+use crate::init::{Param, ParamInit};
+use crate::ops::Ops;
+
+/// Fill value for blocked scores, −2³²+1 as in TiSASRec (pitfall 9): finite, so a fully masked
+/// row gives a uniform distribution instead of NaN. [`Ops::masked_fill`] clamps it in fp16.
+pub const MASK_VALUE: f64 = -4_294_967_295.0;
+
+/// (B, T, C) → (B, h, T, dh).
+fn split_heads<O: Ops>(o: &O, x: &O::T, h: i64, dh: i64) -> O::T {
+    let x = o.reshape(x, &[0, 0, h, dh]); // (B, T, h, dh)
+    o.transpose(&x, &[0, 2, 1, 3]) // (B, h, T, dh)
+}
+
+/// (B, h, T, dh) → (B, T, C).
+fn merge_heads<O: Ops>(o: &O, x: &O::T, c: i64) -> O::T {
+    let x = o.transpose(x, &[0, 2, 1, 3]); // (B, T, h, dh)
+    o.reshape(&x, &[0, 0, c]) // (B, T, C)
+}
+
+/// Scaled dot-product attention with optional TiSASRec interval terms.
+///
+/// `S = (q kᵀ + [q·RKᵢⱼ]) / √dh`, masked entries set to [`MASK_VALUE`], `P = Dropout(softmax_j S)`,
+/// `out = P v + [Σⱼ Pᵢⱼ RVᵢⱼ]`.
+///
+/// Shapes: `q` (B, h, Tq, dh); `k`, `v` (B, h, Tk, dh); `rel = (rk_t, rv)` with `rk_t`
+/// (B, h, Tq, dh, Tk) and `rv` (B, h, Tq, Tk, dh); every mask is bool, broadcastable to
+/// (B, h, Tq, Tk), `true` = blocked (torch `MultiheadAttention` convention, pitfall 5).
+/// Returns (B, h, Tq, dh).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_core<O: Ops>(
+    o: &O,
+    q: &O::T,
+    k: &O::T,
+    v: &O::T,
+    rel: Option<(&O::T, &O::T)>,
+    masks: &[&O::T],
+    dh: i64,
+    dropout: f64,
+    train: bool,
+) -> O::T {
+    let kt = o.transpose(k, &[0, 1, 3, 2]); // (B, h, dh, Tk)
+    let mut s = o.matmul(q, &kt); // (B, h, Tq, Tk)
+    if let Some((rk_t, _)) = rel {
+        let q5 = o.unsqueeze(q, 3); // (B, h, Tq, 1, dh)
+        let sr = o.matmul(&q5, rk_t); // (B, h, Tq, 1, Tk)
+        s = o.add(&s, &o.reshape(&sr, &[0, 0, 0, -1])); // (B, h, Tq, Tk)
+    }
+    let mut s = o.mul_scalar(&s, 1.0 / (dh as f64).sqrt()); // scale by √(C/h), pitfall 10
+    for m in masks {
+        s = o.masked_fill(&s, m, MASK_VALUE);
+    }
+    let p = o.softmax(&s, -1); // (B, h, Tq, Tk)
+    let p = o.dropout(&p, dropout, train); // on the probabilities (pitfall 7)
+    let out = o.matmul(&p, v); // (B, h, Tq, dh)
+    match rel {
+        Some((_, rv)) => {
+            let p5 = o.unsqueeze(&p, 3); // (B, h, Tq, 1, Tk)
+            let or = o.matmul(&p5, rv); // (B, h, Tq, 1, dh)
+            o.add(&out, &o.reshape(&or, &[0, 0, 0, -1])) // (B, h, Tq, dh)
+        }
+        None => out,
+    }
+}
+
+/// `torch.nn.MultiheadAttention(C, h, dropout)` as used by pmixer SASRec:
+/// `MHA(Q, K, V) = concat_h(softmax(Q W_qʰ (K W_kʰ)ᵀ/√dh + M) V W_vʰ) W_oᵀ + b_o`.
+///
+/// Parameters `{p}.in_proj_weight` (3C, C) = [W_q; W_k; W_v], `{p}.in_proj_bias` (3C) = 0,
+/// `{p}.out_proj.weight` (C, C), `{p}.out_proj.bias` (C) = 0.
+#[derive(Debug)]
+pub struct MultiHeadSelfAttention {
+    in_proj_weight: Param,
+    in_proj_bias: Param,
+    out_proj_weight: Param,
+    out_proj_bias: Param,
+    c: i64,
+    heads: i64,
+    dropout: f64,
+}
+
+impl MultiHeadSelfAttention {
+    /// Creates the four tensors under `p`; `xavier` is the rule for the two weight matrices
+    /// (the fused in_proj fan gives std √(1/(2C)) under Xavier-normal, pitfall 12).
+    pub fn new(p: &nn::Path, c: i64, heads: i64, dropout: f64, xavier: ParamInit) -> Self {
+        let po = p / "out_proj";
+        Self {
+            in_proj_weight: Param::new(p, "in_proj_weight", &[3 * c, c], xavier.clone()),
+            in_proj_bias: Param::new(p, "in_proj_bias", &[3 * c], ParamInit::Const(0.0)),
+            out_proj_weight: Param::new(&po, "weight", &[c, c], xavier),
+            out_proj_bias: Param::new(&po, "bias", &[c], ParamInit::Const(0.0)),
+            c,
+            heads,
+            dropout,
+        }
+    }
+
+    /// `MHA(q_in, kv_in, kv_in)`: `q_in` (B, Tq, C), `kv_in` (B, Tk, C), `mask` bool (Tq, Tk)
+    /// with `true` = blocked, or `None`. Returns (B, Tq, C).
+    pub fn forward<O: Ops>(
+        &self,
+        o: &O,
+        q_in: &O::T,
+        kv_in: &O::T,
+        mask: Option<&O::T>,
+        train: bool,
+    ) -> O::T {
+        let (c, h) = (self.c, self.heads);
+        let dh = c / h;
+        let w = o.param(&self.in_proj_weight); // (3C, C)
+        let b = o.param(&self.in_proj_bias); // (3C)
+        let (wq, bq) = (o.slice(&w, 0, 0, c), o.slice(&b, 0, 0, c)); // (C, C), (C)
+        let (wk, bk) = (o.slice(&w, 0, c, 2 * c), o.slice(&b, 0, c, 2 * c));
+        let (wv, bv) = (o.slice(&w, 0, 2 * c, 3 * c), o.slice(&b, 0, 2 * c, 3 * c));
+        let q = split_heads(o, &o.linear(q_in, &wq, Some(&bq)), h, dh); // (B, h, Tq, dh)
+        let k = split_heads(o, &o.linear(kv_in, &wk, Some(&bk)), h, dh); // (B, h, Tk, dh)
+        let v = split_heads(o, &o.linear(kv_in, &wv, Some(&bv)), h, dh); // (B, h, Tk, dh)
+        let masks: Vec<&O::T> = mask.into_iter().collect();
+        let a = attention_core(o, &q, &k, &v, None, &masks, dh, self.dropout, train);
+        let a = merge_heads(o, &a, c); // (B, Tq, C)
+        let wo = o.param(&self.out_proj_weight);
+        o.linear(&a, &wo, Some(&o.param(&self.out_proj_bias))) // (B, Tq, C)
+    }
+
+    /// The parameters, in state-dict order.
+    pub fn params(&self) -> Vec<&Param> {
+        vec![
+            &self.in_proj_weight,
+            &self.in_proj_bias,
+            &self.out_proj_weight,
+            &self.out_proj_bias,
+        ]
+    }
+}
+
+/// Everything TiSASRec's attention layers share within one forward pass, built once by the model
+/// (like candle's shared rotary table): dropped-out position and interval embeddings and masks.
+#[derive(Debug)]
+pub struct TimeContext<T> {
+    /// `Dropout(abs_pos_K_emb(0..T−1))`, (B, Tk, C).
+    pub pk: T,
+    /// `Dropout(abs_pos_V_emb(0..T−1))`, (B, Tk, C).
+    pub pv: T,
+    /// `Dropout(time_matrix_K_emb(R))`, head-split and transposed: (B, h, Tq, dh, Tk).
+    pub rk_t: T,
+    /// `Dropout(time_matrix_V_emb(R))`, head-split: (B, h, Tq, Tk, dh).
+    pub rv: T,
+    /// Query rows that are padding, bool (B, 1, Tq, 1) (pmixer masks query rows, not keys).
+    pub row_pad: T,
+    /// Causal mask `j > i`, bool (Tq, Tk); `None` when the only query is the last position.
+    pub causal: Option<T>,
+}
+
+impl<T> TimeContext<T> {
+    /// The context for queries at the last position only: (Tq = 1); keys are unchanged.
+    pub fn last<O: Ops<T = T>>(&self, o: &O) -> Self {
+        Self {
+            pk: o.identity(&self.pk),
+            pv: o.identity(&self.pv),
+            rk_t: o.slice(&self.rk_t, 2, -1, i64::MAX), // (B, h, 1, dh, Tk)
+            rv: o.slice(&self.rv, 2, -1, i64::MAX),     // (B, h, 1, Tk, dh)
+            row_pad: o.slice(&self.row_pad, 2, -1, i64::MAX), // (B, 1, 1, 1)
+            causal: None,                               // the last query may see every key
+        }
+    }
+}
+
+/// pmixer TiSASRec's `TimeAwareMultiHeadAttention`:
+/// `Sᵢⱼ = Qᵢ·(Kⱼ + PKⱼ + RKᵢⱼ)/√dh`, `outᵢ = Σⱼ softmax(S)ᵢⱼ (Vⱼ + PVⱼ + RVᵢⱼ)`, with
+/// `Q = q_in W_Qᵀ + b_Q`, `K = kv_in W_Kᵀ + b_K`, `V = kv_in W_Vᵀ + b_V` and no output projection.
+///
+/// Parameters `{p}.Q_w.weight/bias`, `{p}.K_w.weight/bias`, `{p}.V_w.weight/bias` (C, C)/(C).
+#[derive(Debug)]
+pub struct TimeAwareAttention {
+    q_w: Param,
+    q_b: Param,
+    k_w: Param,
+    k_b: Param,
+    v_w: Param,
+    v_b: Param,
+    c: i64,
+    heads: i64,
+    dropout: f64,
+}
+
+impl TimeAwareAttention {
+    /// Creates the three Linear(C, C) layers; weights by `xavier`, biases U(±1/√C) (torch).
+    pub fn new(p: &nn::Path, c: i64, heads: i64, dropout: f64, xavier: ParamInit) -> Self {
+        let lin = |name: &str| {
+            let pl = p / name;
+            (
+                Param::new(&pl, "weight", &[c, c], xavier.clone()),
+                Param::new(&pl, "bias", &[c], crate::init::torch_bias(c)),
+            )
+        };
+        let (q_w, q_b) = lin("Q_w");
+        let (k_w, k_b) = lin("K_w");
+        let (v_w, v_b) = lin("V_w");
+        Self {
+            q_w,
+            q_b,
+            k_w,
+            k_b,
+            v_w,
+            v_b,
+            c,
+            heads,
+            dropout,
+        }
+    }
+
+    /// Attention of `q_in` (B, Tq, C) over `kv_in` (B, Tk, C) with the shared `ctx`.
+    /// Returns (B, Tq, C).
+    pub fn forward<O: Ops>(
+        &self,
+        o: &O,
+        q_in: &O::T,
+        kv_in: &O::T,
+        ctx: &TimeContext<O::T>,
+        train: bool,
+    ) -> O::T {
+        let (c, h) = (self.c, self.heads);
+        let dh = c / h;
+        let q = o.linear(q_in, &o.param(&self.q_w), Some(&o.param(&self.q_b))); // (B, Tq, C)
+        let k = o.linear(kv_in, &o.param(&self.k_w), Some(&o.param(&self.k_b))); // (B, Tk, C)
+        let v = o.linear(kv_in, &o.param(&self.v_w), Some(&o.param(&self.v_b))); // (B, Tk, C)
+        let q = split_heads(o, &q, h, dh); // (B, h, Tq, dh)
+        let k = split_heads(o, &o.add(&k, &ctx.pk), h, dh); // (B, h, Tk, dh)  K + PK
+        let v = split_heads(o, &o.add(&v, &ctx.pv), h, dh); // (B, h, Tk, dh)  V + PV
+        let mut masks = vec![&ctx.row_pad];
+        masks.extend(ctx.causal.as_ref());
+        let rel = Some((&ctx.rk_t, &ctx.rv));
+        let a = attention_core(o, &q, &k, &v, rel, &masks, dh, self.dropout, train);
+        merge_heads(o, &a, c) // (B, Tq, C)
+    }
+
+    /// The parameters, in state-dict order.
+    pub fn params(&self) -> Vec<&Param> {
+        vec![
+            &self.q_w, &self.q_b, &self.k_w, &self.k_b, &self.v_w, &self.v_b,
+        ]
+    }
+}
+
+/// Causal mask `j > i` (true = blocked) for a (B, T, …) input: bool (T, T).
+pub fn causal_mask<O: Ops>(o: &O, x: &O::T) -> O::T {
+    let r = o.range_of(x, 1); // (T)
+    let rows = o.unsqueeze(&r, 1); // (T, 1) query index i
+    let cols = o.unsqueeze(&r, 0); // (1, T) key index j
+    o.gt(&cols, &rows) // (T, T)
+}
+
+/// Helper shared by the wrappers: split heads of an interval embedding (B, Tq, Tk, C) into
+/// (B, h, Tq, Tk, dh).
+pub fn split_heads_rel<O: Ops>(o: &O, r: &O::T, h: i64, dh: i64) -> O::T {
+    let r = o.reshape(r, &[0, 0, 0, h, dh]); // (B, Tq, Tk, h, dh)
+    o.transpose(&r, &[0, 3, 1, 2, 4]) // (B, h, Tq, Tk, dh)
+}

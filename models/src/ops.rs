@@ -1,0 +1,347 @@
+//! The tensor operations every network in this crate is written against.
+//!
+//! Each network has exactly one definition, generic over [`Ops`]. [`TchOps`] runs it on libtorch
+//! (training, evaluation); the export crate adds a second implementation that records the same
+//! calls as an ONNX graph (opset 17). Every method therefore maps onto one or a few ONNX
+//! operators, named in its doc comment, and the trait stays small on purpose:
+//!
+//! * parameters are fetched by [`Param`], which carries the state-dict name, so a recorder can
+//!   emit an initializer named exactly like the checkpoint tensor;
+//! * shapes never bake in the batch size: [`Ops::reshape`] follows ONNX `Reshape` semantics
+//!   (`0` copies the input dimension, `-1` is inferred), and index ranges are derived from the
+//!   input with [`Ops::range_of`];
+//! * dropout takes the `train` flag; a recorder only ever sees `train = false`.
+
+use tch::{Kind, Tensor};
+
+use crate::init::Param;
+
+/// Element types the networks use (`Cast` targets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    /// 32-bit float: parameters, activations, the mHC coefficients.
+    F32,
+    /// 64-bit integer: item ids, positions, interval buckets.
+    I64,
+    /// Boolean masks.
+    Bool,
+}
+
+/// Tensor operations, each mapping to ONNX operators (opset 17).
+///
+/// Dimensions may be negative (counted from the end) wherever a `dim` is taken. Binary
+/// operations broadcast numpy-style, as ONNX does.
+pub trait Ops {
+    /// A tensor handle (a libtorch tensor, or a node output in a recorded graph).
+    type T;
+
+    /// The value of a parameter (ONNX initializer named [`Param::name`]). May be called several
+    /// times for the same parameter; implementations must return the same value every time.
+    fn param(&self, p: &Param) -> Self::T;
+
+    /// `x` unchanged (ONNX `Identity`, or the same node).
+    fn identity(&self, x: &Self::T) -> Self::T;
+
+    /// Rows of a table: `out[..., :] = table[ids[...], :]` (ONNX `Gather`, axis 0). With
+    /// `padding_idx = Some(p)`, training gives table row `p` no gradient (torch `padding_idx`).
+    fn gather_rows(&self, table: &Self::T, ids: &Self::T, padding_idx: Option<i64>) -> Self::T;
+
+    /// `[0, 1, …, x.size(dim) − 1]` as int64 (ONNX `Shape` → `Gather` → `Range`).
+    fn range_of(&self, x: &Self::T, dim: i64) -> Self::T;
+
+    /// ONNX `Reshape`: `0` copies the input dimension at that index, `-1` is inferred.
+    fn reshape(&self, x: &Self::T, shape: &[i64]) -> Self::T;
+
+    /// Permutes the dimensions (ONNX `Transpose`).
+    fn transpose(&self, x: &Self::T, perm: &[i64]) -> Self::T;
+
+    /// Inserts a dimension of size 1 at `dim` (ONNX `Unsqueeze`).
+    fn unsqueeze(&self, x: &Self::T, dim: i64) -> Self::T;
+
+    /// Concatenates along `dim` (ONNX `Concat`).
+    fn concat(&self, xs: &[&Self::T], dim: i64) -> Self::T;
+
+    /// `x[.., start:end, ..]` along `dim`, negative indices from the end, `end = i64::MAX` for
+    /// "to the end" (ONNX `Slice`).
+    fn slice(&self, x: &Self::T, dim: i64, start: i64, end: i64) -> Self::T;
+
+    /// Converts the element type (ONNX `Cast`).
+    fn cast(&self, x: &Self::T, dtype: DType) -> Self::T;
+
+    /// `a + b` (ONNX `Add`).
+    fn add(&self, a: &Self::T, b: &Self::T) -> Self::T;
+
+    /// `a − b` (ONNX `Sub`).
+    fn sub(&self, a: &Self::T, b: &Self::T) -> Self::T;
+
+    /// `a · b` elementwise (ONNX `Mul`).
+    fn mul(&self, a: &Self::T, b: &Self::T) -> Self::T;
+
+    /// `a / b` elementwise (ONNX `Div`).
+    fn div(&self, a: &Self::T, b: &Self::T) -> Self::T;
+
+    /// `x + v` with a constant of `x`'s element type (ONNX `Add` with a `Constant`).
+    fn add_scalar(&self, x: &Self::T, v: f64) -> Self::T;
+
+    /// `x · v` with a constant of `x`'s element type (ONNX `Mul` with a `Constant`).
+    fn mul_scalar(&self, x: &Self::T, v: f64) -> Self::T;
+
+    /// `√x` (ONNX `Sqrt`).
+    fn sqrt(&self, x: &Self::T) -> Self::T;
+
+    /// `eˣ` (ONNX `Exp`).
+    fn exp(&self, x: &Self::T) -> Self::T;
+
+    /// `max(x, 0)` (ONNX `Relu`).
+    fn relu(&self, x: &Self::T) -> Self::T;
+
+    /// `1 / (1 + e⁻ˣ)` (ONNX `Sigmoid`).
+    fn sigmoid(&self, x: &Self::T) -> Self::T;
+
+    /// `x == v` as a bool mask (ONNX `Equal` with a `Constant`).
+    fn eq_scalar(&self, x: &Self::T, v: i64) -> Self::T;
+
+    /// `a > b` as a bool mask (ONNX `Greater`).
+    fn gt(&self, a: &Self::T, b: &Self::T) -> Self::T;
+
+    /// Logical not of a bool mask (ONNX `Not`).
+    fn not(&self, x: &Self::T) -> Self::T;
+
+    /// `mask ? v : x` (ONNX `Where` with a `Constant`). `v` is clamped to the finite range of
+    /// `x`'s element type, so −2³²+1 stays finite in fp16 (pitfall 9).
+    fn masked_fill(&self, x: &Self::T, mask: &Self::T, v: f64) -> Self::T;
+
+    /// Sum over `dim` (ONNX `ReduceSum`).
+    fn sum(&self, x: &Self::T, dim: i64, keepdim: bool) -> Self::T;
+
+    /// Mean over `dim` (ONNX `ReduceMean`).
+    fn mean(&self, x: &Self::T, dim: i64, keepdim: bool) -> Self::T;
+
+    /// Maximum over `dim` (ONNX `ReduceMax`).
+    fn max(&self, x: &Self::T, dim: i64, keepdim: bool) -> Self::T;
+
+    /// Batched matrix product over the last two dimensions (ONNX `MatMul`).
+    fn matmul(&self, a: &Self::T, b: &Self::T) -> Self::T;
+
+    /// `x Wᵀ + b` over the last dimension, `w` of shape (out, in) (ONNX `MatMul` + `Add`, or
+    /// `Gemm` on 2-D input).
+    fn linear(&self, x: &Self::T, w: &Self::T, b: Option<&Self::T>) -> Self::T;
+
+    /// `(x − E[x]) / √(Var[x] + eps) · w + b` over the last dimension (ONNX
+    /// `LayerNormalization`, axis −1).
+    fn layer_norm(&self, x: &Self::T, w: &Self::T, b: &Self::T, eps: f64) -> Self::T;
+
+    /// `exp(xᵢ) / Σⱼ exp(xⱼ)` along `dim` (ONNX `Softmax`).
+    fn softmax(&self, x: &Self::T, dim: i64) -> Self::T;
+
+    /// Inverted dropout with rate `p` when `train`, identity otherwise (inference graphs only see
+    /// `train = false`).
+    fn dropout(&self, x: &Self::T, p: f64, train: bool) -> Self::T;
+
+    /// Runs `f` with mixed precision switched off, so that its matrix products stay fp32 (the
+    /// mHC coefficients, Sinkhorn and stream mixing; mHC paper §4.3.1). Graph recorders, which
+    /// are fp32 throughout, keep the default.
+    fn full_precision<R>(&self, f: impl FnOnce() -> R) -> R {
+        f()
+    }
+}
+
+/// [`Ops`] on libtorch tensors: the implementation used for training and evaluation.
+///
+/// Constants are created on the device of the tensor they combine with, so the same code runs
+/// on CPU and CUDA.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TchOps;
+
+impl TchOps {
+    /// Resolves ONNX-style `0` entries ("copy this input dimension") to concrete sizes.
+    fn resolve_shape(x: &Tensor, shape: &[i64]) -> Vec<i64> {
+        let dims = x.size();
+        shape
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| if s == 0 { dims[i] } else { s })
+            .collect()
+    }
+
+    fn is_integral(x: &Tensor) -> bool {
+        matches!(
+            x.kind(),
+            Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8
+        )
+    }
+}
+
+impl Ops for TchOps {
+    type T = Tensor;
+
+    fn param(&self, p: &Param) -> Tensor {
+        p.tensor().shallow_clone()
+    }
+
+    fn identity(&self, x: &Tensor) -> Tensor {
+        x.shallow_clone()
+    }
+
+    fn gather_rows(&self, table: &Tensor, ids: &Tensor, padding_idx: Option<i64>) -> Tensor {
+        // ATen's embedding backward skips `padding_idx`, exactly like torch.nn.Embedding.
+        Tensor::embedding(table, ids, padding_idx.unwrap_or(-1), false, false)
+    }
+
+    fn range_of(&self, x: &Tensor, dim: i64) -> Tensor {
+        let dims = x.size();
+        let d = if dim < 0 {
+            dims.len() as i64 + dim
+        } else {
+            dim
+        };
+        Tensor::arange(dims[d as usize], (Kind::Int64, x.device()))
+    }
+
+    fn reshape(&self, x: &Tensor, shape: &[i64]) -> Tensor {
+        x.reshape(Self::resolve_shape(x, shape))
+    }
+
+    fn transpose(&self, x: &Tensor, perm: &[i64]) -> Tensor {
+        x.permute(perm)
+    }
+
+    fn unsqueeze(&self, x: &Tensor, dim: i64) -> Tensor {
+        x.unsqueeze(dim)
+    }
+
+    fn concat(&self, xs: &[&Tensor], dim: i64) -> Tensor {
+        Tensor::cat(xs, dim)
+    }
+
+    fn slice(&self, x: &Tensor, dim: i64, start: i64, end: i64) -> Tensor {
+        x.slice(dim, start, end, 1)
+    }
+
+    fn cast(&self, x: &Tensor, dtype: DType) -> Tensor {
+        let kind = match dtype {
+            DType::F32 => Kind::Float,
+            DType::I64 => Kind::Int64,
+            DType::Bool => Kind::Bool,
+        };
+        if x.kind() == kind {
+            x.shallow_clone()
+        } else {
+            x.to_kind(kind)
+        }
+    }
+
+    fn add(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        a + b
+    }
+
+    fn sub(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        a - b
+    }
+
+    fn mul(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        a * b
+    }
+
+    fn div(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        a / b
+    }
+
+    fn add_scalar(&self, x: &Tensor, v: f64) -> Tensor {
+        // An f64 scalar would promote an integer tensor to float (torch type promotion).
+        if Self::is_integral(x) {
+            x + (v as i64)
+        } else {
+            x + v
+        }
+    }
+
+    fn mul_scalar(&self, x: &Tensor, v: f64) -> Tensor {
+        if Self::is_integral(x) {
+            x * (v as i64)
+        } else {
+            x * v
+        }
+    }
+
+    fn sqrt(&self, x: &Tensor) -> Tensor {
+        x.sqrt()
+    }
+
+    fn exp(&self, x: &Tensor) -> Tensor {
+        x.exp()
+    }
+
+    fn relu(&self, x: &Tensor) -> Tensor {
+        x.relu()
+    }
+
+    fn sigmoid(&self, x: &Tensor) -> Tensor {
+        x.sigmoid()
+    }
+
+    fn eq_scalar(&self, x: &Tensor, v: i64) -> Tensor {
+        x.eq(v)
+    }
+
+    fn gt(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        a.gt_tensor(b)
+    }
+
+    fn not(&self, x: &Tensor) -> Tensor {
+        x.logical_not()
+    }
+
+    fn masked_fill(&self, x: &Tensor, mask: &Tensor, v: f64) -> Tensor {
+        let v = match x.kind() {
+            Kind::Half => v.clamp(-65504.0, 65504.0),
+            _ => v,
+        };
+        x.masked_fill(mask, v)
+    }
+
+    fn sum(&self, x: &Tensor, dim: i64, keepdim: bool) -> Tensor {
+        x.sum_dim_intlist(dim, keepdim, None::<Kind>)
+    }
+
+    fn mean(&self, x: &Tensor, dim: i64, keepdim: bool) -> Tensor {
+        x.mean_dim(dim, keepdim, None::<Kind>)
+    }
+
+    fn max(&self, x: &Tensor, dim: i64, keepdim: bool) -> Tensor {
+        x.amax(dim, keepdim)
+    }
+
+    fn matmul(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        a.matmul(b)
+    }
+
+    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
+        x.linear(w, b)
+    }
+
+    fn layer_norm(&self, x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Tensor {
+        let c = *x
+            .size()
+            .last()
+            .expect("layer_norm input has at least one dimension");
+        x.layer_norm([c], Some(w), Some(b), eps, true)
+    }
+
+    fn softmax(&self, x: &Tensor, dim: i64) -> Tensor {
+        x.softmax(dim, None::<Kind>)
+    }
+
+    fn dropout(&self, x: &Tensor, p: f64, train: bool) -> Tensor {
+        if train && p > 0.0 {
+            x.dropout(p, true)
+        } else {
+            x.shallow_clone()
+        }
+    }
+
+    fn full_precision<R>(&self, f: impl FnOnce() -> R) -> R {
+        // Switches CUDA autocast off for the closure (a no-op without CUDA).
+        tch::autocast(false, f)
+    }
+}

@@ -1,0 +1,230 @@
+//! SASRec (Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018,
+//! arXiv:1808.09781) as implemented in `pmixer/SASRec.pytorch` (`python/model.py`, commit
+//! `fde8a9c`), and SASRec + mHC (arXiv:2512.24880). Spec: models.md §1.3–1.6 and §3.7.
+//!
+//! Residual variants: [`NormPlacement::Post`] (pmixer default, `norm_first = false`),
+//! [`NormPlacement::Pre`] (`--norm_first`), [`NormPlacement::Original`] (pmixer before 2025-05 and
+//! the TF code; selectable through [`SasRec::with_placement`]). mHC models always use Pre-LN
+//! inside the sub-layers: Post-LN is not defined for mHC, so `norm_first` is ignored there.
+
+use sasrec_shared::config::ModelConfig;
+use tch::nn;
+
+use crate::init::{Param, ParamInit};
+use crate::layers::attention::causal_mask;
+use crate::layers::{
+    Block, LayerNorm, MultiHeadSelfAttention, NormPlacement, PointWiseFeedForward, Residual,
+};
+use crate::mhc::Streams;
+use crate::ops::{DType, Ops};
+
+/// The SASRec network: embeddings, `num_blocks` causal self-attention blocks, last LayerNorm.
+///
+/// State dict (pmixer names): `item_emb.weight` (I+1, C), `pos_emb.weight` (T+1, C), per block
+/// `attention_layernorms.{i}.*`, `attention_layers.{i}.in_proj_weight` (3C, C), `.in_proj_bias`,
+/// `.out_proj.weight/bias`, `forward_layernorms.{i}.*`, `forward_layers.{i}.conv{1,2}.weight`
+/// (C, C, 1) and `.bias`, then `last_layernorm.*`; mHC adds `mhc_attention.{i}.*` and
+/// `mhc_ffn.{i}.*`. ML-1M (I = 3416, C = 50, T = 200, 2 blocks): 212,000 parameters.
+#[derive(Debug)]
+pub struct SasRec {
+    item_emb: Param,
+    pos_emb: Param,
+    blocks: Vec<Block<MultiHeadSelfAttention>>,
+    last_layernorm: LayerNorm,
+    streams: Streams,
+    c: i64,
+    dropout: f64,
+}
+
+impl SasRec {
+    /// Builds the network under `p`; `norm_first` picks Pre-LN, otherwise Post-LN (pmixer).
+    pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
+        let placement = if cfg.norm_first {
+            NormPlacement::Pre
+        } else {
+            NormPlacement::Post
+        };
+        Self::with_placement(p, cfg, placement)
+    }
+
+    /// Builds the network with an explicit residual placement (ignored for mHC models).
+    pub fn with_placement(p: &nn::Path, cfg: &ModelConfig, placement: NormPlacement) -> Self {
+        let c = cfg.hidden_units as i64;
+        let t = cfg.maxlen as i64;
+        let xavier = ParamInit::XavierNormal; // pmixer main.py: xavier_normal_ on ≥2-D tensors
+        let item_emb = Param::embedding(
+            &(p / "item_emb"),
+            "weight",
+            &[cfg.num_items as i64 + 1, c],
+            xavier.clone(),
+            Some(0),
+        );
+        let pos_emb = Param::embedding(
+            &(p / "pos_emb"),
+            "weight",
+            &[t + 1, c],
+            xavier.clone(),
+            Some(0),
+        );
+        let blocks = (0..cfg.num_blocks)
+            .map(|i| {
+                let h = cfg.num_heads as i64;
+                let attn_p = p / "attention_layers" / i;
+                let attn =
+                    MultiHeadSelfAttention::new(&attn_p, c, h, cfg.dropout_rate, xavier.clone());
+                let ffn_p = p / "forward_layers" / i;
+                let ffn = PointWiseFeedForward::new(&ffn_p, c, cfg.dropout_rate, xavier.clone());
+                Block::new(p, i, c, attn, ffn, Residual::new(p, i, c, cfg, placement))
+            })
+            .collect();
+        Self {
+            item_emb,
+            pos_emb,
+            blocks,
+            last_layernorm: LayerNorm::new(&(p / "last_layernorm"), c),
+            streams: Streams::new(cfg.mhc.as_ref()),
+            c,
+            dropout: cfg.dropout_rate,
+        }
+    }
+
+    /// `X = Dropout(item_emb(s)·√C + pos_emb(p))` with `p[b, t] = (t+1)·[s[b, t] ≠ 0]`
+    /// (models.md §1.4 steps 1–3): (B, T) int → (B, T, C).
+    pub fn embed<O: Ops>(&self, o: &O, seq: &O::T, train: bool) -> O::T {
+        let scale = (self.c as f64).sqrt(); // √C on the item embedding only (pitfall 3)
+        let e = o.gather_rows(&o.param(&self.item_emb), seq, Some(0)); // (B, T, C)
+        let e = o.mul_scalar(&e, scale);
+        let real = o.cast(&o.not(&o.eq_scalar(seq, 0)), DType::I64); // (B, T)
+        let pos = o.mul(&o.add_scalar(&o.range_of(seq, 1), 1.0), &real); // (B, T) 1..T, 0 = pad
+        let x = o.add(&e, &o.gather_rows(&o.param(&self.pos_emb), &pos, Some(0))); // (B, T, C)
+        o.dropout(&x, self.dropout, train)
+    }
+
+    /// `F = last_layernorm(merge(blocks(X)))` (models.md §1.4): `seq` (B, T) int64 →
+    /// (B, T, C), or (B, 1, C) with `last_only` (the last block queries only the last position).
+    pub fn forward<O: Ops>(&self, o: &O, seq: &O::T, last_only: bool, train: bool) -> O::T {
+        let x = self.hidden(o, seq, last_only, train); // (B, Tq, C) or (B, Tq, n, C)
+        let x = self.streams.merge(o, &x); // (B, Tq, C)
+        self.last_layernorm.forward(o, &x)
+    }
+
+    /// The hidden state after the last block, before the stream merge and the last LayerNorm:
+    /// (B, Tq, C), or the n residual streams (B, Tq, n, C) for mHC.
+    pub fn hidden<O: Ops>(&self, o: &O, seq: &O::T, last_only: bool, train: bool) -> O::T {
+        let x = self.embed(o, seq, train); // (B, T, C)
+        let causal = causal_mask(o, seq); // (T, T), true above the diagonal
+        let mut x = self.streams.expand(o, &x); // (B, T, C) or (B, T, n, C)
+        let nb = self.blocks.len();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let last = last_only && i + 1 == nb;
+            let mask = if last { None } else { Some(&causal) }; // the last query sees every key
+            let attend =
+                |a: &MultiHeadSelfAttention, q: &O::T, kv: &O::T| a.forward(o, q, kv, mask, train);
+            x = block.forward(o, &x, attend, last, train);
+        }
+        if last_only && nb == 0 {
+            x = o.slice(&x, 1, -1, i64::MAX);
+        }
+        x
+    }
+
+    /// The tied item table `item_emb.weight` (I+1, C).
+    pub fn item_emb(&self) -> &Param {
+        &self.item_emb
+    }
+
+    /// Every parameter of the network.
+    pub fn params(&self) -> Vec<&Param> {
+        let mut v = vec![&self.item_emb, &self.pos_emb];
+        for b in &self.blocks {
+            v.extend(b.attn.params());
+            v.extend(b.own_params());
+        }
+        v.extend(self.last_layernorm.params());
+        v
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use sasrec_shared::config::{Backbone, ModelConfig};
+    use tch::{nn, Device, Kind};
+
+    use crate::SeqRecModel;
+
+    /// pmixer's ML-1M setting: I = 3416, C = 50, T = 200, 2 blocks, 1 head.
+    pub(crate) fn ml1m() -> ModelConfig {
+        ModelConfig {
+            backbone: Backbone::Sasrec,
+            num_items: 3416,
+            maxlen: 200,
+            hidden_units: 50,
+            num_blocks: 2,
+            num_heads: 1,
+            dropout_rate: 0.2,
+            norm_first: false,
+            time_span: 100,
+            mhc: None,
+        }
+    }
+
+    #[test]
+    fn parameter_count_is_212000() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = SeqRecModel::new(&vs.root(), &ml1m()).unwrap();
+        assert_eq!(m.num_params(), 212_000);
+        let total: i64 = vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum();
+        assert_eq!(total, 212_000);
+    }
+
+    /// models.md §1.3: Xavier-normal with torch fans, zero padding rows, 1-D defaults.
+    #[test]
+    fn init_statistics_match_pmixer() {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = SeqRecModel::new(&vs.root(), &ml1m()).unwrap();
+        m.init_weights();
+        let v = vs.variables();
+        let std = |name: &str| v[name].std(true).double_value(&[]);
+        let within = |got: f64, want: f64| (got / want - 1.0).abs() < 0.05;
+        let item = &v["item_emb.weight"];
+        let item_std = item.narrow(0, 1, 3416).std(true).double_value(&[]);
+        assert!(
+            within(item_std, (2.0f64 / (3417.0 + 50.0)).sqrt()),
+            "item_emb std {item_std}"
+        );
+        assert!(within(std("pos_emb.weight"), (2.0f64 / 251.0).sqrt()));
+        assert!(within(
+            std("attention_layers.0.in_proj_weight"),
+            (1.0f64 / 100.0).sqrt()
+        ));
+        assert!(within(
+            std("attention_layers.1.out_proj.weight"),
+            (1.0f64 / 50.0).sqrt()
+        ));
+        assert!(within(
+            std("forward_layers.0.conv1.weight"),
+            (1.0f64 / 50.0).sqrt()
+        ));
+        for row0 in ["item_emb.weight", "pos_emb.weight"] {
+            assert_eq!(v[row0].get(0).abs().sum(Kind::Float).double_value(&[]), 0.0);
+        }
+        let abs_sum = |n: &str| v[n].abs().sum(Kind::Float).double_value(&[]);
+        assert_eq!(abs_sum("attention_layers.0.in_proj_bias"), 0.0);
+        assert_eq!(abs_sum("attention_layers.0.out_proj.bias"), 0.0);
+        assert_eq!(abs_sum("last_layernorm.bias"), 0.0);
+        assert_eq!(
+            v["forward_layernorms.1.weight"]
+                .mean(Kind::Float)
+                .double_value(&[]),
+            1.0
+        );
+        let b = &v["forward_layers.1.conv2.bias"];
+        assert!(b.abs().max().double_value(&[]) <= 1.0 / 50f64.sqrt());
+        assert!(b.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+}

@@ -1,0 +1,275 @@
+//! TiSASRec (Li, Wang & McAuley, "Time Interval Aware Self-Attention for Sequential
+//! Recommendation", WSDM 2020, arXiv:2004.11780) as ported in `pmixer/TiSASRec.pytorch`
+//! (`model.py`, commit `b18341f`), and TiSASRec + mHC (arXiv:2512.24880).
+//! Spec: models.md §2.5, §2.6 (pmixer masking) and §3.7.
+//!
+//! Residual variants: `norm_first = false` maps to [`NormPlacement::Original`], the reference
+//! wiring (`Q = LN(X)`, `X ← Q + A(Q, X)`, `X ← LN_ffn(X)`, `X ← X + FFN(X)`, `X ← X·¬pad`);
+//! `norm_first = true` maps to standard Pre-LN (`X ← X + A(LN(X), LN(X))`,
+//! `X ← X + FFN(LN(X))`, `X ← X·¬pad`). Post-LN is available through
+//! [`TiSasRec::with_placement`]. mHC models use Pre-LN sub-layers with `Q = K = V = LN(u)`
+//! (models.md §3.7; K/V see `LN(u)`, not `u`, for scale stability).
+//!
+//! Row 0 of `item_emb`: pmixer draws it with `xavier_uniform_` and never re-zeroes it, but
+//! `padding_idx = 0` freezes it. We zero it (as the TF code does) and keep `padding_idx = 0`.
+//! This changes no output: padded inputs are multiplied by `¬pad` right after the lookup, and
+//! item 0 is never a candidate (scores mask column 0). It only keeps checkpoints and the L2 term
+//! free of a meaningless random row.
+
+use sasrec_shared::config::ModelConfig;
+use tch::nn;
+
+use crate::init::{Param, ParamInit};
+use crate::layers::attention::{causal_mask, split_heads_rel};
+use crate::layers::{
+    Block, LayerNorm, NormPlacement, PointWiseFeedForward, Residual, TimeAwareAttention,
+    TimeContext,
+};
+use crate::mhc::Streams;
+use crate::ops::{DType, Ops};
+
+/// The TiSASRec network.
+///
+/// State dict (pmixer names): `item_emb.weight` (I+1, C), `abs_pos_K_emb.weight`,
+/// `abs_pos_V_emb.weight` (T, C), `time_matrix_K_emb.weight`, `time_matrix_V_emb.weight`
+/// (k+1, C), per block `attention_layernorms.{i}.*`, `attention_layers.{i}.{Q,K,V}_w.weight`
+/// (C, C) and `.bias` (C), `forward_layernorms.{i}.*`, `forward_layers.{i}.conv{1,2}.*`, then
+/// `last_layernorm.*`; mHC adds `mhc_attention.{i}.*`, `mhc_ffn.{i}.*`.
+/// Count: `(I+1)C + 2TC + 2(k+1)C + L·(2·2C + 3(C²+C) + 2(C²+C)) + 2C`.
+#[derive(Debug)]
+pub struct TiSasRec {
+    item_emb: Param,
+    abs_pos_k: Param,
+    abs_pos_v: Param,
+    time_k: Param,
+    time_v: Param,
+    blocks: Vec<Block<TimeAwareAttention>>,
+    last_layernorm: LayerNorm,
+    streams: Streams,
+    c: i64,
+    heads: i64,
+    dropout: f64,
+}
+
+impl TiSasRec {
+    /// Builds the network under `p`; `norm_first` picks Pre-LN, otherwise the reference wiring.
+    pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
+        let placement = if cfg.norm_first {
+            NormPlacement::Pre
+        } else {
+            NormPlacement::Original
+        };
+        Self::with_placement(p, cfg, placement)
+    }
+
+    /// Builds the network with an explicit residual placement (ignored for mHC models).
+    pub fn with_placement(p: &nn::Path, cfg: &ModelConfig, placement: NormPlacement) -> Self {
+        let c = cfg.hidden_units as i64;
+        let t = cfg.maxlen as i64;
+        let k1 = cfg.time_span as i64 + 1;
+        let xavier = ParamInit::XavierUniform; // pmixer TiSASRec: xavier_uniform_ (pitfall 13)
+        let table = |name: &str, rows: i64, pad: Option<i64>| {
+            Param::embedding(&(p / name), "weight", &[rows, c], xavier.clone(), pad)
+        };
+        let blocks = (0..cfg.num_blocks)
+            .map(|i| {
+                let h = cfg.num_heads as i64;
+                let attn_p = p / "attention_layers" / i;
+                let attn = TimeAwareAttention::new(&attn_p, c, h, cfg.dropout_rate, xavier.clone());
+                let ffn_p = p / "forward_layers" / i;
+                let ffn = PointWiseFeedForward::new(&ffn_p, c, cfg.dropout_rate, xavier.clone());
+                Block::new(p, i, c, attn, ffn, Residual::new(p, i, c, cfg, placement))
+            })
+            .collect();
+        Self {
+            item_emb: table("item_emb", cfg.num_items as i64 + 1, Some(0)),
+            abs_pos_k: table("abs_pos_K_emb", t, None),
+            abs_pos_v: table("abs_pos_V_emb", t, None),
+            time_k: table("time_matrix_K_emb", k1, None),
+            time_v: table("time_matrix_V_emb", k1, None),
+            blocks,
+            last_layernorm: LayerNorm::new(&(p / "last_layernorm"), c),
+            streams: Streams::new(cfg.mhc.as_ref()),
+            c,
+            heads: cfg.num_heads as i64,
+            dropout: cfg.dropout_rate,
+        }
+    }
+
+    /// The shared attention inputs (models.md §2.5 step 2): positions 0..T−1 for every column
+    /// (padding included), interval embeddings of `tm` (B, T, T) int64, the five dropouts'
+    /// last four, and the pmixer masks (padded query rows; `j > i`).
+    pub fn time_context<O: Ops>(
+        &self,
+        o: &O,
+        seq: &O::T,
+        tm: &O::T,
+        train: bool,
+    ) -> TimeContext<O::T> {
+        let (h, dh, p) = (self.heads, self.c / self.heads, self.dropout);
+        let pos = o.add(&o.mul_scalar(seq, 0.0), &o.range_of(seq, 1)); // (B, T): 0..T−1 per row
+        let pk = o.dropout(
+            &o.gather_rows(&o.param(&self.abs_pos_k), &pos, None),
+            p,
+            train,
+        );
+        let pv = o.dropout(
+            &o.gather_rows(&o.param(&self.abs_pos_v), &pos, None),
+            p,
+            train,
+        );
+        let rk = o.dropout(&o.gather_rows(&o.param(&self.time_k), tm, None), p, train); // (B, T, T, C)
+        let rv = o.dropout(&o.gather_rows(&o.param(&self.time_v), tm, None), p, train); // (B, T, T, C)
+        let rk_t = o.transpose(&split_heads_rel(o, &rk, h, dh), &[0, 1, 2, 4, 3]); // (B, h, T, dh, T)
+        let rv = split_heads_rel(o, &rv, h, dh); // (B, h, T, T, dh)
+        let pad = o.eq_scalar(seq, 0); // (B, T)
+        let row_pad = o.unsqueeze(&o.unsqueeze(&pad, 1), -1); // (B, 1, T, 1)
+        let causal = Some(causal_mask(o, seq)); // (T, T)
+        TimeContext {
+            pk,
+            pv,
+            rk_t,
+            rv,
+            row_pad,
+            causal,
+        }
+    }
+
+    /// `F = last_layernorm(merge(blocks(X)))` (models.md §2.5): `seq` (B, T) int64, `tm`
+    /// (B, T, T) int64 with values 0..=k aligned with `seq` → (B, T, C), or (B, 1, C) with
+    /// `last_only` (the last block queries only the last position).
+    pub fn forward<O: Ops>(
+        &self,
+        o: &O,
+        seq: &O::T,
+        tm: &O::T,
+        last_only: bool,
+        train: bool,
+    ) -> O::T {
+        let x = self.hidden(o, seq, tm, last_only, train); // (B, Tq, C) or (B, Tq, n, C)
+        let x = self.streams.merge(o, &x); // (B, Tq, C)
+        self.last_layernorm.forward(o, &x)
+    }
+
+    /// The hidden state after the last block, before the stream merge and the last LayerNorm:
+    /// (B, Tq, C), or the n residual streams (B, Tq, n, C) for mHC.
+    pub fn hidden<O: Ops>(
+        &self,
+        o: &O,
+        seq: &O::T,
+        tm: &O::T,
+        last_only: bool,
+        train: bool,
+    ) -> O::T {
+        let scale = (self.c as f64).sqrt();
+        let x = o.gather_rows(&o.param(&self.item_emb), seq, Some(0)); // (B, T, C)
+        let x = o.dropout(&o.mul_scalar(&x, scale), self.dropout, train); // item dropout
+        let keep = o.cast(&o.not(&o.eq_scalar(seq, 0)), DType::F32); // (B, T) ¬pad
+        let x = o.mul(&x, &o.unsqueeze(&keep, -1)); // timeline mask, (B, T, C)
+        let ctx = self.time_context(o, seq, tm, train);
+        let last_ctx = last_only.then(|| ctx.last(o));
+        let mut x = self.streams.expand(o, &x); // (B, T, C) or (B, T, n, C)
+        let nb = self.blocks.len();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let last = last_only && i + 1 == nb;
+            let c = if last {
+                last_ctx.as_ref().unwrap_or(&ctx)
+            } else {
+                &ctx
+            };
+            let attend =
+                |a: &TimeAwareAttention, q: &O::T, kv: &O::T| a.forward(o, q, kv, c, train);
+            x = block.forward(o, &x, attend, last, train);
+            let keep = crate::layers::block::queries(o, &keep, last); // (B, Tq)
+                                                                      // X·¬pad after every block, as pmixer. For mHC this equals masking after every
+                                                                      // sub-layer (models.md §3.6 item 10) at real positions: the FFN sub-layer and its
+                                                                      // coefficients are per token, so padded tokens only reach padded tokens in between.
+            x = self.streams.mask(o, &x, &keep);
+        }
+        if last_only && nb == 0 {
+            x = o.slice(&x, 1, -1, i64::MAX);
+        }
+        x
+    }
+
+    /// The tied item table `item_emb.weight` (I+1, C).
+    pub fn item_emb(&self) -> &Param {
+        &self.item_emb
+    }
+
+    /// Every parameter of the network.
+    pub fn params(&self) -> Vec<&Param> {
+        let mut v = vec![
+            &self.item_emb,
+            &self.abs_pos_k,
+            &self.abs_pos_v,
+            &self.time_k,
+            &self.time_v,
+        ];
+        for b in &self.blocks {
+            v.extend(b.attn.params());
+            v.extend(b.own_params());
+        }
+        v.extend(self.last_layernorm.params());
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sasrec_shared::config::{Backbone, MhcConfig};
+    use tch::{nn, Device, Kind};
+
+    use crate::SeqRecModel;
+
+    #[test]
+    fn parameter_count_formula() {
+        let mut cfg = crate::sasrec::tests::ml1m();
+        cfg.backbone = Backbone::Tisasrec;
+        cfg.time_span = 256;
+        let (i, c, t, k, l) = (3416i64, 50i64, 200i64, 256i64, 2i64);
+        let per_block = 2 * 2 * c + 3 * (c * c + c) + 2 * (c * c + c);
+        let want = (i + 1) * c + 2 * t * c + 2 * (k + 1) * c + l * per_block + 2 * c;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = SeqRecModel::new(&vs.root(), &cfg).unwrap();
+        assert_eq!(m.num_params(), want);
+        assert_eq!(want, 242_550);
+        // mHC adds 2 modules per block of nC(n²+2n) + n²+2n + 3 values each.
+        cfg.mhc = Some(MhcConfig::default());
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = SeqRecModel::new(&vs.root(), &cfg).unwrap();
+        assert_eq!(m.num_params(), want + 4 * 4_827);
+    }
+
+    /// pmixer TiSASRec: xavier_uniform_ on ≥2-D tensors; we keep row 0 of item_emb at zero.
+    #[test]
+    fn init_is_xavier_uniform() {
+        let mut cfg = crate::sasrec::tests::ml1m();
+        cfg.backbone = Backbone::Tisasrec;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _m = SeqRecModel::new(&vs.root(), &cfg).unwrap();
+        let v = vs.variables();
+        let bound = (6.0f64 / 100.0).sqrt();
+        let w = &v["attention_layers.0.Q_w.weight"];
+        assert!(w.abs().max().double_value(&[]) <= bound);
+        let std = w.std(true).double_value(&[]);
+        assert!((std / (bound / 3f64.sqrt()) - 1.0).abs() < 0.05, "{std}");
+        assert_eq!(
+            v["item_emb.weight"]
+                .get(0)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
+        assert!(
+            v["abs_pos_K_emb.weight"]
+                .get(0)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[])
+                > 0.0
+        );
+        assert_eq!(v["time_matrix_V_emb.weight"].size(), [101, 50]);
+    }
+}
