@@ -19,6 +19,7 @@ ORT=1.23.2
 ONNX=1.23.2
 CRT=13.0.88
 CCCL=13.0.85
+SAFETENSORS=0.7.0
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -27,7 +28,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv"
 fi
 
-want="torch==$TORCH onnxruntime==$ORT onnx==$ONNX nvidia-cuda-crt==$CRT nvidia-cuda-cccl==$CCCL"
+want="torch==$TORCH onnxruntime==$ORT onnx==$ONNX safetensors==$SAFETENSORS nvidia-cuda-crt==$CRT nvidia-cuda-cccl==$CCCL"
 # importlib.metadata reads versions without importing torch (fast).
 missing=$("$venv/bin/python" - $want <<'PY'
 import sys

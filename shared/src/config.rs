@@ -99,7 +99,7 @@ impl ModelConfig {
         if self.hidden_units == 0 || self.num_heads == 0 {
             return bad("--hidden_units and --num_heads must be at least 1".into());
         }
-        if self.hidden_units % self.num_heads != 0 {
+        if !self.hidden_units.is_multiple_of(self.num_heads) {
             return bad(format!(
                 "--hidden_units {} is not divisible by --num_heads {}",
                 self.hidden_units, self.num_heads

@@ -14,7 +14,10 @@ pub fn rank_of(target: f32, others: impl Iterator<Item = f32>) -> usize {
     if target.is_nan() {
         return others.count();
     }
-    others.filter(|&s| !(s < target)).count()
+    // Not `s >= target`: a NaN competitor must count as higher.
+    others
+        .filter(|s| s.partial_cmp(&target) != Some(std::cmp::Ordering::Less))
+        .count()
 }
 
 /// Ranks for the sampled protocol: each row of `scores` (rows × n) has the true item in

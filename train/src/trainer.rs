@@ -275,7 +275,7 @@ pub fn train(args: &TrainArgs) -> Result<serde_json::Value> {
             loss_sum += l.detach();
             batches += 1;
             pb.inc(1);
-            if batches % 10 == 0 {
+            if batches.is_multiple_of(10) {
                 pb.set_message(format!(
                     "loss {:.4}",
                     f64::try_from(&loss_sum)? / batches as f64

@@ -1,0 +1,124 @@
+"""PyTorch SASRec with pmixer/SASRec.pytorch's module structure and state_dict names.
+
+Used (1) by the parity test: a `model.safetensors` written by sasrec-rs must load into this
+module with `safetensors.torch.load_file` + `load_state_dict(strict=True)` and give the same
+outputs; (2) as the same-machine PyTorch baseline of benches/epoch_speed.sh.
+
+Written from the specification in ../shared/docs/models.md §1.3-1.5 (torch.nn.MultiheadAttention
+with the fused in_proj, 1x1-conv FFN, LayerNorm eps 1e-8, Post-LN by default, Pre-LN with
+norm_first, last LayerNorm, tied item embeddings).
+
+  python sasrec_torch.py parity WEIGHTS.safetensors CASE.safetensors CONFIG.json
+  python sasrec_torch.py speed --batches N [--threads T]
+"""
+import json
+import sys
+import time
+
+import torch
+from torch import nn
+
+
+class PointWiseFeedForward(nn.Module):
+    def __init__(self, c, p):
+        super().__init__()
+        self.conv1 = nn.Conv1d(c, c, kernel_size=1)
+        self.dropout1 = nn.Dropout(p)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv1d(c, c, kernel_size=1)
+        self.dropout2 = nn.Dropout(p)
+
+    def forward(self, x):  # (B, T, C)
+        y = self.dropout2(self.conv2(self.relu(self.dropout1(self.conv1(x.transpose(-1, -2))))))
+        return y.transpose(-1, -2)
+
+
+class SASRec(nn.Module):
+    def __init__(self, num_items, maxlen, c, blocks, heads, p, norm_first):
+        super().__init__()
+        self.norm_first = norm_first
+        self.item_emb = nn.Embedding(num_items + 1, c, padding_idx=0)
+        self.pos_emb = nn.Embedding(maxlen + 1, c, padding_idx=0)
+        self.emb_dropout = nn.Dropout(p)
+        self.attention_layernorms = nn.ModuleList([nn.LayerNorm(c, eps=1e-8) for _ in range(blocks)])
+        self.attention_layers = nn.ModuleList([nn.MultiheadAttention(c, heads, p) for _ in range(blocks)])
+        self.forward_layernorms = nn.ModuleList([nn.LayerNorm(c, eps=1e-8) for _ in range(blocks)])
+        self.forward_layers = nn.ModuleList([PointWiseFeedForward(c, p) for _ in range(blocks)])
+        self.last_layernorm = nn.LayerNorm(c, eps=1e-8)
+
+    def log2feats(self, seq):  # (B, T) int64
+        x = self.item_emb(seq) * self.item_emb.embedding_dim ** 0.5
+        t = seq.shape[1]
+        positions = torch.arange(1, t + 1, device=seq.device).unsqueeze(0) * (seq != 0)
+        x = self.emb_dropout(x + self.pos_emb(positions))
+        mask = ~torch.tril(torch.ones((t, t), dtype=torch.bool, device=seq.device))
+        for ln_a, mha, ln_f, ffn in zip(self.attention_layernorms, self.attention_layers,
+                                        self.forward_layernorms, self.forward_layers):
+            x = x.transpose(0, 1)  # (T, B, C)
+            if self.norm_first:
+                q = ln_a(x)
+                a, _ = mha(q, q, q, attn_mask=mask, need_weights=False)
+                x = (x + a).transpose(0, 1)
+                x = x + ffn(ln_f(x))
+            else:
+                a, _ = mha(x, x, x, attn_mask=mask, need_weights=False)
+                x = ln_a(x + a).transpose(0, 1)
+                x = ln_f(x + ffn(x))
+        return self.last_layernorm(x)
+
+    def forward(self, seq, pos, neg):
+        f = self.log2feats(seq)
+        return (f * self.item_emb(pos)).sum(-1), (f * self.item_emb(neg)).sum(-1)
+
+
+def parity(weights, case, config):
+    from safetensors.torch import load_file
+    cfg = json.load(open(config))
+    m = SASRec(cfg["num_items"], cfg["maxlen"], cfg["hidden_units"], cfg["num_blocks"],
+               cfg["num_heads"], cfg["dropout_rate"], cfg["norm_first"])
+    m.load_state_dict(load_file(weights), strict=True)
+    m.eval()
+    data = load_file(case)
+    with torch.no_grad():
+        feats = m.log2feats(data["seq"].long())
+    err = (feats - data["feats"]).abs().max().item()
+    print(json.dumps({"max_abs_err": err}))
+    return 0 if err <= float(cfg.get("tolerance", 1e-5)) else 1
+
+
+def speed(batches, threads):
+    """Seconds for `batches` training steps of the reference loop on 128x200 batches (ML-1M shapes)."""
+    torch.manual_seed(0)
+    if threads:
+        torch.set_num_threads(threads)
+    m = SASRec(3416, 200, 50, 2, 1, 0.2, False)
+    for _, p in m.named_parameters():
+        try:
+            nn.init.xavier_normal_(p.data)
+        except ValueError:
+            pass
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3, betas=(0.9, 0.98))
+    bce = nn.BCEWithLogitsLoss()
+    seq = torch.randint(1, 3417, (128, 200))
+    pos = torch.randint(1, 3417, (128, 200))
+    neg = torch.randint(1, 3417, (128, 200))
+    m.train()
+    start = time.perf_counter()
+    for _ in range(batches):
+        pl, nl = m(seq, pos, neg)
+        idx = torch.where(pos != 0)
+        loss = bce(pl[idx], torch.ones_like(pl[idx])) + bce(nl[idx], torch.zeros_like(nl[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    print(json.dumps({"batches": batches, "seconds": time.perf_counter() - start}))
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "parity":
+        sys.exit(parity(*sys.argv[2:5]))
+    if sys.argv[1] == "speed":
+        args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
+        sys.exit(speed(int(args.get("--batches", 48)), int(args.get("--threads", 0))))
+    sys.exit(f"unknown mode {sys.argv[1]}")
