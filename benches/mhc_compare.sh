@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# SASRec vs SASRec+mHC (ML-1M SASRec layout) and TiSASRec vs TiSASRec+mHC (time-stamped
+# ML-1M half), SEEDS seeds each, same data, same evaluation candidates (--eval_seed fixed),
+# test metrics of the epoch chosen on validation, mean ± std under both protocols, and the
+# training seconds per epoch. Runs resume if interrupted.
+# Usage: EPOCHS=20 SEEDS="1 2 3" PAIRS="sasrec tisasrec" benches/mhc_compare.sh [OUT_DIR]
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+out=${1:-$root/runs/mhc}
+bin=$root/target/release/sasrec-train
+data=${SASREC_DATA:-$root/../shared/data}
+py=${SASREC_PYTHON:-$root/.venv/bin/python}
+epochs=${EPOCHS:-20}
+mkdir -p "$out"
+common=(--num_blocks 2 --num_heads 1 --hidden_units 50 --dropout_rate 0.2 --warmup_steps 0
+        --lr_decay_rate 1 --norm_first --num_epochs "$epochs" --eval_every $(( epochs < 10 ? epochs : 10 ))
+        --early_stop_patience 0 --num_workers 1)
+sasrec=(--dataset "$data/ml-1m/ml-1m.sasrec.txt.gz" --no_time --maxlen 200)
+tisasrec=(--dataset "$data/ml-1m/ml-1m.tisasrec_u1-2999.txt.gz" --min_user_count 5 --min_item_count 5
+          --kcore_one_pass --min_holdout_len 3 --maxlen 50 --l2_emb 5e-5 --time_span 256 --time_unit personal)
+for pair in ${PAIRS:-sasrec tisasrec}; do
+  declare -n args=$pair
+  for seed in ${SEEDS:-1 2 3}; do
+    for variant in plain mhc; do
+      name=$pair-$variant-s$seed
+      flag=(); [ $variant = plain ] && flag=(--no_mhc)
+      echo "== $name"
+      "$bin" "${common[@]}" "${args[@]}" "${flag[@]}" --seed "$seed" --train_dir "$out/$name" \
+        > "$out/$name.json" 2> "$out/$name.log"
+    done
+  done
+done
+"$py" - "$out" <<'PY'
+import glob, json, os, statistics as st, sys
+out = sys.argv[1]
+rows = {}
+for f in sorted(glob.glob(os.path.join(out, "*-s*.json"))):
+    name = os.path.basename(f)[:-5]
+    model = name.rsplit("-s", 1)[0]
+    s = json.load(open(f))
+    rows.setdefault(model, []).append(s)
+def ms(xs):
+    return f"{st.mean(xs):.4f} ± {st.stdev(xs) if len(xs) > 1 else 0:.4f}"
+print("| model | seeds | epochs | test NDCG@10 (sampled) | test HR@10 (sampled) | test NDCG@10 (full) | test HR@10 (full) | s/epoch |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for model, ss in rows.items():
+    t = [s["test_at_best"] for s in ss]
+    print(f"| {model} | {len(ss)} | {ss[0]['epochs']} | {ms([x['sampled']['ndcg'] for x in t])} | {ms([x['sampled']['hr'] for x in t])} "
+          f"| {ms([x['full']['ndcg'] for x in t])} | {ms([x['full']['hr'] for x in t])} | {st.mean([s['seconds_per_epoch'] for s in ss]):.2f} |")
+PY

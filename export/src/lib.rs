@@ -1,0 +1,38 @@
+//! `sasrec-export`: a trained run directory to an ONNX model that ONNX Runtime serves.
+//!
+//! The networks of `sasrec-models` are written once against the `Ops` trait; this crate adds
+//! [`recorder::OnnxRecorder`], an `Ops` implementation that records ONNX nodes (opset 17,
+//! IR version 10), and replays `SeqRecModel::forward_with` (last position only) plus
+//! `score_all_items` on it, so the exported graph is the trained network itself rather than a
+//! second copy. [`graph`] documents the interface (inputs `seq`, `time_matrix`, `exclude`, `k`;
+//! outputs `scores`, `topk_scores`, `topk_items`) and the metadata; [`run_dir`] reads the run
+//! directory and writes the model atomically.
+//!
+//! ```no_run
+//! use sasrec_export::{export, ExportOptions, Variant};
+//! let out = export(&ExportOptions {
+//!     train_dir: "runs/ml1m-sasrec".into(),
+//!     output: None, // runs/ml1m-sasrec/model.onnx
+//!     variant: Variant::LastPosition,
+//! })?;
+//! println!("{} ({} bytes)", out.onnx.display(), out.bytes);
+//! # Ok::<(), sasrec_export::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod graph;
+pub mod recorder;
+pub mod run_dir;
+
+/// ONNX protobuf types, generated at build time from the `onnx.proto` of the PyPI `onnx`
+/// package (see `build.rs`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+
+pub use error::{Error, Result};
+pub use graph::{model_bytes, model_proto, Source, Variant};
+pub use recorder::OnnxRecorder;
+pub use run_dir::{export, load, ExportOptions, Exported, RunInfo};

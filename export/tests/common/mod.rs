@@ -1,0 +1,339 @@
+//! Helpers shared by the export integration tests: small random models written as run
+//! directories, input batches built with `sasrec_shared::time`, and an ONNX Runtime session.
+#![allow(dead_code)] // each test binary uses a subset
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+
+use ort::session::Session;
+use ort::value::Tensor as OrtTensor;
+use sasrec_models::{save_weights, SeqRecModel};
+use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig};
+use sasrec_shared::time::{left_pad, time_codes, Intervals, TimeUnit};
+use tch::{nn, Device, Tensor};
+
+/// Items, window, hidden size and interval span of the small test models.
+pub const I: usize = 40;
+pub const T: usize = 8;
+pub const C: usize = 16;
+pub const SPAN: usize = 5;
+
+/// A small config: 2 blocks, 2 heads, dropout 0.2 (inactive in inference).
+pub fn small_cfg(backbone: Backbone, mhc: Option<usize>) -> ModelConfig {
+    ModelConfig {
+        backbone,
+        num_items: I,
+        maxlen: T,
+        hidden_units: C,
+        num_blocks: 2,
+        num_heads: 2,
+        dropout_rate: 0.2,
+        norm_first: false,
+        time_span: SPAN,
+        mhc: mhc.map(|n| MhcConfig {
+            expansion_rate: n,
+            ..MhcConfig::default()
+        }),
+    }
+}
+
+/// The model kind `name` at the small size (mHC with n = 4).
+pub fn kind(name: &str) -> ModelConfig {
+    match name {
+        "sasrec" => small_cfg(Backbone::Sasrec, None),
+        "tisasrec" => small_cfg(Backbone::Tisasrec, None),
+        "sasrec-mhc" => small_cfg(Backbone::Sasrec, Some(4)),
+        "tisasrec-mhc" => small_cfg(Backbone::Tisasrec, Some(4)),
+        _ => panic!("unknown kind {name}"),
+    }
+}
+
+/// All four kinds.
+pub const KINDS: [&str; 4] = ["sasrec", "tisasrec", "sasrec-mhc", "tisasrec-mhc"];
+
+/// The interval settings used for a time-aware config (personal scale for plain TiSASRec, hours
+/// for TiSASRec + mHC, so both code paths of `sasrec_shared::time` are exercised).
+pub fn intervals_for(cfg: &ModelConfig) -> Option<Intervals> {
+    cfg.is_time_aware().then(|| Intervals {
+        unit: if cfg.mhc.is_some() {
+            TimeUnit::Hour
+        } else {
+            TimeUnit::Personal
+        },
+        span: cfg.time_span,
+    })
+}
+
+/// A model with random weights: reference init under `seed`, then N(0, 0.1²) noise on every
+/// tensor, so that no bias, gate or φ is trivially zero.
+pub fn random_model(cfg: &ModelConfig, seed: i64) -> (nn::VarStore, SeqRecModel) {
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let m = SeqRecModel::new(&vs.root(), cfg).unwrap();
+    tch::no_grad(|| {
+        for (_, mut v) in vs.variables() {
+            let noise = Tensor::randn_like(&v) * 0.1;
+            let _ = v.g_add_(&noise);
+        }
+    });
+    (vs, m)
+}
+
+/// `config.json` in the layout of `sasrec-train`'s `RunConfig` (fields export ignores
+/// included, so the test shows they do not get in the way).
+pub fn config_json(cfg: &ModelConfig, intervals: Option<Intervals>) -> String {
+    let v = serde_json::json!({
+        "kind": cfg.kind_name(),
+        "model": cfg,
+        "intervals": intervals,
+        "optim": {"lr": 0.001, "warmup_steps": 100, "lr_decay_step": 1000,
+                  "lr_decay_rate": 0.95, "l2_emb": 0.0, "batch_size": 128, "loss": "bce",
+                  "num_negatives": 256},
+        "dataset": "synthetic.txt",
+        "seed": 42,
+        "versions": {"sasrec_rs": "0.1.0", "libtorch": "2.11.0"}
+    });
+    serde_json::to_string_pretty(&v).unwrap()
+}
+
+/// A run directory with `config.json`, `model.safetensors` and `items.tsv`.
+pub struct Run {
+    pub dir: tempfile::TempDir,
+    pub vs: nn::VarStore,
+    pub model: SeqRecModel,
+    pub cfg: ModelConfig,
+    pub intervals: Option<Intervals>,
+}
+
+impl Run {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Writes a random model of `cfg` as a run directory.
+pub fn make_run(cfg: &ModelConfig, seed: i64) -> Run {
+    let (vs, model) = random_model(cfg, seed);
+    let dir = tempfile::tempdir().unwrap();
+    let intervals = intervals_for(cfg);
+    save_weights(&vs, dir.path().join("model.safetensors")).unwrap();
+    std::fs::write(dir.path().join("config.json"), config_json(cfg, intervals)).unwrap();
+    let mut items = String::from("index\traw_id\n");
+    for i in 1..=cfg.num_items {
+        items.push_str(&format!("{i}\titem{}\n", 1000 + i));
+    }
+    std::fs::write(dir.path().join("items.tsv"), items).unwrap();
+    Run {
+        dir,
+        vs,
+        model,
+        cfg: cfg.clone(),
+        intervals,
+    }
+}
+
+/// A tiny deterministic generator (splitmix64), so batches do not depend on test order.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in lo..=hi.
+    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+}
+
+/// Model inputs for a batch of users, built the way the server will build them.
+pub struct Batch {
+    pub b: usize,
+    /// (B, T) left-padded item indices.
+    pub seq: Vec<i64>,
+    /// (B, T, T) interval buckets for time-aware models.
+    pub tm: Option<Vec<i64>>,
+}
+
+/// A batch whose rows have the given history lengths (0 = empty, > T = truncated to the newest
+/// T). Timestamps grow by random gaps of 0..3 days (zero gaps included); the interval matrix is
+/// computed with `time_codes` + `Intervals::relation_matrix`, the code the server calls.
+pub fn batch(
+    cfg: &ModelConfig,
+    intervals: Option<Intervals>,
+    lens: &[usize],
+    rng: &mut Rng,
+) -> Batch {
+    let t = cfg.maxlen;
+    let mut seq = vec![0i64; lens.len() * t];
+    let mut tm = intervals.map(|_| vec![0i64; lens.len() * t * t]);
+    for (r, &n) in lens.iter().enumerate() {
+        let items: Vec<i64> = (0..n).map(|_| rng.range(1, cfg.num_items as i64)).collect();
+        left_pad(&items, 0i64, &mut seq[r * t..(r + 1) * t]);
+        if let (Some(iv), Some(tm)) = (intervals, tm.as_mut()) {
+            let mut ts = 978_300_000i64;
+            let stamps: Vec<i64> = (0..n)
+                .map(|_| {
+                    ts += rng.range(0, 3 * 86_400);
+                    ts
+                })
+                .collect();
+            let codes = time_codes(iv.unit, &stamps);
+            let mut window = vec![0i64; t];
+            let pad = left_pad(&codes, 0i64, &mut window);
+            let mut out = vec![0i32; t * t];
+            iv.relation_matrix(&window, pad, &mut out);
+            for (d, s) in tm[r * t * t..(r + 1) * t * t].iter_mut().zip(&out) {
+                *d = i64::from(*s);
+            }
+        }
+    }
+    Batch {
+        b: lens.len(),
+        seq,
+        tm,
+    }
+}
+
+/// `SeqRecModel::score_all` (tch) on the batch: (B, I+1) row-major.
+pub fn tch_scores(m: &SeqRecModel, batch: &Batch) -> Vec<f32> {
+    let t = m.config().maxlen as i64;
+    let b = batch.b as i64;
+    let seq = Tensor::from_slice(&batch.seq).reshape([b, t]);
+    let tm = batch
+        .tm
+        .as_ref()
+        .map(|x| Tensor::from_slice(x).reshape([b, t, t]));
+    let s = m.score_all(&seq, tm.as_ref()).unwrap();
+    Vec::<f32>::try_from(&s.reshape([-1])).unwrap()
+}
+
+/// An ONNX Runtime session (CPU, one intra-op thread) on `path`. The shared library comes
+/// from `ORT_DYLIB_PATH`, which `.cargo/config.toml` sets.
+pub fn session(path: &Path) -> Session {
+    Session::builder(ort_env())
+        .unwrap()
+        .with_intra_threads(1)
+        .unwrap()
+        .commit_from_file(path)
+        .unwrap()
+}
+
+/// The process-wide ONNX Runtime environment, loaded from `ORT_DYLIB_PATH`.
+pub fn ort_env() -> &'static Environment {
+    static ENV: OnceLock<Environment> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let lib = std::env::var("ORT_DYLIB_PATH").expect(
+            "ORT_DYLIB_PATH is not set (scripts/setup.sh writes it into .cargo/config.toml)",
+        );
+        ort::init_from(&lib)
+            .unwrap_or_else(|e| panic!("loading ONNX Runtime from {lib}: {e}"))
+            .build()
+            .unwrap()
+    })
+}
+
+/// ONNX outputs: scores (B, I+1), topk_scores (B, k), topk_items (B, k).
+pub struct OnnxOut {
+    pub scores: Vec<f32>,
+    pub topk_scores: Vec<f32>,
+    pub topk_items: Vec<i64>,
+}
+
+/// Runs the exported graph; `exclude` is (B, E) row-major.
+pub fn run_onnx(s: &mut Session, batch: &Batch, exclude: &[i64], k: i64, t: usize) -> OnnxOut {
+    let b = batch.b;
+    let e = exclude.len() / b;
+    let seq = OrtTensor::from_array(([b, t], batch.seq.clone())).unwrap();
+    let exc = OrtTensor::from_array(([b, e], exclude.to_vec())).unwrap();
+    let kk = OrtTensor::from_array(([1usize], vec![k])).unwrap();
+    let out = match &batch.tm {
+        Some(tm) => {
+            let tm = OrtTensor::from_array(([b, t, t], tm.clone())).unwrap();
+            s.run(ort::inputs![
+                "seq" => seq, "time_matrix" => tm, "exclude" => exc, "k" => kk
+            ])
+            .unwrap()
+        }
+        None => s
+            .run(ort::inputs!["seq" => seq, "exclude" => exc, "k" => kk])
+            .unwrap(),
+    };
+    let f = |name: &str| {
+        let (shape, data) = out[name].try_extract_tensor::<f32>().unwrap();
+        (shape.to_vec(), data.to_vec())
+    };
+    let (shape, scores) = f("scores");
+    assert_eq!(shape, [b as i64, (scores.len() / b) as i64]);
+    let (kshape, topk_scores) = f("topk_scores");
+    assert_eq!(kshape, [b as i64, k]);
+    let (ishape, topk_items) = out["topk_items"].try_extract_tensor::<i64>().unwrap();
+    assert_eq!(ishape.to_vec(), [b as i64, k]);
+    OnnxOut {
+        scores,
+        topk_scores,
+        topk_items: topk_items.to_vec(),
+    }
+}
+
+/// Runs `onnx.checker.check_model(full_check=True)` in the venv's Python and returns the model's
+/// header as JSON: `ir_version`, `opsets`, `producer`, `metadata`, `inputs`, `outputs`,
+/// `initializers`.
+pub fn python_check(path: &Path) -> serde_json::Value {
+    const SCRIPT: &str = r#"
+import json, sys, onnx
+m = onnx.load(sys.argv[1])
+onnx.checker.check_model(m, full_check=True)
+dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+print(json.dumps({
+    "ir_version": m.ir_version,
+    "opsets": {o.domain: o.version for o in m.opset_import},
+    "producer": m.producer_name,
+    "metadata": {p.key: p.value for p in m.metadata_props},
+    "inputs": {i.name: [i.type.tensor_type.elem_type, dims(i)] for i in m.graph.input},
+    "outputs": {o.name: [o.type.tensor_type.elem_type, dims(o)] for o in m.graph.output},
+    "initializers": sorted(t.name for t in m.graph.initializer),
+}))
+"#;
+    let py = std::env::var("SASREC_PYTHON")
+        .expect("SASREC_PYTHON is not set (scripts/setup.sh writes it into .cargo/config.toml)");
+    let out = std::process::Command::new(py)
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "onnx.checker failed on {}:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Files in `dir` (names, sorted).
+pub fn list(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The `sasrec-export` binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sasrec-export"))
+}
