@@ -20,6 +20,6 @@ half=(--dataset "$data/ml-1m/ml-1m.tisasrec_u1-2999.txt.gz" --min_user_count 5 -
 run half-tisasrec "${half[@]}" --no_mhc --time_span 256 --time_unit personal
 run half-sasrec "${half[@]}" --no_mhc --no_time
 # ML-100k, same pair.
-k100=(--dataset "$data/ml-100k/u.data.gz" --maxlen 200 --num_epochs ${EPOCHS_100K:-60})
+k100=(--dataset "$data/ml-100k/u.data.gz" --maxlen 50 --num_epochs ${EPOCHS_100K:-60})
 run ml100k-tisasrec "${k100[@]}" --no_mhc --time_span 256 --time_unit personal
 run ml100k-sasrec "${k100[@]}" --no_mhc --no_time

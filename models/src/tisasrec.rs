@@ -180,10 +180,10 @@ impl TiSasRec {
             let attend =
                 |a: &TimeAwareAttention, q: &O::T, kv: &O::T| a.forward(o, q, kv, c, train);
             x = block.forward(o, &x, attend, last, train);
+            // X·¬pad after every block, as pmixer. For mHC this equals masking after every
+            // sub-layer (models.md §3.6 item 10) at real positions: the FFN sub-layer and its
+            // coefficients are per token, so padded tokens only reach padded tokens in between.
             let keep = crate::layers::block::queries(o, &keep, last); // (B, Tq)
-                                                                      // X·¬pad after every block, as pmixer. For mHC this equals masking after every
-                                                                      // sub-layer (models.md §3.6 item 10) at real positions: the FFN sub-layer and its
-                                                                      // coefficients are per token, so padded tokens only reach padded tokens in between.
             x = self.streams.mask(o, &x, &keep);
         }
         if last_only && nb == 0 {

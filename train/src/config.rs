@@ -179,6 +179,13 @@ fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Ve
                 }
             }
         }
+        (serde_json::Value::Number(x), serde_json::Value::Number(y)) => {
+            // Floats compare with a relative tolerance: JSON text may not round-trip the last bit.
+            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            if (x - y).abs() > 1e-12 * x.abs().max(y.abs()) {
+                out.push(prefix.to_string());
+            }
+        }
         _ if a != b => out.push(prefix.to_string()),
         _ => {}
     }
@@ -199,6 +206,18 @@ mod tests {
             loss: LossKind::Bce,
             num_negatives: 0,
         }
+    }
+
+    #[test]
+    fn differences_tolerate_float_text_round_trips_only() {
+        let a = serde_json::json!({"x": {"d": 0.1 + 0.2, "n": 3}, "s": "a"});
+        let b = serde_json::json!({"x": {"d": 0.3, "n": 3}, "s": "a"});
+        let mut out = Vec::new();
+        diff("", &a, &b, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let c = serde_json::json!({"x": {"d": 0.31, "n": 4}, "s": "b"});
+        diff("", &a, &c, &mut out);
+        assert_eq!(out, ["s", "x.d", "x.n"]);
     }
 
     #[test]
