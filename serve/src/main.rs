@@ -1,1 +1,57 @@
-fn main() {}
+//! `sasrec-serve --model PATH [--addr 127.0.0.1:8080] [--device cpu|cuda]`: parse the flags,
+//! load the model, serve until Ctrl-C / SIGTERM (SIGHUP reloads the model).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use sasrec_serve::{shutdown, AppState, Args};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "sasrec_serve=info,ort=warn,tower_http=warn".into()),
+        )
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sasrec-serve: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    let addr = config.addr;
+    let model_path = config.model.clone();
+    let state = AppState::load(config)
+        .with_context(|| format!("loading model {}", model_path.display()))?;
+    let info = state.model().info().clone();
+    tracing::info!(
+        model = %info.id,
+        maxlen = info.maxlen,
+        items = info.num_items,
+        time_aware = info.time_aware,
+        device = %info.device,
+        "model loaded"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "listening");
+        shutdown::spawn_sighup_reloader(state.clone());
+        sasrec_serve::serve(listener, state, shutdown::shutdown_signal())
+            .await
+            .context("serving")
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}

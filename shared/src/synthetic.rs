@@ -75,8 +75,15 @@ pub struct Event {
 /// Generates the events, users ascending, each user's events in time order.
 pub fn generate(cfg: &SyntheticConfig) -> Vec<Event> {
     let genres = cfg.genres.clamp(1, cfg.items.max(1));
-    let per_genre = cfg.items.div_ceil(genres);
-    let genre_items = |g: usize| (g * per_genre)..((g + 1) * per_genre).min(cfg.items);
+    // Every genre gets ⌊items/genres⌋ items, the last one the remainder too: none is empty.
+    let per_genre = cfg.items / genres;
+    let genre_items = |g: usize| {
+        (g * per_genre)..if g + 1 == genres {
+            cfg.items
+        } else {
+            (g + 1) * per_genre
+        }
+    };
     let mut out = Vec::new();
     for u in 0..cfg.users {
         let mut rng = rng_for(cfg.seed, Stream::Synthetic, u as u64, 0);

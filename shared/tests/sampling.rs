@@ -245,6 +245,21 @@ fn eval_candidates_are_fixed_and_exclude_the_users_items() {
 }
 
 #[test]
+fn synthetic_catalogues_that_do_not_divide_into_genres_work() {
+    // 120 items in 16 genres: 7 per genre, the last genre 15 (regression: an empty last genre
+    // used to index past the catalogue).
+    let cfg = SyntheticConfig {
+        users: 60,
+        items: 120,
+        ..Default::default()
+    };
+    let events = synthetic::generate(&cfg);
+    assert!(events.iter().all(|e| (e.item - 7) / 10 < 120));
+    let items: std::collections::BTreeSet<u64> = events.iter().map(|e| e.item).collect();
+    assert!(items.len() > 60, "{} distinct items", items.len());
+}
+
+#[test]
 fn synthetic_data_is_deterministic_and_sequential() {
     let cfg = SyntheticConfig {
         users: 30,

@@ -181,7 +181,10 @@ fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Ve
         }
         (serde_json::Value::Number(x), serde_json::Value::Number(y)) => {
             // Floats compare with a relative tolerance: JSON text may not round-trip the last bit.
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             if (x - y).abs() > 1e-12 * x.abs().max(y.abs()) {
                 out.push(prefix.to_string());
             }

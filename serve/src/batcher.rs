@@ -1,0 +1,302 @@
+//! Dynamic batching: handlers enqueue jobs, worker threads run them through ONNX Runtime.
+//!
+//! A [`Job`] is one or more prepared [`Row`]s (one for `/recommend`, several for
+//! `/recommend/batch`) plus a oneshot sender for the answer. Jobs go through a bounded
+//! `crossbeam` channel of `max_queue` slots: when it is full, [`Batcher::submit`] fails at once
+//! and the handler answers 503 with `Retry-After` (load shedding instead of unbounded latency).
+//!
+//! Each worker thread owns one ONNX Runtime session (`Session::run` takes `&mut self`, so no
+//! handler ever touches a session and no lock is held across a run). A worker blocks for a
+//! first job, then keeps taking jobs until the batch holds `max_batch_size` rows or
+//! `max_queue_delay` has passed since that first job was *enqueued* (so a job that already
+//! waited behind a running batch does not wait again), concatenates the rows and runs them,
+//! in chunks of at most `max_batch_size` rows, as one ONNX Runtime call per chunk:
+//! * `k` of the graph is the largest `k` of the chunk; each row keeps its own first `k`
+//!   (`TopK` is sorted, so these are the row's top `k`);
+//! * `exclude` is right-padded with 0 (a no-op: column 0 is already −∞) to the widest row,
+//!   at least one column wide;
+//! * entries whose score is not finite (−∞ because the exclusions left fewer than `k`
+//!   items) are dropped.
+//!
+//! With `max_batch_size = 1` (`--no_batching`) every run has one row. Jobs whose client has
+//! gone away (the receiver was dropped, e.g. after a timeout) are skipped.
+//!
+//! When the last [`Batcher`] handle is dropped (after a model reload, once the requests
+//! still using the old model are answered), the channel closes, the workers finish what is
+//! queued and exit.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use ort::session::Session;
+use ort::value::Tensor;
+use tokio::sync::oneshot;
+
+use crate::config::BatchConfig;
+use crate::metrics::Metrics;
+
+/// One prepared input row of the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// `[maxlen]` left-padded item indices, newest last.
+    pub seq: Vec<i64>,
+    /// `[maxlen * maxlen]` interval buckets (time-aware models only).
+    pub time_matrix: Option<Vec<i64>>,
+    /// Item indices that must not be returned (may be empty).
+    pub exclude: Vec<i64>,
+    /// How many items to return (1..=number of items).
+    pub k: usize,
+}
+
+/// The answer for one row: `(item index, score)`, best first.
+pub type RowResult = Vec<(i64, f32)>;
+
+/// What a job's sender receives: one result per row, or ONNX Runtime's error.
+pub type JobResult = Result<Vec<RowResult>, String>;
+
+/// Rows waiting for a worker, with the channel for their answer.
+#[derive(Debug)]
+pub struct Job {
+    rows: Vec<Row>,
+    reply: oneshot::Sender<JobResult>,
+    enqueued: Instant,
+}
+
+/// Why a job was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue holds `max_queue` jobs.
+    #[error("queue full ({0} jobs)")]
+    Full(usize),
+    /// The workers are gone.
+    #[error("inference workers stopped")]
+    Closed,
+}
+
+/// The graph's fixed dimensions, as the workers need them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Window length T.
+    pub maxlen: usize,
+    /// Whether the graph takes `time_matrix`.
+    pub time_aware: bool,
+}
+
+/// The sending side of the job queue; dropping the last handle stops the workers.
+#[derive(Debug)]
+pub struct Batcher {
+    tx: Sender<Job>,
+    capacity: usize,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Batcher {
+    /// Starts one worker thread per session.
+    pub fn spawn(
+        sessions: Vec<Session>,
+        shape: Shape,
+        cfg: BatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        let capacity = cfg.max_queue.max(1);
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
+        let mut workers = Vec::with_capacity(sessions.len());
+        for (n, session) in sessions.into_iter().enumerate() {
+            let rx = rx.clone();
+            let metrics = metrics.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("sasrec-infer-{n}"))
+                .spawn(move || worker(session, rx, shape, cfg, &metrics))?;
+            workers.push(handle);
+        }
+        Ok(Self {
+            tx,
+            capacity,
+            workers,
+        })
+    }
+
+    /// Queues `rows`; the receiver yields their results in order.
+    pub fn submit(&self, rows: Vec<Row>) -> Result<oneshot::Receiver<JobResult>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            rows,
+            reply,
+            enqueued: Instant::now(),
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(SubmitError::Full(self.capacity)),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Jobs waiting for a worker.
+    pub fn queue_len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+}
+
+fn worker(
+    mut session: Session,
+    rx: Receiver<Job>,
+    shape: Shape,
+    cfg: BatchConfig,
+    metrics: &Metrics,
+) {
+    let max_rows = cfg.max_batch_size.max(1);
+    while let Ok(first) = rx.recv() {
+        let deadline = first.enqueued + cfg.max_queue_delay;
+        let mut rows = first.rows.len();
+        let mut jobs = vec![first];
+        while rows < max_rows {
+            let next = if cfg.max_queue_delay.is_zero() {
+                rx.try_recv().ok()
+            } else {
+                // Timeout or all senders gone: run what we have.
+                rx.recv_deadline(deadline).ok()
+            };
+            match next {
+                Some(job) => {
+                    rows += job.rows.len();
+                    jobs.push(job);
+                }
+                None => break,
+            }
+        }
+        run_jobs(&mut session, jobs, shape, max_rows, metrics);
+    }
+    tracing::debug!("inference worker stopped");
+}
+
+/// Runs the rows of `jobs` in chunks of `max_rows` and answers every job.
+fn run_jobs(session: &mut Session, jobs: Vec<Job>, shape: Shape, max_rows: usize, m: &Metrics) {
+    let started = Instant::now();
+    // Skip jobs nobody waits for any more.
+    let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+    for j in &jobs {
+        m.queue_wait
+            .observe(started.duration_since(j.enqueued).as_secs_f64());
+    }
+    // (job, row) of every row, in order.
+    let refs: Vec<(usize, &Row)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| job.rows.iter().map(move |r| (j, r)))
+        .collect();
+    let mut results: Vec<Result<Vec<RowResult>, String>> = jobs
+        .iter()
+        .map(|j| Ok(Vec::with_capacity(j.rows.len())))
+        .collect();
+    for chunk in refs.chunks(max_rows) {
+        let rows: Vec<&Row> = chunk.iter().map(|(_, r)| *r).collect();
+        let t0 = Instant::now();
+        let out = run_rows(session, &rows, shape);
+        m.inference.observe(t0.elapsed().as_secs_f64());
+        m.batch_size.observe(rows.len() as f64);
+        match out {
+            Ok(per_row) => {
+                for ((j, _), r) in chunk.iter().zip(per_row) {
+                    if let Ok(v) = &mut results[*j] {
+                        v.push(r);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = rows.len(), "ONNX Runtime run failed");
+                for (j, _) in chunk {
+                    results[*j] = Err(e.clone());
+                }
+            }
+        }
+    }
+    for (job, res) in jobs.into_iter().zip(results) {
+        // The receiver may have gone in the meantime; nothing to do then.
+        let _ = job.reply.send(res);
+    }
+}
+
+/// One ONNX Runtime run over `rows` (interface in `sasrec_export::graph`).
+pub fn run_rows(
+    session: &mut Session,
+    rows: &[&Row],
+    shape: Shape,
+) -> Result<Vec<RowResult>, String> {
+    let b = rows.len();
+    let t = shape.maxlen;
+    if b == 0 {
+        return Ok(Vec::new());
+    }
+    let k = rows.iter().map(|r| r.k).max().unwrap_or(1).max(1);
+    let width = rows
+        .iter()
+        .map(|r| r.exclude.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut seq = Vec::with_capacity(b * t);
+    let mut exclude = vec![0i64; b * width];
+    for (i, r) in rows.iter().enumerate() {
+        if r.seq.len() != t {
+            return Err(format!(
+                "row {i}: seq has {} entries, expected {t}",
+                r.seq.len()
+            ));
+        }
+        seq.extend_from_slice(&r.seq);
+        exclude[i * width..i * width + r.exclude.len()].copy_from_slice(&r.exclude);
+    }
+    let err = |e: ort::Error| e.to_string();
+    let seq = Tensor::from_array(([b, t], seq)).map_err(err)?;
+    let exc = Tensor::from_array(([b, width], exclude)).map_err(err)?;
+    let kk = Tensor::from_array(([1usize], vec![k as i64])).map_err(err)?;
+    let out = if shape.time_aware {
+        let mut tm = Vec::with_capacity(b * t * t);
+        for (i, r) in rows.iter().enumerate() {
+            match &r.time_matrix {
+                Some(m) if m.len() == t * t => tm.extend_from_slice(m),
+                _ => return Err(format!("row {i}: time_matrix missing or not {t}x{t}")),
+            }
+        }
+        let tm = Tensor::from_array(([b, t, t], tm)).map_err(err)?;
+        session
+            .run(ort::inputs!["seq" => seq, "time_matrix" => tm, "exclude" => exc, "k" => kk])
+            .map_err(err)?
+    } else {
+        session
+            .run(ort::inputs!["seq" => seq, "exclude" => exc, "k" => kk])
+            .map_err(err)?
+    };
+    let (_, scores) = out["topk_scores"]
+        .try_extract_tensor::<f32>()
+        .map_err(err)?;
+    let (_, items) = out["topk_items"].try_extract_tensor::<i64>().map_err(err)?;
+    if scores.len() != b * k || items.len() != b * k {
+        return Err(format!(
+            "top-k outputs have {} / {} entries, expected {}",
+            scores.len(),
+            items.len(),
+            b * k
+        ));
+    }
+    Ok(rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let lo = i * k;
+            items[lo..lo + r.k]
+                .iter()
+                .zip(&scores[lo..lo + r.k])
+                .filter(|(_, s)| s.is_finite())
+                .map(|(&it, &s)| (it, s))
+                .collect()
+        })
+        .collect())
+}

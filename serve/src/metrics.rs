@@ -1,0 +1,198 @@
+//! Prometheus metrics (`GET /metrics`, text format).
+//!
+//! `prometheus-client` rather than the `metrics` facade: its registry is a value held in the
+//! app state, not a process-wide recorder, so several servers in one test process keep
+//! separate counts.
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `sasrec_http_requests_total` | counter | `route`, `method`, `status` |
+//! | `sasrec_http_request_duration_seconds` | histogram | `route` |
+//! | `sasrec_batch_size` | histogram (rows per ONNX Runtime run) | |
+//! | `sasrec_inference_duration_seconds` | histogram (one ONNX Runtime run) | |
+//! | `sasrec_queue_wait_seconds` | histogram (enqueue → batch start) | |
+//! | `sasrec_queue_depth` | gauge (jobs waiting, sampled at scrape) | |
+//! | `sasrec_rejected_total` | counter (503 because the queue was full) | |
+//! | `sasrec_unknown_items_total` | counter (history entries not in the item map) | |
+//! | `sasrec_model_reloads_total` | counter | `result` = `ok` / `error` |
+//! | `sasrec_model_info` | gauge = 1 | `model` |
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~3.3 s
+    Histogram::new(exponential_buckets(50e-6, 2.0, 17))
+}
+
+/// Every metric handle, plus the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, method and status.
+    pub requests: Family<Labels, Counter>,
+    /// Request latency by route.
+    pub latency: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Rows per ONNX Runtime run.
+    pub batch_size: Histogram,
+    /// Seconds per ONNX Runtime run.
+    pub inference: Histogram,
+    /// Seconds from enqueue to the start of the job's batch.
+    pub queue_wait: Histogram,
+    /// Jobs waiting (set when scraped).
+    pub queue_depth: Gauge,
+    /// Jobs refused with 503.
+    pub rejected: Counter,
+    /// History entries not in the item map.
+    pub unknown_items: Counter,
+    /// Reloads by result.
+    pub reloads: Family<Labels, Counter>,
+    /// The model being served.
+    pub model_info: Family<Labels, Gauge>,
+    current_model: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<Labels, Counter>::default();
+        let latency = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        let inference = latency_histogram();
+        let queue_wait = latency_histogram();
+        let queue_depth = Gauge::default();
+        let rejected = Counter::default();
+        let unknown_items = Counter::default();
+        let reloads = Family::<Labels, Counter>::default();
+        let model_info = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sasrec_http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "sasrec_http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
+        registry.register(
+            "sasrec_batch_size",
+            "Rows per ONNX Runtime run",
+            batch_size.clone(),
+        );
+        registry.register(
+            "sasrec_inference_duration_seconds",
+            "Duration of one ONNX Runtime run",
+            inference.clone(),
+        );
+        registry.register(
+            "sasrec_queue_wait_seconds",
+            "Time from enqueue to the start of the batch",
+            queue_wait.clone(),
+        );
+        registry.register(
+            "sasrec_queue_depth",
+            "Jobs waiting for an inference worker",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "sasrec_rejected",
+            "Requests refused with 503 because the queue was full",
+            rejected.clone(),
+        );
+        registry.register(
+            "sasrec_unknown_items",
+            "History entries not in the model's item map",
+            unknown_items.clone(),
+        );
+        registry.register(
+            "sasrec_model_reloads",
+            "Model reloads by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "sasrec_model_info",
+            "The model being served (value 1)",
+            model_info.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            batch_size,
+            inference,
+            queue_wait,
+            queue_depth,
+            rejected,
+            unknown_items,
+            reloads,
+            model_info,
+            current_model: Mutex::new(None),
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&vec![
+                ("route", route.to_string()),
+                ("method", method.to_string()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        self.latency
+            .get_or_create(&vec![("route", route.to_string())])
+            .observe(seconds);
+    }
+
+    /// Records a reload attempt.
+    pub fn observe_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
+    }
+
+    /// Sets `sasrec_model_info{model=..} 1` for the new model (and removes the old one).
+    pub fn set_model(&self, model: &str) {
+        let mut cur = self.current_model.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = cur.take() {
+            self.model_info.remove(&vec![("model", old)]);
+        }
+        self.model_info
+            .get_or_create(&vec![("model", model.to_string())])
+            .set(1);
+        *cur = Some(model.to_string());
+    }
+
+    /// The text exposition (after setting the queue depth gauge).
+    pub fn render(&self, queue_depth: usize) -> String {
+        self.queue_depth.set(queue_depth as i64);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,261 @@
+//! The route table, the handlers and the middleware.
+//!
+//! | route | auth | what |
+//! | --- | --- | --- |
+//! | `POST /recommend` | bearer (if configured) | top-k for one history |
+//! | `POST /recommend/batch` | bearer (if configured) | top-k for several histories |
+//! | `POST /v1/model/reload` | bearer (if configured) | load `--model` again, keep the old one on failure |
+//! | `GET /v1/model` | | metadata of the model serving |
+//! | `GET /healthz` | | 200 while the process runs |
+//! | `GET /readyz` | | 200 with a model loaded, 503 while shutting down |
+//! | `GET /metrics` | | Prometheus / OpenMetrics text |
+//! | `GET /openapi.json` | | OpenAPI 3.0 document |
+//!
+//! Layers, innermost first (the last `.layer()` call is the outermost): the body limit
+//! (`DefaultBodyLimit`, honoured by the JSON extractor, so an oversized body is a 413 with our
+//! error body), the request timeout (504 `timeout`, our own middleware rather than
+//! tower-http's `TimeoutLayer` so the answer carries the JSON error body), metrics + logging
+//! of internal errors, and tower-http's `TraceLayer`.
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+
+use crate::api::{BatchItem, BatchRequest, BatchResponse, RecommendRequest, RecommendResponse};
+use crate::batcher::{JobResult, Row, RowResult, SubmitError};
+use crate::error::{ApiError, AppJson, InternalError};
+use crate::state::AppState;
+
+/// The application: every route and layer, bound to `state`. Tests drive it without a socket
+/// (`tower::ServiceExt::oneshot`) or serve it on `127.0.0.1:0`.
+pub fn app(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/recommend", post(recommend))
+        .route("/recommend/batch", post(recommend_batch))
+        .route("/v1/model/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let body_limit = state.config().body_limit;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/model", get(model_info))
+        .route("/openapi.json", get(openapi))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn recommend(
+    State(state): State<AppState>,
+    AppJson(req): AppJson<RecommendRequest>,
+) -> Result<Json<RecommendResponse>, ApiError> {
+    let model = state.model();
+    let p = model.prepare(&req)?;
+    state.metrics().unknown_items.inc_by(p.unknown.len() as u64);
+    let rx = model
+        .submit(vec![p.row])
+        .map_err(|e| submit_error(&state, e))?;
+    let mut rows = await_job(rx).await?;
+    let row = rows
+        .pop()
+        .ok_or_else(|| ApiError::Internal("worker answered no rows".into()))?;
+    Ok(Json(model.answer(row, p.unknown)))
+}
+
+/// Entries are validated one by one: an invalid entry gets its own `{"error": ...}` in
+/// `responses` (the others are answered), while a body that is not a `{"requests": [...]}`
+/// object, more than `--max_batch_requests` entries (422 `too_many_requests_in_batch`) or a
+/// full queue (503) fail the whole batch. The valid entries travel as one job, so they share
+/// ONNX Runtime runs.
+async fn recommend_batch(
+    State(state): State<AppState>,
+    AppJson(req): AppJson<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let max = state.config().max_batch_requests;
+    if req.requests.len() > max {
+        return Err(ApiError::invalid(
+            "too_many_requests_in_batch",
+            format!(
+                "{} requests in one batch; at most {max} (--max_batch_requests)",
+                req.requests.len()
+            ),
+        ));
+    }
+    let model = state.model();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut entries = Vec::with_capacity(req.requests.len());
+    for r in &req.requests {
+        match model.prepare(r) {
+            Ok(p) => {
+                state.metrics().unknown_items.inc_by(p.unknown.len() as u64);
+                rows.push(p.row);
+                entries.push(Ok(p.unknown));
+            }
+            Err(e) => entries.push(Err(e)),
+        }
+    }
+    let results: Vec<RowResult> = if rows.is_empty() {
+        Vec::new()
+    } else {
+        let n = rows.len();
+        let rx = model.submit(rows).map_err(|e| submit_error(&state, e))?;
+        let results = await_job(rx).await?;
+        if results.len() != n {
+            return Err(ApiError::Internal(format!(
+                "worker answered {} rows for {n}",
+                results.len()
+            )));
+        }
+        results
+    };
+    let mut results = results.into_iter();
+    let responses = entries
+        .into_iter()
+        .map(|e| match e {
+            Ok(unknown) => BatchItem::Ok(model.answer(results.next().unwrap_or_default(), unknown)),
+            Err(e) => BatchItem::Err { error: e.detail() },
+        })
+        .collect();
+    Ok(Json(BatchResponse { responses }))
+}
+
+fn submit_error(state: &AppState, e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::Full(n) => {
+            state.metrics().rejected.inc();
+            ApiError::Overloaded(n)
+        }
+        SubmitError::Closed => ApiError::Unavailable("the model is being replaced; retry".into()),
+    }
+}
+
+async fn await_job(
+    rx: tokio::sync::oneshot::Receiver<JobResult>,
+) -> Result<Vec<RowResult>, ApiError> {
+    rx.await
+        .map_err(|_| ApiError::Internal("inference worker dropped the job".into()))?
+        .map_err(ApiError::Internal)
+}
+
+async fn reload(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    match state.reload().await {
+        Ok(r) => Ok(Json(
+            json!({"status": "reloaded", "model": r.model, "previous": r.previous}),
+        )),
+        Err(e) => Err(ApiError::ReloadFailed(e.to_string())),
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_shutting_down() {
+        return ApiError::Unavailable("shutting down".into()).into_response();
+    }
+    Json(json!({"status": "ready", "model": state.model().id()})).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics().render(state.model().queue_len());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn model_info(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let model = state.model();
+    let mut v = serde_json::to_value(model.info()).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "batching".into(),
+            serde_json::to_value(state.config().batch).unwrap_or_default(),
+        );
+    }
+    Json(v)
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_string())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// 401 unless the request carries `Authorization: Bearer <token>` (when a token is set).
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.config().auth_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares without an early exit, so timing does not reveal the matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.config().request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::Timeout(limit).into_response(),
+    }
+}
+
+/// Counts the request and logs internal errors (whose message the client does not see).
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    if let Some(InternalError(msg)) = res.extensions().get::<InternalError>() {
+        tracing::error!(%route, %method, error = %msg, "internal error");
+    }
+    let status = res.status();
+    if status == StatusCode::INTERNAL_SERVER_ERROR || status.is_client_error() {
+        tracing::debug!(%route, %method, status = status.as_u16(), "request failed");
+    }
+    state.metrics().observe_request(
+        &route,
+        &method,
+        status.as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    res
+}

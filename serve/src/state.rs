@@ -1,0 +1,120 @@
+//! [`AppState`]: the current model behind a swap point, the metrics, the configuration.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::config::ServeConfig;
+use crate::error::LoadError;
+use crate::metrics::Metrics;
+use crate::model::LoadedModel;
+
+/// Shared server state; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ServeConfig,
+    model: RwLock<Arc<LoadedModel>>,
+    metrics: Arc<Metrics>,
+    reload: tokio::sync::Mutex<()>,
+    shutting_down: AtomicBool,
+}
+
+/// The outcome of a successful reload.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reloaded {
+    /// The model now serving.
+    pub model: String,
+    /// The model served before.
+    pub previous: String,
+}
+
+impl AppState {
+    /// Loads the model of `config` (blocking: creates sessions and runs a warm-up).
+    pub fn load(config: ServeConfig) -> Result<Self, LoadError> {
+        let metrics = Arc::new(Metrics::new());
+        let model = LoadedModel::load(
+            &config.model,
+            &config.session,
+            &config.batch,
+            metrics.clone(),
+        )?;
+        metrics.set_model(model.id());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                model: RwLock::new(Arc::new(model)),
+                metrics,
+                reload: tokio::sync::Mutex::new(()),
+                shutting_down: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServeConfig {
+        &self.inner.config
+    }
+
+    /// The model serving now. A request keeps the `Arc` it got, so a reload never changes the
+    /// model under a request in flight.
+    pub fn model(&self) -> Arc<LoadedModel> {
+        self.inner
+            .model
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Loads the model from `--model` again and swaps it in; on failure the old model keeps
+    /// serving and the error is returned. Reloads are serialised.
+    pub async fn reload(&self) -> Result<Reloaded, LoadError> {
+        let _guard = self.inner.reload.lock().await;
+        let cfg = self.inner.config.clone();
+        let metrics = self.inner.metrics.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            LoadedModel::load(&cfg.model, &cfg.session, &cfg.batch, metrics)
+        })
+        .await
+        .unwrap_or_else(|e| Err(LoadError::Runtime(format!("reload task failed: {e}"))));
+        match loaded {
+            Ok(model) => {
+                let new_id = model.id().to_string();
+                let old = {
+                    let mut cur = self.inner.model.write().unwrap_or_else(|e| e.into_inner());
+                    std::mem::replace(&mut *cur, Arc::new(model))
+                };
+                self.inner.metrics.observe_reload(true);
+                self.inner.metrics.set_model(&new_id);
+                tracing::info!(model = %new_id, previous = %old.id(), "model reloaded");
+                Ok(Reloaded {
+                    model: new_id,
+                    previous: old.id().to_string(),
+                })
+            }
+            Err(e) => {
+                self.inner.metrics.observe_reload(false);
+                tracing::error!(error = %e, model = %self.model().id(), "reload failed; keeping the current model");
+                Err(e)
+            }
+        }
+    }
+
+    /// Marks the server as draining (`/readyz` answers 503 from now on).
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`AppState::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+}

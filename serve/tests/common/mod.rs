@@ -1,0 +1,323 @@
+//! Test fixtures: real models trained and exported by the project's binaries, a server on
+//! `127.0.0.1:0`, and a direct ONNX Runtime run to compare against.
+#![allow(dead_code)] // each test binary uses a subset
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use ort::session::Session;
+use ort::value::Tensor;
+use sasrec_serve::{AppState, ServeConfig};
+use sasrec_shared::time::{left_pad, time_codes, Intervals, TimeUnit};
+use sasrec_shared::IdMap;
+
+/// The trained fixtures.
+pub struct Fixtures {
+    /// Directory holding everything.
+    pub root: PathBuf,
+    /// `user item timestamp` lines.
+    pub data: PathBuf,
+    /// SASRec run directory (`model.onnx`, `items.tsv`).
+    pub sas: PathBuf,
+    /// TiSASRec (personal intervals, span 32) run directory.
+    pub tis: PathBuf,
+}
+
+/// Window length of the fixtures.
+pub const MAXLEN: usize = 20;
+/// TiSASRec interval settings of the fixture.
+pub const INTERVALS: Intervals = Intervals {
+    unit: TimeUnit::Personal,
+    span: 32,
+};
+
+fn target_dir() -> PathBuf {
+    // CARGO_TARGET_TMPDIR is <target>/tmp.
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let p = target_dir().join("debug").join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: build it first with `cargo build -p sasrec-train -p sasrec-export` \
+         (`cargo test --workspace` builds it too). The serve tests train and export tiny \
+         models with the real binaries.",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Trains (1 epoch, tiny) and exports a SASRec and a TiSASRec model once per test binary.
+pub fn fixtures() -> &'static Fixtures {
+    static F: OnceLock<Fixtures> = OnceLock::new();
+    F.get_or_init(|| {
+        // Rebuilt on every run (a few seconds), so the models match the current binaries.
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-fixtures");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let train = bin("sasrec-train");
+        let export = bin("sasrec-export");
+        let data = root.join("synthetic.txt");
+        // 128 items: a multiple of the generator's 16 genres (120 trips an index bug in
+        // sasrec_shared::synthetic).
+        run(Command::new(&train)
+            .args([
+                "data",
+                "synthetic",
+                "--users",
+                "60",
+                "--items",
+                "128",
+                "--output",
+            ])
+            .arg(&data));
+        let common = [
+            "--maxlen",
+            "20",
+            "--hidden_units",
+            "16",
+            "--num_heads",
+            "1",
+            "--num_epochs",
+            "1",
+            "--eval_every",
+            "1",
+            "--num_workers",
+            "0",
+            "--device",
+            "cpu",
+        ];
+        let sas = root.join("sas");
+        run(Command::new(&train)
+            .arg("--dataset")
+            .arg(&data)
+            .arg("--train_dir")
+            .arg(&sas)
+            .args(["--no_time", "--no_mhc"])
+            .args(common));
+        let tis = root.join("tis");
+        run(Command::new(&train)
+            .arg("--dataset")
+            .arg(&data)
+            .arg("--train_dir")
+            .arg(&tis)
+            .args(["--no_mhc", "--time_unit", "personal", "--time_span", "32"])
+            .args(common));
+        for d in [&sas, &tis] {
+            run(Command::new(&export).args(["--onnx", "--train_dir"]).arg(d));
+        }
+        Fixtures {
+            root,
+            data,
+            sas,
+            tis,
+        }
+    })
+}
+
+/// `(raw item, timestamp)` per raw user of the fixture data, in file order.
+pub fn user_events() -> Vec<Vec<(u64, i64)>> {
+    let text = std::fs::read_to_string(&fixtures().data).unwrap();
+    let mut users: Vec<(u64, Vec<(u64, i64)>)> = Vec::new();
+    for line in text.lines() {
+        let f: Vec<i64> = line
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let (u, i, t) = (f[0] as u64, f[1] as u64, f[2]);
+        match users.last_mut() {
+            Some((lu, ev)) if *lu == u => ev.push((i, t)),
+            _ => users.push((u, vec![(i, t)])),
+        }
+    }
+    users.into_iter().map(|(_, e)| e).collect()
+}
+
+/// A running server.
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state (for reload, metrics).
+    pub state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    /// `http://addr/path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Starts the graceful shutdown and waits for the server to stop.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+    }
+
+    /// Starts the graceful shutdown without waiting.
+    pub fn trigger_shutdown(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.handle.take().unwrap()
+    }
+}
+
+/// Loads `cfg` and serves it on `127.0.0.1:0`.
+pub async fn start(cfg: ServeConfig) -> Server {
+    let state = tokio::task::spawn_blocking(move || AppState::load(cfg))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("loading the model: {e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(sasrec_serve::serve(listener, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    Server {
+        addr,
+        state,
+        stop: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+/// A client without connection-pool surprises.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// POSTs JSON and returns (status, body as JSON).
+pub async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = c.post(url).json(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, v)
+}
+
+/// An ONNX Runtime session on `onnx`, built here rather than through the server.
+pub fn direct_session(onnx: &Path) -> Session {
+    let lib = sasrec_serve::runtime::resolve_dylib(None).unwrap();
+    let env = sasrec_serve::runtime::environment(&lib).unwrap();
+    Session::builder(env)
+        .unwrap()
+        .with_intra_threads(1)
+        .unwrap()
+        .commit_from_file(onnx)
+        .unwrap()
+}
+
+/// The item map of a run directory.
+pub fn items(dir: &Path) -> IdMap {
+    IdMap::load(&dir.join("items.tsv")).unwrap()
+}
+
+/// Top-k straight from the graph for one history of raw items (oldest first, already in time
+/// order): indices via `items.tsv`, the window via `left_pad`, the interval matrix via
+/// `time_codes` + `relation_matrix` over the whole history. Returns (raw item, score).
+pub fn direct_topk(
+    dir: &Path,
+    history: &[u64],
+    timestamps: Option<&[i64]>,
+    k: usize,
+    exclude_seen: bool,
+) -> Vec<(u64, f32)> {
+    let map = items(dir);
+    let mut s = direct_session(&dir.join("model.onnx"));
+    let (idx, ts): (Vec<i64>, Vec<i64>) = history
+        .iter()
+        .enumerate()
+        .filter_map(|(n, r)| {
+            map.index_of(&r.to_string())
+                .map(|i| (i64::from(i), timestamps.map_or(0, |t| t[n])))
+        })
+        .unzip();
+    let t = MAXLEN;
+    let mut seq = vec![0i64; t];
+    let pad = left_pad(&idx, 0i64, &mut seq);
+    let exclude: Vec<i64> = if exclude_seen && !idx.is_empty() {
+        idx.clone()
+    } else {
+        vec![0]
+    };
+    let seq_t = Tensor::from_array(([1usize, t], seq)).unwrap();
+    let exc_t = Tensor::from_array(([1usize, exclude.len()], exclude)).unwrap();
+    let k_t = Tensor::from_array(([1usize], vec![k as i64])).unwrap();
+    let out = match timestamps {
+        Some(_) => {
+            let codes = time_codes(INTERVALS.unit, &ts);
+            let mut window = vec![0i64; t];
+            left_pad(&codes, 0i64, &mut window);
+            let mut m = vec![0i32; t * t];
+            INTERVALS.relation_matrix(&window, pad, &mut m);
+            let m: Vec<i64> = m.into_iter().map(i64::from).collect();
+            let tm = Tensor::from_array(([1usize, t, t], m)).unwrap();
+            s.run(ort::inputs!["seq" => seq_t, "time_matrix" => tm, "exclude" => exc_t, "k" => k_t])
+                .unwrap()
+        }
+        None => s
+            .run(ort::inputs!["seq" => seq_t, "exclude" => exc_t, "k" => k_t])
+            .unwrap(),
+    };
+    let (_, sc) = out["topk_scores"].try_extract_tensor::<f32>().unwrap();
+    let (_, it) = out["topk_items"].try_extract_tensor::<i64>().unwrap();
+    it.iter()
+        .zip(sc)
+        .filter(|(_, s)| s.is_finite())
+        .map(|(&i, &s)| (map.raw_of(i as u32).unwrap().parse().unwrap(), s))
+        .collect()
+}
+
+/// `(item, score)` pairs of a response body.
+pub fn pairs(v: &serde_json::Value) -> Vec<(u64, f32)> {
+    v["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {v}"))
+        .iter()
+        .map(|e| {
+            (
+                e["item"].as_u64().unwrap(),
+                e["score"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect()
+}
+
+/// Asserts same items in the same order and scores within `tol`.
+pub fn assert_same(got: &[(u64, f32)], want: &[(u64, f32)], tol: f32) {
+    assert_eq!(
+        got.iter().map(|p| p.0).collect::<Vec<_>>(),
+        want.iter().map(|p| p.0).collect::<Vec<_>>(),
+        "items differ"
+    );
+    for (g, w) in got.iter().zip(want) {
+        assert!((g.1 - w.1).abs() <= tol, "score {} vs {}", g.1, w.1);
+    }
+}
