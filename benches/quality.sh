@@ -10,7 +10,7 @@ data=${SASREC_DATA:-$root/../shared/data}
 mkdir -p "$out"
 common=(--num_blocks 2 --num_heads 1 --hidden_units 50 --dropout_rate 0.2 --warmup_steps 0
         --lr_decay_rate 1 --eval_every 20 --early_stop_patience 0 --num_workers 1)
-run() { local name=$1; shift; echo "== $name"; "$bin" "${common[@]}" --train_dir "$out/$name" "$@" > "$out/$name.json" 2> "$out/$name.log"; }
+run() { local name=$1; shift; echo "== $name"; "$bin" "${common[@]}" --train_dir "$out/$name" "$@" > "$out/$name.json" 2>> "$out/$name.log"; }
 # SASRec, reference settings, ML-1M SASRec layout.
 run ml1m-sasrec --dataset "$data/ml-1m/ml-1m.sasrec.txt.gz" --no_time --no_mhc --maxlen 200 --num_epochs ${EPOCHS_ML1M:-60}
 # TiSASRec vs SASRec on the time-stamped half (reference: 5-filter in one pass, maxlen 50,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled default dataset (run ./scripts/setup.sh first):
 #  1. generate the deterministic synthetic dataset and show its statistics;
-#  2. train SASRec and TiSASRec+mHC on it (CPU is fine, a minute or two) and print the test
+#  2. train SASRec and TiSASRec+mHC on it (CPU is fine: about five minutes on 2 cores) and print the test
 #     metrics of the epoch chosen on validation, under both protocols;
 #  3. export TiSASRec+mHC to ONNX, start sasrec-serve on it and answer one request.
 set -euo pipefail

@@ -21,25 +21,14 @@ use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 use sasrec_export::{model_bytes, Source, Variant};
 use sasrec_models::SeqRecModel;
-use sasrec_shared::config::{Backbone, ModelConfig};
+use sasrec_shared::config::ModelConfig;
 use tch::{nn, Device, Kind, Tensor};
 
 const BATCHES: [usize; 3] = [1, 8, 32];
 const K: i64 = 10;
 
 fn ml1m() -> ModelConfig {
-    ModelConfig {
-        backbone: Backbone::Sasrec,
-        num_items: 3416,
-        maxlen: 200,
-        hidden_units: 50,
-        num_blocks: 2,
-        num_heads: 1,
-        dropout_rate: 0.2,
-        norm_first: false,
-        time_span: 100,
-        mhc: None,
-    }
+    ModelConfig::sasrec_ml1m()
 }
 
 fn threads() -> usize {

@@ -147,25 +147,14 @@ impl SasRec {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use sasrec_shared::config::{Backbone, ModelConfig};
+    use sasrec_shared::config::ModelConfig;
     use tch::{nn, Device, Kind};
 
     use crate::SeqRecModel;
 
     /// pmixer's ML-1M setting: I = 3416, C = 50, T = 200, 2 blocks, 1 head.
     pub(crate) fn ml1m() -> ModelConfig {
-        ModelConfig {
-            backbone: Backbone::Sasrec,
-            num_items: 3416,
-            maxlen: 200,
-            hidden_units: 50,
-            num_blocks: 2,
-            num_heads: 1,
-            dropout_rate: 0.2,
-            norm_first: false,
-            time_span: 100,
-            mhc: None,
-        }
+        ModelConfig::sasrec_ml1m()
     }
 
     #[test]

@@ -67,6 +67,23 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The SASRec paper's ML-1M setting (pmixer's README flags): I = 3416, T = 200, C = 50,
+    /// 2 blocks, 1 head, dropout 0.2, Post-LN, no mHC — 212,000 parameters.
+    pub fn sasrec_ml1m() -> Self {
+        Self {
+            backbone: Backbone::Sasrec,
+            num_items: 3416,
+            maxlen: 200,
+            hidden_units: 50,
+            num_blocks: 2,
+            num_heads: 1,
+            dropout_rate: 0.2,
+            norm_first: false,
+            time_span: 100,
+            mhc: None,
+        }
+    }
+
     /// Head size C/h, the attention scale's √ argument (pitfall 10).
     pub fn head_dim(&self) -> usize {
         self.hidden_units / self.num_heads
