@@ -7,7 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${1:-$root/runs/mhc}
-bin=$root/target/release/sasrec-train
+bin=${SASREC_TRAIN:-$root/target/release/sasrec-train}
 data=${SASREC_DATA:-$root/../shared/data}
 py=${SASREC_PYTHON:-$root/.venv/bin/python}
 epochs=${EPOCHS:-20}

@@ -25,6 +25,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod amp;
 pub mod checkpoint;
 pub mod error;
 pub mod init;

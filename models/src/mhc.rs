@@ -284,6 +284,76 @@ mod tests {
         assert!((hc.params()[2].tensor().double_value(&[0]) - 0.01).abs() < 1e-9);
     }
 
+    /// Under autocast (bf16 on the CPU here) the coefficients, Sinkhorn and the stream mix stay
+    /// fp32; the sub-layer runs in bf16 unless `no_amp`, which keeps the whole path in fp32.
+    #[test]
+    fn mhc_path_stays_fp32_under_autocast() {
+        use crate::amp::{autocast, AmpDtype};
+        tch::manual_seed(3);
+        let (n, c) = (4usize, 8i64);
+        let x = Tensor::randn([2, 3, n as i64, c], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([c, c], (Kind::Float, Device::Cpu));
+        let phi0 = Tensor::randn([n as i64 * c, 24], (Kind::Float, Device::Cpu)) * 0.5;
+        let run = |no_amp: bool, amp: bool| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = MhcConfig {
+                no_amp,
+                ..MhcConfig::default()
+            };
+            let hc = HyperConnection::new(&(vs.root() / "mhc_ffn" / 0), 1, c, &cfg);
+            tch::no_grad(|| {
+                let phi = hc.params()[0].tensor();
+                let _ = phi.shallow_clone().copy_(&phi0);
+            });
+            let o = TchOps;
+            let mut sub_kind = None;
+            let mut go = || {
+                let coeffs = o.full_precision(|| hc.coefficients(&o, &x));
+                let y = hc.forward(
+                    &o,
+                    &x,
+                    |u| {
+                        let y = u.matmul(&w);
+                        sub_kind = Some(y.kind());
+                        y
+                    },
+                    false,
+                );
+                (coeffs, y)
+            };
+            let ((pre, post, res), y) = if amp {
+                autocast(Device::Cpu, AmpDtype::Bf16, go)
+            } else {
+                go()
+            };
+            (vec![pre, post, res, y], sub_kind.unwrap())
+        };
+        let (fp32, k) = run(false, false);
+        assert_eq!(k, Kind::Float);
+        let (mixed, k) = run(false, true);
+        assert_eq!(k, Kind::BFloat16, "the sub-layer runs in bf16");
+        let (no_amp, k) = run(true, true);
+        assert_eq!(k, Kind::Float, "--mhc_no_amp keeps the sub-layer in fp32");
+        for i in 0..3 {
+            assert_eq!(mixed[i].kind(), Kind::Float);
+            assert!(
+                mixed[i].equal(&fp32[i]),
+                "coefficient {i} is computed in fp32"
+            );
+        }
+        assert_eq!(mixed[3].kind(), Kind::Float, "streams stay fp32");
+        let diff = (&mixed[3] - &fp32[3]).abs().max().double_value(&[]);
+        let scale = fp32[3].abs().max().double_value(&[]);
+        assert!(
+            diff > 0.0 && diff < 2e-2 * scale,
+            "bf16 sub-layer: diff {diff}, scale {scale}"
+        );
+        assert!(
+            no_amp[3].equal(&fp32[3]),
+            "--mhc_no_amp: bit-identical to fp32"
+        );
+    }
+
     /// One BCE step's gradients on every mHC tensor, split into its pre/post/res groups.
     fn group_grads(m: &SeqRecModel, n: i64) -> Vec<(String, f64)> {
         let mut out = vec![];

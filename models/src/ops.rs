@@ -341,7 +341,6 @@ impl Ops for TchOps {
     }
 
     fn full_precision<R>(&self, f: impl FnOnce() -> R) -> R {
-        // Switches CUDA autocast off for the closure (a no-op without CUDA).
-        tch::autocast(false, f)
+        crate::amp::full_precision(f)
     }
 }

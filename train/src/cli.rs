@@ -7,6 +7,18 @@ use clap::{Args, ValueEnum};
 use sasrec_shared::time::TimeUnit;
 
 use crate::data_cmd::DataArgs;
+use crate::dist::Backend;
+
+/// `--amp_dtype` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AmpDtypeArg {
+    /// bf16 where the device computes it natively (CPU, CUDA compute capability ≥ 8), else fp16.
+    Auto,
+    /// bfloat16 (no loss scaling).
+    Bf16,
+    /// float16 with dynamic loss scaling.
+    Fp16,
+}
 
 /// The training objective.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -204,6 +216,35 @@ pub struct TrainArgs {
     /// Evaluate at most this many users (seeded subset; the references use 10000).
     #[arg(long = "eval_max_users", alias = "eval-max-users")]
     pub eval_max_users: Option<usize>,
+    /// Mixed precision: forward and loss under autocast (`--amp_dtype`), parameters, optimiser
+    /// and the mHC coefficients/Sinkhorn/stream mixing in fp32.
+    #[arg(long = "use_amp", alias = "use-amp")]
+    pub use_amp: bool,
+    /// Autocast type with --use_amp: auto = bf16 where supported, else fp16 (which adds
+    /// dynamic loss scaling, as torch.amp.GradScaler).
+    #[arg(long = "amp_dtype", alias = "amp-dtype", value_enum, default_value_t = AmpDtypeArg::Auto)]
+    pub amp_dtype: AmpDtypeArg,
+    /// Data-parallel training over several processes (PyTorch c10d). Under torchrun
+    /// (`torchrun --no-python --nproc_per_node=N sasrec-train … --multi_gpu`) each process is a
+    /// rank; otherwise sasrec-train launches `--nproc_per_node` ranks on this node itself.
+    #[arg(long = "multi_gpu", alias = "multi-gpu")]
+    pub multi_gpu: bool,
+    /// Collective backend: nccl (CUDA) or gloo (CPU); default nccl when CUDA is available.
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// Port of the rendezvous store on the master (built-in launcher; torchrun sets its own).
+    #[arg(long = "master_port", alias = "master-port", default_value_t = 29500)]
+    pub master_port: u16,
+    /// Ranks the built-in launcher starts on this node (default: the number of CUDA devices).
+    #[arg(long = "nproc_per_node", alias = "nproc-per-node")]
+    pub nproc_per_node: Option<usize>,
+    /// Seconds a rendezvous or a collective may wait for the other ranks before the run fails.
+    #[arg(long = "dist_timeout", alias = "dist-timeout", default_value_t = 1800)]
+    pub dist_timeout: u64,
+    /// Testing aid: every rank writes its final parameters to `rank<R>.safetensors` in the
+    /// run directory (to check that data-parallel replicas end bit-identical).
+    #[arg(long = "dump_rank_weights", hide = true)]
+    pub dump_rank_weights: bool,
     /// Only evaluate the weights in --state_dict_path (no training).
     #[arg(
         long = "inference_only",

@@ -6,6 +6,8 @@ use sasrec_shared::time::{Intervals, TimeUnit};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{LossKind, Protocol, TrainArgs};
+use crate::dist::Backend;
+use sasrec_models::amp::AmpDtype;
 
 /// Optimisation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +77,23 @@ pub struct RunConfig {
     pub eval_max_users: Option<usize>,
     /// Versions of the toolkit and libtorch.
     pub versions: Versions,
+    /// Where and how the run executes; a resumed run may change it.
+    #[serde(default)]
+    pub runtime: Runtime,
+}
+
+/// The execution settings of a run (recorded, not compared on resume: a run may continue on
+/// another device, precision or number of ranks; the global batches stay the same).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Runtime {
+    /// Training device of rank 0 (`cpu`, `cuda:0`).
+    pub device: String,
+    /// Autocast type under `--use_amp`, `None` for fp32.
+    pub amp: Option<AmpDtype>,
+    /// Number of data-parallel ranks.
+    pub world_size: usize,
+    /// Collective backend when distributed.
+    pub backend: Option<Backend>,
 }
 
 /// Software versions recorded with a run.
@@ -88,7 +107,13 @@ pub struct Versions {
 
 impl RunConfig {
     /// Resolves the flags against the loaded data.
-    pub fn resolve(args: &TrainArgs, num_items: usize, dataset: String, stats: Stats) -> Self {
+    pub fn resolve(
+        args: &TrainArgs,
+        num_items: usize,
+        dataset: String,
+        stats: Stats,
+        runtime: Runtime,
+    ) -> Self {
         let backbone = if args.no_time {
             Backbone::Sasrec
         } else {
@@ -149,17 +174,20 @@ impl RunConfig {
                 sasrec_rs: env!("CARGO_PKG_VERSION").to_string(),
                 libtorch: "2.11.0".to_string(),
             },
+            runtime,
         }
     }
 
     /// Names of the settings that differ from `other`, ignoring those a resumed run may
-    /// change (`num_epochs`, `early_stop_patience`).
+    /// change (`num_epochs`, `early_stop_patience`, `runtime`).
     pub fn differences(&self, other: &RunConfig) -> Vec<String> {
         let a = serde_json::to_value(self).expect("serialisable");
         let b = serde_json::to_value(other).expect("serialisable");
         let mut out = Vec::new();
         diff("", &a, &b, &mut out);
-        out.retain(|k| k != "num_epochs" && k != "early_stop_patience");
+        out.retain(|k| {
+            k != "num_epochs" && k != "early_stop_patience" && !k.starts_with("runtime")
+        });
         out
     }
 }

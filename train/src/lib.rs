@@ -3,10 +3,14 @@
 //! The binary (`src/main.rs`) is glue: parse flags, set up logging, call into this library,
 //! turn errors into a message and an exit code.
 
+pub mod check_dist;
 pub mod cli;
 pub mod config;
 pub mod data_cmd;
+pub mod ddp;
+pub mod dist;
 pub mod evaluate;
+pub mod launch;
 pub mod optim;
 pub mod plot;
 pub mod state;

@@ -3,6 +3,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sasrec_train::cli::TrainArgs;
 use sasrec_train::data_cmd::{self, DataCmd};
+use sasrec_train::dist::DistEnv;
+use sasrec_train::launch;
 use sasrec_train::trainer;
 
 /// Train, evaluate and inspect SASRec / TiSASRec / mHC sequential recommenders.
@@ -28,26 +30,51 @@ enum Command {
     /// Dataset statistics, the MovieLens-1M converter and the synthetic dataset.
     #[command(subcommand)]
     Data(DataCmd),
+    /// Check multi-process communication (Gloo / NCCL): launches --nproc_per_node ranks, or runs
+    /// as one rank under torchrun, and prints a JSON report.
+    #[command(name = "check-distributed")]
+    CheckDistributed(sasrec_train::check_dist::CheckDistArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match (cli.command, cli.train) {
         (Some(Command::Data(cmd)), _) => data_cmd::run(cmd),
+        (Some(Command::CheckDistributed(args)), _) => sasrec_train::check_dist::run(&args),
         (None, args) => {
             let out = match (&args.inference_only, &args.state_dict_path) {
-                (true, Some(w)) => trainer::inference_only(&args, w)?,
+                (true, Some(w)) => Some(trainer::inference_only(&args, w)?),
+                _ if args.multi_gpu && DistEnv::from_env(args.master_port)?.is_none() => {
+                    // Not under torchrun: start the ranks of this node ourselves.
+                    let n = match args.nproc_per_node {
+                        Some(n) => n,
+                        None if tch::Cuda::device_count() > 0 => tch::Cuda::device_count() as usize,
+                        None => anyhow::bail!(
+                            "--multi_gpu without CUDA devices: pass --nproc_per_node N to train with N Gloo ranks on the CPU"
+                        ),
+                    };
+                    launch::launch(n, args.master_port, &launch::own_args())?;
+                    None
+                }
                 _ => trainer::train(&args)?,
             };
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            if let Some(out) = out {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
             Ok(())
         }
     }
 }
 
 fn main() -> ExitCode {
+    // Only rank 0 of a distributed run logs progress; the other ranks report warnings and errors.
+    let default_level = match std::env::var("RANK") {
+        Ok(r) if r.trim() != "0" => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -56,6 +56,9 @@ pub struct LoopState {
     pub evals: Vec<EvalRecord>,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// fp16 loss scaling: (scale, clean steps since its last change).
+    #[serde(default)]
+    pub grad_scale: Option<(f64, i64)>,
 }
 
 /// Writes the checkpoint atomically (temporary file, then rename).

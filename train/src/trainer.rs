@@ -2,10 +2,11 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use sasrec_models::amp::{self, AmpDtype, GradScaler};
 use sasrec_models::{load_weights, loss, save_weights, SeqRecModel};
 use sasrec_shared::eval::{EvalConfig, EvalSet};
 use sasrec_shared::io::write_atomic;
@@ -13,8 +14,10 @@ use sasrec_shared::{Error as DataError, Part, Sampler, SamplerConfig, Split};
 use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::cli::{LossKind, Protocol, TrainArgs};
-use crate::config::RunConfig;
+use crate::cli::{AmpDtypeArg, LossKind, Protocol, TrainArgs};
+use crate::config::{RunConfig, Runtime};
+use crate::ddp;
+use crate::dist::{Backend, DistEnv, ProcessGroup};
 use crate::evaluate::{evaluate, PartMetrics};
 use crate::optim::Adam;
 use crate::state::{self, EvalRecord, LoopState};
@@ -94,8 +97,9 @@ struct Setup {
     dir: PathBuf,
 }
 
-fn setup(args: &TrainArgs) -> Result<Setup> {
-    let device = resolve_device(args.device.as_deref())?;
+/// Loads the data and resolves the configuration; `lead` (rank 0, or the only process)
+/// creates the run directory.
+fn setup(args: &TrainArgs, device: Device, runtime: Runtime, lead: bool) -> Result<Setup> {
     let split = args.data.load()?;
     if !args.no_time && !split.data.has_timestamps() {
         return Err(DataError::no_timestamps(&split.data.path).into());
@@ -105,13 +109,16 @@ fn setup(args: &TrainArgs) -> Result<Setup> {
         split.num_items(),
         split.data.path.display().to_string(),
         split.data.stats(),
+        runtime,
     );
     cfg.model.validate()?;
     if args.loss == LossKind::SampledSoftmax && args.num_negatives == 0 {
         bail!("--num_negatives must be at least 1 for --loss sampled_softmax");
     }
     let dir = args.train_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if lead {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     Ok(Setup {
         cfg,
         split,
@@ -135,7 +142,13 @@ fn eval_sets(s: &Setup) -> Result<(EvalSet, EvalSet)> {
 
 /// `sasrec-train --inference_only --state_dict_path W`: evaluates W on validation and test.
 pub fn inference_only(args: &TrainArgs, weights: &Path) -> Result<serde_json::Value> {
-    let s = setup(args)?;
+    let device = resolve_device(args.device.as_deref())?;
+    let runtime = Runtime {
+        device: format!("{device:?}").to_lowercase(),
+        world_size: 1,
+        ..Runtime::default()
+    };
+    let s = setup(args, device, runtime, true)?;
     let vs = nn::VarStore::new(s.device);
     let model = SeqRecModel::new(&vs.root(), &s.cfg.model)?;
     load_weights(&vs, weights)
@@ -159,13 +172,98 @@ fn selection_score(m: &PartMetrics, protocol: Protocol) -> f64 {
     }
 }
 
-/// Trains (or resumes) and returns the summary written to `summary.json`.
-pub fn train(args: &TrainArgs) -> Result<serde_json::Value> {
-    let s = setup(args)?;
+/// The process group of a `--multi_gpu` rank and the device it trains on: NCCL ranks use
+/// `cuda:LOCAL_RANK`; Gloo ranks the `--device` choice (with `cuda:LOCAL_RANK` for CUDA).
+fn init_distributed(args: &TrainArgs) -> Result<(ProcessGroup, Device)> {
+    let env = DistEnv::from_env(args.master_port)?.ok_or_else(|| {
+        anyhow::anyhow!("--multi_gpu rank without RANK/WORLD_SIZE in the environment")
+    })?;
+    let cuda = tch::Cuda::is_available() && args.device.as_deref() != Some("cpu");
+    let backend = args
+        .backend
+        .unwrap_or(if cuda { Backend::Nccl } else { Backend::Gloo });
+    let device = match backend {
+        Backend::Nccl => Device::Cuda(env.local_rank),
+        Backend::Gloo if cuda => {
+            Device::Cuda(env.local_rank % tch::Cuda::device_count().max(1) as usize)
+        }
+        Backend::Gloo => Device::Cpu,
+    };
+    let pg = ProcessGroup::new(&env, backend, Duration::from_secs(args.dist_timeout))?;
+    tracing::info!(
+        world_size = env.world_size,
+        %backend,
+        device = ?device,
+        "data parallel: rank {} of {}",
+        env.rank,
+        env.world_size
+    );
+    Ok((pg, device))
+}
+
+/// The autocast type under `--use_amp` on `device`.
+fn resolve_amp(args: &TrainArgs, device: Device) -> Result<Option<AmpDtype>> {
+    if !args.use_amp {
+        return Ok(None);
+    }
+    Ok(Some(match args.amp_dtype {
+        AmpDtypeArg::Auto if amp::bf16_supported(device) => AmpDtype::Bf16,
+        AmpDtypeArg::Auto | AmpDtypeArg::Fp16 => AmpDtype::Fp16,
+        AmpDtypeArg::Bf16 if amp::bf16_supported(device) => AmpDtype::Bf16,
+        AmpDtypeArg::Bf16 => {
+            bail!("--amp_dtype bf16: {device:?} has no native bf16 (compute capability < 8); use --amp_dtype fp16")
+        }
+    }))
+}
+
+/// A host batch as a device tensor: pinned and copied asynchronously on CUDA, so the copy
+/// overlaps with the computation already queued.
+fn to_device<T: tch::kind::Element>(v: &[T], shape: &[i64], device: Device) -> Tensor {
+    let t = Tensor::from_slice(v).view(shape);
+    if device.is_cuda() {
+        t.pin_memory(device)
+            .to_device_(device, t.kind(), true, false)
+    } else {
+        t
+    }
+}
+
+/// The loop counters every rank must agree on, as one f64 tensor for a broadcast.
+fn counters(st: &LoopState, adam: &Adam) -> Vec<f64> {
+    let (scale, growth) = st.grad_scale.unwrap_or((0.0, 0));
+    vec![
+        st.epochs_done as f64,
+        st.step as f64,
+        adam.t as f64,
+        st.stopped_early as u8 as f64,
+        scale,
+        growth as f64,
+    ]
+}
+
+/// Trains (or resumes) and returns the summary written to `summary.json` (on rank 0; other
+/// ranks of a `--multi_gpu` run return `None`).
+pub fn train(args: &TrainArgs) -> Result<Option<serde_json::Value>> {
+    let (pg, device) = if args.multi_gpu {
+        let (pg, device) = init_distributed(args)?;
+        (Some(pg), device)
+    } else {
+        (None, resolve_device(args.device.as_deref())?)
+    };
+    let (rank, world) = pg.as_ref().map_or((0, 1), |p| (p.rank(), p.world_size()));
+    let lead = rank == 0;
+    let amp_dtype = resolve_amp(args, device)?;
+    let runtime = Runtime {
+        device: format!("{device:?}").to_lowercase(),
+        amp: amp_dtype,
+        world_size: world,
+        backend: pg.as_ref().map(|p| p.backend()),
+    };
+    let s = setup(args, device, runtime, lead)?;
     let cfg = &s.cfg;
     let ckpt_path = s.dir.join(files::CHECKPOINT);
     let config_path = s.dir.join(files::CONFIG);
-    if ckpt_path.exists() {
+    if lead && ckpt_path.exists() {
         let old: RunConfig =
             serde_json::from_str(&std::fs::read_to_string(&config_path).with_context(|| {
                 format!(
@@ -184,20 +282,23 @@ pub fn train(args: &TrainArgs) -> Result<serde_json::Value> {
             );
         }
     }
-    write_json(&config_path, cfg)?;
-    s.split.data.items.save(&s.dir.join(files::ITEMS))?;
+    if lead {
+        write_json(&config_path, cfg)?;
+        s.split.data.items.save(&s.dir.join(files::ITEMS))?;
+    }
 
     tch::manual_seed(epoch_seed(cfg.seed, usize::MAX >> 1) ^ 0x5eed);
     let vs = nn::VarStore::new(s.device);
     let model = SeqRecModel::new(&vs.root(), &cfg.model)?;
     let params = sorted_params(&vs);
+    let tensors: Vec<Tensor> = params.iter().map(|(_, p)| p.shallow_clone()).collect();
     let mut adam = Adam::new(
         params
             .iter()
             .map(|(n, p)| (n.clone(), p.shallow_clone()))
             .collect(),
     );
-    let mut st = if ckpt_path.exists() {
+    let mut st = if lead && ckpt_path.exists() {
         let st = state::load(&ckpt_path, &params, &mut adam)?;
         tracing::info!(
             epochs_done = st.epochs_done,
@@ -209,7 +310,30 @@ pub fn train(args: &TrainArgs) -> Result<serde_json::Value> {
     } else {
         LoopState::default()
     };
-    write_metrics(&s.dir, &st)?;
+    if let Some(pg) = &pg {
+        // Rank 0's weights, moments and counters everywhere (DDP's initial broadcast).
+        let mut all: Vec<Tensor> = tensors.iter().map(|t| t.shallow_clone()).collect();
+        all.extend(adam.m.iter().chain(&adam.v).map(|t| t.shallow_clone()));
+        ddp::broadcast_from_rank0(pg, &all)?;
+        let mut c = Tensor::from_slice(&counters(&st, &adam)).to_device(device);
+        pg.broadcast(&mut c, 0)?;
+        let c = Vec::<f64>::try_from(&c)?;
+        st.epochs_done = c[0] as usize;
+        st.step = c[1] as u64;
+        adam.t = c[2] as u64;
+        st.stopped_early = c[3] != 0.0;
+        st.grad_scale = (c[4] > 0.0).then_some((c[4], c[5] as i64));
+    }
+    let mut scaler = (amp_dtype == Some(AmpDtype::Fp16)).then(|| {
+        let mut sc = GradScaler::new(device, 65536.0);
+        if let Some((scale, growth)) = st.grad_scale {
+            sc.restore(scale, growth);
+        }
+        sc
+    });
+    if lead {
+        write_metrics(&s.dir, &st)?;
+    }
 
     let sampler = Sampler::new(
         s.split.clone(),
@@ -218,8 +342,8 @@ pub fn train(args: &TrainArgs) -> Result<serde_json::Value> {
             maxlen: cfg.model.maxlen,
             seed: cfg.seed,
             num_workers: args.num_workers,
-            rank: 0,
-            world_size: 1,
+            rank,
+            world_size: world,
             intervals: cfg.intervals,
         },
     )?;
@@ -228,6 +352,8 @@ pub fn train(args: &TrainArgs) -> Result<serde_json::Value> {
         kind = %cfg.kind,
         params = model.num_params(),
         device = ?s.device,
+        amp = ?amp_dtype,
+        ranks = world,
         batches_per_epoch = sampler.num_batches(),
         valid_users = valid_set.len(),
         "training"
@@ -241,48 +367,101 @@ pub fn train(args: &TrainArgs) -> Result<serde_json::Value> {
 
     while st.epochs_done < cfg.num_epochs && !st.stopped_early {
         let epoch = st.epochs_done;
-        tch::manual_seed(epoch_seed(cfg.seed, epoch));
-        let pb = ProgressBar::new(sampler.num_batches() as u64)
-            .with_style(style.clone())
-            .with_prefix(format!("epoch {}/{}", epoch + 1, cfg.num_epochs));
+        // Dropout differs per rank (its own rows), reproducibly.
+        tch::manual_seed(epoch_seed(cfg.seed, epoch).wrapping_add(rank as i64 * 7919));
+        let pb = if lead {
+            ProgressBar::new(sampler.num_batches() as u64)
+        } else {
+            ProgressBar::hidden()
+        }
+        .with_style(style.clone())
+        .with_prefix(format!("epoch {}/{}", epoch + 1, cfg.num_epochs));
         let started = Instant::now();
         let mut loss_sum = Tensor::zeros([], (Kind::Float, s.device));
         let mut batches = 0usize;
+        let mut skipped = 0usize;
         for batch in sampler.epoch(epoch as u64) {
             let rows = batch.rows() as i64;
-            let to = |v: &[i64]| Tensor::from_slice(v).view([rows, t]).to_device(s.device);
-            let (seq, pos, neg) = (to(&batch.seq), to(&batch.pos), to(&batch.neg));
-            let tm = batch.intervals.as_ref().map(|iv| {
-                Tensor::from_slice(iv)
-                    .view([rows, t, t])
-                    .to_device(s.device)
-            });
-            let feats = model.feats(&seq, tm.as_ref(), true)?;
-            let item_emb = model.item_emb();
-            let l = match cfg.optim.loss {
-                LossKind::Bce => loss::bce_loss(&feats, item_emb, &pos, &neg, cfg.optim.l2_emb),
-                LossKind::Ce => loss::ce_loss(&feats, item_emb, &pos, cfg.optim.l2_emb),
-                LossKind::SampledSoftmax => {
-                    let n = cfg.optim.num_negatives as i64;
-                    let negs = Tensor::randint_low(1, num_items + 1, [n], (Kind::Int64, s.device));
-                    loss::sampled_softmax_loss(&feats, item_emb, &pos, &negs, cfg.optim.l2_emb)
-                }
+            let seq = to_device(&batch.seq, &[rows, t], s.device);
+            let pos = to_device(&batch.pos, &[rows, t], s.device);
+            let neg = to_device(&batch.neg, &[rows, t], s.device);
+            let tm = batch
+                .intervals
+                .as_ref()
+                .map(|iv| to_device(iv, &[rows, t, t], s.device));
+            let forward = || -> Result<Tensor> {
+                let feats = model.feats(&seq, tm.as_ref(), true)?;
+                let item_emb = model.item_emb();
+                Ok(match cfg.optim.loss {
+                    LossKind::Bce => loss::bce_loss(&feats, item_emb, &pos, &neg, cfg.optim.l2_emb),
+                    LossKind::Ce => loss::ce_loss(&feats, item_emb, &pos, cfg.optim.l2_emb),
+                    LossKind::SampledSoftmax => {
+                        let n = cfg.optim.num_negatives as i64;
+                        let negs =
+                            Tensor::randint_low(1, num_items + 1, [n], (Kind::Int64, s.device));
+                        loss::sampled_softmax_loss(&feats, item_emb, &pos, &negs, cfg.optim.l2_emb)
+                    }
+                })
+            };
+            let l = match amp_dtype {
+                Some(dtype) => amp::autocast(s.device, dtype, forward)?,
+                None => forward()?,
             };
             adam.zero_grad();
-            l.backward();
-            adam.step(cfg.optim.lr_at(st.step as usize));
+            match &scaler {
+                Some(sc) => sc.scale(&l).backward(),
+                None => l.backward(),
+            }
+            if let Some(pg) = &pg {
+                ddp::average_gradients(pg, &tensors, &pos.ne(0).sum(Kind::Float))?;
+            }
+            let overflow = match &mut scaler {
+                Some(sc) => {
+                    let mut grads: Vec<Tensor> = tensors
+                        .iter()
+                        .map(|p| p.grad())
+                        .filter(|g| g.defined())
+                        .collect();
+                    sc.unscale_and_update(&mut grads)?
+                }
+                None => false,
+            };
+            if overflow {
+                skipped += 1;
+            } else {
+                adam.step(cfg.optim.lr_at(st.step as usize));
+            }
             st.step += 1;
             loss_sum += l.detach();
             batches += 1;
             pb.inc(1);
             if batches.is_multiple_of(10) {
-                pb.set_message(format!(
-                    "loss {:.4}",
-                    f64::try_from(&loss_sum)? / batches as f64
-                ));
+                let mean = f64::try_from(&loss_sum)? / batches as f64;
+                if !mean.is_finite() {
+                    bail!(
+                        "non-finite training loss ({mean}) in epoch {} on rank {rank}; stopped, the last good checkpoint ({}, {} epochs) is kept",
+                        epoch + 1,
+                        ckpt_path.display(),
+                        st.epochs_done
+                    );
+                }
+                pb.set_message(format!("loss {mean:.4}"));
             }
         }
         pb.finish_and_clear();
+        if let Some(pg) = &pg {
+            // The epoch loss over all ranks, so that every rank takes the same decision below.
+            let mut v = Tensor::stack(
+                &[
+                    loss_sum.shallow_clone(),
+                    Tensor::from(batches as f32).to_device(s.device),
+                ],
+                0,
+            );
+            pg.all_reduce_sum(&mut v)?;
+            loss_sum = v.get(0);
+            batches = v.get(1).double_value(&[]) as usize;
+        }
         let epoch_loss = f64::try_from(&loss_sum)? / batches.max(1) as f64;
         if !epoch_loss.is_finite() {
             bail!(
@@ -296,66 +475,114 @@ pub fn train(args: &TrainArgs) -> Result<serde_json::Value> {
         st.train_seconds += secs;
         st.epochs_done += 1;
         st.losses.push(epoch_loss);
+        st.grad_scale = scaler
+            .as_ref()
+            .map(|sc| (sc.scale_value(), sc.growth_tracker()));
         tracing::info!(
             epoch = epoch + 1,
             loss = format!("{epoch_loss:.4}"),
             seconds = format!("{secs:.2}"),
-            batches_per_s = format!("{:.1}", batches as f64 / secs),
+            batches_per_s = format!("{:.1}", batches as f64 / world as f64 / secs),
             lr = format!("{:.2e}", cfg.optim.lr_at(st.step as usize)),
+            skipped_steps = skipped,
             "epoch done"
         );
         if st.epochs_done % cfg.eval_every == 0 || st.epochs_done == cfg.num_epochs {
-            let started = Instant::now();
-            let valid = evaluate(&model, &valid_set, args.eval_batch_size)?;
-            let test = evaluate(&model, &test_set, args.eval_batch_size)?;
-            let rec = EvalRecord {
-                epoch: st.epochs_done,
-                step: st.step,
-                train_loss: epoch_loss,
-                valid: serde_json::to_value(valid)?,
-                test: serde_json::to_value(test)?,
-                train_seconds: st.train_seconds,
-                eval_seconds: started.elapsed().as_secs_f64(),
-            };
-            tracing::info!(
-                epoch = st.epochs_done,
-                "valid NDCG@10 {:.4} HR@10 {:.4} (sampled) | {:.4} {:.4} (full); test NDCG@10 {:.4} HR@10 {:.4} (sampled) | {:.4} {:.4} (full); {:.2}s",
-                valid.sampled.ndcg, valid.sampled.hr, valid.full.ndcg, valid.full.hr,
-                test.sampled.ndcg, test.sampled.hr, test.full.ndcg, test.full.hr, rec.eval_seconds
-            );
-            let score = selection_score(&valid, cfg.select_protocol);
-            if st.best.as_ref().is_none_or(|(b, _)| score > *b) {
-                let tmp = sasrec_shared::io::temp_path(&s.dir.join(files::MODEL));
-                save_weights(&vs, &tmp)?;
-                std::fs::rename(&tmp, s.dir.join(files::MODEL))?;
-                st.best = Some((score, rec.clone()));
-                st.bad_evals = 0;
-            } else {
-                st.bad_evals += 1;
-                if cfg.early_stop_patience > 0 && st.bad_evals >= cfg.early_stop_patience {
-                    tracing::info!(
-                        "early stop: validation NDCG@10 ({:?}) has not improved for {} evaluations",
-                        cfg.select_protocol,
-                        st.bad_evals
-                    );
-                    st.stopped_early = true;
-                }
+            if lead {
+                evaluate_and_record(
+                    args,
+                    &s,
+                    &vs,
+                    &model,
+                    (&valid_set, &test_set),
+                    epoch_loss,
+                    &mut st,
+                )?;
             }
-            st.evals.push(rec);
-            write_metrics(&s.dir, &st)?;
+            if let Some(pg) = &pg {
+                // Rank 0 decides early stopping; the others wait here while it evaluates.
+                let mut stop = Tensor::from(st.stopped_early as u8 as f32).to_device(s.device);
+                pg.broadcast(&mut stop, 0)?;
+                st.stopped_early = stop.double_value(&[]) != 0.0;
+            }
         }
-        state::save(&ckpt_path, &params, &adam, &st)?;
-        if let Err(e) = crate::plot::draw(
-            &s.dir.join(files::PLOT),
-            &format!("{} on {}", cfg.kind, cfg.dataset),
-            &st,
-        ) {
-            tracing::warn!("training curve not drawn: {e:#}");
+        if lead {
+            state::save(&ckpt_path, &params, &adam, &st)?;
+            if let Err(e) = crate::plot::draw(
+                &s.dir.join(files::PLOT),
+                &format!("{} on {}", cfg.kind, cfg.dataset),
+                &st,
+            ) {
+                tracing::warn!("training curve not drawn: {e:#}");
+            }
         }
+    }
+    if args.dump_rank_weights {
+        save_weights(&vs, s.dir.join(format!("rank{rank}.safetensors")))?;
+    }
+    if let Some(pg) = pg {
+        pg.barrier()?;
+        pg.shutdown()?;
+    }
+    if !lead {
+        return Ok(None);
     }
     let summary = summarize(cfg, &st);
     write_json(&s.dir.join(files::SUMMARY), &summary)?;
-    Ok(summary)
+    Ok(Some(summary))
+}
+
+/// Evaluates on validation and test (rank 0), keeps the best weights by the selection
+/// protocol's validation NDCG@10 and updates early stopping and `metrics.jsonl`.
+fn evaluate_and_record(
+    args: &TrainArgs,
+    s: &Setup,
+    vs: &nn::VarStore,
+    model: &SeqRecModel,
+    (valid_set, test_set): (&EvalSet, &EvalSet),
+    epoch_loss: f64,
+    st: &mut LoopState,
+) -> Result<()> {
+    let cfg = &s.cfg;
+    let started = Instant::now();
+    let valid = evaluate(model, valid_set, args.eval_batch_size)?;
+    let test = evaluate(model, test_set, args.eval_batch_size)?;
+    let rec = EvalRecord {
+        epoch: st.epochs_done,
+        step: st.step,
+        train_loss: epoch_loss,
+        valid: serde_json::to_value(valid)?,
+        test: serde_json::to_value(test)?,
+        train_seconds: st.train_seconds,
+        eval_seconds: started.elapsed().as_secs_f64(),
+    };
+    tracing::info!(
+        epoch = st.epochs_done,
+        "valid NDCG@10 {:.4} HR@10 {:.4} (sampled) | {:.4} {:.4} (full); test NDCG@10 {:.4} HR@10 {:.4} (sampled) | {:.4} {:.4} (full); {:.2}s",
+        valid.sampled.ndcg, valid.sampled.hr, valid.full.ndcg, valid.full.hr,
+        test.sampled.ndcg, test.sampled.hr, test.full.ndcg, test.full.hr, rec.eval_seconds
+    );
+    let score = selection_score(&valid, cfg.select_protocol);
+    if st.best.as_ref().is_none_or(|(b, _)| score > *b) {
+        let tmp = sasrec_shared::io::temp_path(&s.dir.join(files::MODEL));
+        save_weights(vs, &tmp)?;
+        std::fs::rename(&tmp, s.dir.join(files::MODEL))?;
+        st.best = Some((score, rec.clone()));
+        st.bad_evals = 0;
+    } else {
+        st.bad_evals += 1;
+        if cfg.early_stop_patience > 0 && st.bad_evals >= cfg.early_stop_patience {
+            tracing::info!(
+                "early stop: validation NDCG@10 ({:?}) has not improved for {} evaluations",
+                cfg.select_protocol,
+                st.bad_evals
+            );
+            st.stopped_early = true;
+        }
+    }
+    st.evals.push(rec);
+    write_metrics(&s.dir, st)?;
+    Ok(())
 }
 
 fn write_metrics(dir: &Path, st: &LoopState) -> Result<()> {

@@ -1,37 +1,12 @@
 //! `sasrec-train` end to end on the synthetic fixture (CPU): run directory, resume after an
 //! interruption, inference-only evaluation and the error paths.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sasrec-train"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+use std::path::Path;
+use std::process::Output;
 
-fn fixture(dir: &Path) -> PathBuf {
-    let p = dir.join("syn.txt");
-    let out = bin()
-        .args([
-            "data",
-            "synthetic",
-            "--users",
-            "120",
-            "--items",
-            "200",
-            "--output",
-        ])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    p
-}
+use common::{bin, err, fixture, ok};
 
 const BASE: [(&str, &str); 9] = [
     ("--maxlen", "16"),
@@ -60,25 +35,6 @@ fn small(data: &Path, run: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn ok(out: Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn err(out: Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "expected failure, stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
 
 #[test]

@@ -1,0 +1,12 @@
+//! Build script: links libtorch like every tch package (`../build/torch_link.rs`) and compiles
+//! the autocast shim `csrc/autocast.cpp` against the libtorch headers (`../build/torch_cxx.rs`).
+
+#[path = "../build/torch_cxx.rs"]
+mod torch_cxx;
+#[path = "../build/torch_link.rs"]
+mod torch_link;
+
+fn main() {
+    torch_link::main();
+    torch_cxx::build(&["csrc/autocast.cpp"]).compile("sasrec_autocast");
+}

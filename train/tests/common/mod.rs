@@ -1,0 +1,62 @@
+//! Helpers shared by the `sasrec-train` integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The binary under test, logging warnings only.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sasrec-train"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// A synthetic dataset of `users` users and 200 items in `dir`.
+pub fn fixture_with(dir: &Path, users: usize) -> PathBuf {
+    let p = dir.join(format!("syn{users}.txt"));
+    let out = bin()
+        .args([
+            "data",
+            "synthetic",
+            "--users",
+            &users.to_string(),
+            "--items",
+            "200",
+            "--output",
+        ])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p
+}
+
+/// The standard 120-user fixture.
+pub fn fixture(dir: &Path) -> PathBuf {
+    fixture_with(dir, 120)
+}
+
+/// The summary JSON of a successful run.
+pub fn ok(out: Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The error message of a run that failed with exit code 2.
+pub fn err(out: Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected failure, stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}

@@ -1,0 +1,340 @@
+//! Data-parallel training on Gloo (CPU) and mixed precision, end to end: replicas stay
+//! bit-identical, 2 ranks × 64 equal 1 rank × 128, torchrun and the built-in launcher agree,
+//! a dead rank ends the run with an error, AMP trains and resumes, a non-finite loss stops.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, err, fixture_with, ok};
+use tch::Tensor;
+
+/// A port nobody listens on right now.
+fn free_port() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port().to_string()
+}
+
+/// The small dropout-free configuration (with dropout 0 every source of randomness is keyed
+/// by (seed, epoch, user), so any number of ranks sees the same global batches); a flag in
+/// `extra` replaces the base value.
+fn args(data: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
+    const BASE: [(&str, &str); 11] = [
+        ("--maxlen", "16"),
+        ("--hidden_units", "16"),
+        ("--num_blocks", "1"),
+        ("--num_heads", "2"),
+        ("--num_epochs", "3"),
+        ("--eval_every", "3"),
+        ("--dropout_rate", "0"),
+        ("--num_workers", "1"),
+        ("--device", "cpu"),
+        ("--batch_size", "128"),
+        ("--seed", "5"),
+    ];
+    let mut v: Vec<String> = BASE
+        .iter()
+        .filter(|(k, _)| !extra.contains(k))
+        .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+        .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v.extend([
+        "--dump_rank_weights".into(),
+        "--dataset".into(),
+        data.display().to_string(),
+    ]);
+    v.extend(["--train_dir".into(), run.display().to_string()]);
+    v
+}
+
+fn weights(path: PathBuf) -> Vec<(String, Tensor)> {
+    let mut w = Tensor::read_safetensors(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+/// Largest |a − b| over all tensors, and whether they are bit-identical.
+fn compare(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> (f64, bool) {
+    assert_eq!(a.len(), b.len());
+    let mut max = 0f64;
+    let mut same = true;
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        max = max.max((ta - tb).abs().max().double_value(&[]));
+        same &= ta.equal(tb);
+    }
+    (max, same)
+}
+
+/// Waits for `child` at most `limit`; a run still going after it is killed and fails the test.
+fn wait_within(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("still running after {limit:?} (hang)");
+}
+
+fn torchrun() -> PathBuf {
+    let py = std::env::var("SASREC_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    py.with_file_name("torchrun")
+}
+
+#[test]
+fn two_gloo_ranks_stay_identical_and_match_one_rank_with_the_global_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_with(dir.path(), 300);
+    let one = dir.path().join("one");
+    let s1 = ok(bin().args(args(&data, &one, &[])).output().unwrap());
+    let two = dir.path().join("two");
+    let port = free_port();
+    let out = bin()
+        .args(args(
+            &data,
+            &two,
+            &[
+                "--multi_gpu",
+                "--nproc_per_node",
+                "2",
+                "--master_port",
+                &port,
+            ],
+        ))
+        .output()
+        .unwrap();
+    let s2 = ok(out);
+    assert_eq!(s2["epochs"], 3, "one summary, from rank 0");
+    let (r0, r1) = (
+        weights(two.join("rank0.safetensors")),
+        weights(two.join("rank1.safetensors")),
+    );
+    let (_, identical) = compare(&r0, &r1);
+    assert!(identical, "replicas must end bit-identical");
+    // 2 ranks × 64 vs 1 rank × 128: same global batches, gradients averaged with the weights
+    // of the global mean; only the summation order differs (measured: 8e-6 after 9 steps).
+    let (max, _) = compare(&r0, &weights(one.join("rank0.safetensors")));
+    assert!(max < 1e-4, "2×64 vs 1×128: max |Δθ| = {max}");
+    let m = |s: &serde_json::Value| s["test_at_best"]["sampled"]["ndcg"].as_f64().unwrap();
+    assert!((m(&s1) - m(&s2)).abs() < 1e-3, "{} vs {}", m(&s1), m(&s2));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(two.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["runtime"]["world_size"], 2);
+    assert_eq!(cfg["runtime"]["backend"], "gloo");
+}
+
+#[test]
+fn torchrun_launch_matches_the_builtin_launcher() {
+    let tr = torchrun();
+    assert!(tr.is_file(), "{tr:?} missing: run scripts/setup.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_with(dir.path(), 300);
+    let builtin = dir.path().join("builtin");
+    let port = free_port();
+    ok(bin()
+        .args(args(
+            &data,
+            &builtin,
+            &[
+                "--multi_gpu",
+                "--nproc_per_node",
+                "2",
+                "--master_port",
+                &port,
+            ],
+        ))
+        .output()
+        .unwrap());
+    let run = dir.path().join("torchrun");
+    let child = Command::new(&tr)
+        .args([
+            "--no-python",
+            "--nproc_per_node=2",
+            &format!("--master_port={}", free_port()),
+        ])
+        .arg(env!("CARGO_BIN_EXE_sasrec-train"))
+        .args(args(&data, &run, &["--multi_gpu", "--backend", "gloo"]))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let s = ok(wait_within(child, Duration::from_secs(120)));
+    assert_eq!(s["epochs"], 3);
+    let (_, same) = compare(
+        &weights(run.join("rank0.safetensors")),
+        &weights(builtin.join("rank0.safetensors")),
+    );
+    assert!(
+        same,
+        "torchrun and the built-in launcher run the same computation"
+    );
+}
+
+#[test]
+fn a_killed_rank_ends_the_other_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_with(dir.path(), 3000);
+    let port = free_port();
+    let spawn = |rank: usize| {
+        let run = dir.path().join("run");
+        let a = args(
+            &data,
+            &run,
+            &[
+                "--num_epochs",
+                "1000",
+                "--maxlen",
+                "50",
+                "--batch_size",
+                "16",
+                "--multi_gpu",
+            ],
+        );
+        bin()
+            .args(a)
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", &port)
+            .env("OMP_NUM_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let rank0 = spawn(0);
+    let mut rank1 = spawn(1);
+    std::thread::sleep(Duration::from_secs(6));
+    if rank1.try_wait().unwrap().is_some() {
+        let out = rank1.wait_with_output().unwrap();
+        panic!(
+            "rank 1 ended early: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    rank1.kill().unwrap();
+    let _ = rank1.wait();
+    let out = wait_within(rank0, Duration::from_secs(60));
+    let msg = err(out);
+    assert!(msg.contains("rank 0 of 2 (gloo)"), "{msg}");
+}
+
+#[test]
+fn amp_trains_in_bf16_and_fp16_and_fp16_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_with(dir.path(), 300);
+    let run = |name: &str, extra: &[&str]| {
+        let r = dir.path().join(name);
+        let a = args(
+            &data,
+            &r,
+            &[&["--dropout_rate", "0.2", "--eval_every", "1"][..], extra].concat(),
+        );
+        (ok(bin().args(a).output().unwrap()), r)
+    };
+    let ndcg = |s: &serde_json::Value| s["test_at_best"]["sampled"]["ndcg"].as_f64().unwrap();
+    let (fp32, _) = run("fp32", &[]);
+    let (bf16, bf16_dir) = run("bf16", &["--use_amp"]);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bf16_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["runtime"]["amp"], "bf16", "auto picks bf16 on the CPU");
+    assert!(
+        (ndcg(&fp32) - ndcg(&bf16)).abs() < 0.02,
+        "{} vs {}",
+        ndcg(&fp32),
+        ndcg(&bf16)
+    );
+    let fp16 = ["--use_amp", "--amp_dtype", "fp16"];
+    let (straight, straight_dir) = run("fp16", &fp16);
+    assert!((ndcg(&fp32) - ndcg(&straight)).abs() < 0.02);
+    // Interrupted after 2 epochs, then resumed: the loss scale travels in the checkpoint.
+    run(
+        "fp16-resumed",
+        &[&fp16[..], &["--num_epochs", "2"]].concat(),
+    );
+    let (resumed, resumed_dir) = run("fp16-resumed", &fp16);
+    assert_eq!(straight["test_at_best"], resumed["test_at_best"]);
+    let (_, same) = compare(
+        &weights(straight_dir.join("rank0.safetensors")),
+        &weights(resumed_dir.join("rank0.safetensors")),
+    );
+    assert!(same, "resumed fp16 run equals the uninterrupted one");
+}
+
+#[test]
+fn a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_with(dir.path(), 300);
+    let run = dir.path().join("run");
+    // Epoch 1 warms up to lr 1e-3; from epoch 2 on the lr grows ×1000 per step until the
+    // weights overflow.
+    let a = args(
+        &data,
+        &run,
+        &[
+            "--no_time",
+            "--no_mhc",
+            "--batch_size",
+            "16",
+            "--eval_every",
+            "1",
+            "--warmup_steps",
+            "19",
+            "--lr_decay_rate",
+            "1000",
+            "--lr_decay_step",
+            "1",
+        ],
+    );
+    let msg = err(bin().args(a).output().unwrap());
+    assert!(
+        msg.contains("non-finite training loss")
+            && msg.contains("in epoch 2")
+            && msg.contains("the last good checkpoint")
+            && msg.contains("1 epochs) is kept"),
+        "{msg}"
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 1, "only epoch 1 was recorded");
+    assert!(!run.join("summary.json").exists());
+    let w = weights(run.join("model.safetensors"));
+    assert!(w
+        .iter()
+        .all(|(_, t)| t.isfinite().all().int64_value(&[]) == 1));
+}
+
+#[test]
+fn distributed_flag_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_with(dir.path(), 120);
+    let run = dir.path().join("run");
+    let msg = err(bin()
+        .args(args(&data, &run, &["--multi_gpu"]))
+        .output()
+        .unwrap());
+    assert_eq!(
+        msg,
+        "error: --multi_gpu without CUDA devices: pass --nproc_per_node N to train with N Gloo ranks on the CPU"
+    );
+    let msg = err(bin()
+        .args(args(&data, &run, &["--multi_gpu", "--backend", "nccl"]))
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "1")
+        .env("MASTER_PORT", free_port())
+        .output()
+        .unwrap());
+    assert!(
+        msg.contains("NCCL") && msg.contains("--backend gloo"),
+        "{msg}"
+    );
+}
