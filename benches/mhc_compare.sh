@@ -30,21 +30,4 @@ for pair in ${PAIRS:-sasrec tisasrec}; do
     done
   done
 done
-"$py" - "$out" <<'PY'
-import glob, json, os, statistics as st, sys
-out = sys.argv[1]
-rows = {}
-for f in sorted(glob.glob(os.path.join(out, "*-s*.json"))):
-    name = os.path.basename(f)[:-5]
-    model = name.rsplit("-s", 1)[0]
-    s = json.load(open(f))
-    rows.setdefault(model, []).append(s)
-def ms(xs):
-    return f"{st.mean(xs):.4f} ± {st.stdev(xs) if len(xs) > 1 else 0:.4f}"
-print("| model | seeds | epochs | test NDCG@10 (sampled) | test HR@10 (sampled) | test NDCG@10 (full) | test HR@10 (full) | s/epoch |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-for model, ss in rows.items():
-    t = [s["test_at_best"] for s in ss]
-    print(f"| {model} | {len(ss)} | {ss[0]['epochs']} | {ms([x['sampled']['ndcg'] for x in t])} | {ms([x['sampled']['hr'] for x in t])} "
-          f"| {ms([x['full']['ndcg'] for x in t])} | {ms([x['full']['hr'] for x in t])} | {st.mean([s['seconds_per_epoch'] for s in ss]):.2f} |")
-PY
+"$py" "$root/benches/mhc_table.py" "$out"

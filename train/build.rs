@@ -1,6 +1,7 @@
 //! Build script: links libtorch like every tch package (`../build/torch_link.rs`) and compiles
-//! the c10d shim `csrc/c10d.cpp` (Gloo always; NCCL when this torch has CUDA and the NCCL /
-//! CUDA headers are installed) against the libtorch headers (`../build/torch_cxx.rs`).
+//! the C++ shims against the libtorch headers (`../build/torch_cxx.rs`): `csrc/c10d.cpp`
+//! (Gloo always; NCCL when this torch has CUDA and the NCCL / CUDA headers are installed) and
+//! `csrc/optim.cpp` (fused Adam).
 //! See shared/docs/toolchain.md, "Multi-GPU: PyTorch's own c10d through a C++ shim".
 
 #[path = "../build/torch_cxx.rs"]
@@ -21,7 +22,7 @@ fn main() {
         && cuda_include.join("cuda_runtime_api.h").is_file()
         && lib.join("libtorch_cuda.so").is_file();
 
-    let mut build = torch_cxx::build(&["csrc/c10d.cpp"]);
+    let mut build = torch_cxx::build(&["csrc/c10d.cpp", "csrc/optim.cpp"]);
     build
         .define("USE_DISTRIBUTED", None)
         .define("USE_C10D_GLOO", None);
@@ -32,7 +33,7 @@ fn main() {
             .include(&cuda_include);
         println!("cargo:rustc-cfg=sasrec_nccl");
     }
-    build.compile("sasrec_c10d");
+    build.compile("sasrec_train_shim");
 
     // The shim's c10d symbols (TCPStore, ProcessGroupGloo, ...) live in libtorch_cpu.so and
     // ProcessGroupNCCL in libtorch_cuda.so; name them after the static lib so the linker

@@ -86,12 +86,13 @@ def parity(weights, case, config):
     return 0 if err <= float(cfg.get("tolerance", 1e-5)) else 1
 
 
-def speed(batches, threads):
-    """Seconds for `batches` training steps of the reference loop on 128x200 batches (ML-1M shapes)."""
+def speed(batches, threads, device="cpu"):
+    """Seconds for `batches` training steps of the reference loop on 128x200 batches (ML-1M
+    shapes) on `device`, after 5 warm-up steps (CUDA context, kernel selection)."""
     torch.manual_seed(0)
     if threads:
         torch.set_num_threads(threads)
-    m = SASRec(3416, 200, 50, 2, 1, 0.2, False)
+    m = SASRec(3416, 200, 50, 2, 1, 0.2, False).to(device)
     for _, p in m.named_parameters():
         try:
             nn.init.xavier_normal_(p.data)
@@ -99,19 +100,29 @@ def speed(batches, threads):
             pass
     opt = torch.optim.Adam(m.parameters(), lr=1e-3, betas=(0.9, 0.98))
     bce = nn.BCEWithLogitsLoss()
-    seq = torch.randint(1, 3417, (128, 200))
-    pos = torch.randint(1, 3417, (128, 200))
-    neg = torch.randint(1, 3417, (128, 200))
+    seq = torch.randint(1, 3417, (128, 200), device=device)
+    pos = torch.randint(1, 3417, (128, 200), device=device)
+    neg = torch.randint(1, 3417, (128, 200), device=device)
     m.train()
-    start = time.perf_counter()
-    for _ in range(batches):
+
+    def step():
         pl, nl = m(seq, pos, neg)
         idx = torch.where(pos != 0)
         loss = bce(pl[idx], torch.ones_like(pl[idx])) + bce(nl[idx], torch.zeros_like(nl[idx]))
         opt.zero_grad()
         loss.backward()
         opt.step()
-    print(json.dumps({"batches": batches, "seconds": time.perf_counter() - start}))
+
+    for _ in range(5 if device != "cpu" else 0):
+        step()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(batches):
+        step()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    print(json.dumps({"batches": batches, "seconds": time.perf_counter() - start, "device": device}))
     return 0
 
 
@@ -120,5 +131,6 @@ if __name__ == "__main__":
         sys.exit(parity(*sys.argv[2:5]))
     if sys.argv[1] == "speed":
         args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
-        sys.exit(speed(int(args.get("--batches", 48)), int(args.get("--threads", 0))))
+        sys.exit(speed(int(args.get("--batches", 48)), int(args.get("--threads", 0)),
+                       args.get("--device", "cpu")))
     sys.exit(f"unknown mode {sys.argv[1]}")

@@ -169,8 +169,10 @@ impl SeqRecModel {
                 "seq has shape {dims:?}, expected [B, {t}]"
             )));
         }
-        let seq = seq.to_device(self.device()).to_kind(Kind::Int64);
-        check_range("seq", &seq, self.cfg.num_items as i64)?;
+        // Checked where the input lives (the host, for batches from the sampler), so that a
+        // CUDA step does not wait for the device; pinned inputs are copied asynchronously.
+        check_range("seq", seq, self.cfg.num_items as i64)?;
+        let seq = seq.to_device_(self.device(), Kind::Int64, true, false);
         let tm = match (self.cfg.is_time_aware(), tm) {
             (false, _) => None,
             (true, None) => return Err(Error::MissingTimeMatrix(self.cfg.kind_name())),
@@ -182,9 +184,8 @@ impl SeqRecModel {
                         tm.size()
                     )));
                 }
-                let tm = tm.to_device(self.device()).to_kind(Kind::Int64);
-                check_range("time matrix", &tm, self.cfg.time_span as i64)?;
-                Some(tm)
+                check_range("time matrix", tm, self.cfg.time_span as i64)?;
+                Some(tm.to_device_(self.device(), Kind::Int64, true, false))
             }
         };
         Ok((seq, tm))

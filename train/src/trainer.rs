@@ -216,16 +216,21 @@ fn resolve_amp(args: &TrainArgs, device: Device) -> Result<Option<AmpDtype>> {
     }))
 }
 
-/// A host batch as a device tensor: pinned and copied asynchronously on CUDA, so the copy
-/// overlaps with the computation already queued.
-fn to_device<T: tch::kind::Element>(v: &[T], shape: &[i64], device: Device) -> Tensor {
+/// A host batch as a tensor for `device`: on CUDA in pinned host memory, so that its copy to
+/// the device is asynchronous and overlaps with the computation already queued.
+fn host_batch<T: tch::kind::Element>(v: &[T], shape: &[i64], device: Device) -> Tensor {
     let t = Tensor::from_slice(v).view(shape);
     if device.is_cuda() {
         t.pin_memory(device)
-            .to_device_(device, t.kind(), true, false)
     } else {
         t
     }
+}
+
+/// A host batch copied to `device` (asynchronously from pinned memory on CUDA).
+fn to_device<T: tch::kind::Element>(v: &[T], shape: &[i64], device: Device) -> Tensor {
+    let t = host_batch(v, shape, device);
+    t.to_device_(device, t.kind(), true, false)
 }
 
 /// The loop counters every rank must agree on, as one f64 tensor for a broadcast.
@@ -382,13 +387,14 @@ pub fn train(args: &TrainArgs) -> Result<Option<serde_json::Value>> {
         let mut skipped = 0usize;
         for batch in sampler.epoch(epoch as u64) {
             let rows = batch.rows() as i64;
-            let seq = to_device(&batch.seq, &[rows, t], s.device);
+            // The model checks seq and tm on the host, then copies them.
+            let seq = host_batch(&batch.seq, &[rows, t], s.device);
             let pos = to_device(&batch.pos, &[rows, t], s.device);
             let neg = to_device(&batch.neg, &[rows, t], s.device);
             let tm = batch
                 .intervals
                 .as_ref()
-                .map(|iv| to_device(iv, &[rows, t, t], s.device));
+                .map(|iv| host_batch(iv, &[rows, t, t], s.device));
             let forward = || -> Result<Tensor> {
                 let feats = model.feats(&seq, tm.as_ref(), true)?;
                 let item_emb = model.item_emb();
@@ -407,7 +413,7 @@ pub fn train(args: &TrainArgs) -> Result<Option<serde_json::Value>> {
                 Some(dtype) => amp::autocast(s.device, dtype, forward)?,
                 None => forward()?,
             };
-            adam.zero_grad();
+            adam.zero_grad()?;
             match &scaler {
                 Some(sc) => sc.scale(&l).backward(),
                 None => l.backward(),
@@ -429,7 +435,7 @@ pub fn train(args: &TrainArgs) -> Result<Option<serde_json::Value>> {
             if overflow {
                 skipped += 1;
             } else {
-                adam.step(cfg.optim.lr_at(st.step as usize));
+                adam.step(cfg.optim.lr_at(st.step as usize))?;
             }
             st.step += 1;
             loss_sum += l.detach();
