@@ -46,14 +46,6 @@ impl AmpDtype {
             AmpDtype::Bf16 => 1,
         }
     }
-
-    /// The matching tch element kind.
-    pub fn kind(self) -> tch::Kind {
-        match self {
-            AmpDtype::Fp16 => tch::Kind::Half,
-            AmpDtype::Bf16 => tch::Kind::BFloat16,
-        }
-    }
 }
 
 /// The device-type codes of the shim: 0 = CPU, 1 = CUDA.

@@ -303,7 +303,7 @@ mod tests {
             let hc = HyperConnection::new(&(vs.root() / "mhc_ffn" / 0), 1, c, &cfg);
             tch::no_grad(|| {
                 let phi = hc.params()[0].tensor();
-                let _ = phi.shallow_clone().copy_(&phi0);
+                phi.shallow_clone().copy_(&phi0);
             });
             let o = TchOps;
             let mut sub_kind = None;

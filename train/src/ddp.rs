@@ -47,8 +47,7 @@ fn unflatten_into(flat: &Tensor, dst: &[Tensor]) {
     let mut off = 0;
     for t in dst {
         let n = t.numel() as i64;
-        let _ = t
-            .shallow_clone()
+        t.shallow_clone()
             .copy_(&flat.narrow(0, off, n).view_as(t).to_kind(t.kind()));
         off += n;
     }
