@@ -385,8 +385,17 @@ pub fn train(args: &TrainArgs) -> Result<Option<serde_json::Value>> {
         let mut loss_sum = Tensor::zeros([], (Kind::Float, s.device));
         let mut batches = 0usize;
         let mut skipped = 0usize;
-        for batch in sampler.epoch(epoch as u64) {
-            let rows = batch.rows() as i64;
+        for mut batch in sampler.epoch(epoch as u64) {
+            let real = batch.rows() > 0;
+            if !real {
+                // This rank's shard of the last global batch is empty (fewer users than ranks).
+                // One all-padding row keeps it in step with the others: zero but defined
+                // gradients, all-reduce weight 0, no loss recorded.
+                let tu = t as usize;
+                (batch.seq, batch.pos, batch.neg) = (vec![0; tu], vec![0; tu], vec![0; tu]);
+                batch.intervals = cfg.intervals.map(|_| vec![0; tu * tu]);
+            }
+            let rows = batch.seq.len() as i64 / t;
             // The model checks seq and tm on the host, then copies them.
             let seq = host_batch(&batch.seq, &[rows, t], s.device);
             let pos = to_device(&batch.pos, &[rows, t], s.device);
@@ -438,9 +447,12 @@ pub fn train(args: &TrainArgs) -> Result<Option<serde_json::Value>> {
                 adam.step(cfg.optim.lr_at(st.step as usize))?;
             }
             st.step += 1;
+            pb.inc(1);
+            if !real {
+                continue;
+            }
             loss_sum += l.detach();
             batches += 1;
-            pb.inc(1);
             if batches.is_multiple_of(10) {
                 let mean = f64::try_from(&loss_sum)? / batches as f64;
                 if !mean.is_finite() {

@@ -131,6 +131,36 @@ fn two_gloo_ranks_stay_identical_and_match_one_rank_with_the_global_batch() {
     assert_eq!(cfg["runtime"]["backend"], "gloo");
 }
 
+/// 129 users, global batch 128, 2 ranks: the last global batch holds one user, so rank 0's
+/// shard is empty; it must still take part in every all-reduce.
+#[test]
+fn an_empty_shard_keeps_the_ranks_in_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_with(dir.path(), 129);
+    let run = dir.path().join("run");
+    let port = free_port();
+    let s = ok(bin()
+        .args(args(
+            &data,
+            &run,
+            &[
+                "--multi_gpu",
+                "--nproc_per_node",
+                "2",
+                "--master_port",
+                &port,
+            ],
+        ))
+        .output()
+        .unwrap());
+    assert_eq!(s["epochs"], 3);
+    let (_, identical) = compare(
+        &weights(run.join("rank0.safetensors")),
+        &weights(run.join("rank1.safetensors")),
+    );
+    assert!(identical);
+}
+
 #[test]
 fn torchrun_launch_matches_the_builtin_launcher() {
     let tr = torchrun();
