@@ -8,10 +8,11 @@
 #     d 50, 2 blocks, 1 head, dropout 0.2, lr 1e-3) for EPOCHS_SPEED epochs in fp32, bf16
 #     autocast and fp16 autocast with loss scaling (seconds per epoch); the same in fp32 and
 #     bf16 for EPOCHS_A epochs evaluated every 5 (time to valid NDCG@10 ≥ 0.59 from
-#     metrics.jsonl); the per-epoch time of the four mHC-pair models (EPOCHS_SPEED epochs).
+#     metrics.jsonl); the per-epoch time of the four mHC-pair models (EPOCHS_SPEED epochs,
+#     benches/mhc_compare.sh with one seed, on the default device).
 #   B (all at once, for quality; wall times are contended): SASRec vs SASRec+mHC (ML-1M) and
-#     TiSASRec vs TiSASRec+mHC (time-stamped half) with SEEDS seeds for EPOCHS_B epochs, as
-#     benches/mhc_compare.sh (table by benches/mhc_table.py).
+#     TiSASRec vs TiSASRec+mHC (time-stamped half) with SEEDS seeds for EPOCHS_B epochs:
+#     benches/mhc_compare.sh with PARALLEL=1.
 #
 # Usage: BIN=… SASREC_DATA=… OUT=… [PHASES="A B" DEVICE=cuda EPOCHS_SPEED=10 EPOCHS_A=80
 #        EPOCHS_B=40 SEEDS="1 2 3" TIMEOUT_B=300] benches/gpu_suite.sh
@@ -30,11 +31,6 @@ log() { echo "[$(date +%T)] $*" | tee -a "$out/suite.log"; }
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true) > "$out/gpu.txt" 2>&1
 nproc > "$out/cpus.txt"
 
-common=(--num_blocks 2 --num_heads 1 --hidden_units 50 --dropout_rate 0.2 --warmup_steps 0
-        --lr_decay_rate 1 --norm_first --early_stop_patience 0 --num_workers 1 --device "$device")
-sasrec=(--dataset "$data/ml-1m/ml-1m.sasrec.txt.gz" --no_time --maxlen 200)
-tisasrec=(--dataset "$data/ml-1m/ml-1m.tisasrec_u1-2999.txt.gz" --min_user_count 5 --min_item_count 5
-          --kcore_one_pass --min_holdout_len 3 --maxlen 50 --l2_emb 5e-5 --time_span 256 --time_unit personal)
 case " ${PHASES:-A B} " in *" A "*)
 log "A: check-distributed"
 if [ "$device" = cuda ]; then
@@ -58,34 +54,16 @@ for v in fp32 bf16; do
   timeout 120 "$bin" "${ml1m[@]}" $(amp $v) --num_epochs "$epochs_a" --eval_every 5 \
     --train_dir "$out/ml1m-$v" > "$out/ml1m-$v.json" 2> "$out/ml1m-$v.log"
 done
-for pair in sasrec tisasrec; do
-  declare -n args=$pair
-  for variant in plain mhc; do
-    flag=(); [ $variant = plain ] && flag=(--no_mhc)
-    log "A: $pair-$variant speed"
-    timeout 90 "$bin" "${common[@]}" "${args[@]}" "${flag[@]}" --num_epochs "$epochs_speed" \
-      --eval_every "$epochs_speed" --train_dir "$out/speed-$pair-$variant" \
-      > "$out/speed-$pair-$variant.json" 2> "$out/speed-$pair-$variant.log"
-  done
-done
+log "A: plain and mHC pair models, one at a time"
+SASREC_TRAIN="$bin" EPOCHS="$epochs_speed" SEEDS=1 TIMEOUT=90 \
+  "$root/benches/mhc_compare.sh" "$out/speed-pairs" > "$out/speed-pairs.md" 2>> "$out/suite.log"
 esac
 
 case " ${PHASES:-A B} " in *" B "*)
 log "B: mHC pairs, seeds ${SEEDS:-1 2 3}, $epochs_b epochs, all at once"
-for seed in ${SEEDS:-1 2 3}; do
-  for pair in sasrec tisasrec; do
-    declare -n args=$pair
-    for variant in plain mhc; do
-      name=$pair-$variant-s$seed
-      flag=(); [ $variant = plain ] && flag=(--no_mhc)
-      timeout "${TIMEOUT_B:-300}" "$bin" "${common[@]}" "${args[@]}" "${flag[@]}" --seed "$seed" \
-        --num_epochs "$epochs_b" --eval_every 10 --train_dir "$out/mhc/$name" > "$out/mhc/$name.json" 2> "$out/mhc/$name.log" &
-    done
-  done
-done
-wait
+SASREC_TRAIN="$bin" EPOCHS="$epochs_b" PARALLEL=1 TIMEOUT="${TIMEOUT_B:-300}" \
+  "$root/benches/mhc_compare.sh" "$out/mhc" > "$out/mhc/table.md" 2>> "$out/suite.log"
 log "B: done"
-"$py" "$root/benches/mhc_table.py" "$out/mhc" > "$out/mhc/table.md" 2>> "$out/suite.log"
 esac
 # Drop the bulky parts before the results travel back.
 find "$out" -name checkpoint.safetensors -delete

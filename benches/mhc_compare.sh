@@ -2,8 +2,11 @@
 # SASRec vs SASRec+mHC (ML-1M SASRec layout) and TiSASRec vs TiSASRec+mHC (time-stamped
 # ML-1M half), SEEDS seeds each, same data, same evaluation candidates (--eval_seed fixed),
 # test metrics of the epoch chosen on validation, mean ± std under both protocols, and the
-# training seconds per epoch. Runs resume if interrupted.
-# Usage: EPOCHS=20 SEEDS="1 2 3" PAIRS="sasrec tisasrec" benches/mhc_compare.sh [OUT_DIR]
+# training seconds per epoch. Runs resume if interrupted. PARALLEL=1 starts all runs at once
+# (quality only: their times are then contended); TIMEOUT=S stops each run after S seconds
+# (benches/mhc_table.py then reads a cut run up to its last evaluation).
+# Usage: EPOCHS=20 SEEDS="1 2 3" PAIRS="sasrec tisasrec" [PARALLEL=1] [TIMEOUT=S]
+#        [SASREC_TRAIN=bin] benches/mhc_compare.sh [OUT_DIR]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${1:-$root/runs/mhc}
@@ -24,10 +27,16 @@ for pair in ${PAIRS:-sasrec tisasrec}; do
     for variant in plain mhc; do
       name=$pair-$variant-s$seed
       flag=(); [ $variant = plain ] && flag=(--no_mhc)
-      echo "== $name"
-      "$bin" "${common[@]}" "${args[@]}" "${flag[@]}" --seed "$seed" --train_dir "$out/$name" \
-        > "$out/$name.json" 2> "$out/$name.log"
+      echo "== $name" >&2
+      run=(timeout "${TIMEOUT:-0}" "$bin" "${common[@]}" "${args[@]}" "${flag[@]}" --seed "$seed"
+           --train_dir "$out/$name")
+      if [ -n "${PARALLEL:-}" ]; then
+        "${run[@]}" > "$out/$name.json" 2> "$out/$name.log" &
+      else
+        "${run[@]}" > "$out/$name.json" 2> "$out/$name.log" || echo "$name: exit status $?"
+      fi
     done
   done
 done
+wait
 "$py" "$root/benches/mhc_table.py" "$out"

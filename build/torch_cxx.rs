@@ -11,8 +11,8 @@ pub fn libtorch_lib() -> PathBuf {
     )
 }
 
-/// A `cc::Build` for C++17 against the libtorch headers (CXX11 ABI), with `files` added and
-/// marked for rebuild on change.
+/// A `cc::Build` for C++17 against the libtorch headers (CXX11 ABI) and `build/shim.h`, with
+/// `files` added and marked for rebuild on change.
 pub fn build(files: &[&str]) -> cc::Build {
     let lib = libtorch_lib();
     let include = lib.parent().map(|p| p.join("include")).unwrap_or_default();
@@ -22,9 +22,11 @@ pub fn build(files: &[&str]) -> cc::Build {
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
+        .include(concat!(env!("CARGO_MANIFEST_DIR"), "/../build"))
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-deprecated-declarations")
         .warnings(false);
+    println!("cargo:rerun-if-changed=../build/shim.h");
     for f in files {
         println!("cargo:rerun-if-changed={f}");
         b.file(f);

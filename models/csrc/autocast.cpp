@@ -3,22 +3,17 @@
 // (shared/docs/toolchain.md, "libtorch through tch"). Loss scaling: tch's generated API has
 // `_amp_update_scale_` but not the tensor-list op `_amp_foreach_non_finite_check_and_unscale_`,
 // which torch.amp.GradScaler uses; it is wrapped here. Every function is `extern "C"` and
-// never throws.
-#include <string>
-#include <vector>
-
+// never throws; the one that can fail follows build/shim.h.
 #include <ATen/autocast_mode.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <ATen/ops/_amp_foreach_non_finite_check_and_unscale.h>
+#include <shim.h>
 
 namespace {
 // 0 = CPU, 1 = CUDA (the only devices sasrec-rs trains on).
 at::DeviceType device_of(int device) { return device == 1 ? at::kCUDA : at::kCPU; }
 // 0 = float16, 1 = bfloat16.
-at::ScalarType dtype_of(int dtype) { return dtype == 1 ? at::kBFloat16 : at::kHalf; }
-// Message of the last failed call on this thread.
-thread_local std::string last_error;
-}  // namespace
+at::ScalarType dtype_of(int dtype) { return dtype == 1 ? at::kBFloat16 : at::kHalf; }}  // namespace
 
 extern "C" {
 
@@ -56,21 +51,15 @@ int sasrec_cuda_bf16_supported() {
 }
 
 // `grads[i] *= inv_scale` for all i, and `found_inf = 1` if any of them holds an inf or NaN
-// (torch.amp.GradScaler.unscale_). Returns 0, or 1 with the message in sasrec_amp_last_error.
+// (torch.amp.GradScaler.unscale_). Returns 0, or -1 with the message in sasrec_amp_last_error.
 int sasrec_amp_unscale(at::Tensor** grads, int n, at::Tensor* found_inf, at::Tensor* inv_scale) {
-  try {
-    std::vector<at::Tensor> list;
-    list.reserve(n);
-    for (int i = 0; i < n; ++i) list.push_back(*grads[i]);
-    at::_amp_foreach_non_finite_check_and_unscale_(list, *found_inf, *inv_scale);
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-    return 1;
-  }
+  return sasrec_shim::guarded([&] {
+    at::_amp_foreach_non_finite_check_and_unscale_(sasrec_shim::tensor_list(grads, n),
+                                                   *found_inf, *inv_scale);
+  });
 }
 
 // The message of this thread's last failed call.
-const char* sasrec_amp_last_error() { return last_error.c_str(); }
+const char* sasrec_amp_last_error() { return sasrec_shim::last_error().c_str(); }
 
 }  // extern "C"

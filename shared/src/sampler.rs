@@ -67,9 +67,16 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Number of rows (users) in the batch.
+    /// Number of rows: one per user, or one all-padding row for an empty shard.
     pub fn rows(&self) -> usize {
-        self.users.len()
+        self.users.len().max(1)
+    }
+
+    /// Whether this is an empty shard's all-padding row (a rank whose slice of the last
+    /// global batch holds no user): no targets, but the rank still takes its step in lock
+    /// step with the others.
+    pub fn is_padding(&self) -> bool {
+        self.users.is_empty()
     }
 }
 
@@ -195,11 +202,12 @@ impl Sampler {
         perm
     }
 
-    /// Builds one batch for the given users (rows in that order).
+    /// Builds one batch for the given users (rows in that order); no users give one
+    /// all-padding row ([`Batch::is_padding`]).
     pub fn build(&self, index: usize, epoch: u64, users: Vec<u32>) -> Batch {
         let inner = &*self.inner;
         let t = inner.cfg.maxlen;
-        let rows = users.len();
+        let rows = users.len().max(1);
         let num_items = inner.split.num_items() as u32;
         let mut seq = vec![0i64; rows * t];
         let mut pos = vec![0i64; rows * t];

@@ -171,6 +171,35 @@ fn rank_shards_partition_the_global_batch() {
     }
 }
 
+/// 33 users, global batch 32, 2 ranks: rank 0's slice of the last global batch is empty and
+/// comes as one all-padding row, so both ranks take the same number of steps.
+#[test]
+fn an_empty_shard_is_one_padding_row() {
+    let split = fixture(33);
+    let shard = |rank| -> Vec<_> {
+        Sampler::new(
+            split.clone(),
+            SamplerConfig {
+                rank,
+                world_size: 2,
+                ..cfg(0)
+            },
+        )
+        .unwrap()
+        .epoch(0)
+        .collect()
+    };
+    let (r0, r1) = (shard(0), shard(1));
+    assert_eq!((r0.len(), r1.len()), (2, 2), "same number of steps");
+    let last = &r0[1];
+    assert!(last.is_padding() && !r1[1].is_padding());
+    assert_eq!((last.rows(), r1[1].rows()), (1, 1));
+    assert_eq!(last.seq, vec![0; 20]);
+    assert_eq!(last.pos, vec![0; 20]);
+    assert_eq!(last.neg, vec![0; 20]);
+    assert_eq!(last.intervals.as_deref(), Some(&[0; 400][..]));
+}
+
 #[test]
 fn sampler_rejects_bad_settings() {
     let split = fixture(10);

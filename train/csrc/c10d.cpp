@@ -2,10 +2,7 @@
 // `train/src/dist.rs`. See shared/docs/toolchain.md, "Multi-GPU: PyTorch's own c10d through a
 // C++ shim".
 //
-// Conventions: every function returns 0 on success and -1 on failure; on failure the message
-// of the caught exception is kept in a thread-local string that `sasrec_c10d_last_error()`
-// returns (valid until the next failing call on the same thread). No exception ever crosses
-// the C boundary. Tensors are passed as `at::Tensor*` (what a tch `Tensor::as_mut_ptr()` is).
+// Conventions: build/shim.h (0 / -1 and `sasrec_train_last_error()`).
 
 #include <chrono>
 #include <cstdint>
@@ -15,6 +12,7 @@
 #include <vector>
 
 #include <c10/util/Exception.h>
+#include <shim.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -23,28 +21,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
-namespace {
-
-thread_local std::string g_last_error;
-
-// Runs `f`, turning any exception into -1 plus a stored message (c10 errors without their
-// C++ backtrace, which would otherwise bury the one useful line).
-template <typename F>
-int guarded(F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const c10::Error& e) {
-    g_last_error = e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    g_last_error = e.what();
-  } catch (...) {
-    g_last_error = "unknown C++ exception";
-  }
-  return -1;
-}
-
-}  // namespace
+using sasrec_shim::guarded;
 
 // One process group: the store it rendezvoused through and the backend. Members are destroyed
 // in reverse order, so the backend goes before the store it may still talk to.
@@ -58,8 +35,8 @@ struct SasrecPg {
 
 extern "C" {
 
-// The last error message of this thread ("" when none).
-const char* sasrec_c10d_last_error() { return g_last_error.c_str(); }
+// The last error message of this thread from any train shim ("" when none).
+const char* sasrec_train_last_error() { return sasrec_shim::last_error().c_str(); }
 
 // 1 when this shim was compiled with ProcessGroupNCCL, else 0.
 int sasrec_c10d_has_nccl() {

@@ -17,6 +17,7 @@ use anyhow::Result;
 use tch::{Kind, Tensor};
 
 use crate::dist::ProcessGroup;
+use crate::optim::defined_grads;
 
 /// Elements per all-reduce bucket (25 Mi floats = 100 MB, DDP's default is 25 MB of
 /// gradients; one bucket holds the whole reference model).
@@ -58,11 +59,7 @@ fn unflatten_into(flat: &Tensor, dst: &[Tensor]) {
 /// Parameters whose gradient is undefined (on every rank alike: the graph is the same)
 /// contribute nothing and stay undefined.
 pub fn average_gradients(pg: &ProcessGroup, params: &[Tensor], weight: &Tensor) -> Result<()> {
-    let grads: Vec<Tensor> = params
-        .iter()
-        .map(|p| p.grad())
-        .filter(|g| g.defined())
-        .collect();
+    let grads = defined_grads(params);
     let w = weight.to_kind(Kind::Float).reshape([1]);
     let mut start = 0;
     while start < grads.len() {

@@ -4,11 +4,13 @@
 //!
 //! See shared/docs/toolchain.md, "Multi-GPU: PyTorch's own c10d through a C++ shim".
 
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::fmt;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+
+use crate::shim::last_error;
 
 /// A collective-communication backend.
 #[derive(
@@ -172,7 +174,6 @@ struct SasrecPg {
 }
 
 extern "C" {
-    fn sasrec_c10d_last_error() -> *const c_char;
     fn sasrec_c10d_has_nccl() -> c_int;
     #[allow(clippy::too_many_arguments)]
     fn sasrec_c10d_init(
@@ -192,15 +193,6 @@ extern "C" {
     fn sasrec_c10d_barrier(pg: *mut SasrecPg) -> c_int;
     fn sasrec_c10d_shutdown(pg: *mut SasrecPg) -> c_int;
     fn sasrec_c10d_free(pg: *mut SasrecPg);
-}
-
-/// The shim's last error on this thread as an owned string.
-fn last_error() -> String {
-    // SAFETY: the shim returns a NUL-terminated thread-local string, valid until the next
-    // failing call on this thread; it is copied at once.
-    unsafe { CStr::from_ptr(sasrec_c10d_last_error()) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 fn to_c_int(name: &str, v: usize) -> anyhow::Result<c_int> {

@@ -13,5 +13,6 @@ pub mod evaluate;
 pub mod launch;
 pub mod optim;
 pub mod plot;
+mod shim;
 pub mod state;
 pub mod trainer;

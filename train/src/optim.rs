@@ -7,11 +7,12 @@
 //! count are fields here (not hidden in an optimiser object) so that the resumable checkpoint
 //! saves and restores them exactly.
 
-use std::ffi::CStr;
-use std::os::raw::{c_char, c_int};
+use std::os::raw::c_int;
 
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
+
+use crate::shim::{handles as ptrs, last_error};
 
 extern "C" {
     fn sasrec_fused_adam(
@@ -27,21 +28,20 @@ extern "C" {
         eps: f64,
     ) -> c_int;
     fn sasrec_foreach_zero(ts: *const *mut torch_sys::C_tensor, n: c_int) -> c_int;
-    fn sasrec_optim_last_error() -> *const c_char;
 }
 
 /// The shim's message after a failed call.
 fn shim_error(what: &str) -> anyhow::Error {
-    // SAFETY: the shim returns a NUL-terminated thread-local string.
-    let msg = unsafe { CStr::from_ptr(sasrec_optim_last_error()) };
-    let msg = msg.to_string_lossy();
-    // The first line; libtorch appends a C++ backtrace.
-    anyhow::anyhow!("{what}: {}", msg.lines().next().unwrap_or_default())
+    anyhow::anyhow!("{what}: {}", last_error())
 }
 
-/// Raw `at::Tensor*` handles of `ts`, valid while `ts` lives.
-fn ptrs(ts: &mut [Tensor]) -> Vec<*mut torch_sys::C_tensor> {
-    ts.iter_mut().map(|t| t.as_mut_ptr()).collect()
+/// The defined gradients of `params` (a parameter outside the graph has none).
+pub fn defined_grads<'a>(params: impl IntoIterator<Item = &'a Tensor>) -> Vec<Tensor> {
+    params
+        .into_iter()
+        .map(Tensor::grad)
+        .filter(Tensor::defined)
+        .collect()
 }
 
 /// Adam over a fixed list of named parameters.
@@ -83,12 +83,7 @@ impl Adam {
 
     /// Clears the gradients (one multi-tensor kernel).
     pub fn zero_grad(&mut self) -> Result<()> {
-        let mut grads: Vec<Tensor> = self
-            .params
-            .iter()
-            .map(|(_, p)| p.grad())
-            .filter(|g| g.defined())
-            .collect();
+        let mut grads = defined_grads(self.params.iter().map(|(_, p)| p));
         if grads.is_empty() {
             return Ok(());
         }

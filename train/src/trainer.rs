@@ -19,7 +19,7 @@ use crate::config::{RunConfig, Runtime};
 use crate::ddp;
 use crate::dist::{Backend, DistEnv, ProcessGroup};
 use crate::evaluate::{evaluate, PartMetrics};
-use crate::optim::Adam;
+use crate::optim::{defined_grads, Adam};
 use crate::state::{self, EvalRecord, LoopState};
 
 /// File names inside `--train_dir`.
@@ -385,17 +385,11 @@ pub fn train(args: &TrainArgs) -> Result<Option<serde_json::Value>> {
         let mut loss_sum = Tensor::zeros([], (Kind::Float, s.device));
         let mut batches = 0usize;
         let mut skipped = 0usize;
-        for mut batch in sampler.epoch(epoch as u64) {
-            let real = batch.rows() > 0;
-            if !real {
-                // This rank's shard of the last global batch is empty (fewer users than ranks).
-                // One all-padding row keeps it in step with the others: zero but defined
-                // gradients, all-reduce weight 0, no loss recorded.
-                let tu = t as usize;
-                (batch.seq, batch.pos, batch.neg) = (vec![0; tu], vec![0; tu], vec![0; tu]);
-                batch.intervals = cfg.intervals.map(|_| vec![0; tu * tu]);
-            }
-            let rows = batch.seq.len() as i64 / t;
+        for batch in sampler.epoch(epoch as u64) {
+            // An empty shard's padding row gives zero but defined gradients and all-reduce
+            // weight 0; its loss is not recorded.
+            let real = !batch.is_padding();
+            let rows = batch.rows() as i64;
             // The model checks seq and tm on the host, then copies them.
             let seq = host_batch(&batch.seq, &[rows, t], s.device);
             let pos = to_device(&batch.pos, &[rows, t], s.device);
@@ -431,14 +425,7 @@ pub fn train(args: &TrainArgs) -> Result<Option<serde_json::Value>> {
                 ddp::average_gradients(pg, &tensors, &pos.ne(0).sum(Kind::Float))?;
             }
             let overflow = match &mut scaler {
-                Some(sc) => {
-                    let mut grads: Vec<Tensor> = tensors
-                        .iter()
-                        .map(|p| p.grad())
-                        .filter(|g| g.defined())
-                        .collect();
-                    sc.unscale_and_update(&mut grads)?
-                }
+                Some(sc) => sc.unscale_and_update(&mut defined_grads(&tensors))?,
                 None => false,
             };
             if overflow {

@@ -10,15 +10,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{as_rank, free_port};
 use sasrec_train::dist::{compiled_backends, Backend, DistEnv, ProcessGroup};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sasrec-train");
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
-}
 
 struct Outcome {
     status: ExitStatus,
@@ -213,11 +210,7 @@ fn torchrun_two_gloo_ranks_use_the_agent_store() {
 fn missing_peer_times_out_in_rendezvous() {
     let port = free_port();
     let mut c = bin();
-    c.env("RANK", "0")
-        .env("WORLD_SIZE", "2")
-        .env("MASTER_ADDR", "127.0.0.1")
-        .env("MASTER_PORT", port.to_string())
-        .args(["check-distributed", "--backend", "gloo", "--timeout", "3"]);
+    as_rank(&mut c, 0, 2, port).args(["check-distributed", "--backend", "gloo", "--timeout", "3"]);
     let o = run_with_deadline(c, Duration::from_secs(60));
     assert!(
         !o.status.success(),
@@ -258,10 +251,7 @@ fn bad_rank_is_named() {
 fn killed_peer_fails_the_next_collective() {
     let port = free_port();
     let mut c = bin();
-    c.env("RANK", "1")
-        .env("WORLD_SIZE", "2")
-        .env("MASTER_ADDR", "127.0.0.1")
-        .env("MASTER_PORT", port.to_string())
+    as_rank(&mut c, 1, 2, port)
         .args(["check-distributed", "--backend", "gloo", "--timeout", "60"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -311,11 +301,13 @@ fn killed_peer_fails_the_next_collective() {
 fn nccl_without_cuda_is_a_clear_error() {
     let nccl_usable = compiled_backends().contains(&Backend::Nccl) && tch::Cuda::is_available();
     let mut c = bin();
-    c.env("RANK", "0")
-        .env("WORLD_SIZE", "1")
-        .env("MASTER_ADDR", "127.0.0.1")
-        .env("MASTER_PORT", free_port().to_string())
-        .args(["check-distributed", "--backend", "nccl", "--timeout", "60"]);
+    as_rank(&mut c, 0, 1, free_port()).args([
+        "check-distributed",
+        "--backend",
+        "nccl",
+        "--timeout",
+        "60",
+    ]);
     let o = run_with_deadline(c, Duration::from_secs(120));
     if nccl_usable {
         assert!(o.status.success(), "stderr:\n{}", o.stderr);

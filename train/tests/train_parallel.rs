@@ -4,19 +4,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, err, fixture_with, ok};
+use common::{as_rank, bin, err, fixture_with, free_port, ok};
 use tch::Tensor;
-
-/// A port nobody listens on right now.
-fn free_port() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port().to_string()
-}
 
 /// The small dropout-free configuration (with dropout 0 every source of randomness is keyed
 /// by (seed, epoch, user), so any number of ranks sees the same global batches); a flag in
@@ -69,6 +62,25 @@ fn compare(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> (f64, bool) {
     (max, same)
 }
 
+/// The run with 2 Gloo ranks from the built-in launcher.
+fn two_ranks(data: &Path, run: &Path) -> Output {
+    let port = free_port().to_string();
+    let extra = [
+        "--multi_gpu",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        &port,
+    ];
+    bin().args(args(data, run, &extra)).output().unwrap()
+}
+
+/// Whether both ranks of `run` ended with bit-identical parameters.
+fn replicas_identical(run: &Path) -> bool {
+    let (r0, r1) = (run.join("rank0.safetensors"), run.join("rank1.safetensors"));
+    compare(&weights(r0), &weights(r1)).1
+}
+
 /// Waits for `child` at most `limit`; a run still going after it is killed and fails the test.
 fn wait_within(mut child: Child, limit: Duration) -> Output {
     let start = Instant::now();
@@ -96,29 +108,11 @@ fn two_gloo_ranks_stay_identical_and_match_one_rank_with_the_global_batch() {
     let one = dir.path().join("one");
     let s1 = ok(bin().args(args(&data, &one, &[])).output().unwrap());
     let two = dir.path().join("two");
-    let port = free_port();
-    let out = bin()
-        .args(args(
-            &data,
-            &two,
-            &[
-                "--multi_gpu",
-                "--nproc_per_node",
-                "2",
-                "--master_port",
-                &port,
-            ],
-        ))
-        .output()
-        .unwrap();
+    let out = two_ranks(&data, &two);
     let s2 = ok(out);
     assert_eq!(s2["epochs"], 3, "one summary, from rank 0");
-    let (r0, r1) = (
-        weights(two.join("rank0.safetensors")),
-        weights(two.join("rank1.safetensors")),
-    );
-    let (_, identical) = compare(&r0, &r1);
-    assert!(identical, "replicas must end bit-identical");
+    assert!(replicas_identical(&two), "replicas must end bit-identical");
+    let r0 = weights(two.join("rank0.safetensors"));
     // 2 ranks × 64 vs 1 rank × 128: same global batches, gradients averaged with the weights
     // of the global mean; only the summation order differs (measured: 8e-6 after 9 steps).
     let (max, _) = compare(&r0, &weights(one.join("rank0.safetensors")));
@@ -138,27 +132,9 @@ fn an_empty_shard_keeps_the_ranks_in_step() {
     let dir = tempfile::tempdir().unwrap();
     let data = fixture_with(dir.path(), 129);
     let run = dir.path().join("run");
-    let port = free_port();
-    let s = ok(bin()
-        .args(args(
-            &data,
-            &run,
-            &[
-                "--multi_gpu",
-                "--nproc_per_node",
-                "2",
-                "--master_port",
-                &port,
-            ],
-        ))
-        .output()
-        .unwrap());
+    let s = ok(two_ranks(&data, &run));
     assert_eq!(s["epochs"], 3);
-    let (_, identical) = compare(
-        &weights(run.join("rank0.safetensors")),
-        &weights(run.join("rank1.safetensors")),
-    );
-    assert!(identical);
+    assert!(replicas_identical(&run));
 }
 
 #[test]
@@ -168,21 +144,7 @@ fn torchrun_launch_matches_the_builtin_launcher() {
     let dir = tempfile::tempdir().unwrap();
     let data = fixture_with(dir.path(), 300);
     let builtin = dir.path().join("builtin");
-    let port = free_port();
-    ok(bin()
-        .args(args(
-            &data,
-            &builtin,
-            &[
-                "--multi_gpu",
-                "--nproc_per_node",
-                "2",
-                "--master_port",
-                &port,
-            ],
-        ))
-        .output()
-        .unwrap());
+    ok(two_ranks(&data, &builtin));
     let run = dir.path().join("torchrun");
     let child = Command::new(&tr)
         .args([
@@ -229,12 +191,8 @@ fn a_killed_rank_ends_the_other_with_an_error() {
                 "--multi_gpu",
             ],
         );
-        bin()
+        as_rank(&mut bin(), rank, 2, port)
             .args(a)
-            .env("RANK", rank.to_string())
-            .env("WORLD_SIZE", "2")
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", &port)
             .env("OMP_NUM_THREADS", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -356,11 +314,8 @@ fn distributed_flag_errors_are_clear() {
         msg,
         "error: --multi_gpu without CUDA devices: pass --nproc_per_node N to train with N Gloo ranks on the CPU"
     );
-    let msg = err(bin()
+    let msg = err(as_rank(&mut bin(), 0, 1, free_port())
         .args(args(&data, &run, &["--multi_gpu", "--backend", "nccl"]))
-        .env("RANK", "0")
-        .env("WORLD_SIZE", "1")
-        .env("MASTER_PORT", free_port())
         .output()
         .unwrap());
     assert!(

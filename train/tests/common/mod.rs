@@ -60,3 +60,17 @@ pub fn err(out: Output) -> String {
     );
     String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// Makes `cmd` rank `rank` of `world` with its store on 127.0.0.1:`port`, as torchrun would.
+pub fn as_rank(cmd: &mut Command, rank: usize, world: usize, port: u16) -> &mut Command {
+    cmd.env("RANK", rank.to_string())
+        .env("WORLD_SIZE", world.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+}
