@@ -161,8 +161,8 @@ pub fn record(model: &SeqRecModel, variant: Variant) -> Result<crate::proto::Gra
 ///
 /// Keys: `kind`, `maxlen`, `num_items`, `hidden_units`, `num_blocks`, `num_heads`,
 /// `norm_first`, `time_aware`, `time_unit` / `time_span` (`none` without time), `mhc`
-/// (`true`/`false`) and, for mHC, `mhc_expansion_rate`, `mhc_sinkhorn_iter`, `mhc_init_gate`,
-/// `mhc_no_amp`; `model_config` and `intervals` (JSON, as in `config.json`), `source_sha256`,
+/// (`true`/`false`) and, for mHC, `mhc_expansion_rate`, `mhc_sinkhorn_iter`, `mhc_hres`,
+/// `mhc_init_gate`, `mhc_no_amp`; `model_config` and `intervals` (JSON, as in `config.json`), `source_sha256`,
 /// `source_file`, `sasrec_rs_version`, `graph_variant`, and the interface names `inputs` /
 /// `outputs`.
 pub fn metadata(
@@ -197,6 +197,7 @@ pub fn metadata(
     if let Some(h) = &cfg.mhc {
         put("mhc_expansion_rate", h.expansion_rate.to_string());
         put("mhc_sinkhorn_iter", h.sinkhorn_iter.to_string());
+        put("mhc_hres", h.h_res.as_str().into());
         put("mhc_init_gate", h.init_gate.to_string());
         put("mhc_no_amp", h.no_amp.to_string());
     }

@@ -108,6 +108,15 @@ fn attr_float(name: &str, v: f32) -> AttributeProto {
     }
 }
 
+fn attr_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_string()),
+        r#type: Some(AttributeType::String as i32),
+        s: Some(v.as_bytes().to_vec()),
+        ..Default::default()
+    }
+}
+
 fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
     AttributeProto {
         name: Some(name.to_string()),
@@ -284,6 +293,18 @@ impl OnnxRecorder {
             ));
         }
         self.node(op, &[&a.name, &b.name], vec![], a.dtype)
+    }
+
+    /// `Shape(x)[start:end]` (Shape-15 attributes; `end = None` runs to the last dimension).
+    fn shape_part(&self, x: &Value, start: i64, end: Option<i64>) -> Value {
+        let mut attrs = vec![attr_int("start", start)];
+        attrs.extend(end.map(|e| attr_int("end", e)));
+        self.node("Shape", &[&x.name], attrs, DType::I64)
+    }
+
+    /// `Expand(idx, shape)`: broadcasts the index tensor to a concrete shape.
+    fn expand(&self, x: &Value, shape: &Value) -> Value {
+        self.node("Expand", &[&x.name, &shape.name], vec![], x.dtype)
     }
 
     /// Declares a graph input.
@@ -521,6 +542,10 @@ impl Ops for OnnxRecorder {
         self.binary("Div", a, b)
     }
 
+    fn constant_like(&self, _like: &Value, values: &[f64], shape: &[i64]) -> Value {
+        self.constant(DType::F32, shape, values)
+    }
+
     fn add_scalar(&self, x: &Value, v: f64) -> Value {
         let c = self.scalar(x.dtype, v);
         self.binary("Add", x, &c)
@@ -602,6 +627,49 @@ impl Ops for OnnxRecorder {
                 attr_int("keepdims", i64::from(keepdim)),
             ],
             x.dtype,
+        )
+    }
+
+    fn take_along_last(&self, x: &Value, idx: &Value) -> Value {
+        let lead = self.shape_part(x, 0, Some(-1));
+        let last = self.shape_part(idx, -1, None);
+        let shape = self.node(
+            "Concat",
+            &[&lead.name, &last.name],
+            vec![attr_int("axis", 0)],
+            DType::I64,
+        );
+        let idx = self.expand(idx, &shape);
+        self.node(
+            "GatherElements",
+            &[&x.name, &idx.name],
+            vec![attr_int("axis", -1)],
+            x.dtype,
+        )
+    }
+
+    fn scatter_add_last(&self, src: &Value, idx: &Value, buckets: i64) -> Value {
+        let idx = self.expand(idx, &self.shape_part(src, 0, None));
+        let lead = self.shape_part(src, 0, Some(-1));
+        let n = self.ints(&[buckets]);
+        let shape = self.node(
+            "Concat",
+            &[&lead.name, &n.name],
+            vec![attr_int("axis", 0)],
+            DType::I64,
+        );
+        let fill = tensor_proto(src.dtype, &[1], &[0.0]);
+        let zeros = self.node(
+            "ConstantOfShape",
+            &[&shape.name],
+            vec![attr_tensor("value", fill)],
+            src.dtype,
+        );
+        self.node(
+            "ScatterElements",
+            &[&zeros.name, &idx.name, &src.name],
+            vec![attr_int("axis", -1), attr_string("reduction", "add")],
+            src.dtype,
         )
     }
 

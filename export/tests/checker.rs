@@ -75,6 +75,7 @@ fn every_kind_passes_the_full_checker_and_carries_metadata() {
                 Some(m) => {
                     assert_eq!(md["mhc_expansion_rate"], m.expansion_rate.to_string());
                     assert_eq!(md["mhc_sinkhorn_iter"], m.sinkhorn_iter.to_string());
+                    assert_eq!(md["mhc_hres"], m.h_res.as_str());
                     assert_eq!(md["mhc_init_gate"], m.init_gate.to_string());
                     assert_eq!(md["mhc_no_amp"], m.no_amp.to_string());
                 }

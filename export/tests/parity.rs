@@ -174,6 +174,16 @@ fn tisasrec_mhc_matches_tch() {
     parity("tisasrec-mhc", 4);
 }
 
+/// mHC-lite's permutation mix (`--mhc_hres lite`) on both backbones.
+#[test]
+fn mhc_lite_matches_tch() {
+    for (i, name) in ["sasrec-mhc", "tisasrec-mhc"].iter().enumerate() {
+        let mut cfg = kind(name);
+        cfg.mhc.as_mut().unwrap().h_res = sasrec_shared::config::HresProjection::Lite;
+        parity_cfg(&cfg, &format!("{name} lite"), 30 + i as i64);
+    }
+}
+
 /// The Pre-LN wiring (`--norm_first`) of both backbones, one head, one block.
 #[test]
 fn norm_first_and_single_head_match_tch() {

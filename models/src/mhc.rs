@@ -21,7 +21,7 @@
 //! (H_res ≈ I); α = `init_gate` for all three. φ still gets a gradient because α ≠ 0; α gets a
 //! zero gradient on the very first step (its input x⃗φ is 0) and a non-zero one afterwards.
 
-use sasrec_shared::config::MhcConfig;
+use sasrec_shared::config::{HresProjection, MhcConfig};
 use tch::nn;
 
 use crate::init::{Param, ParamInit};
@@ -34,18 +34,64 @@ pub const SINKHORN_EPS: f64 = 1e-6;
 
 /// Sinkhorn-Knopp projection onto (approximately) doubly stochastic matrices (Eq. 9).
 ///
-/// `M⁽⁰⁾ = exp(L − max L)` per matrix, then `iters` rounds of column normalisation followed by
+/// `K = exp(L − max L)` per matrix, then `iters` rounds of column normalisation followed by
 /// row normalisation (`M ← M / (Σ_rows M + ε)`, `M ← M / (Σ_cols M + ε)`), so the last step makes
 /// every row (output stream) sum to 1. No clamping of the logits (max-subtraction suffices).
-/// `logits`: (…, n, n) fp32 → (…, n, n).
+///
+/// Computed in the equal scaling-vector form `M = diag(u) K diag(v)`: a column step is
+/// `v ← v / (v ∘ Kᵀu + ε)`, a row step `u ← u / (u ∘ K v + ε)` (substitute M into the matrix
+/// steps), so the iterations touch n-vectors instead of n×n matrices and autograd keeps n-vectors
+/// per step. `logits`: (B, T, n, n) fp32 → (B, T, n, n).
 pub fn sinkhorn<O: Ops>(o: &O, logits: &O::T, iters: usize) -> O::T {
-    let mx = o.max(&o.max(logits, -1, true), -2, true); // (…, 1, 1)
-    let mut m = o.exp(&o.sub(logits, &mx)); // (…, n, n)
+    let mx = o.max(&o.max(logits, -1, true), -2, true); // (B, T, 1, 1)
+    let k = o.exp(&o.sub(logits, &mx)); // (B, T, n, n)
+    let kt = o.transpose(&k, &[0, 1, 3, 2]); // (B, T, n, n)
+    let ones = o.add_scalar(&o.mul_scalar(&o.sum(&k, -1, true), 0.0), 1.0); // (B, T, n, 1)
+    let (mut u, mut v) = (o.identity(&ones), ones); // (B, T, n, 1) each
     for _ in 0..iters {
-        m = o.div(&m, &o.add_scalar(&o.sum(&m, -2, true), SINKHORN_EPS)); // columns → 1
-        m = o.div(&m, &o.add_scalar(&o.sum(&m, -1, true), SINKHORN_EPS)); // rows → 1
+        let col = o.mul(&v, &o.matmul(&kt, &u)); // v ∘ Kᵀu: column sums of M
+        v = o.div(&v, &o.add_scalar(&col, SINKHORN_EPS)); // columns → 1
+        let row = o.mul(&u, &o.matmul(&k, &v)); // u ∘ K v: row sums of M
+        u = o.div(&u, &o.add_scalar(&row, SINKHORN_EPS)); // rows → 1
     }
-    m
+    o.mul(&o.mul(&u, &k), &o.transpose(&v, &[0, 1, 3, 2])) // diag(u) K diag(v)
+}
+
+/// The n! permutation matrices of n streams in lexicographic order (the identity first), each
+/// flattened row-major: an (n!, n²) table of 0/1 values, `P_k[i, σ_k(i)] = 1`.
+pub fn permutation_matrices(n: usize) -> Vec<f64> {
+    fn extend(prefix: &mut Vec<usize>, n: usize, out: &mut Vec<f64>) {
+        if prefix.len() == n {
+            for &col in prefix.iter() {
+                out.extend((0..n).map(|j| if j == col { 1.0 } else { 0.0 }));
+            }
+            return;
+        }
+        for next in 0..n {
+            if !prefix.contains(&next) {
+                prefix.push(next);
+                extend(prefix, n, out);
+                prefix.pop();
+            }
+        }
+    }
+    let mut out = Vec::new();
+    extend(&mut Vec::with_capacity(n), n, &mut out);
+    out
+}
+
+/// `n!`.
+fn factorial(n: usize) -> usize {
+    (1..=n).product()
+}
+
+/// mHC-lite (arXiv:2601.05732): `H_res = Σ_k softmax(a)_k P_k`, a convex combination of the n!
+/// permutation matrices, hence exactly doubly stochastic (Birkhoff–von Neumann).
+/// `logits` a (…, n!) fp32, `perms` the (n!, n²) table of [`permutation_matrices`] → (…, n, n).
+pub fn lite_mix<O: Ops>(o: &O, logits: &O::T, perms: &O::T, n: i64) -> O::T {
+    let w = o.softmax(logits, -1); // (…, n!)
+    let flat = o.matmul(&w, perms); // (…, n²)
+    o.reshape(&flat, &[0, 0, n, n]) // (…, n, n)
 }
 
 /// n copies of the embedding: (B, T, C) → (B, T, n, C) (models.md §3.6 item 1).
@@ -63,27 +109,67 @@ pub fn merge_streams<O: Ops>(o: &O, x: &O::T) -> O::T {
     o.mean(x, 2, false)
 }
 
-/// The static biases `[b_pre (n) | b_post (n) | b_res (n×n, row-major, rows = outputs)]` of
-/// sub-layer `layer` (attention of block i is 2i, its FFN 2i+1).
-pub fn static_bias(n: usize, layer: usize) -> Vec<f64> {
+/// The static biases `[b_pre (n) | b_post (n) | b_res]` of sub-layer `layer` (attention of
+/// block i is 2i, its FFN 2i+1). For Sinkhorn `b_res` is n×n, row-major, rows = outputs,
+/// `6I − 3`; for mHC-lite it is one logit per permutation: `ln(99·(n! − 1))` for the identity
+/// and 0 for the others, so that the identity carries weight 0.99 at initialisation.
+pub fn static_bias(n: usize, layer: usize, h_res: HresProjection) -> Vec<f64> {
     let home = layer % n;
     let pre = (0..n).map(|i| if i == home { 3.0 } else { -3.0 });
     let post = (0..n).map(|_| 0.0);
-    let res = (0..n * n).map(|k| if k / n == k % n { 3.0 } else { -3.0 }); // 6I − 3
+    let res: Vec<f64> = match h_res {
+        HresProjection::Sinkhorn => (0..n * n)
+            .map(|k| if k / n == k % n { 3.0 } else { -3.0 }) // 6I − 3
+            .collect(),
+        HresProjection::Lite => {
+            let others = factorial(n) - 1;
+            let identity = if others == 0 {
+                0.0
+            } else {
+                (99.0 * others as f64).ln()
+            };
+            std::iter::once(identity)
+                .chain(std::iter::repeat_n(0.0, others))
+                .collect()
+        }
+    };
     pre.chain(post).chain(res).collect()
+}
+
+/// The three groups of coefficient logits of one sub-layer, each (B, T, ·).
+#[derive(Debug)]
+struct Logits<T> {
+    /// `H̃_pre`, (B, T, n).
+    pre: T,
+    /// `H̃_post`, (B, T, n).
+    post: T,
+    /// `H̃_res`, (B, T, r): n² Sinkhorn logits or n! permutation logits.
+    res: T,
+}
+
+impl<T> Logits<T> {
+    fn map(self, f: impl Fn(&T) -> T) -> Self {
+        Self {
+            pre: f(&self.pre),
+            post: f(&self.post),
+            res: f(&self.res),
+        }
+    }
 }
 
 /// One mHC module around one sub-layer.
 ///
-/// Parameters under `p` (e.g. `mhc_attention.0`): `phi` (nC, n²+2n) fused dynamic projection
-/// (columns: pre | post | res), `bias` (n²+2n) static part in the same layout, `alpha` (3) the
-/// gates `[α_pre, α_post, α_res]`. For n = 4, C = 50: 4,800 + 24 + 3 = 4,827 values.
+/// Parameters under `p` (e.g. `mhc_attention.0`): `phi` (nC, 2n + r) fused dynamic projection
+/// (columns: pre | post | res), `bias` (2n + r) static part in the same layout, `alpha` (3) the
+/// gates `[α_pre, α_post, α_res]`, where r = n² for Sinkhorn and r = n! for mHC-lite. For n = 4,
+/// C = 50 with Sinkhorn: 4,800 + 24 + 3 = 4,827 values.
 #[derive(Debug)]
 pub struct HyperConnection {
     phi: Param,
     bias: Param,
     alpha: Param,
     n: i64,
+    h_res: HresProjection,
     sinkhorn_iter: usize,
     no_amp: bool,
 }
@@ -92,31 +178,32 @@ impl HyperConnection {
     /// Creates the module for sub-layer number `layer` (0-based over all sub-layers).
     pub fn new(p: &nn::Path, layer: usize, c: i64, cfg: &MhcConfig) -> Self {
         let n = cfg.expansion_rate;
-        let width = (n * n + 2 * n) as i64;
+        let res = match cfg.h_res {
+            HresProjection::Sinkhorn => n * n,
+            HresProjection::Lite => factorial(n),
+        };
+        let width = (2 * n + res) as i64;
+        let bias = static_bias(n, layer, cfg.h_res);
         let n = n as i64;
         Self {
             phi: Param::new(p, "phi", &[n * c, width], ParamInit::Const(0.0)),
-            bias: Param::new(
-                p,
-                "bias",
-                &[width],
-                ParamInit::Values(static_bias(n as usize, layer)),
-            ),
+            bias: Param::new(p, "bias", &[width], ParamInit::Values(bias)),
             alpha: Param::new(p, "alpha", &[3], ParamInit::Const(cfg.init_gate)),
             n,
+            h_res: cfg.h_res,
             sinkhorn_iter: cfg.sinkhorn_iter,
             no_amp: cfg.no_amp,
         }
     }
 
-    /// `(H_pre (B, T, n), H_post (B, T, n), H_res (B, T, n, n))` for fp32 streams
-    /// `x` (B, T, n, C) (Eq. 7–8).
-    pub fn coefficients<O: Ops>(&self, o: &O, x: &O::T) -> (O::T, O::T, O::T) {
+    /// The coefficient logits `H̃_pre`, `H̃_post`, `H̃_res` for fp32 streams `x` (B, T, n, C)
+    /// (Eq. 7).
+    fn logits<O: Ops>(&self, o: &O, x: &O::T) -> Logits<O::T> {
         let n = self.n;
         let flat = o.reshape(x, &[0, 0, -1]); // (B, T, nC)
         let ms = o.mean(&o.mul(&flat, &flat), -1, true); // (B, T, 1)
         let r = o.sqrt(&o.add_scalar(&ms, RMS_EPS)); // (B, T, 1)
-        let m = o.div(&o.matmul(&flat, &o.param(&self.phi)), &r); // (B, T, n²+2n)
+        let m = o.div(&o.matmul(&flat, &o.param(&self.phi)), &r); // (B, T, 2n + r)
         let (alpha, bias) = (o.param(&self.alpha), o.param(&self.bias));
         let part = |k: i64, lo: i64, hi: i64| {
             let a = o.slice(&alpha, 0, k, k + 1); // (1)
@@ -125,16 +212,43 @@ impl HyperConnection {
                 &o.slice(&bias, 0, lo, hi),
             )
         };
-        let h_pre = o.sigmoid(&part(0, 0, n)); // (B, T, n)
-        let h_post = o.mul_scalar(&o.sigmoid(&part(1, n, 2 * n)), 2.0); // (B, T, n)
-        let res = o.reshape(&part(2, 2 * n, n * n + 2 * n), &[0, 0, n, n]); // (B, T, n, n)
-        let h_res = sinkhorn(o, &res, self.sinkhorn_iter); // (B, T, n, n)
-        (h_pre, h_post, h_res)
+        Logits {
+            pre: part(0, 0, n),            // (B, T, n)
+            post: part(1, n, 2 * n),       // (B, T, n)
+            res: part(2, 2 * n, i64::MAX), // (B, T, r)
+        }
+    }
+
+    /// `(H_post = 2σ(H̃_post) (B, T, n), H_res (B, T, n, n))` from the logits (Eq. 8).
+    fn mixing<O: Ops>(&self, o: &O, logits: &Logits<O::T>) -> (O::T, O::T) {
+        let n = self.n;
+        let h_post = o.mul_scalar(&o.sigmoid(&logits.post), 2.0); // (B, T, n)
+        let res = &logits.res; // (B, T, r)
+        let h_res = match self.h_res {
+            HresProjection::Sinkhorn => {
+                sinkhorn(o, &o.reshape(res, &[0, 0, n, n]), self.sinkhorn_iter)
+            }
+            HresProjection::Lite => {
+                let perms = permutation_matrices(n as usize);
+                let rows = factorial(n as usize) as i64;
+                let perms = o.constant_like(res, &perms, &[rows, n * n]); // (n!, n²)
+                lite_mix(o, res, &perms, n)
+            }
+        }; // (B, T, n, n)
+        (h_post, h_res)
+    }
+
+    /// `(H_pre (B, T, n), H_post (B, T, n), H_res (B, T, n, n))` for fp32 streams
+    /// `x` (B, T, n, C) (Eq. 7–8).
+    pub fn coefficients<O: Ops>(&self, o: &O, x: &O::T) -> (O::T, O::T, O::T) {
+        let logits = self.logits(o, x);
+        let (h_post, h_res) = self.mixing(o, &logits);
+        (o.sigmoid(&logits.pre), h_post, h_res)
     }
 
     /// `x ← H_res x + H_postᵀ F(H_pre x)` (Eq. 3) for streams `x` (B, T, n, C). `f` maps
     /// (B, T, C) to (B, Tq, C); with `last_only`, Tq = 1 and only the last position's streams
-    /// are returned: (B, Tq, n, C).
+    /// are returned: (B, Tq, n, C), and `H_post`, `H_res` are only computed there.
     pub fn forward<O: Ops>(
         &self,
         o: &O,
@@ -143,10 +257,11 @@ impl HyperConnection {
         last_only: bool,
     ) -> O::T {
         let x = o.cast(x, DType::F32); // (B, T, n, C)
-        let (h_pre, h_post, h_res) = o.full_precision(|| self.coefficients(o, &x));
-        let u = o.full_precision(|| {
-            let w = o.unsqueeze(&h_pre, 2); // (B, T, 1, n)
-            o.reshape(&o.matmul(&w, &x), &[0, 0, -1]) // (B, T, C)
+        let (logits, u) = o.full_precision(|| {
+            let logits = self.logits(o, &x);
+            let w = o.unsqueeze(&o.sigmoid(&logits.pre), 2); // (B, T, 1, n): H_pre
+            let u = o.reshape(&o.matmul(&w, &x), &[0, 0, -1]); // (B, T, C)
+            (logits, u)
         });
         let y = if self.no_amp {
             o.full_precision(|| f(&u))
@@ -154,8 +269,9 @@ impl HyperConnection {
             f(&u)
         }; // (B, Tq, C)
         let last = |t: &O::T| crate::layers::block::queries(o, t, last_only);
-        let (x, h_post, h_res) = (last(&x), last(&h_post), last(&h_res));
+        let (x, logits) = (last(&x), logits.map(last));
         o.full_precision(|| {
+            let (h_post, h_res) = self.mixing(o, &logits); // (B, Tq, n), (B, Tq, n, n)
             let mixed = o.matmul(&h_res, &x); // (B, Tq, n, C)
             let y = o.unsqueeze(&o.cast(&y, DType::F32), 2); // (B, Tq, 1, C)
             o.add(&mixed, &o.mul(&o.unsqueeze(&h_post, -1), &y)) // (B, Tq, n, C)
@@ -215,7 +331,7 @@ mod tests {
     use crate::model::Net;
     use crate::test_util::*;
     use crate::{loss, SeqRecModel, TchOps};
-    use sasrec_shared::config::Backbone;
+    use sasrec_shared::config::{Backbone, ModelConfig};
     use tch::nn::OptimizerConfig;
     use tch::{Device, Kind, Tensor};
 
@@ -231,28 +347,125 @@ mod tests {
             max_diff(&s, &s.ones_like())
         };
         tch::manual_seed(11);
-        let logits = Tensor::randn([256, 4, 4], (Kind::Float, Device::Cpu)) * 0.5;
+        let logits = Tensor::randn([2, 128, 4, 4], (Kind::Float, Device::Cpu)) * 0.5;
         let h = sinkhorn(&TchOps, &logits, 20);
         assert!(sums(&h, -1) < 1e-5, "rows {}", sums(&h, -1));
         assert!(sums(&h, -2) < 1e-5, "columns {}", sums(&h, -2));
         assert!(h.min().double_value(&[]) > 0.0);
         let eye = Tensor::eye(4, (Kind::Float, Device::Cpu));
-        let near_perm = eye * 6.0 - 3.0 + Tensor::randn([256, 4, 4], (Kind::Float, Device::Cpu));
+        let near_perm = eye * 6.0 - 3.0 + Tensor::randn([2, 128, 4, 4], (Kind::Float, Device::Cpu));
         let h = sinkhorn(&TchOps, &near_perm, 20);
         assert!(sums(&h, -1) < 1e-5, "rows {}", sums(&h, -1));
         assert!(sums(&h, -2) < 0.1, "columns {}", sums(&h, -2));
         // identity-like static bias: diagonal 0.9926, off-diagonal 0.0025 (models.md §3.6)
-        let b = Tensor::from_slice(&static_bias(4, 0)[8..])
-            .reshape([4, 4])
+        let b = Tensor::from_slice(&static_bias(4, 0, HresProjection::Sinkhorn)[8..])
+            .reshape([1, 1, 4, 4])
             .to_kind(Kind::Float);
-        let h = sinkhorn(&TchOps, &b, 20);
+        let h = sinkhorn(&TchOps, &b, 20).reshape([4, 4]);
         assert!((h.get(0).get(0).double_value(&[]) - 0.9926).abs() < 1e-4);
         assert!((h.get(0).get(1).double_value(&[]) - 0.0025).abs() < 1e-4);
     }
 
+    /// Sinkhorn written as in the paper, on the matrix: the reference for the vector form.
+    fn sinkhorn_matrix_form(logits: &Tensor, iters: usize) -> Tensor {
+        let mx = logits.amax([-1, -2], true);
+        let mut m = (logits - mx).exp();
+        for _ in 0..iters {
+            m = &m / (m.sum_dim_intlist(-2, true, Kind::Float) + SINKHORN_EPS);
+            m = &m / (m.sum_dim_intlist(-1, true, Kind::Float) + SINKHORN_EPS);
+        }
+        m
+    }
+
+    /// The scaling-vector form equals the matrix iterations, values and gradients (≤ 1e-6).
+    #[test]
+    fn sinkhorn_vector_form_equals_matrix_form() {
+        tch::manual_seed(4);
+        let eye = Tensor::eye(4, (Kind::Float, Device::Cpu));
+        for logits in [
+            Tensor::randn([3, 50, 4, 4], (Kind::Float, Device::Cpu)),
+            eye * 6.0 - 3.0 + Tensor::randn([3, 50, 4, 4], (Kind::Float, Device::Cpu)) * 0.1,
+        ] {
+            for iters in [1, 20] {
+                let a = logits.detach().set_requires_grad(true);
+                let b = logits.detach().set_requires_grad(true);
+                let (ha, hb) = (
+                    sinkhorn(&TchOps, &a, iters),
+                    sinkhorn_matrix_form(&b, iters),
+                );
+                assert!(max_diff(&ha, &hb) < 1e-6, "{iters}: {}", max_diff(&ha, &hb));
+                let w = Tensor::randn_like(&ha);
+                (&ha * &w).sum(Kind::Float).backward();
+                (&hb * &w).sum(Kind::Float).backward();
+                assert!(max_diff(&a.grad(), &b.grad()) < 1e-6, "{iters}: gradients");
+            }
+        }
+    }
+
+    #[test]
+    fn permutation_matrices_are_the_n_factorial_permutations() {
+        for n in 1..=5usize {
+            let p = permutation_matrices(n);
+            let count = factorial(n);
+            assert_eq!(p.len(), count * n * n);
+            let t = Tensor::from_slice(&p).reshape([count as i64, n as i64, n as i64]);
+            let ones = Tensor::ones([count as i64, n as i64], (Kind::Double, Device::Cpu));
+            assert!(t.sum_dim_intlist(-1, false, Kind::Double).equal(&ones));
+            assert!(t.sum_dim_intlist(-2, false, Kind::Double).equal(&ones));
+            let distinct: std::collections::HashSet<Vec<u64>> = p
+                .chunks(n * n)
+                .map(|m| m.iter().map(|x| x.to_bits()).collect())
+                .collect();
+            assert_eq!(distinct.len(), count, "n = {n}: all distinct");
+            let eye: Vec<f64> = (0..n * n)
+                .map(|k| if k / n == k % n { 1.0 } else { 0.0 })
+                .collect();
+            assert_eq!(&p[..n * n], &eye[..], "identity first");
+        }
+    }
+
+    /// mHC-lite's H_res has rows and columns summing to 1 (≤ 1e-6) for any logits, and starts
+    /// with weight 0.99 on the identity.
+    #[test]
+    fn lite_is_exactly_doubly_stochastic() {
+        tch::manual_seed(8);
+        for n in [2i64, 3, 4] {
+            let rows = factorial(n as usize) as i64;
+            let perms = Tensor::from_slice(&permutation_matrices(n as usize))
+                .reshape([rows, n * n])
+                .to_kind(Kind::Float);
+            let logits = Tensor::randn([4, 30, rows], (Kind::Float, Device::Cpu)) * 3.0;
+            let h = lite_mix(&TchOps, &logits, &perms, n);
+            for dim in [-1, -2] {
+                let s = h.sum_dim_intlist(dim, false, Kind::Float);
+                assert!(max_diff(&s, &s.ones_like()) < 1e-6, "n = {n}, dim {dim}");
+            }
+            assert!(h.min().double_value(&[]) >= 0.0);
+            let b = static_bias(n as usize, 0, HresProjection::Lite);
+            let init = Tensor::from_slice(&b[2 * n as usize..])
+                .reshape([1, 1, rows])
+                .to_kind(Kind::Float);
+            let w = init.softmax(-1, Kind::Float);
+            assert!((w.double_value(&[0, 0, 0]) - 0.99).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn lite_refuses_too_many_streams() {
+        let mut cfg = small_cfg(Backbone::Sasrec, Some(6));
+        cfg.mhc.as_mut().unwrap().h_res = HresProjection::Lite;
+        let e = SeqRecModel::new(&nn::VarStore::new(Device::Cpu).root(), &cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--mhc_expansion_rate 6 would need 720 of them (at most n = 5)"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn static_bias_layout() {
-        let b = static_bias(4, 5); // home stream 5 mod 4 = 1
+        let b = static_bias(4, 5, HresProjection::Sinkhorn); // home stream 5 mod 4 = 1
         assert_eq!(&b[..4], &[-3.0, 3.0, -3.0, -3.0]);
         assert_eq!(&b[4..8], &[0.0; 4]);
         assert_eq!(b[8], 3.0);
@@ -370,7 +583,7 @@ mod tests {
                 vec![
                     ("pre", g.narrow(d, 0, n)),
                     ("post", g.narrow(d, n, n)),
-                    ("res", g.narrow(d, 2 * n, n * n)),
+                    ("res", g.narrow(d, 2 * n, g.size()[d as usize] - 2 * n)),
                 ]
             };
             for (k, t) in groups {
@@ -393,10 +606,23 @@ mod tests {
     /// φ starts at 0 but gets a gradient through α ≠ 0; α's gradient is zero on the first step
     /// (x⃗φ = 0) and b_res's nearly so (identical streams). After two Adam steps every group
     /// (φ, b, α for pre, post and res) of every module has a non-zero gradient.
+    /// Both backbones with both H_res projections.
+    fn mhc_cases(n: usize) -> Vec<ModelConfig> {
+        let mut out = vec![];
+        for backbone in [Backbone::Sasrec, Backbone::Tisasrec] {
+            for h_res in [HresProjection::Sinkhorn, HresProjection::Lite] {
+                let mut cfg = small_cfg(backbone, Some(n));
+                cfg.mhc.as_mut().unwrap().h_res = h_res;
+                out.push(cfg);
+            }
+        }
+        out
+    }
+
     #[test]
     fn every_mhc_parameter_gets_gradient() {
-        for backbone in [Backbone::Sasrec, Backbone::Tisasrec] {
-            let cfg = small_cfg(backbone, Some(4));
+        for cfg in mhc_cases(4) {
+            let backbone = (cfg.backbone, cfg.mhc.unwrap().h_res);
             tch::manual_seed(3);
             let (vs, m) = build(&cfg);
             let seq = sequences(8);
@@ -433,8 +659,8 @@ mod tests {
     /// H_pre = σ(3) is absorbed by the sub-layer's LayerNorm.
     #[test]
     fn single_stream_equals_pre_ln() {
-        for backbone in [Backbone::Sasrec, Backbone::Tisasrec] {
-            let cfg = small_cfg(backbone, Some(1));
+        for cfg in mhc_cases(1) {
+            let backbone = (cfg.backbone, cfg.mhc.unwrap().h_res);
             let (vs_mhc, m_mhc) = build(&cfg);
             let mut plain_cfg = cfg.clone();
             plain_cfg.mhc = None;

@@ -80,6 +80,10 @@ pub trait Ops {
     /// `a / b` elementwise (ONNX `Div`).
     fn div(&self, a: &Self::T, b: &Self::T) -> Self::T;
 
+    /// A constant fp32 tensor of `shape` holding `values` (row-major), on `like`'s device
+    /// (ONNX `Constant`).
+    fn constant_like(&self, like: &Self::T, values: &[f64], shape: &[i64]) -> Self::T;
+
     /// `x + v` with a constant of `x`'s element type (ONNX `Add` with a `Constant`).
     fn add_scalar(&self, x: &Self::T, v: f64) -> Self::T;
 
@@ -119,6 +123,18 @@ pub trait Ops {
 
     /// Maximum over `dim` (ONNX `ReduceMax`).
     fn max(&self, x: &Self::T, dim: i64, keepdim: bool) -> Self::T;
+
+    /// `out[…, i, j] = x[…, i, idx[…, i, j]]`: entries picked along the last axis. `idx` is int64
+    /// of the same rank as `x`, each leading dimension equal to `x`'s or 1 (broadcast); the
+    /// result has `x`'s leading dimensions and `idx`'s last one (ONNX `Expand` → `GatherElements`
+    /// on axis −1; torch `gather`).
+    fn take_along_last(&self, x: &Self::T, idx: &Self::T) -> Self::T;
+
+    /// `out[…, b] = Σⱼ src[…, j]·[idx[…, j] = b]` for `b` in `0..buckets`: sums of `src` into
+    /// `buckets` bins along the last axis. `idx` is int64 of `src`'s rank, each leading dimension
+    /// equal to `src`'s or 1, values in `0..buckets` (ONNX `ConstantOfShape` + `Expand` →
+    /// `ScatterElements` with `reduction = "add"`, opset ≥ 16; torch `scatter_add`).
+    fn scatter_add_last(&self, src: &Self::T, idx: &Self::T, buckets: i64) -> Self::T;
 
     /// Batched matrix product over the last two dimensions (ONNX `MatMul`).
     fn matmul(&self, a: &Self::T, b: &Self::T) -> Self::T;
@@ -247,6 +263,13 @@ impl Ops for TchOps {
         a / b
     }
 
+    fn constant_like(&self, like: &Tensor, values: &[f64], shape: &[i64]) -> Tensor {
+        let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+        Tensor::from_slice(&v)
+            .reshape(shape)
+            .to_device(like.device())
+    }
+
     fn add_scalar(&self, x: &Tensor, v: f64) -> Tensor {
         // An f64 scalar would promote an integer tensor to float (torch type promotion).
         if Self::is_integral(x) {
@@ -310,6 +333,24 @@ impl Ops for TchOps {
 
     fn max(&self, x: &Tensor, dim: i64, keepdim: bool) -> Tensor {
         x.amax(dim, keepdim)
+    }
+
+    fn take_along_last(&self, x: &Tensor, idx: &Tensor) -> Tensor {
+        let mut shape = x.size();
+        *shape.last_mut().expect("take_along_last needs a dimension") = *idx
+            .size()
+            .last()
+            .expect("take_along_last needs a dimension");
+        x.gather(-1, &idx.expand(&shape, false), false)
+    }
+
+    fn scatter_add_last(&self, src: &Tensor, idx: &Tensor, buckets: i64) -> Tensor {
+        let mut shape = src.size();
+        let idx = idx.expand(&shape, false);
+        *shape
+            .last_mut()
+            .expect("scatter_add_last needs a dimension") = buckets;
+        Tensor::zeros(&shape, (src.kind(), src.device())).scatter_add(-1, &idx, src)
     }
 
     fn matmul(&self, a: &Tensor, b: &Tensor) -> Tensor {

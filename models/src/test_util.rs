@@ -1,6 +1,6 @@
 //! Helpers shared by the unit tests.
 
-use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig};
+use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig, TimeDropout};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::SeqRecModel;
@@ -27,6 +27,7 @@ pub fn small_cfg(backbone: Backbone, mhc: Option<usize>) -> ModelConfig {
             expansion_rate: n,
             ..MhcConfig::default()
         }),
+        time_dropout: TimeDropout::Table,
     }
 }
 
@@ -78,4 +79,74 @@ pub fn intervals(b: i64) -> Tensor {
 /// Largest absolute difference.
 pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
+}
+
+/// [`TchOps`](crate::TchOps) that also records the shape of every tensor it returns, to assert
+/// which tensors a formulation builds (not how long it takes).
+#[derive(Debug, Default)]
+pub struct ShapeLog {
+    shapes: std::cell::RefCell<Vec<Vec<i64>>>,
+}
+
+impl ShapeLog {
+    /// Every recorded shape, in call order.
+    pub fn shapes(&self) -> Vec<Vec<i64>> {
+        self.shapes.borrow().clone()
+    }
+
+    fn log(&self, t: Tensor) -> Tensor {
+        self.shapes.borrow_mut().push(t.size());
+        t
+    }
+}
+
+macro_rules! logged {
+    ($($name:ident($($arg:ident: $ty:ty),*);)*) => {
+        $(fn $name(&self, $($arg: $ty),*) -> Tensor {
+            self.log(crate::TchOps.$name($($arg),*))
+        })*
+    };
+}
+
+impl crate::Ops for ShapeLog {
+    type T = Tensor;
+    fn param(&self, p: &crate::Param) -> Tensor {
+        self.log(crate::TchOps.param(p))
+    }
+    logged! {
+        identity(x: &Tensor);
+        gather_rows(table: &Tensor, ids: &Tensor, padding_idx: Option<i64>);
+        range_of(x: &Tensor, dim: i64);
+        reshape(x: &Tensor, shape: &[i64]);
+        transpose(x: &Tensor, perm: &[i64]);
+        unsqueeze(x: &Tensor, dim: i64);
+        concat(xs: &[&Tensor], dim: i64);
+        slice(x: &Tensor, dim: i64, start: i64, end: i64);
+        cast(x: &Tensor, dtype: crate::DType);
+        add(a: &Tensor, b: &Tensor);
+        sub(a: &Tensor, b: &Tensor);
+        mul(a: &Tensor, b: &Tensor);
+        div(a: &Tensor, b: &Tensor);
+        constant_like(like: &Tensor, values: &[f64], shape: &[i64]);
+        add_scalar(x: &Tensor, v: f64);
+        mul_scalar(x: &Tensor, v: f64);
+        sqrt(x: &Tensor);
+        exp(x: &Tensor);
+        relu(x: &Tensor);
+        sigmoid(x: &Tensor);
+        eq_scalar(x: &Tensor, v: i64);
+        gt(a: &Tensor, b: &Tensor);
+        not(x: &Tensor);
+        masked_fill(x: &Tensor, mask: &Tensor, v: f64);
+        sum(x: &Tensor, dim: i64, keepdim: bool);
+        mean(x: &Tensor, dim: i64, keepdim: bool);
+        max(x: &Tensor, dim: i64, keepdim: bool);
+        take_along_last(x: &Tensor, idx: &Tensor);
+        scatter_add_last(src: &Tensor, idx: &Tensor, buckets: i64);
+        matmul(a: &Tensor, b: &Tensor);
+        linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>);
+        layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64);
+        softmax(x: &Tensor, dim: i64);
+        dropout(x: &Tensor, p: f64, train: bool);
+    }
 }

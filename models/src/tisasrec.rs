@@ -16,11 +16,11 @@
 //! item 0 is never a candidate (scores mask column 0). It only keeps checkpoints and the L2 term
 //! free of a meaningless random row.
 
-use sasrec_shared::config::ModelConfig;
+use sasrec_shared::config::{ModelConfig, TimeDropout};
 use tch::nn;
 
 use crate::init::{Param, ParamInit};
-use crate::layers::attention::{causal_mask, split_heads_rel};
+use crate::layers::attention::{causal_mask, split_heads_rel, Relation};
 use crate::layers::{
     Block, LayerNorm, NormPlacement, PointWiseFeedForward, Residual, TimeAwareAttention,
     TimeContext,
@@ -49,6 +49,17 @@ pub struct TiSasRec {
     c: i64,
     heads: i64,
     dropout: f64,
+    time_span: i64,
+    time_dropout: TimeDropout,
+}
+
+/// The two equal formulations of TiSASRec's interval terms (see [`Relation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationForm {
+    /// The gathered (B, T, T, C) embeddings (the reference; element-wise dropout).
+    Dense,
+    /// Gather/scatter over k+1 buckets, O(B·h·T·(T + k)) memory.
+    Bucketed,
 }
 
 impl TiSasRec {
@@ -93,18 +104,31 @@ impl TiSasRec {
             c,
             heads: cfg.num_heads as i64,
             dropout: cfg.dropout_rate,
+            time_span: cfg.time_span as i64,
+            time_dropout: cfg.time_dropout,
         }
     }
 
-    /// The shared attention inputs (models.md §2.5 step 2): positions 0..T−1 for every column
-    /// (padding included), interval embeddings of `tm` (B, T, T) int64, the five dropouts'
-    /// last four, and the pmixer masks (padded query rows; `j > i`).
+    /// The form of the interval terms for a forward pass: the dense reference form only where it
+    /// changes the result, i.e. training with `--time_dropout elementwise` and a non-zero rate.
+    pub fn relation_form(&self, train: bool) -> RelationForm {
+        if train && self.dropout > 0.0 && self.time_dropout == TimeDropout::Elementwise {
+            RelationForm::Dense
+        } else {
+            RelationForm::Bucketed
+        }
+    }
+
+    /// The shared attention inputs (docs/MODELS.md, TiSASRec step 2): positions 0..T−1 for every
+    /// column (padding included), the interval terms of `tm` (B, T, T) int64 in `form`, the
+    /// position and interval dropouts, and the pmixer masks (padded query rows; `j > i`).
     pub fn time_context<O: Ops>(
         &self,
         o: &O,
         seq: &O::T,
         tm: &O::T,
         train: bool,
+        form: RelationForm,
     ) -> TimeContext<O::T> {
         let (h, dh, p) = (self.heads, self.c / self.heads, self.dropout);
         let pos = o.add(&o.mul_scalar(seq, 0.0), &o.range_of(seq, 1)); // (B, T): 0..T−1 per row
@@ -118,21 +142,50 @@ impl TiSasRec {
             p,
             train,
         );
-        let rk = o.dropout(&o.gather_rows(&o.param(&self.time_k), tm, None), p, train); // (B, T, T, C)
-        let rv = o.dropout(&o.gather_rows(&o.param(&self.time_v), tm, None), p, train); // (B, T, T, C)
-        let rk_t = o.transpose(&split_heads_rel(o, &rk, h, dh), &[0, 1, 2, 4, 3]); // (B, h, T, dh, T)
-        let rv = split_heads_rel(o, &rv, h, dh); // (B, h, T, T, dh)
+        let rel = match form {
+            RelationForm::Dense => {
+                let rk = o.dropout(&o.gather_rows(&o.param(&self.time_k), tm, None), p, train); // (B, T, T, C)
+                let rv = o.dropout(&o.gather_rows(&o.param(&self.time_v), tm, None), p, train); // (B, T, T, C)
+                Relation::Dense {
+                    rk_t: o.transpose(&split_heads_rel(o, &rk, h, dh), &[0, 1, 2, 4, 3]), // (B, h, T, dh, T)
+                    rv: split_heads_rel(o, &rv, h, dh), // (B, h, T, T, dh)
+                }
+            }
+            RelationForm::Bucketed => {
+                let k1 = self.time_span + 1;
+                let heads = |table: &O::T| o.reshape(table, &[0, k1, h, dh]); // (B|1, k+1, h, dh)
+                let ek = heads(&self.interval_table(o, &self.time_k, seq, train));
+                let ev = heads(&self.interval_table(o, &self.time_v, seq, train));
+                Relation::Bucketed {
+                    ek_t: o.transpose(&ek, &[0, 2, 3, 1]), // (B|1, h, dh, k+1)
+                    ev: o.transpose(&ev, &[0, 2, 1, 3]),   // (B|1, h, k+1, dh)
+                    r: o.unsqueeze(tm, 1),                 // (B, 1, T, T)
+                    buckets: k1,
+                }
+            }
+        };
         let pad = o.eq_scalar(seq, 0); // (B, T)
         let row_pad = o.unsqueeze(&o.unsqueeze(&pad, 1), -1); // (B, 1, T, 1)
         let causal = Some(causal_mask(o, seq)); // (T, T)
         TimeContext {
             pk,
             pv,
-            rk_t,
-            rv,
+            rel,
             row_pad,
             causal,
         }
+    }
+
+    /// An interval table for the bucketed form: `E` as (1, k+1, C), or in training with dropout
+    /// one dropped-out copy per sample, (B, k+1, C) (`--time_dropout table`).
+    fn interval_table<O: Ops>(&self, o: &O, table: &Param, seq: &O::T, train: bool) -> O::T {
+        let e = o.unsqueeze(&o.param(table), 0); // (1, k+1, C)
+        if !(train && self.dropout > 0.0) {
+            return e;
+        }
+        let first = o.slice(&o.mul_scalar(seq, 0.0), 1, 0, 1); // (B, 1) zeros
+        let zeros = o.unsqueeze(&o.cast(&first, DType::F32), -1); // (B, 1, 1)
+        o.dropout(&o.add(&e, &zeros), self.dropout, train) // (B, k+1, C)
     }
 
     /// `F = last_layernorm(merge(blocks(X)))` (models.md §2.5): `seq` (B, T) int64, `tm`
@@ -161,12 +214,26 @@ impl TiSasRec {
         last_only: bool,
         train: bool,
     ) -> O::T {
+        self.hidden_in(o, seq, tm, last_only, train, self.relation_form(train))
+    }
+
+    /// [`TiSasRec::hidden`] with the relation attention in an explicit `form` (both forms give
+    /// the same result without interval dropout).
+    pub fn hidden_in<O: Ops>(
+        &self,
+        o: &O,
+        seq: &O::T,
+        tm: &O::T,
+        last_only: bool,
+        train: bool,
+        form: RelationForm,
+    ) -> O::T {
         let scale = (self.c as f64).sqrt();
         let x = o.gather_rows(&o.param(&self.item_emb), seq, Some(0)); // (B, T, C)
         let x = o.dropout(&o.mul_scalar(&x, scale), self.dropout, train); // item dropout
         let keep = o.cast(&o.not(&o.eq_scalar(seq, 0)), DType::F32); // (B, T) ¬pad
         let x = o.mul(&x, &o.unsqueeze(&keep, -1)); // timeline mask, (B, T, C)
-        let ctx = self.time_context(o, seq, tm, train);
+        let ctx = self.time_context(o, seq, tm, train, form);
         let last_ctx = last_only.then(|| ctx.last(o));
         let mut x = self.streams.expand(o, &x); // (B, T, C) or (B, T, n, C)
         let nb = self.blocks.len();
@@ -217,10 +284,12 @@ impl TiSasRec {
 
 #[cfg(test)]
 mod tests {
-    use sasrec_shared::config::{Backbone, MhcConfig};
-    use tch::{nn, Device, Kind};
+    use sasrec_shared::config::{Backbone, HresProjection, MhcConfig, ModelConfig, TimeDropout};
+    use tch::{nn, Device, Kind, Tensor};
 
-    use crate::SeqRecModel;
+    use super::{RelationForm, TiSasRec};
+    use crate::test_util::*;
+    use crate::{Net, SeqRecModel, TchOps};
 
     #[test]
     fn parameter_count_formula() {
@@ -271,5 +340,135 @@ mod tests {
                 > 0.0
         );
         assert_eq!(v["time_matrix_V_emb.weight"].size(), [101, 50]);
+    }
+
+    /// The time-aware wirings: reference ("original"), Pre-LN, mHC with Sinkhorn and mHC-lite.
+    fn time_aware_cases() -> Vec<ModelConfig> {
+        let plain = small_cfg(Backbone::Tisasrec, None);
+        let pre = ModelConfig {
+            norm_first: true,
+            ..plain.clone()
+        };
+        let mhc = small_cfg(Backbone::Tisasrec, Some(4));
+        let mut lite = mhc.clone();
+        lite.mhc.as_mut().unwrap().h_res = HresProjection::Lite;
+        vec![plain, pre, mhc, lite]
+    }
+
+    fn tisasrec(m: &SeqRecModel) -> &TiSasRec {
+        match m.net() {
+            Net::TiSasRec(n) => n,
+            Net::SasRec(_) => unreachable!("time-aware config"),
+        }
+    }
+
+    /// Bucketed and dense relation attention agree in eval mode (≤ 1e-5 relative), on a batch
+    /// with padding and mixed lengths, over all positions and on the last-position path.
+    #[test]
+    fn bucketed_equals_dense_in_eval() {
+        for cfg in time_aware_cases() {
+            tch::manual_seed(21);
+            let (vs, m) = build(&cfg);
+            perturb(&vs);
+            let (seq, tm) = (sequences(6), intervals(6));
+            let net = tisasrec(&m);
+            for last_only in [false, true] {
+                let run = |form| net.hidden_in(&TchOps, &seq, &tm, last_only, false, form);
+                let (a, b) = (run(RelationForm::Bucketed), run(RelationForm::Dense));
+                let d = max_diff(&a, &b) / b.abs().max().double_value(&[]);
+                assert!(d < 1e-5, "{} last_only={last_only}: {d}", cfg.kind_name());
+            }
+            // and eval picks the bucketed form whatever --time_dropout says
+            assert_eq!(net.relation_form(false), RelationForm::Bucketed);
+        }
+    }
+
+    /// With dropout 0 the two forms train identically: equal gradients on every parameter.
+    #[test]
+    fn bucketed_gradients_equal_dense_without_dropout() {
+        for mut cfg in time_aware_cases() {
+            cfg.dropout_rate = 0.0;
+            tch::manual_seed(22);
+            let (vs, m) = build(&cfg);
+            perturb(&vs);
+            let (seq, tm) = (sequences(6), intervals(6));
+            let w = Tensor::randn([6, T, C as i64], (Kind::Float, Device::Cpu));
+            let grads = |form| {
+                for (_, mut v) in vs.variables() {
+                    v.zero_grad();
+                }
+                let h = tisasrec(&m).hidden_in(&TchOps, &seq, &tm, false, true, form);
+                let h = if cfg.mhc.is_some() {
+                    h.mean_dim(2, false, Kind::Float)
+                } else {
+                    h
+                };
+                (h * &w).sum(Kind::Float).backward();
+                // every parameter but last_layernorm (applied after `hidden`) has a gradient
+                m.params()
+                    .iter()
+                    .filter(|p| !p.name().starts_with("last_layernorm"))
+                    .map(|p| (p.name().to_string(), p.tensor().grad().copy()))
+                    .collect::<Vec<_>>()
+            };
+            let (a, b) = (grads(RelationForm::Bucketed), grads(RelationForm::Dense));
+            // relative to the largest gradient entry: K_w.bias, whose exact gradient is 0
+            // (softmax ignores a per-row constant), only carries rounding noise
+            let scale = b
+                .iter()
+                .map(|(_, g)| g.abs().max().double_value(&[]))
+                .fold(0.0, f64::max);
+            for ((name, ga), (_, gb)) in a.iter().zip(&b) {
+                let d = max_diff(ga, gb) / scale;
+                assert!(d < 1e-5, "{} {name}: {d}", cfg.kind_name());
+            }
+            assert!(
+                a.iter().any(|(n, g)| n.starts_with("time_matrix_V")
+                    && g.abs().sum(Kind::Float).double_value(&[]) > 0.0),
+                "the interval tables get gradient"
+            );
+        }
+    }
+
+    /// The bucketed form never builds a (B, T, T, C)-sized tensor, in training (with its
+    /// per-sample table dropout) or in eval; the dense form does (so the check can fail).
+    #[test]
+    fn bucketed_form_builds_no_b_t_t_c_tensor() {
+        let b = 3i64;
+        let dense_numel = b * T * T * C as i64;
+        for cfg in time_aware_cases() {
+            let (_vs, m) = build(&cfg);
+            let (seq, tm) = (sequences(b), intervals(b));
+            let largest = |form, train| {
+                let log = ShapeLog::default();
+                let _ = tisasrec(&m).hidden_in(&log, &seq, &tm, false, train, form);
+                log.shapes()
+                    .iter()
+                    .map(|s| s.iter().product::<i64>())
+                    .max()
+                    .unwrap()
+            };
+            for train in [false, true] {
+                let big = largest(RelationForm::Bucketed, train);
+                assert!(
+                    big < dense_numel,
+                    "{} train={train}: a tensor of {big} ≥ B·T·T·C = {dense_numel} elements",
+                    cfg.kind_name()
+                );
+            }
+            assert!(largest(RelationForm::Dense, true) >= dense_numel);
+        }
+    }
+
+    /// `--time_dropout elementwise` trains with the dense form, the default with the bucketed one.
+    #[test]
+    fn time_dropout_picks_the_form() {
+        let mut cfg = small_cfg(Backbone::Tisasrec, None);
+        let (_vs, m) = build(&cfg);
+        assert_eq!(tisasrec(&m).relation_form(true), RelationForm::Bucketed);
+        cfg.time_dropout = TimeDropout::Elementwise;
+        let (_vs, m) = build(&cfg);
+        assert_eq!(tisasrec(&m).relation_form(true), RelationForm::Dense);
+        assert_eq!(tisasrec(&m).relation_form(false), RelationForm::Bucketed);
     }
 }

@@ -32,6 +32,7 @@ fn sasrec_checkpoint_matches_pytorch_reference() {
             norm_first,
             time_span: 0,
             mhc: None,
+            time_dropout: Default::default(),
         };
         tch::manual_seed(7);
         let vs = nn::VarStore::new(Device::Cpu);

@@ -17,6 +17,76 @@ pub enum Backbone {
     Tisasrec,
 }
 
+/// How mHC makes the residual mixing matrix `H_res` doubly stochastic (`--mhc_hres`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HresProjection {
+    /// Sinkhorn-Knopp on `exp(H̃_res)` (mHC paper Eq. 9): rows exact, columns approximate.
+    #[default]
+    Sinkhorn,
+    /// mHC-lite (arXiv:2601.05732): `H_res = Σ_k softmax(a)_k P_k` over the n! permutation
+    /// matrices P_k, exactly doubly stochastic; refused for n > [`MAX_LITE_STREAMS`].
+    Lite,
+}
+
+impl HresProjection {
+    /// The flag values, in declaration order.
+    pub const NAMES: [&'static str; 2] = ["sinkhorn", "lite"];
+
+    /// The flag value (`sinkhorn`, `lite`).
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+impl std::str::FromStr for HresProjection {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "sinkhorn" => Ok(Self::Sinkhorn),
+            "lite" => Ok(Self::Lite),
+            _ => Err(format!(
+                "unknown H_res projection '{s}'; expected sinkhorn or lite"
+            )),
+        }
+    }
+}
+
+/// The largest stream count mHC-lite accepts: n! = 120 permutations at n = 5.
+pub const MAX_LITE_STREAMS: usize = 5;
+
+/// How TiSASRec applies dropout to the interval embeddings `E_K[rᵢⱼ]`, `E_V[rᵢⱼ]`
+/// (`--time_dropout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeDropout {
+    /// One dropout mask per sample on the two (k+1, C) tables, shared by every (i, j) pair of
+    /// that sample: the relation attention runs bucketed, in O(B·h·T·(T + k)) memory.
+    #[default]
+    Table,
+    /// The reference: an independent mask on every (i, j, c) element of the two gathered
+    /// (B, T, T, C) tensors, which must then be built (memory O(B·T²·C)).
+    Elementwise,
+}
+
+impl TimeDropout {
+    /// The flag values, in declaration order.
+    pub const NAMES: [&'static str; 2] = ["table", "elementwise"];
+}
+
+impl std::str::FromStr for TimeDropout {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "table" => Ok(Self::Table),
+            "elementwise" => Ok(Self::Elementwise),
+            _ => Err(format!(
+                "unknown time dropout '{s}'; expected table or elementwise"
+            )),
+        }
+    }
+}
+
 /// Manifold-constrained hyper-connections (models.md §3), `None` for a plain residual.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MhcConfig {
@@ -28,6 +98,9 @@ pub struct MhcConfig {
     pub init_gate: f64,
     /// Keep the whole mHC path out of autocast (`--mhc_no_amp`).
     pub no_amp: bool,
+    /// The projection that makes `H_res` doubly stochastic (`--mhc_hres`).
+    #[serde(default)]
+    pub h_res: HresProjection,
 }
 
 impl Default for MhcConfig {
@@ -37,6 +110,7 @@ impl Default for MhcConfig {
             sinkhorn_iter: 20,
             init_gate: 0.01,
             no_amp: false,
+            h_res: HresProjection::Sinkhorn,
         }
     }
 }
@@ -64,6 +138,9 @@ pub struct ModelConfig {
     pub time_span: usize,
     /// mHC settings, `None` for the plain residual models (`--no_mhc`).
     pub mhc: Option<MhcConfig>,
+    /// TiSASRec's dropout on the interval embeddings (`--time_dropout`).
+    #[serde(default)]
+    pub time_dropout: TimeDropout,
 }
 
 impl ModelConfig {
@@ -81,6 +158,7 @@ impl ModelConfig {
             norm_first: false,
             time_span: 100,
             mhc: None,
+            time_dropout: TimeDropout::Table,
         }
     }
 
@@ -137,6 +215,17 @@ impl ModelConfig {
             }
             if m.sinkhorn_iter == 0 {
                 return bad("--mhc_sinkhorn_iter must be at least 1".into());
+            }
+            if m.h_res == HresProjection::Lite && m.expansion_rate > MAX_LITE_STREAMS {
+                return bad(format!(
+                    "--mhc_hres lite mixes all n! permutation matrices; --mhc_expansion_rate {} \
+                     would need {} of them (at most n = {MAX_LITE_STREAMS}); use --mhc_hres \
+                     sinkhorn",
+                    m.expansion_rate,
+                    (1..=m.expansion_rate as u128)
+                        .try_fold(1u128, |a, b| a.checked_mul(b))
+                        .map_or("more than 10^38".to_string(), |f| f.to_string())
+                ));
             }
         }
         Ok(())

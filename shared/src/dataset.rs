@@ -1,13 +1,61 @@
 //! Reading interaction files into a [`Dataset`] of per-user, time-ordered item sequences.
 //!
-//! Accepted line formats (auto-detected from the first data line, `.gz` read directly):
-//! `user item`, `user item timestamp` and `user item rating timestamp`, separated by `::`,
-//! tabs, commas or runs of spaces. Blank lines and lines starting with `#` are skipped and
-//! counted. The first line is a header, and skipped, when every field is a column name such as
-//! `user`, `item_id`, `rating` or `timestamp`. Every other line must have the same number of
-//! columns as the first data line; user and item tokens must be non-empty, ratings numeric and
-//! timestamps numbers (integers, or decimals rounded half-to-even to whole seconds).
-//! Anything else is an error that names the file and the line.
+//! # Files
+//!
+//! A file is UTF-8 text (a leading byte-order mark is ignored), plain or gzip (recognised by
+//! its magic bytes, so `.gz` needs no flag). Blank lines and lines starting with `#` are skipped
+//! wherever they are and counted in [`LoadReport::skipped_lines`]. The field separator is
+//! detected from the first data line: `::` if it contains `::`, else a tab if it contains one,
+//! else a comma if it contains one, else runs of spaces ([`Separator`]); fields are trimmed.
+//! There are two line formats ([`Format`]).
+//!
+//! **Interactions** ([`Format::Interactions`]): one interaction per line, every line with the
+//! same number of columns. Each column has a [`Role`] (user, item, rating, timestamp or
+//! ignored), taken from, in this order of precedence:
+//!
+//! 1. an explicit mapping, `--columns` ([`ReadOptions::columns`], [`Columns`]), naming the role
+//!    of every column in file order with `-` for an ignored one, e.g. `user,-,item,timestamp`;
+//!    every line, a header included, must have exactly that many columns;
+//! 2. a header line, mapped by name, in any column order: `item_id,timestamp,user_id`, or
+//!    RecBole's `user_id:token<TAB>item_id:token<TAB>rating:float<TAB>timestamp:float`;
+//! 3. otherwise the column count: `user item` (2), `user item timestamp` (3) or
+//!    `user item rating timestamp` (4); any other count is an error.
+//!
+//! The first data line is a **header**, and skipped, when either every field is a known column
+//! name, or it has a user and an item name and every other field is empty or looks like a name
+//! (starts with a letter or `_` and is not a number). Names are matched by [`Role::from_name`]:
+//! a `:type` suffix is dropped, then everything but ASCII letters and digits, case ignored, and
+//! what is left must be one of `user userid uid users`, `item itemid iid items movie movieid
+//! product productid`, `rating ratings score` or `timestamp time ts datetime`. Unknown names
+//! are ignored columns. A header that names no user or no item column, or one role twice, is
+//! an error; so is a data line with a different number of fields than the header.
+//!
+//! Values: user and item tokens, ratings and timestamps must be non-empty; ratings finite
+//! numbers (checked, otherwise unused); timestamps numbers, integers or decimals rounded
+//! half-to-even to whole seconds. Ignored columns are not looked at.
+//!
+//! **Sequences** ([`Format::Sequence`]): one user per line, `user item1 item2 …`, oldest item
+//! first, no timestamps, as in the public Beauty, Sports, Toys and Yelp files of S3-Rec,
+//! CL4SRec, ICLRec and DuoRec. A line needs a user and at least one item, none of them empty;
+//! lines naming the same user are concatenated in file order. A sequence file reads into
+//! exactly the dataset of the `user item` file with one line per interaction in the same
+//! order. A header line (same rule) is skipped; `--columns` does not apply.
+//!
+//! # Detection ([`Format::Auto`], the default)
+//!
+//! A file is read as sequences when all of these hold: no `--columns` is given, the first data
+//! line is not a header, the separator is spaces (the first data line has no `::`, tab or
+//! comma), and the data lines do not all have the same number of fields, at least one of them
+//! having more than 4. Every other file is read as interactions, where a line with another
+//! column count is an error. So an interaction file is never taken for sequences unless a line
+//! has 5 or more fields and another line fewer. A file whose lines all have 2 fields reads the
+//! same either way. A sequence file is not detected, and must be read with `--format sequence`
+//! ([`Format::Sequence`]), when its lines all have the same number of fields (e.g. every user
+//! has 2 or 3 items, which would be taken for `user item timestamp` or
+//! `user item rating timestamp`), when none has more than 4, or when it is not space-separated.
+//!
+//! Anything malformed is an [`Error::Parse`] that names the file, the 1-based line and what is
+//! wrong. [`LoadReport`] records the separator, format and column mapping used.
 //!
 //! Raw tokens are mapped to indices 1..=N by [`IdMap`] (0 is padding). With timestamps, each
 //! user's events are sorted by time, stably (ties keep file order); without, file order is time
@@ -19,6 +67,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::format::{Columns, Format, ReadOptions, Role};
 use crate::idmap::IdMap;
 use crate::io::read_bytes;
 
@@ -49,7 +98,7 @@ impl Separator {
         }
     }
 
-    /// Splits a line into at most `MAX_FIELDS + 1` trimmed fields.
+    /// Splits a line into trimmed fields.
     fn split<'a>(self, line: &'a str, out: &mut Vec<&'a str>) {
         out.clear();
         match self {
@@ -61,38 +110,41 @@ impl Separator {
     }
 }
 
-const MAX_FIELDS: usize = 4;
-const HEADER_NAMES: &[&str] = &[
-    "user",
-    "userid",
-    "uid",
-    "users",
-    "item",
-    "itemid",
-    "iid",
-    "items",
-    "movie",
-    "movieid",
-    "product",
-    "productid",
-    "rating",
-    "ratings",
-    "score",
-    "timestamp",
-    "time",
-    "ts",
-    "datetime",
-];
-
+/// Whether the first data line is a header (the rule is in the module docs).
 fn is_header(fields: &[&str]) -> bool {
-    fields.iter().all(|f| {
-        let name: String = f
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect::<String>()
-            .to_lowercase();
-        HEADER_NAMES.contains(&name.as_str())
-    })
+    let roles: Vec<Option<Role>> = fields.iter().map(|f| Role::from_name(f)).collect();
+    if roles.iter().all(Option::is_some) {
+        return true;
+    }
+    let looks_like_name = |f: &str| {
+        f.is_empty()
+            || (f.starts_with(|c: char| c.is_alphabetic() || c == '_') && f.parse::<f64>().is_err())
+    };
+    roles.contains(&Some(Role::User))
+        && roles.contains(&Some(Role::Item))
+        && fields
+            .iter()
+            .zip(&roles)
+            .all(|(f, r)| r.is_some() || looks_like_name(f))
+}
+
+/// The sequence-format test of [`Format::Auto`] on a space-separated file: the data lines'
+/// field counts differ and one exceeds 4.
+fn looks_like_sequences(text: &str) -> bool {
+    let (mut first, mut varies, mut long) = (None, false, false);
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let n = t.split_ascii_whitespace().count();
+        long |= n > 4;
+        varies |= *first.get_or_insert(n) != n;
+        if varies && long {
+            return true;
+        }
+    }
+    false
 }
 
 /// Minimum interaction counts per user and per item (k-core filtering).
@@ -113,8 +165,15 @@ pub struct KCore {
 pub struct LoadReport {
     /// The detected separator.
     pub separator: Separator,
-    /// Columns per line (2, 3 or 4).
+    /// The line format used: [`Format::Interactions`] or [`Format::Sequence`], never
+    /// [`Format::Auto`] (serialised as `"interactions"` or `"sequence"`).
+    pub format: Format,
+    /// Fields per line: the column count of an interaction file (2, 3 or 4 without a header or
+    /// `--columns`), the longest line (user and items) of a sequence file.
     pub columns: usize,
+    /// The role of each column of an interaction file (serialised as e.g.
+    /// `"user,item,timestamp"`); `None` for a sequence file.
+    pub mapping: Option<Columns>,
     /// Whether the first line was a header.
     pub header: bool,
     /// Blank and `#` comment lines skipped.
@@ -171,9 +230,253 @@ struct Record {
     ts: i64,
 }
 
+/// Raw tokens interned to provisional ids (first appearance order).
+#[derive(Default)]
+struct Tokens<'a> {
+    user_ids: FxHashMap<&'a str, u32>,
+    item_ids: FxHashMap<&'a str, u32>,
+    users: Vec<&'a str>,
+    items: Vec<&'a str>,
+}
+
+impl<'a> Tokens<'a> {
+    fn record(&mut self, user: &'a str, item: &'a str, ts: i64) -> Record {
+        Record {
+            user: intern(&mut self.user_ids, &mut self.users, user),
+            item: intern(&mut self.item_ids, &mut self.items, item),
+            ts,
+        }
+    }
+}
+
+/// A file parsed into provisional records, before k-core filtering.
+struct Parsed<'a> {
+    records: Vec<Record>,
+    tokens: Tokens<'a>,
+    separator: Separator,
+    format: Format,
+    columns: usize,
+    mapping: Option<Columns>,
+    header: bool,
+    skipped_lines: usize,
+}
+
+/// Where an interaction file's column mapping came from (for the column-count message).
+#[derive(Clone, Copy)]
+enum Origin {
+    Count,
+    Header,
+    Explicit,
+}
+
+/// The data lines of a file: (1-based line number, trimmed line), counting skipped lines.
+fn data_lines<'a: 's, 's>(
+    text: &'a str,
+    skipped: &'s mut usize,
+) -> impl Iterator<Item = (usize, &'a str)> + 's {
+    text.lines().enumerate().filter_map(move |(n, line)| {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            *skipped += 1;
+            None
+        } else {
+            Some((n + 1, t))
+        }
+    })
+}
+
+fn parse_error(path: &Path, line: usize, msg: String) -> Error {
+    Error::Parse {
+        path: path.into(),
+        line,
+        msg,
+    }
+}
+
+/// Parses one-interaction-per-line text. `Ok(None)`: the column count does not fit and
+/// `detect_sequences` is set and the file passes the sequence test (read it as sequences).
+fn parse_interactions<'a>(
+    path: &Path,
+    text: &'a str,
+    explicit: Option<&Columns>,
+    detect_sequences: bool,
+) -> Result<Option<Parsed<'a>>> {
+    let err = |line: usize, msg: String| parse_error(path, line, msg);
+    let mut skipped_lines = 0;
+    let mut tokens = Tokens::default();
+    let mut records: Vec<Record> = Vec::with_capacity(text.len() / 16);
+    let mut fields: Vec<&str> = Vec::with_capacity(8);
+    let mut lines = data_lines(text, &mut skipped_lines);
+    let Some((first_no, first)) = lines.next() else {
+        return Err(Error::Empty { path: path.into() });
+    };
+    let sep = Separator::detect(first);
+    sep.split(first, &mut fields);
+    let header = is_header(&fields);
+    let (mapping, origin) = if let Some(c) = explicit {
+        if fields.len() != c.len() {
+            let what = if header { "the header has" } else { "found" };
+            return Err(err(
+                first_no,
+                format!(
+                    "{what} {} column(s) but --columns names {}",
+                    fields.len(),
+                    c.len()
+                ),
+            ));
+        }
+        (c.clone(), Origin::Explicit)
+    } else if header {
+        let c = Columns::from_header(&fields).map_err(|m| err(first_no, m))?;
+        (c, Origin::Header)
+    } else if let Some(c) = Columns::positional(fields.len()) {
+        (c, Origin::Count)
+    } else {
+        if detect_sequences && sep == Separator::Whitespace && looks_like_sequences(text) {
+            return Ok(None);
+        }
+        return Err(err(
+            first_no,
+            format!(
+                "found {} column(s); expected 2 (user item), 3 (user item timestamp) \
+                 or 4 (user item rating timestamp)",
+                fields.len()
+            ),
+        ));
+    };
+    let cols = mapping.len();
+    let user = mapping.position(Role::User).unwrap_or(0);
+    let item = mapping.position(Role::Item).unwrap_or(0);
+    let rating = mapping.position(Role::Rating);
+    let time = mapping.position(Role::Timestamp);
+    let used: Vec<usize> = (0..cols)
+        .filter(|&j| mapping.roles()[j] != Role::Ignored)
+        .collect();
+
+    let first_data = (!header).then_some((first_no, first));
+    for (line_no, line) in first_data.into_iter().chain(lines.by_ref()) {
+        sep.split(line, &mut fields);
+        if fields.len() != cols {
+            if detect_sequences
+                && matches!(origin, Origin::Count)
+                && sep == Separator::Whitespace
+                && looks_like_sequences(text)
+            {
+                return Ok(None);
+            }
+            let n = fields.len();
+            return Err(err(
+                line_no,
+                match origin {
+                    Origin::Count => format!("found {n} column(s) but the file has {cols}"),
+                    Origin::Header => format!("found {n} column(s) but the header has {cols}"),
+                    Origin::Explicit => format!("found {n} column(s) but --columns names {cols}"),
+                },
+            ));
+        }
+        if let Some(&j) = used.iter().find(|&&j| fields[j].is_empty()) {
+            return Err(err(line_no, format!("column {} is empty", j + 1)));
+        }
+        let ts = match time {
+            None => 0,
+            Some(j) => parse_timestamp(fields[j])
+                .map_err(|msg| err(line_no, format!("timestamp {msg}")))?,
+        };
+        if let Some(j) = rating {
+            if !fields[j].parse::<f64>().is_ok_and(f64::is_finite) {
+                return Err(err(
+                    line_no,
+                    format!("rating `{}` is not a number", fields[j]),
+                ));
+            }
+        }
+        records.push(tokens.record(fields[user], fields[item], ts));
+    }
+    drop(lines);
+    Ok(Some(Parsed {
+        records,
+        tokens,
+        separator: sep,
+        format: Format::Interactions,
+        columns: cols,
+        mapping: Some(mapping),
+        header,
+        skipped_lines,
+    }))
+}
+
+/// Parses one-user-per-line text, `user item1 item2 …`.
+fn parse_sequences<'a>(path: &Path, text: &'a str) -> Result<Parsed<'a>> {
+    let err = |line: usize, msg: String| parse_error(path, line, msg);
+    let mut skipped_lines = 0;
+    let mut tokens = Tokens::default();
+    let mut records: Vec<Record> = Vec::with_capacity(text.len() / 8);
+    let mut fields: Vec<&str> = Vec::with_capacity(64);
+    let mut lines = data_lines(text, &mut skipped_lines).peekable();
+    let Some(&(_, first)) = lines.peek() else {
+        return Err(Error::Empty { path: path.into() });
+    };
+    let sep = Separator::detect(first);
+    sep.split(first, &mut fields);
+    let header = is_header(&fields);
+    if header {
+        lines.next();
+    }
+    let mut columns = 0;
+    for (line_no, line) in lines {
+        sep.split(line, &mut fields);
+        columns = columns.max(fields.len());
+        let Some(&user) = fields.first() else {
+            continue; // unreachable: a trimmed non-empty line has a field
+        };
+        if user.is_empty() {
+            return Err(err(line_no, "the user (column 1) is empty".into()));
+        }
+        if fields.len() < 2 {
+            return Err(err(
+                line_no,
+                format!("sequence line has user `{user}` but no items"),
+            ));
+        }
+        for (j, &item) in fields.iter().enumerate().skip(1) {
+            if item.is_empty() {
+                return Err(err(
+                    line_no,
+                    format!("item {j} (column {}) of user `{user}` is empty", j + 1),
+                ));
+            }
+            records.push(tokens.record(user, item, 0));
+        }
+    }
+    Ok(Parsed {
+        records,
+        tokens,
+        separator: sep,
+        format: Format::Sequence,
+        columns,
+        mapping: None,
+        header,
+        skipped_lines,
+    })
+}
+
 impl Dataset {
-    /// Reads an interaction file (see the module docs for the formats), optionally k-core filtered.
+    /// Reads an interaction file with the default [`ReadOptions`] (format and columns
+    /// detected; see the module docs), optionally k-core filtered.
     pub fn read(path: &Path, kcore: Option<KCore>) -> Result<Self> {
+        Self::read_with(path, kcore, &ReadOptions::default())
+    }
+
+    /// Reads an interaction or sequence file as `options` say (see the module docs for the
+    /// formats and the detection rule), optionally k-core filtered.
+    pub fn read_with(path: &Path, kcore: Option<KCore>, options: &ReadOptions) -> Result<Self> {
+        if options.format == Format::Sequence && options.columns.is_some() {
+            return Err(Error::Config(
+                "--columns names the columns of an interaction file; \
+                 it cannot be combined with --format sequence"
+                    .into(),
+            ));
+        }
         let bytes = read_bytes(path)?;
         let text = std::str::from_utf8(&bytes).map_err(|e| {
             let line = bytes[..e.valid_up_to()]
@@ -181,89 +484,36 @@ impl Dataset {
                 .filter(|&&b| b == b'\n')
                 .count()
                 + 1;
-            Error::Parse {
-                path: path.into(),
-                line,
-                msg: "invalid UTF-8".into(),
-            }
+            parse_error(path, line, "invalid UTF-8".into())
         })?;
-        let parse_err = |line: usize, msg: String| Error::Parse {
-            path: path.into(),
-            line,
-            msg,
-        };
-
-        let mut format: Option<(Separator, usize)> = None;
-        let mut header = false;
-        let mut skipped_lines = 0;
-        let mut fields: Vec<&str> = Vec::with_capacity(MAX_FIELDS + 1);
-        let mut user_ids: FxHashMap<&str, u32> = FxHashMap::default();
-        let mut item_ids: FxHashMap<&str, u32> = FxHashMap::default();
-        let mut user_tokens: Vec<&str> = Vec::new();
-        let mut item_tokens: Vec<&str> = Vec::new();
-        let mut records: Vec<Record> = Vec::with_capacity(text.len() / 16);
-
-        for (n, line) in text.lines().enumerate() {
-            let line_no = n + 1;
-            let trimmed = line.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                skipped_lines += 1;
-                continue;
-            }
-            let (sep, cols) = match format {
-                Some(f) => f,
-                None => {
-                    let sep = Separator::detect(trimmed);
-                    sep.split(trimmed, &mut fields);
-                    let cols = fields.len();
-                    if !(2..=MAX_FIELDS).contains(&cols) {
-                        return Err(parse_err(line_no, format!(
-                            "found {cols} column(s); expected 2 (user item), 3 (user item timestamp) \
-                             or 4 (user item rating timestamp)"
-                        )));
-                    }
-                    format = Some((sep, cols));
-                    if is_header(&fields) {
-                        header = true;
-                        continue;
-                    }
-                    (sep, cols)
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let columns = options.columns.as_ref();
+        let parsed = match options.format {
+            Format::Sequence => parse_sequences(path, text)?,
+            Format::Interactions | Format::Auto => {
+                let detect = options.format == Format::Auto && columns.is_none();
+                match parse_interactions(path, text, columns, detect)? {
+                    Some(p) => p,
+                    None => parse_sequences(path, text)?,
                 }
-            };
-            sep.split(trimmed, &mut fields);
-            if fields.len() != cols {
-                return Err(parse_err(
-                    line_no,
-                    format!("found {} column(s) but the file has {cols}", fields.len()),
-                ));
             }
-            if let Some(pos) = fields.iter().position(|f| f.is_empty()) {
-                return Err(parse_err(line_no, format!("column {} is empty", pos + 1)));
-            }
-            let ts = match cols {
-                2 => 0,
-                _ => parse_timestamp(fields[cols - 1])
-                    .map_err(|msg| parse_err(line_no, format!("timestamp {msg}")))?,
-            };
-            if cols == 4 && !fields[2].parse::<f64>().is_ok_and(f64::is_finite) {
-                return Err(parse_err(
-                    line_no,
-                    format!("rating `{}` is not a number", fields[2]),
-                ));
-            }
-            let user = intern(&mut user_ids, &mut user_tokens, fields[0]);
-            let item = intern(&mut item_ids, &mut item_tokens, fields[1]);
-            records.push(Record { user, item, ts });
-        }
-        let Some((separator, columns)) = format else {
-            return Err(Error::Empty { path: path.into() });
         };
+        let Parsed {
+            mut records,
+            tokens,
+            separator,
+            format,
+            columns,
+            mapping,
+            header,
+            skipped_lines,
+        } = parsed;
         if records.is_empty() {
             return Err(Error::Empty { path: path.into() });
         }
         let interactions_read = records.len();
         if let Some(k) = kcore {
-            records = kcore_filter(records, user_tokens.len(), item_tokens.len(), k);
+            records = kcore_filter(records, tokens.users.len(), tokens.items.len(), k);
             if records.is_empty() {
                 return Err(Error::Data(format!(
                     "{}: no interactions left after k-core filtering (users ≥ {}, items ≥ {})",
@@ -273,9 +523,14 @@ impl Dataset {
                 )));
             }
         }
+        let timed = mapping
+            .as_ref()
+            .is_some_and(|m| m.position(Role::Timestamp).is_some());
         let report = LoadReport {
             separator,
+            format,
             columns,
+            mapping,
             header,
             skipped_lines,
             interactions_read,
@@ -284,9 +539,9 @@ impl Dataset {
         Ok(Self::assemble(
             path,
             records,
-            &user_tokens,
-            &item_tokens,
-            columns >= 3,
+            &tokens.users,
+            &tokens.items,
+            timed,
             report,
         ))
     }

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
+use sasrec_shared::config::{HresProjection, TimeDropout};
 use sasrec_shared::time::TimeUnit;
 
 use crate::data_cmd::DataArgs;
@@ -164,9 +166,30 @@ pub struct TrainArgs {
     /// mHC: keep the whole mHC path out of autocast.
     #[arg(long = "mhc_no_amp", alias = "mhc-no-amp")]
     pub mhc_no_amp: bool,
+    /// mHC: how H_res is made doubly stochastic: sinkhorn (the paper's Sinkhorn-Knopp,
+    /// --mhc_sinkhorn_iter rounds) or lite (mHC-lite: a softmax-weighted mix of the n!
+    /// permutation matrices, exact; n ≤ 5).
+    #[arg(
+        long = "mhc_hres",
+        alias = "mhc-hres",
+        default_value = "sinkhorn",
+        value_parser = PossibleValuesParser::new(HresProjection::NAMES).try_map(|s| s.parse::<HresProjection>())
+    )]
+    pub mhc_hres: HresProjection,
     /// TiSASRec: largest interval bucket k.
     #[arg(long = "time_span", alias = "time-span", default_value_t = 100)]
     pub time_span: usize,
+    /// TiSASRec: dropout on the interval embeddings. table (default): one mask per sample on
+    /// the two (k+1, C) interval tables, memory O(B·h·T·(T+k)); elementwise: the reference's
+    /// independent mask on every element of the gathered (B, T, T, C) tensors (memory
+    /// O(B·T²·C)). Evaluation is the same either way.
+    #[arg(
+        long = "time_dropout",
+        alias = "time-dropout",
+        default_value = "table",
+        value_parser = PossibleValuesParser::new(TimeDropout::NAMES).try_map(|s| s.parse::<TimeDropout>())
+    )]
+    pub time_dropout: TimeDropout,
     /// TiSASRec: interval unit (personal = the paper's per-user minimum-gap scaling).
     #[arg(long = "time_unit", alias = "time-unit", value_enum, default_value_t = TimeUnitArg::Hour)]
     pub time_unit: TimeUnitArg,

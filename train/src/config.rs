@@ -124,6 +124,7 @@ impl RunConfig {
             sinkhorn_iter: args.mhc_sinkhorn_iter,
             init_gate: args.mhc_init_gate,
             no_amp: args.mhc_no_amp,
+            h_res: args.mhc_hres,
         });
         let model = ModelConfig {
             backbone,
@@ -136,6 +137,7 @@ impl RunConfig {
             norm_first: args.norm_first,
             time_span: args.time_span,
             mhc,
+            time_dropout: args.time_dropout,
         };
         let intervals = (!args.no_time).then_some(Intervals {
             unit: TimeUnit::from(args.time_unit),

@@ -614,6 +614,8 @@ fn summarize(cfg: &RunConfig, st: &LoopState) -> serde_json::Value {
         "stopped_early": st.stopped_early,
         "train_seconds": st.train_seconds,
         "seconds_per_epoch": st.train_seconds / st.epochs_done.max(1) as f64,
+        "steps": st.step,
+        "seconds_per_step": st.train_seconds / st.step.max(1) as f64,
         "selected_by": format!("validation NDCG@10 ({:?})", cfg.select_protocol).to_lowercase(),
         "best_epoch": best.map(|r| r.epoch),
         "valid_at_best": best.map(|r| r.valid.clone()),

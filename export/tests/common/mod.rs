@@ -10,7 +10,7 @@ use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 use sasrec_models::{save_weights, SeqRecModel};
-use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig};
+use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig, TimeDropout};
 use sasrec_shared::time::{left_pad, time_codes, Intervals, TimeUnit};
 use tch::{nn, Device, Tensor};
 
@@ -36,6 +36,7 @@ pub fn small_cfg(backbone: Backbone, mhc: Option<usize>) -> ModelConfig {
             expansion_rate: n,
             ..MhcConfig::default()
         }),
+        time_dropout: TimeDropout::Table,
     }
 }
 

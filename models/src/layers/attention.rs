@@ -31,22 +31,100 @@ fn merge_heads<O: Ops>(o: &O, x: &O::T, c: i64) -> O::T {
     o.reshape(&x, &[0, 0, c]) // (B, T, C)
 }
 
+/// TiSASRec's interval terms `RKᵢⱼ = E_K[rᵢⱼ]`, `RVᵢⱼ = E_V[rᵢⱼ]` in one of two equal forms
+/// (docs/MODELS.md, "Relation attention").
+#[derive(Debug)]
+pub enum Relation<T> {
+    /// The reference form: the gathered embeddings themselves, `rk_t` (B, h, Tq, dh, Tk) and
+    /// `rv` (B, h, Tq, Tk, dh), B·T·T·C elements each. Needed only to drop each (i, j, c)
+    /// element out independently (`--time_dropout elementwise`).
+    Dense {
+        /// `RK`, head-split and transposed: (B, h, Tq, dh, Tk).
+        rk_t: T,
+        /// `RV`, head-split: (B, h, Tq, Tk, dh).
+        rv: T,
+    },
+    /// The bucketed form, O(B·h·T·(T + k)) memory: `Qᵢ·RKᵢⱼ = (Q E_Kᵀ)ᵢ[rᵢⱼ]` and
+    /// `Σⱼ Pᵢⱼ RVᵢⱼ = (Σⱼ Pᵢⱼ·onehot(rᵢⱼ)) E_V`.
+    Bucketed {
+        /// `E_K` head-split and transposed: (B or 1, h, dh, k+1).
+        ek_t: T,
+        /// `E_V` head-split: (B or 1, h, k+1, dh).
+        ev: T,
+        /// The interval buckets `r`, int64 (B, 1, Tq, Tk).
+        r: T,
+        /// k + 1, the number of buckets.
+        buckets: i64,
+    },
+}
+
+impl<T> Relation<T> {
+    /// The terms for queries at the last position only (Tq = 1).
+    pub fn last<O: Ops<T = T>>(&self, o: &O) -> Self {
+        let last = |t: &T| o.slice(t, 2, -1, i64::MAX);
+        match self {
+            Self::Dense { rk_t, rv } => Self::Dense {
+                rk_t: last(rk_t), // (B, h, 1, dh, Tk)
+                rv: last(rv),     // (B, h, 1, Tk, dh)
+            },
+            Self::Bucketed {
+                ek_t,
+                ev,
+                r,
+                buckets,
+            } => Self::Bucketed {
+                ek_t: o.identity(ek_t),
+                ev: o.identity(ev),
+                r: last(r), // (B, 1, 1, Tk)
+                buckets: *buckets,
+            },
+        }
+    }
+
+    /// `[Qᵢ·RKᵢⱼ]` for `q` (B, h, Tq, dh) → (B, h, Tq, Tk).
+    fn scores<O: Ops<T = T>>(&self, o: &O, q: &T) -> T {
+        match self {
+            Self::Dense { rk_t, .. } => {
+                let sr = o.matmul(&o.unsqueeze(q, 3), rk_t); // (B, h, Tq, 1, Tk)
+                o.reshape(&sr, &[0, 0, 0, -1])
+            }
+            Self::Bucketed { ek_t, r, .. } => {
+                let qe = o.matmul(q, ek_t); // (B, h, Tq, k+1)
+                o.take_along_last(&qe, r) // (B, h, Tq, Tk)
+            }
+        }
+    }
+
+    /// `[Σⱼ Pᵢⱼ RVᵢⱼ]` for attention weights `p` (B, h, Tq, Tk) → (B, h, Tq, dh).
+    fn values<O: Ops<T = T>>(&self, o: &O, p: &T) -> T {
+        match self {
+            Self::Dense { rv, .. } => {
+                let or = o.matmul(&o.unsqueeze(p, 3), rv); // (B, h, Tq, 1, dh)
+                o.reshape(&or, &[0, 0, 0, -1])
+            }
+            Self::Bucketed { ev, r, buckets, .. } => {
+                let w = o.scatter_add_last(p, r, *buckets); // (B, h, Tq, k+1)
+                o.matmul(&w, ev) // (B, h, Tq, dh)
+            }
+        }
+    }
+}
+
 /// Scaled dot-product attention with optional TiSASRec interval terms.
 ///
 /// `S = (q kᵀ + [q·RKᵢⱼ]) / √dh`, masked entries set to [`MASK_VALUE`], `P = Dropout(softmax_j S)`,
 /// `out = P v + [Σⱼ Pᵢⱼ RVᵢⱼ]`.
 ///
-/// Shapes: `q` (B, h, Tq, dh); `k`, `v` (B, h, Tk, dh); `rel = (rk_t, rv)` with `rk_t`
-/// (B, h, Tq, dh, Tk) and `rv` (B, h, Tq, Tk, dh); every mask is bool, broadcastable to
-/// (B, h, Tq, Tk), `true` = blocked (torch `MultiheadAttention` convention, pitfall 5).
-/// Returns (B, h, Tq, dh).
+/// Shapes: `q` (B, h, Tq, dh); `k`, `v` (B, h, Tk, dh); `rel` the interval terms in either
+/// [`Relation`] form; every mask is bool, broadcastable to (B, h, Tq, Tk), `true` = blocked
+/// (torch `MultiheadAttention` convention). Returns (B, h, Tq, dh).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_core<O: Ops>(
     o: &O,
     q: &O::T,
     k: &O::T,
     v: &O::T,
-    rel: Option<(&O::T, &O::T)>,
+    rel: Option<&Relation<O::T>>,
     masks: &[&O::T],
     dh: i64,
     dropout: f64,
@@ -54,24 +132,18 @@ pub fn attention_core<O: Ops>(
 ) -> O::T {
     let kt = o.transpose(k, &[0, 1, 3, 2]); // (B, h, dh, Tk)
     let mut s = o.matmul(q, &kt); // (B, h, Tq, Tk)
-    if let Some((rk_t, _)) = rel {
-        let q5 = o.unsqueeze(q, 3); // (B, h, Tq, 1, dh)
-        let sr = o.matmul(&q5, rk_t); // (B, h, Tq, 1, Tk)
-        s = o.add(&s, &o.reshape(&sr, &[0, 0, 0, -1])); // (B, h, Tq, Tk)
+    if let Some(rel) = rel {
+        s = o.add(&s, &rel.scores(o, q)); // (B, h, Tq, Tk)
     }
-    let mut s = o.mul_scalar(&s, 1.0 / (dh as f64).sqrt()); // scale by √(C/h), pitfall 10
+    let mut s = o.mul_scalar(&s, 1.0 / (dh as f64).sqrt()); // scale by √(C/h)
     for m in masks {
         s = o.masked_fill(&s, m, MASK_VALUE);
     }
     let p = o.softmax(&s, -1); // (B, h, Tq, Tk)
-    let p = o.dropout(&p, dropout, train); // on the probabilities (pitfall 7)
+    let p = o.dropout(&p, dropout, train); // on the probabilities, as torch's MHA
     let out = o.matmul(&p, v); // (B, h, Tq, dh)
     match rel {
-        Some((_, rv)) => {
-            let p5 = o.unsqueeze(&p, 3); // (B, h, Tq, 1, Tk)
-            let or = o.matmul(&p5, rv); // (B, h, Tq, 1, dh)
-            o.add(&out, &o.reshape(&or, &[0, 0, 0, -1])) // (B, h, Tq, dh)
-        }
+        Some(rel) => o.add(&out, &rel.values(o, &p)), // (B, h, Tq, dh)
         None => out,
     }
 }
@@ -154,10 +226,8 @@ pub struct TimeContext<T> {
     pub pk: T,
     /// `Dropout(abs_pos_V_emb(0..T−1))`, (B, Tk, C).
     pub pv: T,
-    /// `Dropout(time_matrix_K_emb(R))`, head-split and transposed: (B, h, Tq, dh, Tk).
-    pub rk_t: T,
-    /// `Dropout(time_matrix_V_emb(R))`, head-split: (B, h, Tq, Tk, dh).
-    pub rv: T,
+    /// The interval terms `RK`, `RV`.
+    pub rel: Relation<T>,
     /// Query rows that are padding, bool (B, 1, Tq, 1) (pmixer masks query rows, not keys).
     pub row_pad: T,
     /// Causal mask `j > i`, bool (Tq, Tk); `None` when the only query is the last position.
@@ -170,10 +240,9 @@ impl<T> TimeContext<T> {
         Self {
             pk: o.identity(&self.pk),
             pv: o.identity(&self.pv),
-            rk_t: o.slice(&self.rk_t, 2, -1, i64::MAX), // (B, h, 1, dh, Tk)
-            rv: o.slice(&self.rv, 2, -1, i64::MAX),     // (B, h, 1, Tk, dh)
+            rel: self.rel.last(o),
             row_pad: o.slice(&self.row_pad, 2, -1, i64::MAX), // (B, 1, 1, 1)
-            causal: None,                               // the last query may see every key
+            causal: None,                                     // the last query may see every key
         }
     }
 }
@@ -242,7 +311,7 @@ impl TimeAwareAttention {
         let v = split_heads(o, &o.add(&v, &ctx.pv), h, dh); // (B, h, Tk, dh)  V + PV
         let mut masks = vec![&ctx.row_pad];
         masks.extend(ctx.causal.as_ref());
-        let rel = Some((&ctx.rk_t, &ctx.rv));
+        let rel = Some(&ctx.rel);
         let a = attention_core(o, &q, &k, &v, rel, &masks, dh, self.dropout, train);
         merge_heads(o, &a, c) // (B, Tq, C)
     }

@@ -7,7 +7,9 @@ pub mod block;
 pub mod ffn;
 pub mod norm;
 
-pub use attention::{attention_core, MultiHeadSelfAttention, TimeAwareAttention, TimeContext};
+pub use attention::{
+    attention_core, MultiHeadSelfAttention, Relation, TimeAwareAttention, TimeContext,
+};
 pub use block::{Block, NormPlacement, Residual};
 pub use ffn::PointWiseFeedForward;
 pub use norm::LayerNorm;
