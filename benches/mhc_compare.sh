@@ -4,7 +4,7 @@
 # test metrics of the epoch chosen on validation, mean ± std under both protocols, and the
 # training seconds per epoch. Runs resume if interrupted. PARALLEL=1 starts all runs at once
 # (quality only: their times are then contended); TIMEOUT=S stops each run after S seconds
-# (benches/mhc_table.py then reads a cut run up to its last evaluation).
+# (benches/seed_table.py then reads a cut run up to its last evaluation).
 # Usage: EPOCHS=20 SEEDS="1 2 3" PAIRS="sasrec tisasrec" [PARALLEL=1] [TIMEOUT=S]
 #        [SASREC_TRAIN=bin] benches/mhc_compare.sh [OUT_DIR]
 set -euo pipefail
@@ -39,4 +39,4 @@ for pair in ${PAIRS:-sasrec tisasrec}; do
   done
 done
 wait
-"$py" "$root/benches/mhc_table.py" "$out"
+"$py" "$root/benches/seed_table.py" "$out"

@@ -1,5 +1,5 @@
 //! Build script: links libtorch like every tch package (`../build/torch_link.rs`) and compiles
-//! the autocast shim `csrc/autocast.cpp` against the libtorch headers (`../build/torch_cxx.rs`).
+//! the shims `csrc/autocast.cpp` and `csrc/sinkhorn.cpp` against the libtorch headers (`../build/torch_cxx.rs`).
 
 #[path = "../build/torch_cxx.rs"]
 mod torch_cxx;
@@ -8,5 +8,5 @@ mod torch_link;
 
 fn main() {
     torch_link::main();
-    torch_cxx::build(&["csrc/autocast.cpp"]).compile("sasrec_autocast");
+    torch_cxx::build(&["csrc/autocast.cpp", "csrc/sinkhorn.cpp"]).compile("sasrec_models_shim");
 }

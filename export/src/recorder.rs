@@ -673,6 +673,10 @@ impl Ops for OnnxRecorder {
         )
     }
 
+    fn sinkhorn(&self, logits: &Value, iters: usize) -> Value {
+        sasrec_models::mhc::sinkhorn_unrolled(self, logits, iters)
+    }
+
     fn matmul(&self, a: &Value, b: &Value) -> Value {
         self.binary("MatMul", a, b)
     }

@@ -28,6 +28,7 @@
 pub mod amp;
 pub mod checkpoint;
 pub mod error;
+mod fused;
 pub mod init;
 pub mod layers;
 pub mod loss;

@@ -136,6 +136,11 @@ pub trait Ops {
     /// `ScatterElements` with `reduction = "add"`, opset ≥ 16; torch `scatter_add`).
     fn scatter_add_last(&self, src: &Self::T, idx: &Self::T, buckets: i64) -> Self::T;
 
+    /// Sinkhorn-Knopp projection of mHC logits (B, T, n, n) → (B, T, n, n), as defined by
+    /// [`crate::mhc::sinkhorn_unrolled`] (ONNX: those unrolled operations). An implementation may
+    /// run an equal fused kernel instead.
+    fn sinkhorn(&self, logits: &Self::T, iters: usize) -> Self::T;
+
     /// Batched matrix product over the last two dimensions (ONNX `MatMul`).
     fn matmul(&self, a: &Self::T, b: &Self::T) -> Self::T;
 
@@ -351,6 +356,19 @@ impl Ops for TchOps {
             .last_mut()
             .expect("scatter_add_last needs a dimension") = buckets;
         Tensor::zeros(&shape, (src.kind(), src.device())).scatter_add(-1, &idx, src)
+    }
+
+    fn sinkhorn(&self, logits: &Tensor, iters: usize) -> Tensor {
+        // One autograd node on the CPU (csrc/sinkhorn.cpp); CUDA runs the tensor operations.
+        let n = *logits.size().last().expect("Sinkhorn logits are (…, n, n)");
+        if logits.device() == tch::Device::Cpu
+            && logits.kind() == Kind::Float
+            && n <= crate::fused::MAX_SINKHORN_STREAMS
+        {
+            crate::fused::sinkhorn_cpu(logits, iters)
+        } else {
+            crate::mhc::sinkhorn_unrolled(self, logits, iters)
+        }
     }
 
     fn matmul(&self, a: &Tensor, b: &Tensor) -> Tensor {

@@ -143,6 +143,7 @@ impl crate::Ops for ShapeLog {
         max(x: &Tensor, dim: i64, keepdim: bool);
         take_along_last(x: &Tensor, idx: &Tensor);
         scatter_add_last(src: &Tensor, idx: &Tensor, buckets: i64);
+        sinkhorn(logits: &Tensor, iters: usize);
         matmul(a: &Tensor, b: &Tensor);
         linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>);
         layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64);

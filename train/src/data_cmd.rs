@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use sasrec_shared::convert::convert_ml1m;
-use sasrec_shared::dataset::resolve_dataset;
+use sasrec_shared::dataset::{resolve_dataset, Columns, Format, ReadOptions};
 use sasrec_shared::split::DEFAULT_MIN_HOLDOUT_LEN;
 use sasrec_shared::synthetic::{self, SyntheticConfig};
 use sasrec_shared::{Dataset, KCore, Split};
@@ -14,11 +15,28 @@ use sasrec_shared::{Dataset, KCore, Split};
 /// Options that select and filter the interactions (shared with training).
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
-    /// Interaction file, or NAME for data/NAME.txt(.gz). Formats: `user item [rating] [timestamp]`
-    /// separated by spaces, tabs, commas or `::`; `.gz` is read directly.
-    /// (An `Option` only so that `sasrec-train data …` parses; clap requires it.)
+    /// Interaction file, or NAME for data/NAME.txt(.gz); `.gz` is read directly. One event per
+    /// line (`user item [rating] [timestamp]`, separated by spaces, tabs, commas or `::`, an
+    /// optional header of column names in any order) or one user per line (`user item1 item2 …`
+    /// in time order, see --format).
+    // An `Option` only so that `sasrec-train data …` parses without it; clap enforces presence.
     #[arg(long, required = true)]
     pub dataset: Option<String>,
+    /// File layout: auto (detected), interactions (one event per line) or sequence (one user
+    /// per line, `user item1 item2 …` in time order). Auto reads a space-separated file as
+    /// sequences when its lines have different field counts and some line has more than 4;
+    /// a sequence file whose lines all have 2–4 fields needs `--format sequence`.
+    #[arg(
+        long,
+        default_value = "auto",
+        value_parser = PossibleValuesParser::new(Format::NAMES).try_map(|s| s.parse::<Format>())
+    )]
+    pub format: Format,
+    /// The role of each column in file order, e.g. `user,item,timestamp` or
+    /// `item_id,-,user_id,timestamp` (`-` = ignored; roles: user, item, rating, timestamp).
+    /// Overrides a header line; without it a header names the columns.
+    #[arg(long, value_parser = |s: &str| s.parse::<Columns>())]
+    pub columns: Option<Columns>,
     /// Drop users with fewer interactions (k-core filtering; 0 = off).
     #[arg(long = "min_user_count", alias = "min-user-count", default_value_t = 0)]
     pub min_user_count: usize,
@@ -50,7 +68,11 @@ impl DataArgs {
     pub fn load(&self) -> Result<Split> {
         let path = resolve_dataset(self.dataset.as_deref().unwrap_or_default())?;
         let started = std::time::Instant::now();
-        let data = Dataset::read(&path, self.kcore())?;
+        let options = ReadOptions {
+            format: self.format,
+            columns: self.columns.clone(),
+        };
+        let data = Dataset::read_with(&path, self.kcore(), &options)?;
         tracing::info!(
             path = %path.display(),
             users = data.num_users(),
@@ -119,10 +141,14 @@ pub fn run(cmd: DataCmd) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("dataset       {}", d.path.display());
+                let layout = match &d.report.mapping {
+                    Some(columns) => format!("{} columns ({columns})", d.report.columns),
+                    None => format!("up to {} fields per line", d.report.columns),
+                };
                 println!(
-                    "format        {:?}, {} columns{}",
+                    "format        {}, {:?}, {layout}{}",
+                    d.report.format,
                     d.report.separator,
-                    d.report.columns,
                     if d.report.header { ", header" } else { "" }
                 );
                 println!("users         {}", stats.users);

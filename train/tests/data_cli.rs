@@ -97,3 +97,39 @@ fn kebab_case_flags_work_too() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["stats"]["interactions"], 4);
 }
+
+/// `--format sequence` and `--columns` reach the reader: a one-user-per-line file and a
+/// header-less CSV with shuffled columns give the statistics of the same interactions.
+#[test]
+fn sequence_files_and_column_maps_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let seq = dir.path().join("seq.txt");
+    std::fs::write(&seq, "u1 10 11 12\nu2 11 12 13\n").unwrap();
+    let csv = dir.path().join("shuffled.csv");
+    std::fs::write(&csv, "10,u1\n11,u1\n12,u1\n11,u2\n12,u2\n13,u2\n").unwrap();
+    let stats = |args: &[&str]| {
+        let (code, out, err) = run(&[&["data", "stats", "--json"], args].concat());
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let a = stats(&["--dataset", seq.to_str().unwrap(), "--format", "sequence"]);
+    let b = stats(&["--dataset", csv.to_str().unwrap(), "--columns", "item,user"]);
+    assert_eq!(a["report"]["format"], "sequence");
+    assert_eq!(b["report"]["format"], "interactions");
+    assert_eq!(b["report"]["mapping"], "item,user");
+    assert_eq!(a["stats"], b["stats"]);
+    assert_eq!(a["stats"]["interactions"], 6);
+    let (code, _, err) = run(&[
+        "data",
+        "stats",
+        "--dataset",
+        csv.to_str().unwrap(),
+        "--columns",
+        "user,item,score",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--columns names 3"), "{err}");
+    let (code, _, err) = run(&["data", "stats", "--dataset", "x", "--columns", "user,foo"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown column role 'foo'"), "{err}");
+}

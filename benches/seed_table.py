@@ -1,11 +1,13 @@
-"""Mean ± std table of plain vs mHC runs (benches/mhc_compare.sh, benches/gpu_suite.sh).
+"""Mean ± std table over seeds (benches/mhc_compare.sh, benches/time_dropout.sh,
+benches/gpu_suite.sh).
 
-Reads every <pair>-<variant>-s<seed>.json summary in DIR (the stdout of sasrec-train) and
-prints, per model, the test metrics at the epoch chosen on validation NDCG@10 (sampled), mean ±
-sample std over seeds, under both protocols, and the mean training seconds per epoch. A run cut
+Reads every <model>-s<seed>.json summary in DIR (the stdout of sasrec-train) and prints, per
+model, the validation NDCG@10 and the test metrics at the epoch chosen on validation NDCG@10
+(sampled), mean ± sample std over seeds, under both protocols, and the mean training seconds
+per epoch. A run cut
 off before its end (no summary) is read from its metrics.jsonl up to its last evaluation and
 its epochs are marked with "cut".
-Usage: python benches/mhc_table.py DIR
+Usage: python benches/seed_table.py DIR
 """
 import glob
 import json
@@ -29,6 +31,7 @@ def from_metrics(run_dir):
     best = max(evals, key=lambda e: e["valid"]["sampled"]["ndcg"])
     last = evals[-1]
     return {"epochs": f"{last['epoch']} (cut)", "test_at_best": best["test"],
+            "valid_at_best": best["valid"],
             "seconds_per_epoch": last["train_seconds"] / last["epoch"]}
 
 
@@ -44,12 +47,15 @@ def main(out):
                 continue
         model = os.path.basename(f)[:-5].rsplit("-s", 1)[0]
         rows.setdefault(model, []).append(s)
-    print("| model | seeds | epochs | test NDCG@10 (sampled) | test HR@10 (sampled) "
+    print("| model | seeds | epochs | valid NDCG@10 (sampled) | valid NDCG@10 (full) "
+          "| test NDCG@10 (sampled) | test HR@10 (sampled) "
           "| test NDCG@10 (full) | test HR@10 (full) | s/epoch |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for model, ss in rows.items():
         t = [s["test_at_best"] for s in ss]
+        v = [s["valid_at_best"] for s in ss]
         print(f"| {model} | {len(ss)} | {ss[0]['epochs']} "
+              f"| {ms([x['sampled']['ndcg'] for x in v])} | {ms([x['full']['ndcg'] for x in v])} "
               f"| {ms([x['sampled']['ndcg'] for x in t])} | {ms([x['sampled']['hr'] for x in t])} "
               f"| {ms([x['full']['ndcg'] for x in t])} | {ms([x['full']['hr'] for x in t])} "
               f"| {st.mean([s['seconds_per_epoch'] for s in ss]):.2f} |")
