@@ -1,6 +1,6 @@
 // Shared build-script helper: compiles a C++ shim against the libtorch headers of the linked
 // torch-sys (the `include/` next to `DEP_TCH_LIBTORCH_LIB`) with the flags libtorch 2.11 needs
-// (shared/docs/toolchain.md, "Multi-GPU: PyTorch's own c10d through a C++ shim").
+// (docs/TOOLCHAIN.md, "Multi-GPU: PyTorch's own c10d through a C++ shim").
 use std::path::PathBuf;
 
 /// The libtorch `lib/` directory torch-sys links against.

@@ -1,6 +1,6 @@
 // Shared build-script body for every package whose binaries or tests link libtorch
 // (`build = "../build/torch_link.rs"`, or `#[path] mod torch_link` from a larger build
-// script). See ../shared/docs/toolchain.md, "Two traps, one fix":
+// script). See docs/TOOLCHAIN.md, "Two traps, one fix":
 // torch-sys's rpath never reaches the final link, and rustc's `--as-needed` drops
 // `libtorch_cuda.so` (tch-rs issue #980), so CUDA would be invisible on a GPU machine.
 /// Emits the rpath and keeps `libtorch_cuda` linked.

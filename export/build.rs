@@ -1,10 +1,9 @@
 //! Build script: links libtorch like every tch package, and generates the ONNX protobuf types.
 //!
-//! * libtorch: `../build/torch_link.rs`, the link fix every tch package uses (shared/docs/
-//!   toolchain.md, "Two traps, one fix"), included as a module.
+//! * libtorch: `../build/torch_link.rs`, the link fix every tch package uses (docs/TOOLCHAIN.md, "Two traps, one fix"), included as a module.
 //! * ONNX: `onnx.proto` is read from the PyPI `onnx` package of the project's venv (never copied
 //!   into the repo), compiled by `protox` (pure Rust, no `protoc`) and turned into `prost` types
-//!   by `prost-build` (shared/docs/toolchain.md, "Writing ONNX from Rust"). The site-packages
+//!   by `prost-build` (docs/TOOLCHAIN.md, "Writing ONNX from Rust"). The site-packages
 //!   directory comes from `ONNX_PROTO` (the file itself), else `LIBTORCH`
 //!   (`<site-packages>/torch`), else `SASREC_PYTHON` (`<venv>/bin/python`).
 

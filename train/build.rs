@@ -2,7 +2,7 @@
 //! the C++ shims against the libtorch headers (`../build/torch_cxx.rs`): `csrc/c10d.cpp`
 //! (Gloo always; NCCL when this torch has CUDA and the NCCL / CUDA headers are installed) and
 //! `csrc/optim.cpp` (fused Adam).
-//! See shared/docs/toolchain.md, "Multi-GPU: PyTorch's own c10d through a C++ shim".
+//! See docs/TOOLCHAIN.md, "Multi-GPU: PyTorch's own c10d through a C++ shim".
 
 #[path = "../build/torch_cxx.rs"]
 mod torch_cxx;

@@ -4,7 +4,7 @@ Used (1) by the parity test: a `model.safetensors` written by sasrec-rs must loa
 module with `safetensors.torch.load_file` + `load_state_dict(strict=True)` and give the same
 outputs; (2) as the same-machine PyTorch baseline of benches/epoch_speed.sh.
 
-Written from the specification in ../shared/docs/models.md §1.3-1.5 (torch.nn.MultiheadAttention
+Written from the specification in ../shared/docs/docs/MODELS.md §1.3-1.5 (torch.nn.MultiheadAttention
 with the fused in_proj, 1x1-conv FFN, LayerNorm eps 1e-8, Post-LN by default, Pre-LN with
 norm_first, last LayerNorm, tied item embeddings).
 

@@ -1,6 +1,6 @@
 //! Reading a training run directory and writing the exported model beside or elsewhere.
 //!
-//! The run directory (`sasrec-train --train_dir`, interfaces.md) holds `config.json` (the
+//! The run directory (`sasrec-train --train_dir`, README "Training") holds `config.json` (the
 //! resolved `RunConfig`; only `kind`, `model` and `intervals` are read here, other fields are
 //! ignored), `model.safetensors` (reference tensor names) and `items.tsv` (index ↔ raw id).
 //! Everything is read and checked before anything is written, and each output is written

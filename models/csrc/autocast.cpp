@@ -1,6 +1,6 @@
 // Mixed-precision support for tch. Autocast control: tch, which only toggles CUDA autocast with its default dtype (fp16):
 // bf16, and autocast on the CPU, need at::autocast's per-device calls
-// (shared/docs/toolchain.md, "libtorch through tch"). Loss scaling: tch's generated API has
+// (docs/TOOLCHAIN.md, "libtorch through tch"). Loss scaling: tch's generated API has
 // `_amp_update_scale_` but not the tensor-list op `_amp_foreach_non_finite_check_and_unscale_`,
 // which torch.amp.GradScaler uses; it is wrapped here. Every function is `extern "C"` and
 // never throws; the one that can fail follows build/shim.h.

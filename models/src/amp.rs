@@ -121,7 +121,7 @@ pub fn autocast<R>(device: Device, dtype: AmpDtype, f: impl FnOnce() -> R) -> R 
 }
 
 /// Runs `f` with autocast off on every device type (`torch.autocast(…, enabled=False)`):
-/// what the mHC coefficients, Sinkhorn and stream mixing need (models.md pitfall 12).
+/// what the mHC coefficients, Sinkhorn and stream mixing need (docs/MODELS.md, pitfall 12).
 pub fn full_precision<R>(f: impl FnOnce() -> R) -> R {
     let _region = Region::enter(&[(CPU, false), (CUDA, false)], None);
     f()

@@ -1,4 +1,4 @@
-//! Weights as safetensors with the reference state-dict names (interfaces.md, models.md §1.3,
+//! Weights as safetensors with the reference state-dict names (docs/MODELS.md §1.3,
 //! §2.5), loadable by `safetensors.torch.load_file` and the PyTorch reference models.
 
 use std::collections::BTreeMap;

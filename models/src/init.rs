@@ -1,4 +1,4 @@
-//! Named parameters and their reference initialisation (models.md §1.3, §2.5, §3.6).
+//! Named parameters and their reference initialisation (docs/MODELS.md §1.3, §2.5, §3.6).
 //!
 //! Every parameter is a [`Param`]: a VarStore variable together with its state-dict name and
 //! the rule that initialises it. Constructors create parameters already initialised;
@@ -12,7 +12,7 @@
 //!   conv biases U(±1/√C)); rows 0 of `item_emb` and `pos_emb` are then zeroed;
 //! * pmixer TiSASRec: `xavier_uniform_` on every ≥2-D tensor (Linear/conv biases keep
 //!   U(±1/√fan_in)). See `tisasrec.rs` for the row-0 choice;
-//! * mHC: φ = 0, identity-like static biases, gates α = `init_gate` (models.md §3.6).
+//! * mHC: φ = 0, identity-like static biases, gates α = `init_gate` (docs/MODELS.md §3.6).
 
 use tch::{nn, Tensor};
 

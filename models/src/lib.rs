@@ -1,12 +1,11 @@
 //! SASRec, TiSASRec and their mHC variants on tch (libtorch).
 //!
 //! * SASRec: Kang & McAuley, ICDM 2018, arXiv:1808.09781, as in `pmixer/SASRec.pytorch`
-//!   (models.md §1).
+//!   (docs/MODELS.md §1).
 //! * TiSASRec: Li, Wang & McAuley, WSDM 2020, arXiv:2004.11780, as in
-//!   `pmixer/TiSASRec.pytorch` (models.md §2).
+//!   `pmixer/TiSASRec.pytorch` (docs/MODELS.md §2).
 //! * mHC: Xie et al., "Manifold-Constrained Hyper-Connections", arXiv:2512.24880, on top of
-//!   Hyper-Connections (Zhu et al., arXiv:2409.19606), paper-faithful (models.md §3.3, §3.6,
-//!   §3.7).
+//!   Hyper-Connections (Zhu et al., arXiv:2409.19606), paper-faithful (docs/MODELS.md §3).
 //!
 //! Each network is written once, generic over the tensor operations of [`Ops`]; [`TchOps`] runs
 //! it on libtorch, and a graph recorder can replay it as ONNX. [`SeqRecModel`] is the entry point

@@ -1,5 +1,5 @@
 //! Training losses on the features `F` (B, T, C) and the tied item table `E` (I+1, C)
-//! (models.md §1.5, pitfalls 14–15). Scores are `s = Σ_c F·E(id)` with the unscaled table.
+//! (docs/MODELS.md §1.5, pitfalls 14–15). Scores are `s = Σ_c F·E(id)` with the unscaled table.
 //! Every loss averages over Ω = {(b, t): pos[b, t] ≠ 0} and is computed in fp32.
 
 use tch::{Kind, Reduction, Tensor};

@@ -1,5 +1,5 @@
 //! Manifold-constrained hyper-connections (mHC; Xie et al., arXiv:2512.24880), paper-faithful
-//! as in models.md §3.3, §3.6 and §3.7 (not the prototype's §4.4 variant).
+//! as in docs/MODELS.md §3.
 //!
 //! The hidden state is n residual streams x ∈ R^{n×C} per token, kept across sub-layers. Around
 //! every sub-layer F (attention, FFN) one [`HyperConnection`] computes (Eq. 3, 7, 8)
@@ -13,10 +13,10 @@
 //! ```
 //!
 //! Rows of H_res index the output streams; Sinkhorn ends with the row normalisation, so every
-//! output stream is a convex combination of the inputs (forward gain 1, pitfall 28). The
-//! coefficients, Sinkhorn and the mixing run in fp32 with autocast switched off (pitfall 27).
+//! output stream is a convex combination of the inputs (forward gain 1; docs/MODELS.md, pitfall 28). The
+//! coefficients, Sinkhorn and the mixing run in fp32 with autocast switched off (docs/MODELS.md, pitfall 27).
 //!
-//! Initialisation (models.md §3.6): φ = 0, so the model starts purely static; b_pre = +3 on the
+//! Initialisation (docs/MODELS.md §3.6): φ = 0, so the model starts purely static; b_pre = +3 on the
 //! sub-layer's home stream `l mod n` and −3 elsewhere, b_post = 0 (H_post = 1), b_res = 6I − 3
 //! (H_res ≈ I); α = `init_gate` for all three. φ still gets a gradient because α ≠ 0; α gets a
 //! zero gradient on the very first step (its input x⃗φ is 0) and a non-zero one afterwards.
@@ -97,7 +97,7 @@ pub fn lite_mix<O: Ops>(o: &O, logits: &O::T, perms: &O::T, n: i64) -> O::T {
     o.reshape(&flat, &[0, 0, n, n]) // (…, n, n)
 }
 
-/// n copies of the embedding: (B, T, C) → (B, T, n, C) (models.md §3.6 item 1).
+/// n copies of the embedding: (B, T, C) → (B, T, n, C) (docs/MODELS.md §3.2).
 pub fn expand_streams<O: Ops>(o: &O, x: &O::T, n: usize) -> O::T {
     let x = o.cast(&o.unsqueeze(x, 2), DType::F32); // (B, T, 1, C)
     if n == 1 {
@@ -107,7 +107,7 @@ pub fn expand_streams<O: Ops>(o: &O, x: &O::T, n: usize) -> O::T {
     o.concat(&copies, 2) // (B, T, n, C)
 }
 
-/// Mean over the streams: (B, T, n, C) → (B, T, C) (models.md §3.6 item 9).
+/// Mean over the streams: (B, T, n, C) → (B, T, C) (docs/MODELS.md §3.2).
 pub fn merge_streams<O: Ops>(o: &O, x: &O::T) -> O::T {
     o.mean(x, 2, false)
 }
@@ -360,7 +360,7 @@ mod tests {
         let h = TchOps.sinkhorn(&near_perm, 20);
         assert!(sums(&h, -1) < 1e-5, "rows {}", sums(&h, -1));
         assert!(sums(&h, -2) < 0.1, "columns {}", sums(&h, -2));
-        // identity-like static bias: diagonal 0.9926, off-diagonal 0.0025 (models.md §3.6)
+        // identity-like static bias: diagonal 0.9926, off-diagonal 0.0025 (docs/MODELS.md §3.6)
         let b = Tensor::from_slice(&static_bias(4, 0, HresProjection::Sinkhorn)[8..])
             .reshape([1, 1, 4, 4])
             .to_kind(Kind::Float);

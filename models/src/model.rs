@@ -122,7 +122,7 @@ impl SeqRecModel {
         }
     }
 
-    /// Re-draws every parameter from its reference rule (models.md §1.3, §2.5, §3.6) and zeroes
+    /// Re-draws every parameter from its reference rule (docs/MODELS.md §1.3, §2.5, §3.6) and zeroes
     /// the padding rows. The constructor already did this; call it again after seeding.
     pub fn init_weights(&self) {
         for p in self.params() {

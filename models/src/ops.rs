@@ -112,7 +112,7 @@ pub trait Ops {
     fn not(&self, x: &Self::T) -> Self::T;
 
     /// `mask ? v : x` (ONNX `Where` with a `Constant`). `v` is clamped to the finite range of
-    /// `x`'s element type, so −2³²+1 stays finite in fp16 (pitfall 9).
+    /// `x`'s element type, so −2³²+1 stays finite in fp16 (docs/MODELS.md, pitfall 9).
     fn masked_fill(&self, x: &Self::T, mask: &Self::T, v: f64) -> Self::T;
 
     /// Sum over `dim` (ONNX `ReduceSum`).

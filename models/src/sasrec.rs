@@ -1,6 +1,6 @@
 //! SASRec (Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018,
 //! arXiv:1808.09781) as implemented in `pmixer/SASRec.pytorch` (`python/model.py`, commit
-//! `fde8a9c`), and SASRec + mHC (arXiv:2512.24880). Spec: models.md §1.3–1.6 and §3.7.
+//! `fde8a9c`), and SASRec + mHC (arXiv:2512.24880). Spec: docs/MODELS.md §1.3–1.6 and §3.4.
 //!
 //! Residual variants: [`NormPlacement::Post`] (pmixer default, `norm_first = false`),
 //! [`NormPlacement::Pre`] (`--norm_first`), [`NormPlacement::Original`] (pmixer before 2025-05 and
@@ -89,9 +89,9 @@ impl SasRec {
     }
 
     /// `X = Dropout(item_emb(s)·√C + pos_emb(p))` with `p[b, t] = (t+1)·[s[b, t] ≠ 0]`
-    /// (models.md §1.4 steps 1–3): (B, T) int → (B, T, C).
+    /// (docs/MODELS.md §1.4 steps 1–3): (B, T) int → (B, T, C).
     pub fn embed<O: Ops>(&self, o: &O, seq: &O::T, train: bool) -> O::T {
-        let scale = (self.c as f64).sqrt(); // √C on the item embedding only (pitfall 3)
+        let scale = (self.c as f64).sqrt(); // √C on the item embedding only (docs/MODELS.md, pitfall 3)
         let e = o.gather_rows(&o.param(&self.item_emb), seq, Some(0)); // (B, T, C)
         let e = o.mul_scalar(&e, scale);
         let real = o.cast(&o.not(&o.eq_scalar(seq, 0)), DType::I64); // (B, T)
@@ -100,7 +100,7 @@ impl SasRec {
         o.dropout(&x, self.dropout, train)
     }
 
-    /// `F = last_layernorm(merge(blocks(X)))` (models.md §1.4): `seq` (B, T) int64 →
+    /// `F = last_layernorm(merge(blocks(X)))` (docs/MODELS.md §1.4): `seq` (B, T) int64 →
     /// (B, T, C), or (B, 1, C) with `last_only` (the last block queries only the last position).
     pub fn forward<O: Ops>(&self, o: &O, seq: &O::T, last_only: bool, train: bool) -> O::T {
         let x = self.hidden(o, seq, last_only, train); // (B, Tq, C) or (B, Tq, n, C)
@@ -170,7 +170,7 @@ pub(crate) mod tests {
         assert_eq!(total, 212_000);
     }
 
-    /// models.md §1.3: Xavier-normal with torch fans, zero padding rows, 1-D defaults.
+    /// docs/MODELS.md §1.3: Xavier-normal with torch fans, zero padding rows, 1-D defaults.
     #[test]
     fn init_statistics_match_pmixer() {
         tch::manual_seed(1);

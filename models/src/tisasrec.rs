@@ -1,14 +1,14 @@
 //! TiSASRec (Li, Wang & McAuley, "Time Interval Aware Self-Attention for Sequential
 //! Recommendation", WSDM 2020, arXiv:2004.11780) as ported in `pmixer/TiSASRec.pytorch`
 //! (`model.py`, commit `b18341f`), and TiSASRec + mHC (arXiv:2512.24880).
-//! Spec: models.md §2.5, §2.6 (pmixer masking) and §3.7.
+//! Spec: docs/MODELS.md §2.5, §2.6 (pmixer masking) and §3.4.
 //!
 //! Residual variants: `norm_first = false` maps to [`NormPlacement::Original`], the reference
 //! wiring (`Q = LN(X)`, `X ← Q + A(Q, X)`, `X ← LN_ffn(X)`, `X ← X + FFN(X)`, `X ← X·¬pad`);
 //! `norm_first = true` maps to standard Pre-LN (`X ← X + A(LN(X), LN(X))`,
 //! `X ← X + FFN(LN(X))`, `X ← X·¬pad`). Post-LN is available through
 //! [`TiSasRec::with_placement`]. mHC models use Pre-LN sub-layers with `Q = K = V = LN(u)`
-//! (models.md §3.7; K/V see `LN(u)`, not `u`, for scale stability).
+//! (docs/MODELS.md §3.4; K/V see `LN(u)`, not `u`, for scale stability).
 //!
 //! Row 0 of `item_emb`: pmixer draws it with `xavier_uniform_` and never re-zeroes it, but
 //! `padding_idx = 0` freezes it. We zero it (as the TF code does) and keep `padding_idx = 0`.
@@ -78,7 +78,7 @@ impl TiSasRec {
         let c = cfg.hidden_units as i64;
         let t = cfg.maxlen as i64;
         let k1 = cfg.time_span as i64 + 1;
-        let xavier = ParamInit::XavierUniform; // pmixer TiSASRec: xavier_uniform_ (pitfall 13)
+        let xavier = ParamInit::XavierUniform; // pmixer TiSASRec: xavier_uniform_ (docs/MODELS.md, pitfall 13)
         let table = |name: &str, rows: i64, pad: Option<i64>| {
             Param::embedding(&(p / name), "weight", &[rows, c], xavier.clone(), pad)
         };
@@ -188,7 +188,7 @@ impl TiSasRec {
         o.dropout(&o.add(&e, &zeros), self.dropout, train) // (B, k+1, C)
     }
 
-    /// `F = last_layernorm(merge(blocks(X)))` (models.md §2.5): `seq` (B, T) int64, `tm`
+    /// `F = last_layernorm(merge(blocks(X)))` (docs/MODELS.md §2.5): `seq` (B, T) int64, `tm`
     /// (B, T, T) int64 with values 0..=k aligned with `seq` → (B, T, C), or (B, 1, C) with
     /// `last_only` (the last block queries only the last position).
     pub fn forward<O: Ops>(
@@ -248,7 +248,7 @@ impl TiSasRec {
                 |a: &TimeAwareAttention, q: &O::T, kv: &O::T| a.forward(o, q, kv, c, train);
             x = block.forward(o, &x, attend, last, train);
             // X·¬pad after every block, as pmixer. For mHC this equals masking after every
-            // sub-layer (models.md §3.6 item 10) at real positions: the FFN sub-layer and its
+            // sub-layer (docs/MODELS.md §3.5) at real positions: the FFN sub-layer and its
             // coefficients are per token, so padded tokens only reach padded tokens in between.
             let keep = crate::layers::block::queries(o, &keep, last); // (B, Tq)
             x = self.streams.mask(o, &x, &keep);

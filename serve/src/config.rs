@@ -174,6 +174,34 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// Whether the server listens beyond this machine (not a loopback address) with no bearer
+    /// token: anyone who can reach the port can then query and reload the model.
+    pub fn is_open_to_the_network(&self) -> bool {
+        !self.addr.ip().is_loopback() && self.auth_token.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(extra: &[&str]) -> bool {
+        let args = Args::try_parse_from([&["sasrec-serve", "--model", "m"], extra].concat());
+        args.unwrap().resolve().unwrap().is_open_to_the_network()
+    }
+
+    #[test]
+    fn a_public_address_without_a_token_is_open() {
+        // An empty --auth_token means "none", whatever SASREC_SERVE_TOKEN says.
+        assert!(open(&["--addr", "0.0.0.0:8080", "--auth_token="]));
+        assert!(open(&["--addr", "192.0.2.7:8080", "--auth_token="]));
+        assert!(!open(&["--addr", "0.0.0.0:8080", "--auth_token", "t"]));
+        assert!(!open(&["--addr", "127.0.0.1:8080", "--auth_token="]));
+        assert!(!open(&["--addr", "[::1]:8080", "--auth_token="]));
+    }
+}
+
+impl ServeConfig {
     /// Defaults for `model` (what the flags default to), convenient in tests.
     pub fn new(model: impl Into<PathBuf>) -> Self {
         Self {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use sasrec_serve::config::TOKEN_ENV;
 use sasrec_serve::{shutdown, AppState, Args};
 
 fn main() -> ExitCode {
@@ -26,6 +27,15 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.resolve()?;
     let addr = config.addr;
+    if config.is_open_to_the_network() {
+        tracing::warn!(
+            "listening on {addr} with no --auth_token (or {TOKEN_ENV}): anyone who can reach \
+             this port can query the model and POST /reload; set a token or bind 127.0.0.1"
+        );
+        eprintln!(
+            "sasrec-serve: WARNING: {addr} is reachable from the network and unauthenticated"
+        );
+    }
     let model_path = config.model.clone();
     let state = AppState::load(config)
         .with_context(|| format!("loading model {}", model_path.display()))?;

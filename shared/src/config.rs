@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The attention backbone (models.md §1 SASRec, §2 TiSASRec).
+/// The attention backbone (docs/MODELS.md §1 SASRec, §2 TiSASRec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backbone {
@@ -87,7 +87,7 @@ impl std::str::FromStr for TimeDropout {
     }
 }
 
-/// Manifold-constrained hyper-connections (models.md §3), `None` for a plain residual.
+/// Manifold-constrained hyper-connections (docs/MODELS.md §3), `None` for a plain residual.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MhcConfig {
     /// Number of residual streams n (`--mhc_expansion_rate`, default 4).
@@ -162,7 +162,7 @@ impl ModelConfig {
         }
     }
 
-    /// Head size C/h, the attention scale's √ argument (pitfall 10).
+    /// Head size C/h, the attention scale's √ argument (docs/MODELS.md, pitfall 10).
     pub fn head_dim(&self) -> usize {
         self.hidden_units / self.num_heads
     }

@@ -4,7 +4,7 @@
 //! the official `ml-1m.zip`) and writes `user item timestamp` lines: users ascending, each
 //! user's ratings sorted by time (stable: same-second ratings keep file order), ratings dropped,
 //! raw ids kept. Ids are made contiguous when the file is loaded ([`crate::dataset`]), so no
-//! never-rated movie id becomes a phantom negative (models.md pitfall 30).
+//! never-rated movie id becomes a phantom negative (docs/MODELS.md, pitfall 30).
 
 use std::io::{Read, Write};
 use std::path::Path;

@@ -156,7 +156,7 @@ pub struct KCore {
     pub min_item: usize,
     /// Repeat until every remaining user and item meets its minimum (a true k-core); `false`
     /// counts once over the whole file and drops in one pass, as the TiSASRec reference's
-    /// 5-filter does (models.md §2.2).
+    /// 5-filter does (docs/MODELS.md §2.2).
     pub iterative: bool,
 }
 

@@ -1,4 +1,4 @@
-//! Evaluation inputs under both protocols (models.md §1.7, pitfalls 19–22).
+//! Evaluation inputs under both protocols (docs/MODELS.md §1.7, pitfalls 19–22).
 //!
 //! * **sampled**: the true item against 100 negatives drawn uniformly from the items the user
 //!   never interacted with (train, valid and test excluded, as the TiSASRec reference does, so

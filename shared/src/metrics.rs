@@ -1,4 +1,4 @@
-//! Ranking metrics from ranks: HR@k, NDCG@k and MRR (models.md §1.7, pitfall 22).
+//! Ranking metrics from ranks: HR@k, NDCG@k and MRR (docs/MODELS.md §1.7, pitfall 22).
 //!
 //! A rank is 0-based: the number of competing candidates that score strictly higher than the
 //! true item, **plus** the number that tie with it (ties are resolved against the true item,

@@ -1,4 +1,4 @@
-//! The training sampler (models.md §1.2, §2.4): `(seq, pos, neg[, intervals])` batches.
+//! The training sampler (docs/MODELS.md §1.2, §2.4): `(seq, pos, neg[, intervals])` batches.
 //!
 //! For a user with training items `tr` (length m) the three length-T rows are the last ≤T
 //! items of `tr[..m-1]` (`seq`), the same window shifted by one (`pos`, so `pos[t] ≠ 0`

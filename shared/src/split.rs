@@ -6,7 +6,7 @@ use crate::dataset::Dataset;
 
 /// Users with fewer interactions than this keep everything for training and are not evaluated.
 /// 4 is pmixer/SASRec.pytorch's current threshold (`len < 4`, PR #50); the TF code and
-/// TiSASRec use 3 (models.md §1.1, pitfall 17). Either way a held-out user keeps ≥ 1 (resp. 2)
+/// TiSASRec use 3 (docs/MODELS.md §1.1, pitfall 17). Either way a held-out user keeps ≥ 1 (resp. 2)
 /// training items.
 pub const DEFAULT_MIN_HOLDOUT_LEN: usize = 4;
 
@@ -16,7 +16,7 @@ pub const DEFAULT_MIN_HOLDOUT_LEN: usize = 4;
 pub enum Part {
     /// The second-to-last item; input = training items.
     Valid,
-    /// The last item; input = training items + the validation item (pitfall 19).
+    /// The last item; input = training items + the validation item (docs/MODELS.md, pitfall 19).
     Test,
 }
 

@@ -1,4 +1,4 @@
-//! TiSASRec time intervals (models.md §2.2–2.3, §2.8; pitfalls 23–24).
+//! TiSASRec time intervals (docs/MODELS.md §2.2–2.3, §2.8; pitfalls 23–24).
 //!
 //! One implementation used by the training sampler, evaluation and the server:
 //! 1. [`time_codes`] turns a user's timestamps into integer codes, once per user;

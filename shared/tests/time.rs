@@ -1,4 +1,4 @@
-//! Time intervals against hand-computed examples (models.md §2.2–2.3, pitfalls 23–24).
+//! Time intervals against hand-computed examples (docs/MODELS.md §2.2–2.3, pitfalls 23–24).
 
 use sasrec_shared::time::{left_pad, time_codes, Intervals, TimeUnit};
 

@@ -1,5 +1,5 @@
 // PyTorch's c10d (Gloo, and NCCL when compiled with USE_C10D_NCCL) behind a small C ABI for
-// `train/src/dist.rs`. See shared/docs/toolchain.md, "Multi-GPU: PyTorch's own c10d through a
+// `train/src/dist.rs`. See docs/TOOLCHAIN.md, "Multi-GPU: PyTorch's own c10d through a
 // C++ shim".
 //
 // Conventions: build/shim.h (0 / -1 and `sasrec_train_last_error()`).

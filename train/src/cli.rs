@@ -89,7 +89,7 @@ pub struct TrainArgs {
     pub data: DataArgs,
     /// Run directory: config.json, model.safetensors, items.tsv, metrics.jsonl, the curve PNG
     /// and the resumable checkpoint. Rerunning the same command resumes from it.
-    /// (An `Option` only so that `sasrec-train data …` parses; clap requires it.)
+    // An `Option` only so that `sasrec-train data …` parses without it; clap enforces presence.
     #[arg(long = "train_dir", alias = "train-dir", required = true)]
     pub train_dir: Option<PathBuf>,
     /// Batch size (total over all ranks when distributed).

@@ -2,7 +2,7 @@
 //! CUDA) through the C++ shim `csrc/c10d.cpp`, configured from torchrun's environment or the
 //! built-in launcher's ([`crate::launch`]).
 //!
-//! See shared/docs/toolchain.md, "Multi-GPU: PyTorch's own c10d through a C++ shim".
+//! See docs/TOOLCHAIN.md, "Multi-GPU: PyTorch's own c10d through a C++ shim".
 
 use std::ffi::{c_char, c_int, CString};
 use std::fmt;

@@ -40,6 +40,15 @@ pub mod files {
     pub const SUMMARY: &str = "summary.json";
 }
 
+/// The `--device` spelling of a device: `cpu`, `cuda:N`.
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
 /// Picks the device: CUDA when asked for (or by default) and available, else the CPU with a
 /// notice.
 pub fn resolve_device(flag: Option<&str>) -> Result<Device> {
@@ -144,7 +153,7 @@ fn eval_sets(s: &Setup) -> Result<(EvalSet, EvalSet)> {
 pub fn inference_only(args: &TrainArgs, weights: &Path) -> Result<serde_json::Value> {
     let device = resolve_device(args.device.as_deref())?;
     let runtime = Runtime {
-        device: format!("{device:?}").to_lowercase(),
+        device: device_name(device),
         world_size: 1,
         ..Runtime::default()
     };
@@ -259,7 +268,7 @@ pub fn train(args: &TrainArgs) -> Result<Option<serde_json::Value>> {
     let lead = rank == 0;
     let amp_dtype = resolve_amp(args, device)?;
     let runtime = Runtime {
-        device: format!("{device:?}").to_lowercase(),
+        device: device_name(device),
         amp: amp_dtype,
         world_size: world,
         backend: pg.as_ref().map(|p| p.backend()),
@@ -370,6 +379,14 @@ pub fn train(args: &TrainArgs) -> Result<Option<serde_json::Value>> {
             .expect("valid template")
             .progress_chars("=> ");
 
+    if st.stopped_early && st.epochs_done < cfg.num_epochs && lead {
+        tracing::warn!(
+            "the run stopped early after epoch {} (no validation gain in --early_stop_patience \
+             evaluations); a larger --num_epochs does not restart it: train again in a new \
+             --train_dir",
+            st.epochs_done
+        );
+    }
     while st.epochs_done < cfg.num_epochs && !st.stopped_early {
         let epoch = st.epochs_done;
         // Dropout differs per rank (its own rows), reproducibly.

@@ -267,3 +267,44 @@ fn errors_are_clear() {
         "{e}"
     );
 }
+
+/// A larger `--num_epochs` extends a run that reached its epochs, but not one that stopped
+/// early (as the README says): that run stays at its epoch and the warning says why.
+#[test]
+fn larger_num_epochs_extends_finished_runs_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture(dir.path());
+    let epochs = |v: &serde_json::Value| v["epochs"].as_u64().unwrap();
+    let run = dir.path().join("finished");
+    let flags = ["--eval_every", "1", "--num_epochs", "2"];
+    assert_eq!(epochs(&ok(small(&data, &run, &flags))), 2);
+    let more = ["--eval_every", "1", "--num_epochs", "3"];
+    assert_eq!(epochs(&ok(small(&data, &run, &more))), 3);
+
+    // lr 0: the validation metric never improves, so patience 1 stops after epoch 2
+    let run = dir.path().join("stopped");
+    let stop = [
+        "--eval_every",
+        "1",
+        "--lr",
+        "0",
+        "--early_stop_patience",
+        "1",
+    ];
+    let first = ok(small(
+        &data,
+        &run,
+        &[&stop[..], &["--num_epochs", "5"]].concat(),
+    ));
+    assert_eq!(
+        (first["epochs"].as_u64(), first["stopped_early"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let again = small(&data, &run, &[&stop[..], &["--num_epochs", "9"]].concat());
+    let log = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert_eq!(epochs(&ok(again)), 2);
+    assert!(
+        log.contains("the run stopped early after epoch 2") && log.contains("new --train_dir"),
+        "{log}"
+    );
+}

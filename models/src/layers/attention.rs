@@ -3,19 +3,19 @@
 //! [`attention_core`] does everything after the projections: scores → optional interval term →
 //! scale → mask → softmax → dropout → weighted sum plus optional interval values. Heads live in
 //! a (B, h, T, dh) layout: head `i` owns channels `i·dh .. (i+1)·dh`, which is what both torch's
-//! `MultiheadAttention` and TiSASRec's head-major batch stacking compute (pitfall 8).
+//! `MultiheadAttention` and TiSASRec's head-major batch stacking compute (docs/MODELS.md, pitfall 8).
 //!
 //! * [`MultiHeadSelfAttention`]: SASRec, `torch.nn.MultiheadAttention` with the fused
-//!   `in_proj_weight` (3C, C) and `out_proj` (models.md §1.4 step 5).
+//!   `in_proj_weight` (3C, C) and `out_proj` (docs/MODELS.md §1.4 step 5).
 //! * [`TimeAwareAttention`]: TiSASRec, `Q_w`/`K_w`/`V_w` with bias and no output projection
-//!   (models.md §2.5).
+//!   (docs/MODELS.md §2.5).
 
 use tch::nn;
 
 use crate::init::{Param, ParamInit};
 use crate::ops::Ops;
 
-/// Fill value for blocked scores, −2³²+1 as in TiSASRec (pitfall 9): finite, so a fully masked
+/// Fill value for blocked scores, −2³²+1 as in TiSASRec (docs/MODELS.md, pitfall 9): finite, so a fully masked
 /// row gives a uniform distribution instead of NaN. [`Ops::masked_fill`] clamps it in fp16.
 pub const MASK_VALUE: f64 = -4_294_967_295.0;
 
@@ -166,7 +166,7 @@ pub struct MultiHeadSelfAttention {
 
 impl MultiHeadSelfAttention {
     /// Creates the four tensors under `p`; `xavier` is the rule for the two weight matrices
-    /// (the fused in_proj fan gives std √(1/(2C)) under Xavier-normal, pitfall 12).
+    /// (the fused in_proj fan gives std √(1/(2C)) under Xavier-normal; docs/MODELS.md, pitfall 12).
     pub fn new(p: &nn::Path, c: i64, heads: i64, dropout: f64, xavier: ParamInit) -> Self {
         let po = p / "out_proj";
         Self {

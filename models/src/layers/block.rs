@@ -1,8 +1,8 @@
 //! One transformer block (attention sub-layer, then FFN sub-layer) and its residual wiring.
 //!
 //! The wiring is decided once, in the constructor, as a [`Residual`]: either a plain residual
-//! with one of the three [`NormPlacement`]s of models.md §1.4, or manifold-constrained
-//! hyper-connections (models.md §3.7). [`Block::forward`] matches on it once, one arm per
+//! with one of the three [`NormPlacement`]s of docs/MODELS.md §1.4, or manifold-constrained
+//! hyper-connections (docs/MODELS.md §3.4). [`Block::forward`] matches on it once, one arm per
 //! equation pair.
 
 use sasrec_shared::config::ModelConfig;
@@ -13,7 +13,7 @@ use crate::layers::{LayerNorm, PointWiseFeedForward};
 use crate::mhc::HyperConnection;
 use crate::ops::Ops;
 
-/// Where the LayerNorms sit in a plain residual block (models.md §1.4 step 5).
+/// Where the LayerNorms sit in a plain residual block (docs/MODELS.md §1.4 step 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NormPlacement {
     /// `X ← LN_att(X + A(X, X))`, `X ← LN_ffn(X + FFN(X))` (pmixer SASRec default).

@@ -1,4 +1,4 @@
-//! pmixer's `PointWiseFeedForward`: two 1×1 convolutions (models.md §1.4 step 5).
+//! pmixer's `PointWiseFeedForward`: two 1×1 convolutions (docs/MODELS.md §1.4 step 5).
 
 use tch::nn;
 

@@ -1,4 +1,4 @@
-//! LayerNorm with the references' `eps = 1e-8` (pitfall 11; torch and tch default to 1e-5).
+//! LayerNorm with the references' `eps = 1e-8` (docs/MODELS.md, pitfall 11; torch and tch default to 1e-5).
 
 use tch::nn;
 

@@ -33,21 +33,23 @@ pub const INTERVALS: Intervals = Intervals {
     span: 32,
 };
 
-fn target_dir() -> PathBuf {
-    // CARGO_TARGET_TMPDIR is <target>/tmp.
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
+/// `<target>/<profile>`: the directory of the profile this test binary was built in
+/// (it runs from `<target>/<profile>/deps/`), so `cargo test --release` uses release binaries.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("<target>/<profile>/deps/<test>")
         .to_path_buf()
 }
 
 fn bin(name: &str) -> PathBuf {
-    let p = target_dir().join("debug").join(name);
+    let p = profile_dir().join(name);
     assert!(
         p.is_file(),
         "{} is missing: build it first with `cargo build -p sasrec-train -p sasrec-export` \
-         (`cargo test --workspace` builds it too). The serve tests train and export tiny \
-         models with the real binaries.",
+         (with `--release` for `cargo test --release`; `cargo test --workspace` builds them \
+         too). The serve tests train and export tiny models with the real binaries.",
         p.display()
     );
     p
