@@ -2,9 +2,11 @@
 # Cost of the four model kinds at the prototype's defaults (maxlen 200, batch 128, d 50,
 # 2 blocks, 2 heads, dropout 0.2, time_span 100 hours, mHC n = 4 with 20 Sinkhorn rounds):
 # seconds per training step and peak RSS (GNU time's maximum resident set size), one process
-# per measurement, all in the same invocation, printed as ratios to plain SASRec. Then
+# per measurement (training only: the one evaluation at the end covers 100 users), all in the
+# same invocation, printed as ratios to plain SASRec. Then
 # TiSASRec alone as maxlen grows, in both --time_dropout forms, to show how memory grows
-# (table: O(B·h·T·(T + k)); elementwise, the reference: O(B·T²·C)).
+# (table: O(B·h·T·(T + k)); elementwise, the reference: O(B·T²·C)). The mHC kinds also run
+# with --mhc_hres lite.
 #
 # Usage: benches/model_cost.sh [EPOCHS=1] [DEVICE=cpu]
 #   DATA    the interaction file (default ../shared/data/ml-1m/ml-1m.tisasrec_u1-2999.txt.gz)
@@ -31,7 +33,8 @@ run() {
   shift
   local dir=$tmp/$name
   if ! /usr/bin/time -f '%M' -o "$dir.rss" "$bin" --dataset "$data" --train_dir "$dir" \
-    --num_epochs "$epochs" --eval_every 100000 --num_workers 1 --device "$device" \
+    --num_epochs "$epochs" --eval_every 100000 --eval_max_users 100 --num_workers 1 \
+    --device "$device" \
     ${EXTRA:-} "$@" > "$dir.json" 2> "$dir.log"; then
     echo "model_cost: $name failed:" >&2
     tail -5 "$dir.log" >&2
@@ -52,6 +55,12 @@ for kind in sasrec tisasrec sasrec-mhc tisasrec-mhc; do
   case $kind in sasrec | tisasrec) flags+=(--no_mhc) ;; esac
   echo "model_cost: $kind (defaults)" >&2
   run "$kind" "${flags[@]}"
+done
+for kind in sasrec-mhc tisasrec-mhc; do
+  flags=(--mhc_hres lite)
+  [ "$kind" = sasrec-mhc ] && flags+=(--no_time)
+  echo "model_cost: $kind-lite (defaults, --mhc_hres lite)" >&2
+  run "$kind-lite" "${flags[@]}"
 done
 for t in $maxlens; do
   echo "model_cost: tisasrec maxlen $t (table)" >&2

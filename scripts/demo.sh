@@ -73,4 +73,4 @@ ok = (status == 200 and isinstance(items, list) and len(items) == k
 if not ok:
     sys.exit(f"demo: unexpected answer (want HTTP 200 and {k} items with an id and a finite score)")
 PY
-echo "run directories: $runs/demo-sasrec, $runs/demo-tisasrec-mhc (config.json, model.safetensors, metrics.jsonl, training_curve.png, model.onnx)"
+echo "run directories: $runs/demo-sasrec, $runs/demo-tisasrec-mhc (config.json, model.safetensors, metrics.jsonl, training_curve.png; model.onnx in $runs/demo-tisasrec-mhc)"
