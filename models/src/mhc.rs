@@ -173,6 +173,8 @@ pub struct HyperConnection {
     alpha: Param,
     n: i64,
     h_res: HresProjection,
+    /// mHC-lite's (n!, n²) permutation table, built once; empty for Sinkhorn.
+    perms: Vec<f64>,
     sinkhorn_iter: usize,
     no_amp: bool,
 }
@@ -194,6 +196,10 @@ impl HyperConnection {
             alpha: Param::new(p, "alpha", &[3], ParamInit::Const(cfg.init_gate)),
             n,
             h_res: cfg.h_res,
+            perms: match cfg.h_res {
+                HresProjection::Sinkhorn => Vec::new(),
+                HresProjection::Lite => permutation_matrices(n as usize),
+            },
             sinkhorn_iter: cfg.sinkhorn_iter,
             no_amp: cfg.no_amp,
         }
@@ -232,9 +238,8 @@ impl HyperConnection {
                 o.sinkhorn(&o.reshape(res, &[0, 0, n, n]), self.sinkhorn_iter)
             }
             HresProjection::Lite => {
-                let perms = permutation_matrices(n as usize);
                 let rows = factorial(n as usize) as i64;
-                let perms = o.constant_like(res, &perms, &[rows, n * n]); // (n!, n²)
+                let perms = o.constant_like(res, &self.perms, &[rows, n * n]); // (n!, n²)
                 lite_mix(o, res, &perms, n)
             }
         }; // (B, T, n, n)
