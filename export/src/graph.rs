@@ -14,8 +14,8 @@
 //! | output `topk_items` | int64 | `[batch, k]` | their item indices (column = item index) |
 //!
 //! `time_matrix[b]` must be computed by [`sasrec_shared::time`] exactly as in training:
-//! `time_codes(unit, timestamps)` for the user's (newest `maxlen`) timestamps, then
-//! `Intervals::relation_matrix` over the left-padded window (`left_pad`), widened to int64.
+//! `time_codes(unit, timestamps)` for the user's timestamps, then `Intervals::window_matrix`
+//! (the newest `maxlen` codes, left-padded), widened to int64.
 //! The unit and span are in the model's metadata (`intervals`).
 //!
 //! `exclude` is applied with `ScatterElements` (−∞ at the given columns) before `TopK`; padding
@@ -27,12 +27,14 @@
 //! the number of items left after exclusion, the tail of `topk_scores` is −∞ and callers drop
 //! those entries.
 //!
+//! The names are [`sasrec_shared::run::onnx_io`]'s, the metadata [`ModelManifest`]'s.
+//!
 //! Everything but the batch dimension is fixed: `maxlen` is baked into the position tables.
-
-use std::collections::BTreeMap;
 
 use sasrec_models::model::score_all_items;
 use sasrec_models::{DType, Net, Ops, SeqRecModel};
+use sasrec_shared::run::onnx_io::{EXCLUDE, K, SCORES, SEQ, TIME_MATRIX, TOPK_ITEMS, TOPK_SCORES};
+use sasrec_shared::run::{ModelManifest, ModelSpec};
 use sasrec_shared::time::Intervals;
 
 use crate::error::{Error, Result};
@@ -45,21 +47,6 @@ pub const IR_VERSION: i64 = 10;
 pub const OPSET: i64 = 17;
 /// `producer_name` of the model.
 pub const PRODUCER: &str = "sasrec-rs";
-
-/// Graph input: the left-padded item window.
-pub const SEQ: &str = "seq";
-/// Graph input (time-aware models): interval buckets.
-pub const TIME_MATRIX: &str = "time_matrix";
-/// Graph input: item indices to exclude from the top-k.
-pub const EXCLUDE: &str = "exclude";
-/// Graph input: the number of items to return.
-pub const K: &str = "k";
-/// Graph output: all scores.
-pub const SCORES: &str = "scores";
-/// Graph output: top-k scores.
-pub const TOPK_SCORES: &str = "topk_scores";
-/// Graph output: top-k item indices.
-pub const TOPK_ITEMS: &str = "topk_items";
 
 /// Which forward the graph records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,7 +98,7 @@ pub fn record(model: &SeqRecModel, variant: Variant) -> Result<crate::proto::Gra
             DType::I64,
             &[batch(), Dim::Fixed(t), Dim::Fixed(t)],
             "interval buckets 0..=time_span from sasrec_shared::time (time_codes + \
-             Intervals::relation_matrix on the left-padded window)",
+             Intervals::window_matrix)",
         )
     });
     let exclude = rec.input(
@@ -154,80 +141,25 @@ pub fn record(model: &SeqRecModel, variant: Variant) -> Result<crate::proto::Gra
         "top-k scores after exclusion, descending",
     );
     rec.output(&top_i, TOPK_ITEMS, &k_dims, "top-k item indices");
-    rec.finish(&format!("{}_{}", cfg.kind_name(), variant.as_str()))
+    rec.finish(&format!("{}_{}", cfg.kind(), variant.as_str()))
 }
 
-/// The metadata (`metadata_props`) of an exported model, sorted by key.
-///
-/// Keys: `kind`, `maxlen`, `num_items`, `hidden_units`, `num_blocks`, `num_heads`,
-/// `norm_first`, `time_aware`, `time_unit` / `time_span` (`none` without time), `mhc`
-/// (`true`/`false`) and, for mHC, `mhc_expansion_rate`, `mhc_sinkhorn_iter`, `mhc_hres`,
-/// `mhc_init_gate`, `mhc_no_amp`; `model_config` and `intervals` (JSON, as in `config.json`), `source_sha256`,
-/// `source_file`, `sasrec_rs_version`, `graph_variant`, and the interface names `inputs` /
-/// `outputs`.
-pub fn metadata(
-    model: &SeqRecModel,
-    source: &Source,
-    variant: Variant,
-) -> Result<BTreeMap<String, String>> {
-    let cfg = model.config();
-    let mut m = BTreeMap::new();
-    let mut put = |k: &str, v: String| {
-        m.insert(k.to_string(), v);
-    };
-    put("kind", cfg.kind_name().into());
-    put("maxlen", cfg.maxlen.to_string());
-    put("num_items", cfg.num_items.to_string());
-    put("hidden_units", cfg.hidden_units.to_string());
-    put("num_blocks", cfg.num_blocks.to_string());
-    put("num_heads", cfg.num_heads.to_string());
-    put("norm_first", cfg.norm_first.to_string());
-    put("time_aware", cfg.is_time_aware().to_string());
-    match (&source.intervals, cfg.is_time_aware()) {
-        (Some(iv), true) => {
-            put("time_unit", iv.unit.to_string());
-            put("time_span", iv.span.to_string());
-        }
-        _ => {
-            put("time_unit", "none".into());
-            put("time_span", "none".into());
-        }
-    }
-    put("mhc", cfg.mhc.is_some().to_string());
-    if let Some(h) = &cfg.mhc {
-        put("mhc_expansion_rate", h.expansion_rate.to_string());
-        put("mhc_sinkhorn_iter", h.sinkhorn_iter.to_string());
-        put("mhc_hres", h.h_res.as_str().into());
-        put("mhc_init_gate", h.init_gate.to_string());
-        put("mhc_no_amp", h.no_amp.to_string());
-    }
-    let json = |v: serde_json::Result<String>| v.map_err(|e| Error::Graph(e.to_string()));
-    put("model_config", json(serde_json::to_string(cfg))?);
-    put(
-        "intervals",
-        json(serde_json::to_string(
-            &source.intervals.filter(|_| cfg.is_time_aware()),
-        ))?,
-    );
-    put("source_sha256", source.sha256.clone());
-    put("source_file", "model.safetensors".into());
-    put("sasrec_rs_version", env!("CARGO_PKG_VERSION").into());
-    put("graph_variant", variant.as_str().into());
-    let inputs = if cfg.is_time_aware() {
-        [SEQ, TIME_MATRIX, EXCLUDE, K].join(",")
-    } else {
-        [SEQ, EXCLUDE, K].join(",")
-    };
-    put("inputs", inputs);
-    put("outputs", [SCORES, TOPK_SCORES, TOPK_ITEMS].join(","));
-    Ok(m)
+/// The manifest of an exported model: its spec, source digest and graph variant
+/// (`metadata_props` keys in [`ModelManifest::to_metadata`]).
+pub fn manifest(model: &SeqRecModel, source: &Source, variant: Variant) -> ModelManifest {
+    ModelManifest::new(
+        ModelSpec::new(model.config().clone(), source.intervals),
+        source.sha256.clone(),
+        variant.as_str(),
+    )
 }
 
 /// The complete model: the recorded graph, opset 17, IR version 10, producer `sasrec-rs`, and
-/// the [`metadata`].
+/// the [`manifest`]'s metadata.
 pub fn model_proto(model: &SeqRecModel, source: &Source, variant: Variant) -> Result<ModelProto> {
     let graph = record(model, variant)?;
-    let metadata_props = metadata(model, source, variant)?
+    let metadata_props = manifest(model, source, variant)
+        .to_metadata()
         .into_iter()
         .map(|(key, value)| StringStringEntryProto {
             key: Some(key),
@@ -246,7 +178,7 @@ pub fn model_proto(model: &SeqRecModel, source: &Source, variant: Variant) -> Re
             "{} next-item scoring exported by sasrec-export ({}); inputs seq [batch, maxlen] \
              int64{}, exclude [batch, n] int64, k [1] int64; outputs scores, topk_scores, \
              topk_items",
-            model.config().kind_name(),
+            model.config().kind(),
             variant.as_str(),
             if model.config().is_time_aware() {
                 ", time_matrix [batch, maxlen, maxlen] int64"

@@ -35,4 +35,4 @@ pub mod proto {
 pub use error::{Error, Result};
 pub use graph::{model_bytes, model_proto, Source, Variant};
 pub use recorder::OnnxRecorder;
-pub use run_dir::{export, load, ExportOptions, Exported, RunInfo};
+pub use run_dir::{export, load, ExportOptions, Exported};

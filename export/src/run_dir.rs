@@ -1,89 +1,22 @@
 //! Reading a training run directory and writing the exported model beside or elsewhere.
 //!
-//! The run directory (`sasrec-train --train_dir`, README "Training") holds `config.json` (the
-//! resolved `RunConfig`; only `kind`, `model` and `intervals` are read here, other fields are
-//! ignored), `model.safetensors` (reference tensor names) and `items.tsv` (index ↔ raw id).
+//! The run directory (`sasrec-train --train_dir`, README "Training"; names in
+//! [`sasrec_shared::run`]) holds `config.json` (the resolved run configuration, of which only
+//! its [`ModelSpec`] head is read here), `model.safetensors` (reference tensor names) and
+//! `items.tsv` (index ↔ raw id).
 //! Everything is read and checked before anything is written, and each output is written
 //! atomically (temporary file, then rename): a failed export leaves no file behind.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tch::{nn, Device};
 
 use sasrec_models::SeqRecModel;
-use sasrec_shared::config::ModelConfig;
-use sasrec_shared::time::Intervals;
+use sasrec_shared::run::{ModelKind, ModelSpec, RunDir};
 
 use crate::error::{Error, Result};
 use crate::graph::{self, Source, Variant};
-
-/// File names inside a run directory (as `sasrec-train` writes them).
-pub mod files {
-    /// Resolved hyper-parameters.
-    pub const CONFIG: &str = "config.json";
-    /// Best weights, reference tensor names.
-    pub const MODEL: &str = "model.safetensors";
-    /// Item index ↔ raw item id.
-    pub const ITEMS: &str = "items.tsv";
-    /// Default name of the exported model.
-    pub const ONNX: &str = "model.onnx";
-}
-
-/// The part of `config.json` that export needs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct RunInfo {
-    /// Model kind name (`sasrec`, `tisasrec`, `sasrec-mhc`, `tisasrec-mhc`).
-    pub kind: String,
-    /// The network.
-    pub model: ModelConfig,
-    /// TiSASRec interval settings; required for time-aware models.
-    #[serde(default)]
-    pub intervals: Option<Intervals>,
-}
-
-impl RunInfo {
-    /// Reads and validates `config.json` at `path`: the model config must be valid, `kind`
-    /// must name it, and a time-aware model needs `intervals` with `span == time_span`.
-    pub fn read(path: &Path) -> Result<Self> {
-        let bad = |msg: String| Error::Config {
-            path: path.to_path_buf(),
-            msg,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let info: RunInfo = serde_json::from_str(&text)
-            .map_err(|e| bad(format!("not a sasrec-train config.json: {e}")))?;
-        info.model
-            .validate()
-            .map_err(|e| bad(format!("invalid model config: {e}")))?;
-        if info.kind != info.model.kind_name() {
-            return Err(bad(format!(
-                "`kind` is `{}` but the model config describes `{}`",
-                info.kind,
-                info.model.kind_name()
-            )));
-        }
-        if info.model.is_time_aware() {
-            match &info.intervals {
-                None => {
-                    return Err(bad(format!(
-                        "`{}` is time-aware but `intervals` (time unit and span) is missing",
-                        info.kind
-                    )))
-                }
-                Some(iv) if iv.span != info.model.time_span => {
-                    return Err(bad(format!(
-                        "`intervals.span` {} differs from `model.time_span` {}",
-                        iv.span, info.model.time_span
-                    )))
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(info)
-    }
-}
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -100,8 +33,8 @@ pub struct LoadedRun {
     pub vs: nn::VarStore,
     /// The network with the checkpoint's weights.
     pub model: SeqRecModel,
-    /// `config.json`.
-    pub info: RunInfo,
+    /// The head of `config.json`.
+    pub spec: ModelSpec,
     /// SHA-256 of `model.safetensors`.
     pub sha256: String,
 }
@@ -118,14 +51,15 @@ pub fn load(train_dir: &Path) -> Result<LoadedRun> {
             ),
         ));
     }
-    let info = RunInfo::read(&train_dir.join(files::CONFIG))?;
-    let ckpt = train_dir.join(files::MODEL);
+    let dir = RunDir::new(train_dir);
+    let spec = ModelSpec::read(&dir.config())?;
+    let ckpt = dir.model();
     let bytes = std::fs::read(&ckpt).map_err(|e| Error::io(&ckpt, e))?;
     let sha256 = sha256_hex(&bytes);
     drop(bytes);
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = SeqRecModel::new(&vs.root(), &info.model).map_err(|e| Error::Config {
-        path: train_dir.join(files::CONFIG),
+    let model = SeqRecModel::new(&vs.root(), &spec.model).map_err(|e| Error::Config {
+        path: dir.config(),
         msg: e.to_string(),
     })?;
     sasrec_models::load_weights(&vs, &ckpt)
@@ -133,7 +67,7 @@ pub fn load(train_dir: &Path) -> Result<LoadedRun> {
     Ok(LoadedRun {
         vs,
         model,
-        info,
+        spec,
         sha256,
     })
 }
@@ -161,7 +95,7 @@ pub struct Exported {
     /// SHA-256 of the source checkpoint.
     pub source_sha256: String,
     /// The model kind.
-    pub kind: String,
+    pub kind: ModelKind,
 }
 
 /// `sasrec-export --onnx`: loads the run, records the graph, writes `items.tsv` (when the
@@ -169,24 +103,22 @@ pub struct Exported {
 /// written unless the config, checkpoint, item map and graph are all valid.
 pub fn export(opts: &ExportOptions) -> Result<Exported> {
     let run = load(&opts.train_dir)?;
-    let items_src = opts.train_dir.join(files::ITEMS);
+    let dir = RunDir::new(&opts.train_dir);
+    let items_src = dir.items();
     let items = std::fs::read(&items_src).map_err(|e| Error::io(&items_src, e))?;
     let source = Source {
         sha256: run.sha256.clone(),
-        intervals: run.info.intervals,
+        intervals: run.spec.intervals,
     };
     let onnx = graph::model_bytes(&run.model, &source, opts.variant)?;
 
-    let output = opts
-        .output
-        .clone()
-        .unwrap_or_else(|| opts.train_dir.join(files::ONNX));
+    let output = opts.output.clone().unwrap_or_else(|| dir.onnx());
     let out_dir = match output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
-    let items_dst = out_dir.join(files::ITEMS);
+    let items_dst = RunDir::new(&out_dir).items();
     if !same_file(&items_src, &items_dst) {
         sasrec_shared::io::write_atomic(&items_dst, |w| std::io::Write::write_all(w, &items))?;
     }
@@ -196,7 +128,7 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
         items: items_dst,
         bytes: onnx.len(),
         source_sha256: run.sha256,
-        kind: run.info.kind,
+        kind: run.spec.kind,
     })
 }
 

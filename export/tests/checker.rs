@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use sasrec_export::{export, ExportOptions, Variant};
+use sasrec_export::Variant;
 use serde_json::json;
 
 #[test]
@@ -14,12 +14,7 @@ fn every_kind_passes_the_full_checker_and_carries_metadata() {
         let run = make_run(&cfg, 20 + i as i64);
         for variant in [Variant::LastPosition, Variant::FullSequence] {
             let path = run.path().join(format!("{}.onnx", variant.as_str()));
-            let out = export(&ExportOptions {
-                train_dir: run.path().to_path_buf(),
-                output: Some(path.clone()),
-                variant,
-            })
-            .unwrap();
+            let out = run.export(variant, Some(path.clone()));
             let h = python_check(&path);
             let what = format!("{name} {variant:?}");
             assert_eq!(h["ir_version"], 10, "{what}");
@@ -105,12 +100,7 @@ fn onnx_runtime_reads_the_metadata() {
     let cfg = kind("tisasrec");
     let run = make_run(&cfg, 30);
     let path = run.path().join("model.onnx");
-    export(&ExportOptions {
-        train_dir: run.path().to_path_buf(),
-        output: None,
-        variant: Variant::LastPosition,
-    })
-    .unwrap();
+    run.export(Variant::LastPosition, None);
     let s = session(&path);
     let md = s.metadata().unwrap();
     assert_eq!(md.producer().unwrap(), "sasrec-rs");

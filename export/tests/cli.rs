@@ -145,7 +145,12 @@ fn config_that_does_not_match_the_checkpoint_is_a_clear_error() {
         let out = export_cmd(&["--onnx", "--train_dir", path_str(run.path())]);
         assert_fails(&out, "model.safetensors", "hidden size")
     };
-    assert!(err.contains("shape"), "{err}");
+    assert!(
+        err.contains(
+            "tensor `attention_layernorms.0.bias` has shape [16] but the model expects [24]"
+        ),
+        "{err}"
+    );
     broken(run.path(), "model.safetensors", "hidden size");
 
     // a checkpoint of another kind (no mHC tensors in the config's model)

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use sasrec_export::{export, ExportOptions, Variant};
+use sasrec_export::Variant;
 
 const TOL: f32 = 1e-5;
 const K: i64 = 10;
@@ -112,12 +112,7 @@ fn parity_cfg(cfg: &sasrec_shared::config::ModelConfig, kind_name: &str, seed: i
     let mut rng = Rng::new(seed as u64);
     for variant in [Variant::LastPosition, Variant::FullSequence] {
         let path = out_dir.path().join(format!("{}.onnx", variant.as_str()));
-        export(&ExportOptions {
-            train_dir: run.path().to_path_buf(),
-            output: Some(path.clone()),
-            variant,
-        })
-        .unwrap();
+        run.export(variant, Some(path.clone()));
         let mut s = session(&path);
         // batch 1: a short history and a full (truncated) window
         for len in [3, 3 * t] {
@@ -204,12 +199,7 @@ fn empty_history_matches_tch() {
         let cfg = kind(name);
         let run = make_run(&cfg, 10 + i as i64);
         let path = run.path().join("model.onnx");
-        export(&ExportOptions {
-            train_dir: run.path().to_path_buf(),
-            output: None,
-            variant: Variant::LastPosition,
-        })
-        .unwrap();
+        run.export(Variant::LastPosition, None);
         let mut s = session(&path);
         let mut rng = Rng::new(7);
         let b = batch(&cfg, run.intervals, &[0, 2, 0], &mut rng);

@@ -164,7 +164,7 @@ mod tests {
             let tm = cfg.is_time_aware().then(|| intervals(3));
             let a = m.feats(&seq, tm.as_ref(), false).unwrap();
             let b = m2.feats(&seq, tm.as_ref(), false).unwrap();
-            assert_eq!(max_diff(&a, &b), 0.0, "{}", cfg.kind_name());
+            assert_eq!(max_diff(&a, &b), 0.0, "{}", cfg.kind().as_str());
         }
     }
 

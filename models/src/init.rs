@@ -93,11 +93,6 @@ impl Param {
         &self.tensor
     }
 
-    /// The initialisation rule.
-    pub fn init(&self) -> &ParamInit {
-        &self.init
-    }
-
     /// The padding row, if this is an embedding table with `padding_idx`.
     pub fn padding_idx(&self) -> Option<i64> {
         self.padding_idx
@@ -150,15 +145,6 @@ impl Param {
                 let _ = t.get(row).zero_();
             }
         });
-    }
-
-    /// Sets the padding row back to zero (no-op without `padding_idx`).
-    pub fn zero_padding_row(&self) {
-        if let Some(row) = self.padding_idx {
-            tch::no_grad(|| {
-                let _ = self.tensor.get(row).zero_();
-            });
-        }
     }
 }
 

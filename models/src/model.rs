@@ -130,17 +130,6 @@ impl SeqRecModel {
         }
     }
 
-    /// Sets the padding rows (row 0 of `item_emb`, SASRec's `pos_emb`) back to zero. Not needed
-    /// with the losses of this crate: the lookups use `padding_idx = 0` (ATen skips the row in
-    /// the backward) and full-softmax logits mask column 0, so those rows get zero gradient and
-    /// Adam leaves them at 0. Call it after each step only if an optimiser adds weight decay
-    /// or a custom loss touches row 0.
-    pub fn zero_padding_rows(&self) {
-        for p in self.params() {
-            p.zero_padding_row();
-        }
-    }
-
     /// The generic forward for any [`Ops`] (training: `TchOps`; export: a graph recorder).
     /// `seq` (B, T) int64, `tm` (B, T, T) int64 → (B, T, C), or (B, 1, C) with `last_only`.
     pub fn forward_with<O: Ops>(
@@ -154,7 +143,7 @@ impl SeqRecModel {
         match &self.net {
             Net::SasRec(m) => Ok(m.forward(o, seq, last_only, train)),
             Net::TiSasRec(m) => {
-                let tm = tm.ok_or(Error::MissingTimeMatrix(self.cfg.kind_name()))?;
+                let tm = tm.ok_or(Error::MissingTimeMatrix(self.cfg.kind().as_str()))?;
                 Ok(m.forward(o, seq, tm, last_only, train))
             }
         }
@@ -175,7 +164,7 @@ impl SeqRecModel {
         let seq = seq.to_device_(self.device(), Kind::Int64, true, false);
         let tm = match (self.cfg.is_time_aware(), tm) {
             (false, _) => None,
-            (true, None) => return Err(Error::MissingTimeMatrix(self.cfg.kind_name())),
+            (true, None) => return Err(Error::MissingTimeMatrix(self.cfg.kind().as_str())),
             (true, Some(tm)) => {
                 let want = [dims[0], t, t];
                 if tm.size() != want {
@@ -287,13 +276,13 @@ mod tests {
                 assert!(
                     d < 1e-6,
                     "{}: position ≤ {t} changed by {d}",
-                    cfg.kind_name()
+                    cfg.kind().as_str()
                 );
                 let later = max_diff(&f.narrow(1, t + 1, 1), &f2.narrow(1, t + 1, 1));
                 assert!(
                     later > 1e-4,
                     "{}: position {} did not change",
-                    cfg.kind_name(),
+                    cfg.kind().as_str(),
                     t + 1
                 );
             }
@@ -319,7 +308,7 @@ mod tests {
                 let last = m.last_hidden(&seq, tm.as_ref()).unwrap();
                 assert_eq!(last.size(), [5, C as i64]);
                 let d = max_diff(&full, &last);
-                assert!(d < 1e-5, "{} {placement:?}: {d}", cfg.kind_name());
+                assert!(d < 1e-5, "{} {placement:?}: {d}", cfg.kind().as_str());
                 // score_all / predict agree with each other and with the full features.
                 let all = m.score_all(&seq, tm.as_ref()).unwrap();
                 assert_eq!(all.size(), [5, I as i64 + 1]);
@@ -419,7 +408,7 @@ mod tests {
                 m.params().len(),
                 vs.variables().len(),
                 "{}",
-                cfg.kind_name()
+                cfg.kind().as_str()
             );
         }
     }
@@ -500,7 +489,7 @@ mod tests {
             assert!(
                 last < 0.75 * first,
                 "{} {loss}: {first} → {last}",
-                cfg.kind_name()
+                cfg.kind().as_str()
             );
         }
     }

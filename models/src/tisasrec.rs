@@ -376,7 +376,11 @@ mod tests {
                 let run = |form| net.hidden_in(&TchOps, &seq, &tm, last_only, false, form);
                 let (a, b) = (run(RelationForm::Bucketed), run(RelationForm::Dense));
                 let d = max_diff(&a, &b) / b.abs().max().double_value(&[]);
-                assert!(d < 1e-5, "{} last_only={last_only}: {d}", cfg.kind_name());
+                assert!(
+                    d < 1e-5,
+                    "{} last_only={last_only}: {d}",
+                    cfg.kind().as_str()
+                );
             }
             // and eval picks the bucketed form whatever --time_dropout says
             assert_eq!(net.relation_form(false), RelationForm::Bucketed);
@@ -420,7 +424,7 @@ mod tests {
                 .fold(0.0, f64::max);
             for ((name, ga), (_, gb)) in a.iter().zip(&b) {
                 let d = max_diff(ga, gb) / scale;
-                assert!(d < 1e-5, "{} {name}: {d}", cfg.kind_name());
+                assert!(d < 1e-5, "{} {name}: {d}", cfg.kind().as_str());
             }
             assert!(
                 a.iter().any(|(n, g)| n.starts_with("time_matrix_V")
@@ -453,7 +457,7 @@ mod tests {
                 assert!(
                     big < dense_numel,
                     "{} train={train}: a tensor of {big} ≥ B·T·T·C = {dense_numel} elements",
-                    cfg.kind_name()
+                    cfg.kind().as_str()
                 );
             }
             assert!(largest(RelationForm::Dense, true) >= dense_numel);

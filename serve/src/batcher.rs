@@ -32,6 +32,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ort::session::Session;
 use ort::value::Tensor;
+use sasrec_shared::run::onnx_io::{EXCLUDE, K, SEQ, TIME_MATRIX, TOPK_ITEMS, TOPK_SCORES};
 use tokio::sync::oneshot;
 
 use crate::config::BatchConfig;
@@ -223,7 +224,8 @@ fn run_jobs(session: &mut Session, jobs: Vec<Job>, shape: Shape, max_rows: usize
     }
 }
 
-/// One ONNX Runtime run over `rows` (interface in `sasrec_export::graph`).
+/// One ONNX Runtime run over `rows` (names in [`sasrec_shared::run::onnx_io`], interface in
+/// `sasrec_export::graph`).
 pub fn run_rows(
     session: &mut Session,
     rows: &[&Row],
@@ -267,17 +269,15 @@ pub fn run_rows(
         }
         let tm = Tensor::from_array(([b, t, t], tm)).map_err(err)?;
         session
-            .run(ort::inputs!["seq" => seq, "time_matrix" => tm, "exclude" => exc, "k" => kk])
+            .run(ort::inputs![SEQ => seq, TIME_MATRIX => tm, EXCLUDE => exc, K => kk])
             .map_err(err)?
     } else {
         session
-            .run(ort::inputs!["seq" => seq, "exclude" => exc, "k" => kk])
+            .run(ort::inputs![SEQ => seq, EXCLUDE => exc, K => kk])
             .map_err(err)?
     };
-    let (_, scores) = out["topk_scores"]
-        .try_extract_tensor::<f32>()
-        .map_err(err)?;
-    let (_, items) = out["topk_items"].try_extract_tensor::<i64>().map_err(err)?;
+    let (_, scores) = out[TOPK_SCORES].try_extract_tensor::<f32>().map_err(err)?;
+    let (_, items) = out[TOPK_ITEMS].try_extract_tensor::<i64>().map_err(err)?;
     if scores.len() != b * k || items.len() != b * k {
         return Err(format!(
             "top-k outputs have {} / {} entries, expected {}",

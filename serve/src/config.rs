@@ -117,17 +117,6 @@ fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_micros() as u64)
 }
 
-impl Default for BatchConfig {
-    fn default() -> Self {
-        Self {
-            max_batch_size: 32,
-            max_queue_delay: Duration::ZERO,
-            max_queue: 1024,
-            workers: 1,
-        }
-    }
-}
-
 /// How sessions are created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -139,17 +128,6 @@ pub struct SessionConfig {
     pub intra_threads: usize,
     /// The ONNX Runtime library; `None` = resolve as in [`crate::runtime::resolve_dylib`].
     pub ort_lib: Option<PathBuf>,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            device: Device::Cpu,
-            strict_device: false,
-            intra_threads: 1,
-            ort_lib: None,
-        }
-    }
 }
 
 /// The validated server configuration.
@@ -202,18 +180,18 @@ mod tests {
 }
 
 impl ServeConfig {
-    /// Defaults for `model` (what the flags default to), convenient in tests.
+    /// The configuration the flags give by default for `--model model` (no bearer token,
+    /// whatever the environment says); convenient in tests and embedders.
     pub fn new(model: impl Into<PathBuf>) -> Self {
-        Self {
-            model: model.into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            session: SessionConfig::default(),
-            batch: BatchConfig::default(),
-            body_limit: 1 << 20,
-            max_batch_requests: 256,
-            request_timeout: Duration::from_secs(10),
-            auth_token: None,
-        }
+        let args = Args::try_parse_from([
+            std::ffi::OsString::from("sasrec-serve"),
+            "--model".into(),
+            model.into().into_os_string(),
+        ])
+        .expect("the flag defaults parse");
+        let mut cfg = args.resolve().expect("the flag defaults are valid");
+        cfg.auth_token = None;
+        cfg
     }
 }
 

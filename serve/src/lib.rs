@@ -1,8 +1,10 @@
 //! `sasrec-serve`: next-item recommendations over HTTP from a model exported by
 //! `sasrec-export --onnx`, on ONNX Runtime (no libtorch).
 //!
-//! * [`model`]: loads `model.onnx` + `items.tsv`, reads the metadata, turns a request into a
-//!   graph row (time intervals from [`sasrec_shared::time`], exactly as in training);
+//! * [`model`]: a loaded model — [`artifacts`] finds `model.onnx` + `items.tsv`, [`session`]
+//!   creates the ONNX Runtime sessions on the chosen execution provider, the manifest is
+//!   [`sasrec_shared::run::ModelManifest`], and [`request`] turns a request into a graph row
+//!   (time intervals from [`sasrec_shared::time`], exactly as in training);
 //! * [`batcher`]: dynamic batching — handlers queue jobs, worker threads that own the ONNX
 //!   Runtime sessions coalesce them into one run;
 //! * [`routes`]: the axum router ([`app`]), handlers and middleware; [`error`]: the
@@ -20,14 +22,17 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod artifacts;
 pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod request;
 pub mod routes;
 pub mod runtime;
+pub mod session;
 pub mod shutdown;
 pub mod state;
 

@@ -23,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::trace::TraceLayer;
@@ -33,21 +33,52 @@ use crate::batcher::{JobResult, Row, RowResult, SubmitError};
 use crate::error::{ApiError, AppJson, InternalError};
 use crate::state::AppState;
 
-/// The application: every route and layer, bound to `state`. Tests drive it without a socket
-/// (`tower::ServiceExt::oneshot`) or serve it on `127.0.0.1:0`.
+/// One entry of the route table: what [`app`] serves and what the OpenAPI document must list.
+pub struct Route {
+    /// The method, lower case as in an OpenAPI document (`get`, `post`).
+    pub method: &'static str,
+    /// The path.
+    pub path: &'static str,
+    /// Behind the bearer token (`--auth_token`).
+    pub protected: bool,
+    handler: MethodRouter<AppState>,
+}
+
+/// The route table (module docs), in the order of the table above.
+pub fn routes() -> Vec<Route> {
+    let route = |method, path, protected, handler| Route {
+        method,
+        path,
+        protected,
+        handler,
+    };
+    vec![
+        route("post", "/recommend", true, post(recommend)),
+        route("post", "/recommend/batch", true, post(recommend_batch)),
+        route("post", "/v1/model/reload", true, post(reload)),
+        route("get", "/v1/model", false, get(model_info)),
+        route("get", "/healthz", false, get(healthz)),
+        route("get", "/readyz", false, get(readyz)),
+        route("get", "/metrics", false, get(metrics)),
+        route("get", "/openapi.json", false, get(openapi)),
+    ]
+}
+
+/// The application: every route of [`routes`] and the layers, bound to `state`. Tests drive it
+/// without a socket (`tower::ServiceExt::oneshot`) or serve it on `127.0.0.1:0`.
 pub fn app(state: AppState) -> Router {
-    let protected = Router::new()
-        .route("/recommend", post(recommend))
-        .route("/recommend/batch", post(recommend_batch))
-        .route("/v1/model/reload", post(reload))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let (mut public, mut protected) = (Router::new(), Router::new());
+    for r in routes() {
+        if r.protected {
+            protected = protected.route(r.path, r.handler);
+        } else {
+            public = public.route(r.path, r.handler);
+        }
+    }
+    let protected =
+        protected.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let body_limit = state.config().body_limit;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/model", get(model_info))
-        .route("/openapi.json", get(openapi))
+    public
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::run::ModelKind;
 
 /// The attention backbone (docs/MODELS.md §1 SASRec, §2 TiSASRec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,23 +163,19 @@ impl ModelConfig {
         }
     }
 
-    /// Head size C/h, the attention scale's √ argument (docs/MODELS.md, pitfall 10).
-    pub fn head_dim(&self) -> usize {
-        self.hidden_units / self.num_heads
-    }
-
     /// Whether the model reads time-interval matrices.
     pub fn is_time_aware(&self) -> bool {
         self.backbone == Backbone::Tisasrec
     }
 
-    /// Short model name: `sasrec`, `tisasrec`, `sasrec-mhc`, `tisasrec-mhc`.
-    pub fn kind_name(&self) -> &'static str {
+    /// The model kind: backbone × residual (`sasrec`, `tisasrec`, `sasrec-mhc`,
+    /// `tisasrec-mhc`).
+    pub fn kind(&self) -> ModelKind {
         match (self.backbone, self.mhc.is_some()) {
-            (Backbone::Sasrec, false) => "sasrec",
-            (Backbone::Sasrec, true) => "sasrec-mhc",
-            (Backbone::Tisasrec, false) => "tisasrec",
-            (Backbone::Tisasrec, true) => "tisasrec-mhc",
+            (Backbone::Sasrec, false) => ModelKind::Sasrec,
+            (Backbone::Sasrec, true) => ModelKind::SasrecMhc,
+            (Backbone::Tisasrec, false) => ModelKind::Tisasrec,
+            (Backbone::Tisasrec, true) => ModelKind::TisasrecMhc,
         }
     }
 

@@ -148,7 +148,7 @@ fn looks_like_sequences(text: &str) -> bool {
 }
 
 /// Minimum interaction counts per user and per item (k-core filtering).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KCore {
     /// Users with fewer interactions are dropped.
     pub min_user: usize,

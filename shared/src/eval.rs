@@ -114,11 +114,6 @@ impl EvalSet {
         })
     }
 
-    /// Which part this set evaluates.
-    pub fn part(&self) -> Part {
-        self.part
-    }
-
     /// Number of evaluated users.
     pub fn len(&self) -> usize {
         self.users.len()
@@ -145,18 +140,20 @@ impl EvalSet {
         let mut candidates = Vec::with_capacity(rows * n_cand);
         let mut targets = Vec::with_capacity(rows);
         let mut exclude = Vec::with_capacity(rows);
-        let mut window_codes = vec![0i64; t];
         for (row, (&u, cands)) in users.iter().zip(&self.candidates[range]).enumerate() {
             let u = u as usize;
             let (target, prefix) = self.split.holdout(u, self.part).expect("held-out user");
             let history = &self.split.all(u)[..prefix];
-            let pad = left_pad(history, 0i64, &mut seq[row * t..(row + 1) * t]);
+            left_pad(history, 0i64, &mut seq[row * t..(row + 1) * t]);
             if let (Some(out), Some(iv), Some(times)) =
                 (intervals.as_mut(), self.cfg.intervals, self.split.times(u))
             {
                 let codes = time_codes(iv.unit, times);
-                left_pad(&codes[..prefix], 0i64, &mut window_codes);
-                iv.relation_matrix(&window_codes, pad, &mut out[row * t * t..(row + 1) * t * t]);
+                iv.window_matrix(
+                    &codes[..prefix],
+                    t,
+                    &mut out[row * t * t..(row + 1) * t * t],
+                );
             }
             candidates.extend(cands[..n_cand].iter().map(|&c| c as i64));
             targets.push(target);

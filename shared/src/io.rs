@@ -24,7 +24,7 @@ pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Writes `path` atomically: the content goes to a temporary file in the same directory,
-/// which is flushed, synced and renamed over `path`. A crash leaves either the old file or
+/// which is flushed, synced and renamed over `path`, and the directory is synced. A crash leaves either the old file or
 /// the new one, never a torn file. On error nothing is left behind.
 pub fn write_atomic<F>(path: &Path, write: F) -> Result<()>
 where
@@ -39,7 +39,8 @@ where
             w.flush()?;
         }
         file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        sync_parent(path)
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
@@ -48,13 +49,44 @@ where
     Ok(())
 }
 
-/// The temporary sibling used by [`write_atomic`]: `.<name>.tmp.<pid>` in the same directory.
+/// Writes `path` atomically through a writer that takes a path (a tensor library's `save`):
+/// `write` fills the temporary sibling, which is then synced, renamed over `path`, and the
+/// directory synced, exactly as [`write_atomic`]. On error nothing is left behind and the
+/// previous `path` is intact; the error names `path`.
+pub fn write_atomic_path<E: std::fmt::Display>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> Result<()> {
+    let tmp = temp_path(path);
+    let result = write(&tmp)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|()| File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| sync_parent(path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// Syncs the directory holding `path`, so that a rename into it survives a power loss.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => File::open(d)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
+    }
+}
+
+/// The temporary sibling used by [`write_atomic`]: `.tmp.<pid>.<name>` in the same directory
+/// (hidden, and with the extension of `name`, which writers that pick a format by extension
+/// need).
 pub fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
+    path.with_file_name(format!(".tmp.{}.{name}", std::process::id()))
 }
 
 #[cfg(test)]

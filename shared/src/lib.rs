@@ -28,6 +28,7 @@ pub mod idmap;
 pub mod io;
 pub mod metrics;
 pub mod rng;
+pub mod run;
 pub mod sampler;
 pub mod split;
 pub mod synthetic;

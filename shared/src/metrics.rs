@@ -6,7 +6,7 @@
 //! the true item ranks it last; NaN competitors count as higher.
 //! `HR@k = 1[r < k]`, `NDCG@k = 1[r < k] / log2(r + 2)`, `MRR = 1/(r + 1)`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Rank of `target` among `others` (see the module docs for ties and NaN).
 #[inline]
@@ -73,7 +73,7 @@ pub struct Accumulator {
 }
 
 /// Averaged metrics of one protocol on one split part.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// The cutoff k.
     pub k: usize,

@@ -176,11 +176,6 @@ impl Sampler {
         self.inner.users.len()
     }
 
-    /// The settings.
-    pub fn config(&self) -> &SamplerConfig {
-        &self.inner.cfg
-    }
-
     /// The users of this rank's shard of global batch `b` in `epoch`.
     fn shard(&self, perm: &[u32], b: usize) -> Vec<u32> {
         let cfg = &self.inner.cfg;
@@ -213,7 +208,6 @@ impl Sampler {
         let mut pos = vec![0i64; rows * t];
         let mut neg = vec![0i64; rows * t];
         let mut intervals = inner.cfg.intervals.map(|_| vec![0i32; rows * t * t]);
-        let mut window_codes = vec![0i64; t];
         for (row, &u) in users.iter().enumerate() {
             let u = u as usize;
             let tr = inner.split.train(u);
@@ -236,8 +230,11 @@ impl Sampler {
                 inner.cfg.intervals,
                 inner.codes.as_ref(),
             ) {
-                left_pad(&codes[u][..m - 1], 0i64, &mut window_codes);
-                iv.relation_matrix(&window_codes, pad, &mut out[row * t * t..(row + 1) * t * t]);
+                iv.window_matrix(
+                    &codes[u][..m - 1],
+                    t,
+                    &mut out[row * t * t..(row + 1) * t * t],
+                );
             }
         }
         Batch {

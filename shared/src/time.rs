@@ -2,8 +2,9 @@
 //!
 //! One implementation used by the training sampler, evaluation and the server:
 //! 1. [`time_codes`] turns a user's timestamps into integer codes, once per user;
-//! 2. [`relation_matrix`] turns the codes of a left-padded window into the T×T matrix of
-//!    interval buckets `r_ij ∈ 0..=k` that indexes the interval embeddings.
+//! 2. [`Intervals::window_matrix`] left-pads the newest T codes into the model's window and
+//!    turns them into the T×T matrix of interval buckets `r_ij ∈ 0..=k` that indexes the
+//!    interval embeddings ([`Intervals::relation_matrix`]); every caller goes through it.
 //!
 //! Two families of units:
 //! * [`TimeUnit::Personal`], the reference (pmixer/TiSASRec.pytorch, the paper): with the
@@ -52,32 +53,39 @@ impl TimeUnit {
     }
 }
 
+impl TimeUnit {
+    /// The flag values (`--time_unit`), in declaration order.
+    pub const NAMES: [&'static str; 5] = ["personal", "second", "minute", "hour", "day"];
+
+    /// The flag value of this unit.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
 impl FromStr for TimeUnit {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        match s {
-            "personal" => Ok(TimeUnit::Personal),
-            "second" => Ok(TimeUnit::Second),
-            "minute" => Ok(TimeUnit::Minute),
-            "hour" => Ok(TimeUnit::Hour),
-            "day" => Ok(TimeUnit::Day),
-            _ => Err(Error::Config(format!(
-                "--time_unit `{s}`: expected personal, second, minute, hour or day"
-            ))),
-        }
+        const ALL: [TimeUnit; 5] = [
+            TimeUnit::Personal,
+            TimeUnit::Second,
+            TimeUnit::Minute,
+            TimeUnit::Hour,
+            TimeUnit::Day,
+        ];
+        ALL.into_iter().find(|u| u.as_str() == s).ok_or_else(|| {
+            let (last, rest) = Self::NAMES.split_last().expect("five names");
+            Error::Config(format!(
+                "--time_unit `{s}`: expected {} or {last}",
+                rest.join(", ")
+            ))
+        })
     }
 }
 
 impl std::fmt::Display for TimeUnit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
-            TimeUnit::Personal => "personal",
-            TimeUnit::Second => "second",
-            TimeUnit::Minute => "minute",
-            TimeUnit::Hour => "hour",
-            TimeUnit::Day => "day",
-        };
-        f.write_str(s)
+        f.write_str(self.as_str())
     }
 }
 
@@ -125,6 +133,15 @@ impl Intervals {
             Some(unit) => (ci - cj).abs() / unit,
         };
         r.min(k) as i32
+    }
+
+    /// The interval matrix of a model input, as training, evaluation and serving build it:
+    /// the newest T = `t` of `codes` (one user's [`time_codes`], oldest first) are left-padded
+    /// into a window ([`left_pad`]) and [`Intervals::relation_matrix`] fills `out` (T×T).
+    pub fn window_matrix(&self, codes: &[i64], t: usize, out: &mut [i32]) {
+        let mut window = vec![0i64; t];
+        let pad = left_pad(codes, 0i64, &mut window);
+        self.relation_matrix(&window, pad, out);
     }
 
     /// Fills `out` (T×T, row = query i, column = key j) for a left-padded window of

@@ -77,6 +77,8 @@ pub fn run(args: &CheckDistArgs) -> anyhow::Result<()> {
 struct OpReport {
     ok: bool,
     seconds: f64,
+    /// What this rank holds after the op (checked against the expected value before printing).
+    result: serde_json::Value,
 }
 
 fn timed(device: Device, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<OpReport> {
@@ -88,6 +90,7 @@ fn timed(device: Device, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Resu
     Ok(OpReport {
         ok: true,
         seconds: t0.elapsed().as_secs_f64(),
+        result: serde_json::Value::Null,
     })
 }
 
@@ -110,7 +113,7 @@ fn run_rank(env: &DistEnv, backend: Backend, timeout: Duration) -> anyhow::Resul
 
     // all_reduce: every rank contributes rank+1, so each element must be 1+2+..+world.
     let mut t = Tensor::full([4], (rank + 1) as f64, (Kind::Float, device));
-    let all_reduce = timed(device, || pg.all_reduce_sum(&mut t))?;
+    let mut all_reduce = timed(device, || pg.all_reduce_sum(&mut t))?;
     let want = (world * (world + 1) / 2) as f32;
     let got: Vec<f32> = Vec::<f32>::try_from(t.to_device(Device::Cpu))?;
     if got.iter().any(|&v| v != want) {
@@ -118,6 +121,7 @@ fn run_rank(env: &DistEnv, backend: Backend, timeout: Duration) -> anyhow::Resul
             "all_reduce on rank {rank} of {world}: expected {want} in every element, got {got:?}"
         );
     }
+    all_reduce.result = serde_json::json!(got);
 
     // broadcast (int64, to cover an integer kind): rank 0's values replace the others' zeros.
     let sent: [i64; 4] = [42, 7, -3, 1_000_000_007];
@@ -126,11 +130,12 @@ fn run_rank(env: &DistEnv, backend: Backend, timeout: Duration) -> anyhow::Resul
     } else {
         Tensor::zeros([4], (Kind::Int64, device))
     };
-    let broadcast = timed(device, || pg.broadcast(&mut b, 0))?;
+    let mut broadcast = timed(device, || pg.broadcast(&mut b, 0))?;
     let got: Vec<i64> = Vec::<i64>::try_from(b.to_device(Device::Cpu))?;
     if got != sent {
         bail!("broadcast from rank 0 to rank {rank} of {world}: expected {sent:?}, got {got:?}");
     }
+    broadcast.result = serde_json::json!(got);
 
     let barrier = timed(device, || pg.barrier())?;
     tracing::info!(

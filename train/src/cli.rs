@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
-use sasrec_shared::config::{HresProjection, TimeDropout};
+use sasrec_shared::config::{HresProjection, MhcConfig, TimeDropout};
 use sasrec_shared::time::TimeUnit;
 
 use crate::data_cmd::DataArgs;
@@ -43,40 +43,6 @@ pub enum Protocol {
     Sampled,
     /// True item against all items (history excluded).
     Full,
-}
-
-/// `--time_unit` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TimeUnitArg {
-    /// Per-user minimum-gap scaling (TiSASRec paper).
-    Personal,
-    /// Seconds.
-    Second,
-    /// Minutes.
-    Minute,
-    /// Hours.
-    Hour,
-    /// Days.
-    Day,
-}
-
-impl From<TimeUnitArg> for TimeUnit {
-    fn from(t: TimeUnitArg) -> Self {
-        match t {
-            TimeUnitArg::Personal => TimeUnit::Personal,
-            TimeUnitArg::Second => TimeUnit::Second,
-            TimeUnitArg::Minute => TimeUnit::Minute,
-            TimeUnitArg::Hour => TimeUnit::Hour,
-            TimeUnitArg::Day => TimeUnit::Day,
-        }
-    }
-}
-
-impl TrainArgs {
-    /// The run directory (required by the parser).
-    pub fn train_dir(&self) -> PathBuf {
-        self.train_dir.clone().unwrap_or_default()
-    }
 }
 
 /// Everything `sasrec-train` accepts for training and evaluation.
@@ -146,21 +112,21 @@ pub struct TrainArgs {
     #[arg(
         long = "mhc_expansion_rate",
         alias = "mhc-expansion-rate",
-        default_value_t = 4
+        default_value_t = MhcConfig::default().expansion_rate
     )]
     pub mhc_expansion_rate: usize,
     /// mHC: Sinkhorn-Knopp iterations.
     #[arg(
         long = "mhc_sinkhorn_iter",
         alias = "mhc-sinkhorn-iter",
-        default_value_t = 20
+        default_value_t = MhcConfig::default().sinkhorn_iter
     )]
     pub mhc_sinkhorn_iter: usize,
     /// mHC: initial value of the gates α.
     #[arg(
         long = "mhc_init_gate",
         alias = "mhc-init-gate",
-        default_value_t = 0.01
+        default_value_t = MhcConfig::default().init_gate
     )]
     pub mhc_init_gate: f64,
     /// mHC: keep the whole mHC path out of autocast.
@@ -172,7 +138,7 @@ pub struct TrainArgs {
     #[arg(
         long = "mhc_hres",
         alias = "mhc-hres",
-        default_value = "sinkhorn",
+        default_value = MhcConfig::default().h_res.as_str(),
         value_parser = PossibleValuesParser::new(HresProjection::NAMES).try_map(|s| s.parse::<HresProjection>())
     )]
     pub mhc_hres: HresProjection,
@@ -191,8 +157,13 @@ pub struct TrainArgs {
     )]
     pub time_dropout: TimeDropout,
     /// TiSASRec: interval unit (personal = the paper's per-user minimum-gap scaling).
-    #[arg(long = "time_unit", alias = "time-unit", value_enum, default_value_t = TimeUnitArg::Hour)]
-    pub time_unit: TimeUnitArg,
+    #[arg(
+        long = "time_unit",
+        alias = "time-unit",
+        default_value = "hour",
+        value_parser = PossibleValuesParser::new(TimeUnit::NAMES).try_map(|s| s.parse::<TimeUnit>())
+    )]
+    pub time_unit: TimeUnit,
     /// Pre-LN blocks (SASRec default is Post-LN, TiSASRec's the reference wiring; mHC is
     /// always Pre-LN: Post-LN is not defined for hyper-connections).
     #[arg(long = "norm_first", alias = "norm-first")]

@@ -1,13 +1,16 @@
 //! The resolved run configuration written to `config.json`.
 
-use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig};
+use anyhow::Result;
+use sasrec_models::amp::AmpDtype;
+use sasrec_shared::config::ModelConfig;
 use sasrec_shared::dataset::Stats;
-use sasrec_shared::time::{Intervals, TimeUnit};
+use sasrec_shared::run::ModelSpec;
+use sasrec_shared::{KCore, Split};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{LossKind, Protocol, TrainArgs};
+use crate::cli::{LossKind, Protocol};
 use crate::dist::Backend;
-use sasrec_models::amp::AmpDtype;
+use crate::settings::Settings;
 
 /// Optimisation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,44 +45,51 @@ impl OptimConfig {
     }
 }
 
-/// Everything that determines a run; `config.json` in the run directory.
+/// Everything that determines a run; `config.json` in the run directory. It begins with the
+/// [`ModelSpec`] that export and serving read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
-    /// Model kind name (`sasrec`, `tisasrec`, `sasrec-mhc`, `tisasrec-mhc`).
-    pub kind: String,
-    /// The network.
-    pub model: ModelConfig,
-    /// TiSASRec intervals.
-    pub intervals: Option<Intervals>,
+    /// Kind, network and intervals.
+    #[serde(flatten)]
+    pub spec: ModelSpec,
     /// Optimisation.
     pub optim: OptimConfig,
     /// Dataset file.
     pub dataset: String,
     /// Dataset statistics after filtering.
     pub dataset_stats: Stats,
-    /// k-core minimums (0 = off) and mode.
-    pub kcore: (usize, usize, bool),
+    /// k-core filtering, `None` when off.
+    pub kcore: Option<KCore>,
     /// Short-user threshold of the split.
     pub min_holdout_len: usize,
-    /// Seed.
-    pub seed: u64,
-    /// Seed of the evaluation candidates.
-    pub eval_seed: u64,
-    /// Epochs.
-    pub num_epochs: usize,
-    /// Evaluation period in epochs.
-    pub eval_every: usize,
-    /// Early-stopping patience in evaluations.
-    pub early_stop_patience: usize,
-    /// Selection protocol.
-    pub select_protocol: Protocol,
-    /// Evaluated-user cap.
-    pub eval_max_users: Option<usize>,
+    /// Seeds, epochs, evaluation and selection.
+    #[serde(flatten)]
+    pub schedule: Schedule,
     /// Versions of the toolkit and libtorch.
     pub versions: Versions,
     /// Where and how the run executes; a resumed run may change it.
     #[serde(default)]
     pub runtime: Runtime,
+}
+
+/// Seeds, epochs and the evaluation protocol: the part of `--help` that says how long a run
+/// trains and how it is scored (flattened into `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// `--seed`: training randomness.
+    pub seed: u64,
+    /// `--eval_seed`: the fixed evaluation candidates.
+    pub eval_seed: u64,
+    /// `--num_epochs`.
+    pub num_epochs: usize,
+    /// `--eval_every` epochs (at least 1).
+    pub eval_every: usize,
+    /// `--early_stop_patience` evaluations (0 = off).
+    pub early_stop_patience: usize,
+    /// `--select_protocol`: whose validation NDCG@10 picks the best epoch.
+    pub select_protocol: Protocol,
+    /// `--eval_max_users`: evaluated-user cap.
+    pub eval_max_users: Option<usize>,
 }
 
 /// The execution settings of a run (recorded, not compared on resume: a run may continue on
@@ -106,78 +116,28 @@ pub struct Versions {
 }
 
 impl RunConfig {
-    /// Resolves the flags against the loaded data.
-    pub fn resolve(
-        args: &TrainArgs,
-        num_items: usize,
-        dataset: String,
-        stats: Stats,
-        runtime: Runtime,
-    ) -> Self {
-        let backbone = if args.no_time {
-            Backbone::Sasrec
-        } else {
-            Backbone::Tisasrec
-        };
-        let mhc = (!args.no_mhc).then_some(MhcConfig {
-            expansion_rate: args.mhc_expansion_rate,
-            sinkhorn_iter: args.mhc_sinkhorn_iter,
-            init_gate: args.mhc_init_gate,
-            no_amp: args.mhc_no_amp,
-            h_res: args.mhc_hres,
-        });
+    /// The settings resolved against the loaded data: the item count, the dataset's path and
+    /// statistics; the network is validated here.
+    pub fn resolve(s: &Settings, split: &Split, runtime: Runtime) -> Result<Self> {
         let model = ModelConfig {
-            backbone,
-            num_items,
-            maxlen: args.maxlen,
-            hidden_units: args.hidden_units,
-            num_blocks: args.num_blocks,
-            num_heads: args.num_heads,
-            dropout_rate: args.dropout_rate,
-            norm_first: args.norm_first,
-            time_span: args.time_span,
-            mhc,
-            time_dropout: args.time_dropout,
+            num_items: split.num_items(),
+            ..s.model.clone()
         };
-        let intervals = (!args.no_time).then_some(Intervals {
-            unit: TimeUnit::from(args.time_unit),
-            span: args.time_span,
-        });
-        Self {
-            kind: model.kind_name().to_string(),
-            model,
-            intervals,
-            optim: OptimConfig {
-                lr: args.lr,
-                warmup_steps: args.warmup_steps,
-                lr_decay_step: args.lr_decay_step,
-                lr_decay_rate: args.lr_decay_rate,
-                l2_emb: args.l2_emb,
-                batch_size: args.batch_size,
-                loss: args.loss,
-                num_negatives: args.num_negatives,
-            },
-            dataset,
-            dataset_stats: stats,
-            kcore: (
-                args.data.min_user_count,
-                args.data.min_item_count,
-                !args.data.kcore_one_pass,
-            ),
-            min_holdout_len: args.data.min_holdout_len as usize,
-            seed: args.seed,
-            eval_seed: args.eval_seed,
-            num_epochs: args.num_epochs,
-            eval_every: args.eval_every.max(1),
-            early_stop_patience: args.early_stop_patience,
-            select_protocol: args.select_protocol,
-            eval_max_users: args.eval_max_users,
+        model.validate()?;
+        Ok(Self {
+            spec: ModelSpec::new(model, s.intervals),
+            optim: s.optim.clone(),
+            dataset: split.data.path.display().to_string(),
+            dataset_stats: split.data.stats(),
+            kcore: s.data.kcore(),
+            min_holdout_len: s.data.min_holdout_len as usize,
+            schedule: s.schedule.clone(),
             versions: Versions {
                 sasrec_rs: env!("CARGO_PKG_VERSION").to_string(),
                 libtorch: "2.11.0".to_string(),
             },
             runtime,
-        }
+        })
     }
 
     /// Names of the settings that differ from `other`, ignoring those a resumed run may

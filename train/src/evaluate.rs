@@ -6,7 +6,7 @@ use sasrec_shared::metrics::{Accumulator, Metrics};
 use tch::{Kind, Tensor};
 
 /// Metrics of one split part under both protocols.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PartMetrics {
     /// True item against the 100 fixed sampled negatives.
     pub sampled: Metrics,

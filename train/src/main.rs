@@ -3,8 +3,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sasrec_train::cli::TrainArgs;
 use sasrec_train::data_cmd::{self, DataCmd};
-use sasrec_train::dist::DistEnv;
-use sasrec_train::launch;
+use sasrec_train::settings::Settings;
 use sasrec_train::trainer;
 
 /// Train, evaluate and inspect SASRec / TiSASRec / mHC sequential recommenders.
@@ -41,23 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         (Some(Command::Data(cmd)), _) => data_cmd::run(cmd),
         (Some(Command::CheckDistributed(args)), _) => sasrec_train::check_dist::run(&args),
         (None, args) => {
-            let out = match (&args.inference_only, &args.state_dict_path) {
-                (true, Some(w)) => Some(trainer::inference_only(&args, w)?),
-                _ if args.multi_gpu && DistEnv::from_env(args.master_port)?.is_none() => {
-                    // Not under torchrun: start the ranks of this node ourselves.
-                    let n = match args.nproc_per_node {
-                        Some(n) => n,
-                        None if tch::Cuda::device_count() > 0 => tch::Cuda::device_count() as usize,
-                        None => anyhow::bail!(
-                            "--multi_gpu without CUDA devices: pass --nproc_per_node N to train with N Gloo ranks on the CPU"
-                        ),
-                    };
-                    launch::launch(n, args.master_port, &launch::own_args())?;
-                    None
-                }
-                _ => trainer::train(&args)?,
-            };
-            if let Some(out) = out {
+            if let Some(out) = trainer::run(&Settings::resolve(&args)?)? {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
             Ok(())

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
+use crate::evaluate::PartMetrics;
 use crate::state::LoopState;
 
 const FONT_PATHS: &[&str] = &[
@@ -38,20 +39,21 @@ fn font_ready() -> bool {
     })
 }
 
-fn metric(v: &serde_json::Value, protocol: &str, name: &str) -> f64 {
-    v[protocol][name].as_f64().unwrap_or(f64::NAN)
-}
-
-/// Draws the curves of `state` into `path` (written atomically).
+/// Draws the curves of `state` into `path` (written atomically, as every run-directory file).
 pub fn draw(path: &Path, title: &str, state: &LoopState) -> Result<()> {
     if !font_ready() {
         return Err(anyhow!(
             "no TrueType font found (set SASREC_FONT or install fonts-dejavu-core)"
         ));
     }
-    let tmp = sasrec_shared::io::temp_path(path).with_extension("png");
+    sasrec_shared::io::write_atomic_path(path, |tmp| render(tmp, title, state))?;
+    Ok(())
+}
+
+/// Renders the PNG into `tmp`.
+fn render(tmp: &Path, title: &str, state: &LoopState) -> Result<()> {
     {
-        let root = BitMapBackend::new(&tmp, (1200, 480)).into_drawing_area();
+        let root = BitMapBackend::new(tmp, (1200, 480)).into_drawing_area();
         root.fill(&WHITE)?;
         let root = root.titled(title, ("sans-serif", 20))?;
         let (left, right) = root.split_horizontally(600);
@@ -87,17 +89,18 @@ pub fn draw(path: &Path, title: &str, state: &LoopState) -> Result<()> {
             .y_label_area_size(56)
             .build_cartesian_2d(0f64..n, 0f64..1f64)?;
         c.configure_mesh().x_desc("epoch").y_desc("metric").draw()?;
-        let series = [
-            ("sampled", "ndcg", "NDCG@10 (sampled)", RED),
-            ("sampled", "hr", "HR@10 (sampled)", MAGENTA),
-            ("full", "ndcg", "NDCG@10 (full ranking)", GREEN),
-            ("full", "hr", "HR@10 (full ranking)", CYAN),
+        type Pick = fn(&PartMetrics) -> f64;
+        let series: [(Pick, &str, RGBColor); 4] = [
+            (|m| m.sampled.ndcg, "NDCG@10 (sampled)", RED),
+            (|m| m.sampled.hr, "HR@10 (sampled)", MAGENTA),
+            (|m| m.full.ndcg, "NDCG@10 (full ranking)", GREEN),
+            (|m| m.full.hr, "HR@10 (full ranking)", CYAN),
         ];
-        for (protocol, name, label, color) in series {
+        for (pick, label, color) in series {
             let pts: Vec<(f64, f64)> = state
                 .evals
                 .iter()
-                .map(|e| (e.epoch as f64, metric(&e.valid, protocol, name)))
+                .map(|e| (e.epoch as f64, pick(&e.valid)))
                 .collect();
             c.draw_series(LineSeries::new(pts.clone(), &color))?
                 .label(label)
@@ -110,6 +113,5 @@ pub fn draw(path: &Path, title: &str, state: &LoopState) -> Result<()> {
             .draw()?;
         root.present()?;
     }
-    std::fs::rename(&tmp, path)?;
     Ok(())
 }

@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::evaluate::PartMetrics;
 use crate::optim::Adam;
 
 const STATE: &str = "__state__";
@@ -27,10 +28,10 @@ pub struct EvalRecord {
     pub step: u64,
     /// Mean training loss of that epoch.
     pub train_loss: f64,
-    /// Validation: `{"sampled": Metrics, "full": Metrics}`.
-    pub valid: serde_json::Value,
-    /// Test, same layout.
-    pub test: serde_json::Value,
+    /// Validation under both protocols.
+    pub valid: PartMetrics,
+    /// Test under both protocols.
+    pub test: PartMetrics,
     /// Training seconds so far (evaluation excluded).
     pub train_seconds: f64,
     /// Seconds this evaluation took.
@@ -61,7 +62,8 @@ pub struct LoopState {
     pub grad_scale: Option<(f64, i64)>,
 }
 
-/// Writes the checkpoint atomically (temporary file, then rename).
+/// Writes the checkpoint atomically (temporary file, fsync, rename, directory fsync): a
+/// failed write names the file and leaves the previous checkpoint intact.
 pub fn save(
     path: &Path,
     params: &[(String, Tensor)],
@@ -83,11 +85,8 @@ pub fn save(
         "__adam_t__".to_string(),
         Tensor::from_slice(&[adam.t as i64]),
     ));
-    let tmp = sasrec_shared::io::temp_path(path);
-    Tensor::write_safetensors(&named, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    sasrec_shared::io::write_atomic_path(path, |tmp| Tensor::write_safetensors(&named, tmp))
+        .with_context(|| "writing the checkpoint; the previous one is kept".to_string())?;
     Ok(())
 }
 

@@ -135,11 +135,33 @@ fn assert_all_ok(o: &Outcome, world: u64) {
             .any(|b| b == "gloo"),
         "{r}"
     );
+    // Every rank contributed rank + 1: the sum 1 + 2 + … + world in each of the 4 elements.
+    let sum = (world * (world + 1) / 2) as f64;
+    assert_eq!(
+        r["all_reduce"]["result"],
+        serde_json::json!(vec![sum; 4]),
+        "{r}"
+    );
+    assert_eq!(
+        r["broadcast"]["result"],
+        serde_json::json!([42, 7, -3, 1_000_000_007]),
+        "{r}"
+    );
     for op in ["all_reduce", "broadcast", "barrier"] {
         assert_eq!(r[op]["ok"], true, "{op}: {r}");
-        assert!(r[op]["seconds"].as_f64().unwrap() >= 0.0, "{op}: {r}");
+        let s = r[op]["seconds"].as_f64().unwrap();
+        assert!(s > 0.0 && s < 60.0, "{op} took {s} s: {r}");
     }
-    assert!(r["devices"]["cuda_available"].is_boolean(), "{r}");
+    assert_eq!(
+        r["devices"]["cuda_available"],
+        tch::Cuda::is_available(),
+        "{r}"
+    );
+    assert_eq!(
+        r["devices"]["cuda_device_count"],
+        tch::Cuda::device_count(),
+        "{r}"
+    );
 }
 
 fn launcher_run(nproc: usize) -> Outcome {

@@ -306,7 +306,9 @@ fn distributed_flag_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let data = fixture_with(dir.path(), 120);
     let run = dir.path().join("run");
+    // CUDA hidden, so that the message is the same on a GPU machine.
     let msg = err(bin()
+        .env("CUDA_VISIBLE_DEVICES", "")
         .args(args(&data, &run, &["--multi_gpu"]))
         .output()
         .unwrap());

@@ -9,8 +9,10 @@ use ort::environment::Environment;
 
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
+use sasrec_export::{export, ExportOptions, Exported, Variant};
 use sasrec_models::{save_weights, SeqRecModel};
 use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig, TimeDropout};
+use sasrec_shared::run::ModelSpec;
 use sasrec_shared::time::{left_pad, time_codes, Intervals, TimeUnit};
 use tch::{nn, Device, Tensor};
 
@@ -82,13 +84,11 @@ pub fn random_model(cfg: &ModelConfig, seed: i64) -> (nn::VarStore, SeqRecModel)
     (vs, m)
 }
 
-/// `config.json` in the layout of `sasrec-train`'s `RunConfig` (fields export ignores
-/// included, so the test shows they do not get in the way).
+/// `config.json` as `sasrec-train` writes it: the [`ModelSpec`] head (the serialisation export
+/// reads), then fields export ignores (included, so the test shows they do not get in the way).
 pub fn config_json(cfg: &ModelConfig, intervals: Option<Intervals>) -> String {
-    let v = serde_json::json!({
-        "kind": cfg.kind_name(),
-        "model": cfg,
-        "intervals": intervals,
+    let mut v = serde_json::to_value(ModelSpec::new(cfg.clone(), intervals)).unwrap();
+    let rest = serde_json::json!({
         "optim": {"lr": 0.001, "warmup_steps": 100, "lr_decay_step": 1000,
                   "lr_decay_rate": 0.95, "l2_emb": 0.0, "batch_size": 128, "loss": "bce",
                   "num_negatives": 256},
@@ -96,6 +96,9 @@ pub fn config_json(cfg: &ModelConfig, intervals: Option<Intervals>) -> String {
         "seed": 42,
         "versions": {"sasrec_rs": "0.1.0", "libtorch": "2.11.0"}
     });
+    v.as_object_mut()
+        .unwrap()
+        .extend(rest.as_object().unwrap().clone());
     serde_json::to_string_pretty(&v).unwrap()
 }
 
@@ -111,6 +114,16 @@ pub struct Run {
 impl Run {
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// `sasrec-export --onnx` of this run: `variant` to `output` (default `model.onnx` here).
+    pub fn export(&self, variant: Variant, output: Option<PathBuf>) -> Exported {
+        export(&ExportOptions {
+            train_dir: self.path().to_path_buf(),
+            output,
+            variant,
+        })
+        .unwrap()
     }
 }
 
@@ -166,7 +179,7 @@ pub struct Batch {
 
 /// A batch whose rows have the given history lengths (0 = empty, > T = truncated to the newest
 /// T). Timestamps grow by random gaps of 0..3 days (zero gaps included); the interval matrix is
-/// computed with `time_codes` + `Intervals::relation_matrix`, the code the server calls.
+/// computed with `time_codes` + `Intervals::window_matrix`, the code the server calls.
 pub fn batch(
     cfg: &ModelConfig,
     intervals: Option<Intervals>,
@@ -187,11 +200,8 @@ pub fn batch(
                     ts
                 })
                 .collect();
-            let codes = time_codes(iv.unit, &stamps);
-            let mut window = vec![0i64; t];
-            let pad = left_pad(&codes, 0i64, &mut window);
             let mut out = vec![0i32; t * t];
-            iv.relation_matrix(&window, pad, &mut out);
+            iv.window_matrix(&time_codes(iv.unit, &stamps), t, &mut out);
             for (d, s) in tm[r * t * t..(r + 1) * t * t].iter_mut().zip(&out) {
                 *d = i64::from(*s);
             }

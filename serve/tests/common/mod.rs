@@ -243,7 +243,7 @@ pub fn items(dir: &Path) -> IdMap {
 
 /// Top-k straight from the graph for one history of raw items (oldest first, already in time
 /// order): indices via `items.tsv`, the window via `left_pad`, the interval matrix via
-/// `time_codes` + `relation_matrix` over the whole history. Returns (raw item, score).
+/// `time_codes` over the whole history + `Intervals::window_matrix`. Returns (raw item, score).
 pub fn direct_topk(
     dir: &Path,
     history: &[u64],
@@ -263,7 +263,7 @@ pub fn direct_topk(
         .unzip();
     let t = MAXLEN;
     let mut seq = vec![0i64; t];
-    let pad = left_pad(&idx, 0i64, &mut seq);
+    left_pad(&idx, 0i64, &mut seq);
     let exclude: Vec<i64> = if exclude_seen && !idx.is_empty() {
         idx.clone()
     } else {
@@ -274,11 +274,8 @@ pub fn direct_topk(
     let k_t = Tensor::from_array(([1usize], vec![k as i64])).unwrap();
     let out = match timestamps {
         Some(_) => {
-            let codes = time_codes(INTERVALS.unit, &ts);
-            let mut window = vec![0i64; t];
-            left_pad(&codes, 0i64, &mut window);
             let mut m = vec![0i32; t * t];
-            INTERVALS.relation_matrix(&window, pad, &mut m);
+            INTERVALS.window_matrix(&time_codes(INTERVALS.unit, &ts), t, &mut m);
             let m: Vec<i64> = m.into_iter().map(i64::from).collect();
             let tm = Tensor::from_array(([1usize, t, t], m)).unwrap();
             s.run(ort::inputs!["seq" => seq_t, "time_matrix" => tm, "exclude" => exc_t, "k" => k_t])

@@ -1,0 +1,436 @@
+//! The run contract: every name and schema that crosses a crate boundary.
+//!
+//! `sasrec-train` writes a run directory ([`RunDir`], file names in [`files`]) whose
+//! `config.json` starts with a [`ModelSpec`] (kind, network, intervals); `sasrec-export` reads
+//! that spec and writes an ONNX graph with the I/O names of [`onnx_io`] and a
+//! [`ModelManifest`] as its `metadata_props`; `sasrec-serve` reads the manifest back with
+//! [`ModelManifest::from_metadata`]. Renaming a file, a graph input or a metadata key is a
+//! one-line change here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::time::Intervals;
+
+/// Declares each run-directory file once: its name in [`files`] and its path on [`RunDir`].
+macro_rules! run_files {
+    ($($(#[$doc:meta])* $konst:ident, $method:ident => $name:literal;)*) => {
+        /// File names inside a run directory.
+        pub mod files {
+            $($(#[$doc])* pub const $konst: &str = $name;)*
+        }
+
+        impl RunDir {
+            $(
+                #[doc = concat!("`", $name, "` in this run directory.")]
+                pub fn $method(&self) -> PathBuf {
+                    self.root.join(files::$konst)
+                }
+            )*
+        }
+    };
+}
+
+run_files! {
+    /// Resolved hyper-parameters (`RunConfig`, beginning with a `ModelSpec`).
+    CONFIG, config => "config.json";
+    /// Best weights by validation NDCG@10, reference tensor names.
+    MODEL, model => "model.safetensors";
+    /// Item index ↔ raw item id.
+    ITEMS, items => "items.tsv";
+    /// One JSON object per evaluation.
+    METRICS, metrics => "metrics.jsonl";
+    /// The resumable checkpoint (weights, Adam moments, loop state).
+    CHECKPOINT, checkpoint => "checkpoint.safetensors";
+    /// The training curves.
+    PLOT, plot => "training_curve.png";
+    /// Final summary.
+    SUMMARY, summary => "summary.json";
+    /// Metrics of `sasrec-train --inference_only`.
+    INFERENCE, inference => "inference.json";
+    /// Default name of the exported model.
+    ONNX, onnx => "model.onnx";
+}
+
+/// A run directory (`--train_dir`) and the paths of its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// The run directory at `root` (nothing is created or checked).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `rank<N>.safetensors` (`--dump_rank_weights`).
+    pub fn rank_weights(&self, rank: usize) -> PathBuf {
+        self.root.join(format!("rank{rank}.safetensors"))
+    }
+}
+
+/// The four model kinds (docs/MODELS.md §1–3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// SASRec.
+    Sasrec,
+    /// TiSASRec.
+    Tisasrec,
+    /// SASRec with mHC residuals.
+    SasrecMhc,
+    /// TiSASRec with mHC residuals.
+    TisasrecMhc,
+}
+
+impl ModelKind {
+    /// `sasrec`, `tisasrec`, `sasrec-mhc` or `tisasrec-mhc`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sasrec => "sasrec",
+            Self::Tisasrec => "tisasrec",
+            Self::SasrecMhc => "sasrec-mhc",
+            Self::TisasrecMhc => "tisasrec-mhc",
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What every stage needs to rebuild the network: the head of `config.json` and the
+/// `model_config` / `intervals` of the ONNX metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// The model kind, redundant with `model` and checked against it.
+    pub kind: ModelKind,
+    /// The network.
+    pub model: ModelConfig,
+    /// TiSASRec interval settings; `Some` exactly for time-aware models.
+    #[serde(default)]
+    pub intervals: Option<Intervals>,
+}
+
+impl ModelSpec {
+    /// The spec of `model`, its kind derived; `intervals` is dropped for models without time.
+    pub fn new(model: ModelConfig, intervals: Option<Intervals>) -> Self {
+        let intervals = intervals.filter(|_| model.is_time_aware());
+        Self {
+            kind: model.kind(),
+            model,
+            intervals,
+        }
+    }
+
+    /// The invariants: a valid network, `kind` naming it, and `intervals` present with
+    /// `span == time_span` exactly when the model is time-aware.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.model
+            .validate()
+            .map_err(|e| format!("invalid model config: {e}"))?;
+        let kind = self.model.kind();
+        if self.kind != kind {
+            return Err(format!(
+                "`kind` is `{}` but the model config describes `{kind}`",
+                self.kind
+            ));
+        }
+        match (&self.intervals, self.model.is_time_aware()) {
+            (None, true) => Err(format!(
+                "`{kind}` is time-aware but `intervals` (time unit and span) is missing"
+            )),
+            (Some(iv), true) if iv.span != self.model.time_span => Err(format!(
+                "`intervals.span` {} differs from `model.time_span` {}",
+                iv.span, self.model.time_span
+            )),
+            (Some(_), false) => Err(format!("`{kind}` has no time but `intervals` is set")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads and validates the spec at the head of a run's `config.json` (other fields are
+    /// ignored); errors name the file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bad = |msg: String| Error::Config(format!("{}: {msg}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let spec: ModelSpec = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("not a sasrec-train config.json: {e}")))?;
+        spec.validate().map_err(bad)?;
+        Ok(spec)
+    }
+}
+
+/// The exported graph's input and output names (interface table in sasrec-export's `graph`).
+pub mod onnx_io {
+    /// Input: the left-padded item window, int64 `[batch, maxlen]`.
+    pub const SEQ: &str = "seq";
+    /// Input of time-aware models: interval buckets, int64 `[batch, maxlen, maxlen]`.
+    pub const TIME_MATRIX: &str = "time_matrix";
+    /// Input: item indices excluded from the top-k, int64 `[batch, num_exclude]`.
+    pub const EXCLUDE: &str = "exclude";
+    /// Input: the number of items to return, int64 `[1]`.
+    pub const K: &str = "k";
+    /// Output: all scores, float32 `[batch, num_items + 1]`.
+    pub const SCORES: &str = "scores";
+    /// Output: top-k scores, float32 `[batch, k]`.
+    pub const TOPK_SCORES: &str = "topk_scores";
+    /// Output: top-k item indices, int64 `[batch, k]`.
+    pub const TOPK_ITEMS: &str = "topk_items";
+    /// The outputs, in graph order.
+    pub const OUTPUTS: [&str; 3] = [SCORES, TOPK_SCORES, TOPK_ITEMS];
+
+    /// The inputs, in graph order.
+    pub fn inputs(time_aware: bool) -> Vec<&'static str> {
+        if time_aware {
+            vec![SEQ, TIME_MATRIX, EXCLUDE, K]
+        } else {
+            vec![SEQ, EXCLUDE, K]
+        }
+    }
+}
+
+/// Metadata keys of an exported model whose values the manifest is rebuilt from; every
+/// other key is derived from them and checked on reading.
+mod keys {
+    pub const MODEL_CONFIG: &str = "model_config";
+    pub const INTERVALS: &str = "intervals";
+    pub const SOURCE_SHA256: &str = "source_sha256";
+    pub const GRAPH_VARIANT: &str = "graph_variant";
+    pub const VERSION: &str = "sasrec_rs_version";
+}
+
+/// What an exported model says about itself (its ONNX `metadata_props`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelManifest {
+    /// Kind, network and intervals.
+    pub spec: ModelSpec,
+    /// Lower-case hex SHA-256 of the `model.safetensors` the weights came from.
+    pub source_sha256: String,
+    /// Which forward was recorded (`last_position` / `full_sequence`).
+    pub graph_variant: String,
+    /// The sasrec-rs version that wrote it.
+    pub version: String,
+}
+
+impl ModelManifest {
+    /// A manifest written by this version.
+    pub fn new(spec: ModelSpec, source_sha256: String, graph_variant: &str) -> Self {
+        Self {
+            spec,
+            source_sha256,
+            graph_variant: graph_variant.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// `<kind>@<first 12 hex digits of the source digest>`, the id in every response.
+    pub fn id(&self) -> String {
+        let d = &self.source_sha256;
+        format!("{}@{}", self.spec.kind, &d[..d.len().min(12)])
+    }
+
+    /// The `metadata_props` entries, sorted by key.
+    ///
+    /// Keys: `kind`, `maxlen`, `num_items`, `hidden_units`, `num_blocks`, `num_heads`,
+    /// `norm_first`, `time_aware`, `time_unit` / `time_span` (`none` without time), `mhc`
+    /// (`true`/`false`) and, for mHC, `mhc_expansion_rate`, `mhc_sinkhorn_iter`, `mhc_hres`,
+    /// `mhc_init_gate`, `mhc_no_amp`; `model_config` and `intervals` (JSON, as in
+    /// `config.json`), `source_sha256`, `source_file`, `sasrec_rs_version`, `graph_variant`,
+    /// and the interface names `inputs` / `outputs`.
+    pub fn to_metadata(&self) -> BTreeMap<String, String> {
+        let mut m = self.derived();
+        let json = |v: serde_json::Result<String>| v.expect("config types serialise");
+        m.insert(
+            keys::MODEL_CONFIG.into(),
+            json(serde_json::to_string(&self.spec.model)),
+        );
+        m.insert(
+            keys::INTERVALS.into(),
+            json(serde_json::to_string(&self.spec.intervals)),
+        );
+        m.insert(keys::SOURCE_SHA256.into(), self.source_sha256.clone());
+        m.insert(keys::GRAPH_VARIANT.into(), self.graph_variant.clone());
+        m.insert(keys::VERSION.into(), self.version.clone());
+        m
+    }
+
+    /// The manifest of `metadata`, rebuilt from `model_config`, `intervals`, `source_sha256`,
+    /// `graph_variant` and `sasrec_rs_version`, validated, and with every derived key
+    /// (`kind`, `maxlen`, `inputs`, …) checked against them. Extra keys are allowed.
+    pub fn from_metadata(metadata: &BTreeMap<String, String>) -> std::result::Result<Self, String> {
+        let get = |k: &str| {
+            metadata
+                .get(k)
+                .cloned()
+                .ok_or_else(|| format!("metadata has no `{k}` (not written by sasrec-export?)"))
+        };
+        let model: ModelConfig = serde_json::from_str(&get(keys::MODEL_CONFIG)?)
+            .map_err(|e| format!("metadata `{}` is not valid: {e}", keys::MODEL_CONFIG))?;
+        let intervals: Option<Intervals> = serde_json::from_str(&get(keys::INTERVALS)?)
+            .map_err(|e| format!("metadata `{}` is not valid: {e}", keys::INTERVALS))?;
+        let spec = ModelSpec {
+            kind: model.kind(),
+            model,
+            intervals,
+        };
+        spec.validate().map_err(|e| format!("metadata: {e}"))?;
+        let manifest = Self {
+            spec,
+            source_sha256: get(keys::SOURCE_SHA256)?,
+            graph_variant: get(keys::GRAPH_VARIANT)?,
+            version: get(keys::VERSION)?,
+        };
+        for (k, want) in manifest.derived() {
+            let got = get(&k)?;
+            if got != want {
+                return Err(format!(
+                    "metadata `{k}` = `{got}` disagrees with `{}` (which gives `{want}`)",
+                    keys::MODEL_CONFIG
+                ));
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// The keys derived from the spec: flat copies for people and tools reading the file.
+    fn derived(&self) -> BTreeMap<String, String> {
+        let cfg = &self.spec.model;
+        let mut m = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            m.insert(k.to_string(), v);
+        };
+        put("kind", self.spec.kind.to_string());
+        put("maxlen", cfg.maxlen.to_string());
+        put("num_items", cfg.num_items.to_string());
+        put("hidden_units", cfg.hidden_units.to_string());
+        put("num_blocks", cfg.num_blocks.to_string());
+        put("num_heads", cfg.num_heads.to_string());
+        put("norm_first", cfg.norm_first.to_string());
+        put("time_aware", cfg.is_time_aware().to_string());
+        let (unit, span) = match &self.spec.intervals {
+            Some(iv) => (iv.unit.to_string(), iv.span.to_string()),
+            None => ("none".into(), "none".into()),
+        };
+        put("time_unit", unit);
+        put("time_span", span);
+        put("mhc", cfg.mhc.is_some().to_string());
+        if let Some(h) = &cfg.mhc {
+            put("mhc_expansion_rate", h.expansion_rate.to_string());
+            put("mhc_sinkhorn_iter", h.sinkhorn_iter.to_string());
+            put("mhc_hres", h.h_res.as_str().into());
+            put("mhc_init_gate", h.init_gate.to_string());
+            put("mhc_no_amp", h.no_amp.to_string());
+        }
+        put("source_file", files::MODEL.into());
+        put("inputs", onnx_io::inputs(cfg.is_time_aware()).join(","));
+        put("outputs", onnx_io::OUTPUTS.join(","));
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Backbone, MhcConfig};
+    use crate::time::TimeUnit;
+
+    fn tisasrec_mhc() -> ModelSpec {
+        let mut model = ModelConfig::sasrec_ml1m();
+        model.backbone = Backbone::Tisasrec;
+        model.time_span = 256;
+        model.mhc = Some(MhcConfig::default());
+        ModelSpec::new(
+            model,
+            Some(Intervals {
+                unit: TimeUnit::Personal,
+                span: 256,
+            }),
+        )
+    }
+
+    #[test]
+    fn manifest_round_trips_through_metadata() {
+        for spec in [
+            tisasrec_mhc(),
+            ModelSpec::new(ModelConfig::sasrec_ml1m(), None),
+        ] {
+            let m = ModelManifest::new(spec, "ab".repeat(32), "last_position");
+            let md = m.to_metadata();
+            assert_eq!(ModelManifest::from_metadata(&md).unwrap(), m);
+            assert_eq!(md["kind"], m.spec.kind.as_str());
+        }
+        let m = ModelManifest::new(tisasrec_mhc(), "cd".repeat(32), "last_position");
+        assert_eq!(m.id(), "tisasrec-mhc@cdcdcdcdcdcd");
+        let md = m.to_metadata();
+        assert_eq!(md["inputs"], "seq,time_matrix,exclude,k");
+        assert_eq!(md["time_unit"], "personal");
+        assert_eq!(md["mhc_hres"], "sinkhorn");
+    }
+
+    #[test]
+    fn manifest_rejects_missing_and_inconsistent_keys() {
+        let m = ModelManifest::new(tisasrec_mhc(), "ef".repeat(32), "last_position");
+        let mut md = m.to_metadata();
+        md.insert("maxlen".into(), "50".into());
+        assert_eq!(
+            ModelManifest::from_metadata(&md).unwrap_err(),
+            "metadata `maxlen` = `50` disagrees with `model_config` (which gives `200`)"
+        );
+        let mut md = m.to_metadata();
+        md.remove("source_sha256");
+        assert_eq!(
+            ModelManifest::from_metadata(&md).unwrap_err(),
+            "metadata has no `source_sha256` (not written by sasrec-export?)"
+        );
+        let mut md = m.to_metadata();
+        md.insert("intervals".into(), "null".into());
+        assert_eq!(
+            ModelManifest::from_metadata(&md).unwrap_err(),
+            "metadata: `tisasrec-mhc` is time-aware but `intervals` (time unit and span) is \
+             missing"
+        );
+    }
+
+    #[test]
+    fn spec_checks_kind_and_intervals() {
+        let mut s = tisasrec_mhc();
+        s.kind = ModelKind::Sasrec;
+        assert_eq!(
+            s.validate().unwrap_err(),
+            "`kind` is `sasrec` but the model config describes `tisasrec-mhc`"
+        );
+        let mut s = tisasrec_mhc();
+        s.intervals.as_mut().unwrap().span = 7;
+        assert_eq!(
+            s.validate().unwrap_err(),
+            "`intervals.span` 7 differs from `model.time_span` 256"
+        );
+        let json = serde_json::to_string(&tisasrec_mhc()).unwrap();
+        assert!(
+            json.starts_with(r#"{"kind":"tisasrec-mhc","model":{"#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn run_dir_names_its_files() {
+        let d = RunDir::new("/runs/a");
+        assert_eq!(d.config(), Path::new("/runs/a/config.json"));
+        assert_eq!(d.checkpoint(), Path::new("/runs/a/checkpoint.safetensors"));
+        assert_eq!(d.rank_weights(2), Path::new("/runs/a/rank2.safetensors"));
+    }
+}

@@ -1,0 +1,188 @@
+//! The command line resolved once into typed [`Settings`]: past [`Settings::resolve`] nothing
+//! reads [`TrainArgs`], and what the process does ([`Job`]) is decided here, not in `main`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig};
+use sasrec_shared::run::RunDir;
+use sasrec_shared::time::Intervals;
+
+use crate::cli::{AmpDtypeArg, LossKind, TrainArgs};
+use crate::config::{OptimConfig, Schedule};
+use crate::data_cmd::DataArgs;
+use crate::dist::{Backend, DistEnv};
+
+/// What this process does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    /// Train (or resume) in this process: alone, or as one rank started by a launcher.
+    Train,
+    /// `--multi_gpu` outside torchrun: start `nproc` local ranks of this same command.
+    Launch {
+        /// Ranks to start (`--nproc_per_node`, default the number of CUDA devices).
+        nproc: usize,
+    },
+    /// `--inference_only --state_dict_path W`: evaluate W on validation and test.
+    Evaluate {
+        /// The weights.
+        weights: PathBuf,
+    },
+}
+
+/// `--device`: where a single process (or a Gloo rank) trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    /// No flag: CUDA device 0 when available, else the CPU.
+    Auto,
+    /// `cpu`.
+    Cpu,
+    /// `cuda` (device 0, falling back to the CPU with a warning) or `cuda:N` (an error when
+    /// device N does not exist).
+    Cuda(Option<usize>),
+}
+
+impl DeviceRequest {
+    fn parse(flag: Option<&str>) -> Result<Self> {
+        Ok(match flag {
+            None => Self::Auto,
+            Some("cpu") => Self::Cpu,
+            Some("cuda") => Self::Cuda(None),
+            Some(other) => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => Self::Cuda(Some(i)),
+                _ => bail!("--device {other}: expected cpu, cuda or cuda:N"),
+            },
+        })
+    }
+}
+
+/// `--multi_gpu`: data-parallel settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Distributed {
+    /// `--backend`; `None` = NCCL when CUDA is available, else Gloo.
+    pub backend: Option<Backend>,
+    /// `--master_port` of the built-in launcher's store.
+    pub master_port: u16,
+    /// `--dist_timeout`.
+    pub timeout: Duration,
+}
+
+/// Every `sasrec-train` training flag, validated and typed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// What this process does.
+    pub job: Job,
+    /// `--train_dir`.
+    pub dir: RunDir,
+    /// The data source and its filters.
+    pub data: DataArgs,
+    /// The network; `num_items` is 0 here and set from the data by `RunConfig::resolve`.
+    pub model: ModelConfig,
+    /// TiSASRec intervals, `None` for SASRec.
+    pub intervals: Option<Intervals>,
+    /// Optimisation.
+    pub optim: OptimConfig,
+    /// Seeds, epochs, evaluation and selection.
+    pub schedule: Schedule,
+    /// `--eval_batch_size`.
+    pub eval_batch_size: usize,
+    /// `--device`.
+    pub device: DeviceRequest,
+    /// `--use_amp` with its `--amp_dtype`, `None` for fp32.
+    pub amp: Option<AmpDtypeArg>,
+    /// `--multi_gpu`, `None` for one process.
+    pub distributed: Option<Distributed>,
+    /// `--num_workers` sampler threads.
+    pub num_workers: usize,
+    /// `--dump_rank_weights`.
+    pub dump_rank_weights: bool,
+}
+
+impl Settings {
+    /// Resolves and checks the flags; reads the torchrun environment to decide the [`Job`].
+    pub fn resolve(args: &TrainArgs) -> Result<Self> {
+        if args.loss == LossKind::SampledSoftmax && args.num_negatives == 0 {
+            bail!("--num_negatives must be at least 1 for --loss sampled_softmax");
+        }
+        let device = DeviceRequest::parse(args.device.as_deref())?;
+        let distributed = args.multi_gpu.then(|| Distributed {
+            backend: args.backend,
+            master_port: args.master_port,
+            timeout: Duration::from_secs(args.dist_timeout),
+        });
+        let job = match (&args.state_dict_path, &distributed) {
+            (Some(w), _) if args.inference_only => Job::Evaluate { weights: w.clone() },
+            (_, Some(d)) if DistEnv::from_env(d.master_port)?.is_none() => Job::Launch {
+                nproc: match args.nproc_per_node {
+                    Some(n) => n,
+                    None if tch::Cuda::device_count() > 0 => tch::Cuda::device_count() as usize,
+                    None => bail!(
+                        "--multi_gpu without CUDA devices: pass --nproc_per_node N to train with \
+                         N Gloo ranks on the CPU"
+                    ),
+                },
+            },
+            _ => Job::Train,
+        };
+        let backbone = if args.no_time {
+            Backbone::Sasrec
+        } else {
+            Backbone::Tisasrec
+        };
+        let mhc = (!args.no_mhc).then_some(MhcConfig {
+            expansion_rate: args.mhc_expansion_rate,
+            sinkhorn_iter: args.mhc_sinkhorn_iter,
+            init_gate: args.mhc_init_gate,
+            no_amp: args.mhc_no_amp,
+            h_res: args.mhc_hres,
+        });
+        Ok(Self {
+            job,
+            dir: RunDir::new(args.train_dir.clone().unwrap_or_default()),
+            data: args.data.clone(),
+            model: ModelConfig {
+                backbone,
+                num_items: 0,
+                maxlen: args.maxlen,
+                hidden_units: args.hidden_units,
+                num_blocks: args.num_blocks,
+                num_heads: args.num_heads,
+                dropout_rate: args.dropout_rate,
+                norm_first: args.norm_first,
+                time_span: args.time_span,
+                mhc,
+                time_dropout: args.time_dropout,
+            },
+            intervals: (!args.no_time).then_some(Intervals {
+                unit: args.time_unit,
+                span: args.time_span,
+            }),
+            optim: OptimConfig {
+                lr: args.lr,
+                warmup_steps: args.warmup_steps,
+                lr_decay_step: args.lr_decay_step,
+                lr_decay_rate: args.lr_decay_rate,
+                l2_emb: args.l2_emb,
+                batch_size: args.batch_size,
+                loss: args.loss,
+                num_negatives: args.num_negatives,
+            },
+            schedule: Schedule {
+                seed: args.seed,
+                eval_seed: args.eval_seed,
+                num_epochs: args.num_epochs,
+                eval_every: args.eval_every.max(1),
+                early_stop_patience: args.early_stop_patience,
+                select_protocol: args.select_protocol,
+                eval_max_users: args.eval_max_users,
+            },
+            eval_batch_size: args.eval_batch_size,
+            device,
+            amp: args.use_amp.then_some(args.amp_dtype),
+            distributed,
+            num_workers: args.num_workers,
+            dump_rank_weights: args.dump_rank_weights,
+        })
+    }
+}
