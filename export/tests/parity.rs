@@ -114,29 +114,27 @@ fn parity_cfg(cfg: &sasrec_shared::config::ModelConfig, kind_name: &str, seed: i
         let path = out_dir.path().join(format!("{}.onnx", variant.as_str()));
         run.export(variant, Some(path.clone()));
         let mut s = session(&path);
-        // batch 1: a short history and a full (truncated) window
-        for len in [3, 3 * t] {
-            let b = batch(&cfg, run.intervals, &[len], &mut rng);
-            let excl = exclusions(&b, t, &mut rng);
+        // batch 1: a short history and a full (truncated) window; batch 33: lengths 1..=T+…
+        // mixing left-padded rows and full windows
+        let lens33: Vec<usize> = (0..33).map(|r| 1 + (r * 5) % (3 * t)).collect();
+        let mut b = None;
+        for (lens, what) in [
+            (vec![3], "B=1 len=3".to_string()),
+            (vec![3 * t], format!("B=1 len={}", 3 * t)),
+            (lens33, "B=33".to_string()),
+        ] {
+            let batch = batch(&cfg, run.intervals, &lens, &mut rng);
+            let excl = exclusions(&batch, t, &mut rng);
             check_batch(
                 &run,
                 &mut s,
-                &b,
+                &batch,
                 &excl,
-                &format!("{kind_name} {variant:?} B=1 len={len}"),
+                &format!("{kind_name} {variant:?} {what}"),
             );
+            b = Some(batch);
         }
-        // batch 33: lengths 1..=T+… mixing left-padded rows and full windows
-        let lens: Vec<usize> = (0..33).map(|r| 1 + (r * 5) % (3 * t)).collect();
-        let b = batch(&cfg, run.intervals, &lens, &mut rng);
-        let excl = exclusions(&b, t, &mut rng);
-        check_batch(
-            &run,
-            &mut s,
-            &b,
-            &excl,
-            &format!("{kind_name} {variant:?} B=33"),
-        );
+        let b = b.unwrap();
         // no exclusions: a single padding column per row
         let none = vec![0i64; b.b];
         check_batch(

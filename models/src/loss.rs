@@ -51,28 +51,123 @@ fn select_targets(feats: &Tensor, pos: &Tensor) -> (Tensor, Tensor) {
     (f, pos.index_select(0, &idx))
 }
 
-/// Full-softmax cross-entropy over all items: `logits = F Eᵀ` (|Ω|, I+1) with the padding
-/// column 0 masked to −∞, `mean_Ω −log softmax(logits)[pos] + l2·Σ E²`.
-pub fn ce_loss(feats: &Tensor, item_emb: &Tensor, pos: &Tensor, l2: f64) -> Tensor {
+/// Full-softmax cross-entropy over all items, `mean_Ω −log softmax(F Eᵀ)[pos] + l2·Σ E²`
+/// (column 0, padding, never competes), computed in blocks of `chunk` items so that no
+/// (|Ω|, I+1) logit matrix exists: peak memory O(|Ω|·chunk) instead of O(|Ω|·I).
+///
+/// Two passes over the item blocks without autograd: the log-sum-exp `lse = log Σ_j e^{s_j}`
+/// (running maximum), then the gradients `∂L/∂F = (softmax·E − E(pos))/|Ω|` and
+/// `∂L/∂E = (softmaxᵀ F − onehot(pos)ᵀ F)/|Ω|`, each block's softmax recomputed from `lse`.
+/// They reach autograd through `S − detach(S)` with `S = Σ F ∘ ∂L/∂F + Σ E ∘ ∂L/∂E`, which is
+/// exactly 0 in value and has exactly those gradients; the returned value is the loss itself.
+/// Equal to the one-matrix form (loss and gradients within float tolerance; tests).
+pub fn ce_loss(feats: &Tensor, item_emb: &Tensor, pos: &Tensor, l2: f64, chunk: usize) -> Tensor {
+    let (f, target) = select_targets(feats, pos); // (|Ω|, C), (|Ω|)
+    let rows = target.size()[0];
+    if rows == 0 {
+        return l2_penalty(item_emb, l2) + (feats.sum(Kind::Float) * 0.0);
+    }
+    let e = item_emb.to_kind(Kind::Float); // (I+1, C)
+    let (value, grad_f, grad_e) = tch::no_grad(|| chunked_softmax_ce(&f, &e, &target, chunk));
+    let s = (&f * grad_f).sum(Kind::Float) + (&e * grad_e).sum(Kind::Float);
+    &s - s.detach() + value + l2_penalty(item_emb, l2)
+}
+
+/// The value and gradients of the mean full-softmax CE of [`ce_loss`], block by block.
+fn chunked_softmax_ce(
+    f: &Tensor,
+    e: &Tensor,
+    target: &Tensor,
+    chunk: usize,
+) -> (Tensor, Tensor, Tensor) {
+    let (rows, width) = (f.size()[0], e.size()[0]);
+    let chunk = (chunk as i64).clamp(1, (width - 1).max(1));
+    // Items 1..=I in blocks; column 0 (padding) never competes and its row gets no gradient.
+    let blocks = || {
+        (1..width)
+            .step_by(chunk as usize)
+            .map(move |s| (s, chunk.min(width - s)))
+    };
+    let logits = |start: i64, len: i64| f.matmul(&e.narrow(0, start, len).tr()); // (|Ω|, len)
+    let mut max = Tensor::full([rows, 1], f64::NEG_INFINITY, (Kind::Float, f.device()));
+    let mut sum = Tensor::zeros([rows, 1], (Kind::Float, f.device()));
+    for (start, len) in blocks() {
+        let l = logits(start, len);
+        let new_max = max.maximum(&l.amax([1], true));
+        sum = sum * (&max - &new_max).exp()
+            + (l - &new_max).exp().sum_dim_intlist(1, true, Kind::Float);
+        max = new_max;
+    }
+    let lse = sum.log() + max; // (|Ω|, 1)
+    let scale = 1.0 / rows as f64;
+    let mut grad_f = f.zeros_like();
+    let grad_e = e.zeros_like();
+    for (start, len) in blocks() {
+        let p = (logits(start, len) - &lse).exp() * scale; // (|Ω|, len) softmax / |Ω|
+        grad_f += p.matmul(&e.narrow(0, start, len));
+        let _ = grad_e.narrow(0, start, len).copy_(&p.tr().matmul(f));
+    }
+    let e_pos = e.index_select(0, target); // (|Ω|, C)
+    grad_f -= &e_pos * scale;
+    let grad_e = grad_e.index_add(0, target, &(f * -scale));
+    let s_pos = (f * &e_pos).sum_dim_intlist(1, true, Kind::Float);
+    let value = (lse - s_pos).mean(Kind::Float);
+    (value, grad_f, grad_e)
+}
+
+/// gBCE of gSASRec (Petrov & Macdonald, RecSys 2023) with N negatives `neg` (N) shared by the
+/// batch, drawn uniformly from the I items: with the sampling rate `α = N/(I−1)` and
+/// `β = α(t(1 − 1/α) + 1/α)` (`t` = `--gbce_t`; t = 0 gives β = 1, plain BCE with N negatives),
+/// `L = mean_Ω [β·softplus(−s⁺) + Σ_j softplus(s⁻_j)] / (N + 1) + l2·Σ E²`, i.e. BCE on the
+/// generalised positive probability `σ(s⁺)^β` and the negatives, averaged over the N + 1 terms
+/// of a position as in gSASRec. A negative equal to the position's positive is left out.
+pub fn gbce_loss(
+    feats: &Tensor,
+    item_emb: &Tensor,
+    pos: &Tensor,
+    neg: &Tensor,
+    num_items: usize,
+    t: f64,
+    l2: f64,
+) -> Tensor {
     let (f, target) = select_targets(feats, pos); // (|Ω|, C), (|Ω|)
     if target.size()[0] == 0 {
         return l2_penalty(item_emb, l2) + (feats.sum(Kind::Float) * 0.0);
     }
-    let logits = f.matmul(&item_emb.to_kind(Kind::Float).tr()); // (|Ω|, I+1)
-    let cols = Tensor::arange(logits.size()[1], (Kind::Int64, logits.device()));
-    let logits = logits.masked_fill(&cols.eq(0), f64::NEG_INFINITY);
-    let ce = logits.cross_entropy_loss::<Tensor>(&target, None, Reduction::Mean, -100, 0.0);
-    ce + l2_penalty(item_emb, l2)
+    let neg = ids_on(neg, &f).reshape([-1]); // (N)
+    let n = neg.size()[0] as f64;
+    let beta = gbce_beta(n, num_items, t);
+    let s_pos = (&f * lookup(item_emb, &target)).sum_dim_intlist(-1, false, Kind::Float); // (|Ω|)
+    let s_neg = f.matmul(&lookup(item_emb, &neg).tr()); // (|Ω|, N)
+    let keep = target
+        .unsqueeze(1)
+        .ne_tensor(&neg.unsqueeze(0))
+        .to_kind(Kind::Float); // (|Ω|, N)
+    let per_pos = (-s_pos).softplus() * beta
+        + (s_neg.softplus() * keep).sum_dim_intlist(1, false, Kind::Float); // (|Ω|)
+    per_pos.mean(Kind::Float) / (n + 1.0) + l2_penalty(item_emb, l2)
+}
+
+/// gSASRec's β for N negatives among `num_items` items and calibration `t`:
+/// `α = N/(I−1)`, `β = α(t(1 − 1/α) + 1/α)`.
+pub fn gbce_beta(num_negatives: f64, num_items: usize, t: f64) -> f64 {
+    let alpha = num_negatives / (num_items.max(2) - 1) as f64;
+    alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
 }
 
 /// Sampled softmax with N negatives shared by the whole batch: `logits = [s⁺, F·E(neg)ᵀ]`
 /// (|Ω|, 1+N), cross-entropy towards column 0; a negative equal to the position's positive is
-/// masked out (no log-Q correction: negatives are drawn uniformly). `neg` (N) int.
+/// masked out. With `log_q` (I+1) — `log Q(j)` of the distribution the negatives were drawn
+/// from — every logit is corrected to `s_j − log Q(j)`, the positive's too (the logQ correction
+/// of Yi et al., RecSys 2019, as TensorFlow's `sampled_softmax_loss`), which makes the loss an
+/// unbiased estimate of full softmax for a non-uniform Q; for uniform Q it changes nothing.
+/// `neg` (N) int.
 pub fn sampled_softmax_loss(
     feats: &Tensor,
     item_emb: &Tensor,
     pos: &Tensor,
     neg: &Tensor,
+    log_q: Option<&Tensor>,
     l2: f64,
 ) -> Tensor {
     let (f, target) = select_targets(feats, pos); // (|Ω|, C), (|Ω|)
@@ -83,9 +178,123 @@ pub fn sampled_softmax_loss(
     let s_pos = (&f * lookup(item_emb, &target)).sum_dim_intlist(-1, true, Kind::Float); // (|Ω|, 1)
     let s_neg = f.matmul(&lookup(item_emb, &neg).tr()); // (|Ω|, N)
     let hit = target.unsqueeze(1).eq_tensor(&neg.unsqueeze(0)); // (|Ω|, N)
+    let (s_pos, s_neg) = match log_q {
+        Some(lq) => {
+            let lq = lq.to_device(f.device()).to_kind(Kind::Float);
+            (
+                s_pos - lq.index_select(0, &target).unsqueeze(1),
+                s_neg - lq.index_select(0, &neg).unsqueeze(0),
+            )
+        }
+        None => (s_pos, s_neg),
+    };
     let s_neg = s_neg.masked_fill(&hit, f64::NEG_INFINITY);
     let logits = Tensor::cat(&[s_pos, s_neg], 1); // (|Ω|, 1+N)
     let zeros = Tensor::zeros([logits.size()[0]], (Kind::Int64, logits.device()));
     let ce = logits.cross_entropy_loss::<Tensor>(&zeros, None, Reduction::Mean, -100, 0.0);
     ce + l2_penalty(item_emb, l2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// The one-matrix form `cross_entropy(F Eᵀ with column 0 at −∞, pos)`, the reference the
+    /// chunked CE must equal.
+    fn ce_reference(feats: &Tensor, item_emb: &Tensor, pos: &Tensor) -> Tensor {
+        let (f, target) = select_targets(feats, pos);
+        let logits = f.matmul(&item_emb.to_kind(Kind::Float).tr());
+        let cols = Tensor::arange(logits.size()[1], (Kind::Int64, Device::Cpu));
+        let logits = logits.masked_fill(&cols.eq(0), f64::NEG_INFINITY);
+        logits.cross_entropy_loss::<Tensor>(&target, None, Reduction::Mean, -100, 0.0)
+    }
+
+    /// Random features (B, T, C), table (I+1, C) and positives with padding, as leaf tensors.
+    fn case(seed: i64, items: i64) -> (Tensor, Tensor, Tensor) {
+        tch::manual_seed(seed);
+        let feats = Tensor::randn([3, 5, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let emb = Tensor::randn([items + 1, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let pos = Tensor::randint_low(1, items + 1, [3, 5], (Kind::Int64, Device::Cpu));
+        let _ = pos.narrow(1, 0, 2).narrow(0, 0, 1).fill_(0); // a left-padded row
+        (feats, emb, pos)
+    }
+
+    fn grads(loss: &Tensor, feats: &Tensor, emb: &Tensor) -> (Tensor, Tensor) {
+        let g = Tensor::run_backward(&[loss], &[feats, emb], false, false);
+        (g[0].shallow_clone(), g[1].shallow_clone())
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn chunked_ce_equals_the_one_matrix_form_in_value_and_gradients() {
+        let items = 20;
+        let (feats, emb, pos) = case(3, items);
+        let want = ce_reference(&feats, &emb, &pos);
+        let (wf, we) = grads(&want, &feats, &emb);
+        for chunk in [1, 3, 7, 20, 21, 4096] {
+            let got = ce_loss(&feats, &emb, &pos, 0.0, chunk);
+            let (gf, ge) = grads(&got, &feats, &emb);
+            let d = (got.double_value(&[]) - want.double_value(&[])).abs();
+            assert!(d <= 1e-5, "chunk {chunk}: loss differs by {d}");
+            assert!(max_diff(&gf, &wf) <= 1e-6, "chunk {chunk}: ∂F differs");
+            assert!(max_diff(&ge, &we) <= 1e-6, "chunk {chunk}: ∂E differs");
+            // Row 0 of the table (padding) never competes and gets no gradient.
+            assert_eq!(ge.get(0).abs().sum(Kind::Float).double_value(&[]), 0.0);
+        }
+    }
+
+    #[test]
+    fn logq_correction_with_a_uniform_q_changes_nothing() {
+        let items = 30;
+        let (feats, emb, pos) = case(5, items);
+        let neg = Tensor::randint_low(1, items + 1, [12], (Kind::Int64, Device::Cpu));
+        let plain = sampled_softmax_loss(&feats, &emb, &pos, &neg, None, 0.0);
+        let log_q = Tensor::full(
+            [items + 1],
+            -(items as f64).ln(),
+            (Kind::Float, Device::Cpu),
+        );
+        let corrected = sampled_softmax_loss(&feats, &emb, &pos, &neg, Some(&log_q), 0.0);
+        let d = (plain.double_value(&[]) - corrected.double_value(&[])).abs();
+        assert!(d <= 1e-6, "uniform logQ moved the loss by {d}");
+        // A non-uniform Q does move it.
+        let skewed =
+            Tensor::arange(items + 1, (Kind::Float, Device::Cpu)).log_softmax(0, Kind::Float);
+        let moved = sampled_softmax_loss(&feats, &emb, &pos, &neg, Some(&skewed), 0.0);
+        assert!((moved.double_value(&[]) - plain.double_value(&[])).abs() > 1e-3);
+    }
+
+    #[test]
+    fn gbce_matches_its_formula_on_hand_computed_values() {
+        // One position: F = (1, 2); items 1..=4 with E(1) = (0.5, 0), E(2) = (0, 1),
+        // E(3) = (−1, 0.25), E(4) = (0, 0); positive 2, negatives {1, 3, 2}: the last equals
+        // the positive and is left out.
+        let feats = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 1, 2]);
+        let emb = Tensor::from_slice(&[0.0f32, 0.0, 0.5, 0.0, 0.0, 1.0, -1.0, 0.25, 0.0, 0.0])
+            .view([5, 2]);
+        let pos = Tensor::from_slice(&[2i64]).view([1, 1]);
+        let neg = Tensor::from_slice(&[1i64, 3, 2]);
+        let (t, n, items) = (0.75, 3.0, 4usize);
+        // s⁺ = 2, s⁻ = 0.5 and −0.5; α = 3/3 = 1, so β = 1·(0.75·0 + 1) = 1.
+        let softplus = |x: f64| (1.0 + x.exp()).ln();
+        let alpha: f64 = n / (items as f64 - 1.0);
+        let beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha);
+        assert_eq!(beta, 1.0);
+        let want = (beta * softplus(-2.0) + softplus(0.5) + softplus(-0.5)) / (n + 1.0);
+        let got = gbce_loss(&feats, &emb, &pos, &neg, items, t, 0.0).double_value(&[]);
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        // With 1 negative among 1,001 items, α = 0.001 and β = 0.001·(0.75·(1 − 1000) + 1000)
+        // = 0.25075: the positive term is down-weighted.
+        let b = gbce_beta(1.0, 1001, 0.75);
+        assert!((b - 0.25075).abs() < 1e-12, "{b}");
+        assert_eq!(gbce_beta(256.0, 3417, 0.0), 1.0); // t = 0: plain BCE
+        let one_neg = Tensor::from_slice(&[3i64]);
+        let got = gbce_loss(&feats, &emb, &pos, &one_neg, 1001, 0.75, 0.0).double_value(&[]);
+        let want = (b * softplus(-2.0) + softplus(-0.5)) / 2.0;
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
 }

@@ -387,7 +387,7 @@ mod tests {
             let pos = seq.roll([-1], [1]);
             let neg = Tensor::randint_low(1, I as i64 + 1, [4, T], (Kind::Int64, Device::Cpu));
             let l = crate::loss::bce_loss(&f, m.item_emb(), &pos, &neg, 0.0)
-                + crate::loss::ce_loss(&f, m.item_emb(), &pos, 0.0);
+                + crate::loss::ce_loss(&f, m.item_emb(), &pos, 0.0, 4096);
             l.backward();
             for p in m.params().iter().filter(|p| p.padding_idx().is_some()) {
                 let g = p.tensor().grad();
@@ -475,10 +475,15 @@ mod tests {
                 let neg = Tensor::randint_low(1, I as i64 + 1, [b, T], (Kind::Int64, Device::Cpu));
                 let l = match loss {
                     "bce" => crate::loss::bce_loss(&f, m.item_emb(), &pos, &neg, 0.0),
-                    "ce" => crate::loss::ce_loss(&f, m.item_emb(), &pos, 0.0),
-                    _ => {
-                        crate::loss::sampled_softmax_loss(&f, m.item_emb(), &pos, &neg.get(0), 0.0)
-                    }
+                    "ce" => crate::loss::ce_loss(&f, m.item_emb(), &pos, 0.0, 4096),
+                    _ => crate::loss::sampled_softmax_loss(
+                        &f,
+                        m.item_emb(),
+                        &pos,
+                        &neg.get(0),
+                        None,
+                        0.0,
+                    ),
                 };
                 opt.backward_step(&l);
                 losses.push(l.double_value(&[]));

@@ -91,6 +91,18 @@ impl Split {
         Some((self.data.sequences[u][prefix], prefix))
     }
 
+    /// How often each item occurs in the training parts (index 0, padding, is 0): the
+    /// popularity distribution of `--negative_sampler popularity`.
+    pub fn train_item_counts(&self) -> Vec<u64> {
+        let mut counts = vec![0u64; self.num_items() + 1];
+        for u in 1..=self.num_users() {
+            for &i in self.train(u) {
+                counts[i as usize] += 1;
+            }
+        }
+        counts
+    }
+
     /// Total number of training interactions.
     pub fn num_train_interactions(&self) -> usize {
         (1..=self.num_users()).map(|u| self.train_len(u)).sum()

@@ -31,8 +31,25 @@ pub enum LossKind {
     Bce,
     /// Full-softmax cross-entropy over all items (strongest under full ranking).
     Ce,
-    /// Sampled softmax with `--num_negatives` negatives shared by the batch.
+    /// Sampled softmax with `--num_negatives` negatives shared by the batch, drawn by
+    /// `--negative_sampler` (logQ-corrected when not uniform).
     SampledSoftmax,
+    /// gBCE of gSASRec: BCE with `--num_negatives` uniform negatives and the positive's
+    /// probability raised to β (`--gbce_t`).
+    Gbce,
+}
+
+/// `--negative_sampler`: where the negatives of the sampled losses come from.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NegativeSamplerKind {
+    /// Uniformly over the items.
+    #[default]
+    Uniform,
+    /// In proportion to each item's count in the training data, with the logQ correction.
+    Popularity,
 }
 
 /// Which protocol's validation NDCG@10 selects the best epoch and drives early stopping.
@@ -190,9 +207,30 @@ pub struct TrainArgs {
     /// Training loss.
     #[arg(long, value_enum, default_value_t = LossKind::Bce)]
     pub loss: LossKind,
-    /// Negatives per batch for `--loss sampled_softmax`.
+    /// Negatives per batch for `--loss sampled_softmax` and `--loss gbce`.
     #[arg(long = "num_negatives", alias = "num-negatives", default_value_t = 256)]
     pub num_negatives: usize,
+    /// Negatives of `--loss sampled_softmax`: uniform, or by training popularity with the logQ
+    /// correction `s_j − log Q(j)` (Yi et al., RecSys 2019).
+    #[arg(
+        long = "negative_sampler",
+        alias = "negative-sampler",
+        value_enum,
+        default_value_t = NegativeSamplerKind::Uniform
+    )]
+    pub negative_sampler: NegativeSamplerKind,
+    /// gBCE calibration t ∈ [0, 1]: β = α(t(1 − 1/α) + 1/α) with α = N/(I − 1); 0 = plain BCE
+    /// with N negatives, 1 = fully calibrated (gSASRec, RecSys 2023).
+    #[arg(long = "gbce_t", alias = "gbce-t", default_value_t = 0.75)]
+    pub gbce_t: f64,
+    /// Items per block of `--loss ce`: the logits exist one (positions × block) block at a
+    /// time, so memory is bounded by this rather than by the catalogue.
+    #[arg(
+        long = "ce_chunk_size",
+        alias = "ce-chunk-size",
+        default_value_t = 8192
+    )]
+    pub ce_chunk_size: usize,
     /// Seed for initialisation, sampling, dropout and the evaluation candidates.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,

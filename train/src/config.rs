@@ -8,7 +8,7 @@ use sasrec_shared::run::ModelSpec;
 use sasrec_shared::{KCore, Split};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{LossKind, Protocol};
+use crate::cli::{LossKind, NegativeSamplerKind, Protocol};
 use crate::dist::Backend;
 use crate::settings::Settings;
 
@@ -29,8 +29,25 @@ pub struct OptimConfig {
     pub batch_size: usize,
     /// Loss.
     pub loss: LossKind,
-    /// Negatives for sampled softmax.
+    /// Negatives for sampled softmax and gBCE.
     pub num_negatives: usize,
+    /// Where the sampled-softmax negatives come from.
+    #[serde(default)]
+    pub negative_sampler: NegativeSamplerKind,
+    /// gBCE calibration t.
+    #[serde(default = "default_gbce_t")]
+    pub gbce_t: f64,
+    /// Items per block of the chunked full-softmax CE.
+    #[serde(default = "default_ce_chunk_size")]
+    pub ce_chunk_size: usize,
+}
+
+fn default_gbce_t() -> f64 {
+    0.75
+}
+
+fn default_ce_chunk_size() -> usize {
+    8192
 }
 
 impl OptimConfig {
@@ -198,6 +215,9 @@ mod tests {
             batch_size: 128,
             loss: LossKind::Bce,
             num_negatives: 0,
+            negative_sampler: NegativeSamplerKind::Uniform,
+            gbce_t: 0.75,
+            ce_chunk_size: 8192,
         }
     }
 

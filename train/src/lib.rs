@@ -12,6 +12,7 @@ pub mod device;
 pub mod dist;
 pub mod evaluate;
 pub mod launch;
+pub mod negatives;
 pub mod optim;
 pub mod plot;
 pub mod settings;

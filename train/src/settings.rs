@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use clap::ValueEnum;
 use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig};
 use sasrec_shared::run::RunDir;
 use sasrec_shared::time::Intervals;
 
-use crate::cli::{AmpDtypeArg, LossKind, TrainArgs};
+use crate::cli::{AmpDtypeArg, LossKind, NegativeSamplerKind, TrainArgs};
 use crate::config::{OptimConfig, Schedule};
 use crate::data_cmd::DataArgs;
 use crate::dist::{Backend, DistEnv};
@@ -102,9 +103,7 @@ pub struct Settings {
 impl Settings {
     /// Resolves and checks the flags; reads the torchrun environment to decide the [`Job`].
     pub fn resolve(args: &TrainArgs) -> Result<Self> {
-        if args.loss == LossKind::SampledSoftmax && args.num_negatives == 0 {
-            bail!("--num_negatives must be at least 1 for --loss sampled_softmax");
-        }
+        check_loss_flags(args)?;
         let device = DeviceRequest::parse(args.device.as_deref())?;
         let distributed = args.multi_gpu.then(|| Distributed {
             backend: args.backend,
@@ -167,6 +166,9 @@ impl Settings {
                 batch_size: args.batch_size,
                 loss: args.loss,
                 num_negatives: args.num_negatives,
+                negative_sampler: args.negative_sampler,
+                gbce_t: args.gbce_t,
+                ce_chunk_size: args.ce_chunk_size,
             },
             schedule: Schedule {
                 seed: args.seed,
@@ -185,4 +187,34 @@ impl Settings {
             dump_rank_weights: args.dump_rank_weights,
         })
     }
+}
+
+/// The loss flags that cannot work together.
+fn check_loss_flags(args: &TrainArgs) -> Result<()> {
+    let sampled = matches!(args.loss, LossKind::SampledSoftmax | LossKind::Gbce);
+    if sampled && args.num_negatives == 0 {
+        let name = args
+            .loss
+            .to_possible_value()
+            .expect("every loss has a name");
+        bail!(
+            "--num_negatives must be at least 1 for --loss {}",
+            name.get_name()
+        );
+    }
+    if args.negative_sampler == NegativeSamplerKind::Popularity
+        && args.loss != LossKind::SampledSoftmax
+    {
+        bail!(
+            "--negative_sampler popularity needs --loss sampled_softmax (gBCE's calibration \
+             assumes uniform negatives; bce and ce draw none)"
+        );
+    }
+    if !(0.0..=1.0).contains(&args.gbce_t) {
+        bail!("--gbce_t {}: expected a value in [0, 1]", args.gbce_t);
+    }
+    if args.ce_chunk_size == 0 {
+        bail!("--ce_chunk_size must be at least 1");
+    }
+    Ok(())
 }

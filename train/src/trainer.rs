@@ -29,6 +29,7 @@ use crate::device::{
 use crate::dist::ProcessGroup;
 use crate::evaluate::{evaluate, PartMetrics};
 use crate::launch;
+use crate::negatives::NegativeSampler;
 use crate::optim::{defined_grads, Adam};
 use crate::settings::{Job, Settings};
 use crate::state::{self, EvalRecord, LoopState};
@@ -110,6 +111,8 @@ struct Run<'a> {
     scaler: Option<GradScaler>,
     st: LoopState,
     sampler: Sampler,
+    /// Negatives of the sampled losses.
+    negatives: NegativeSampler,
     valid: EvalSet,
     test: EvalSet,
 }
@@ -191,6 +194,7 @@ impl<'a> Run<'a> {
             },
         )?;
         let (valid, test) = eval_sets(&cfg, &split)?;
+        let negatives = NegativeSampler::new(cfg.optim.negative_sampler, &split, device);
         tracing::info!(
             kind = %cfg.spec.kind,
             params = model.num_params(),
@@ -226,6 +230,7 @@ impl<'a> Run<'a> {
             scaler,
             st,
             sampler,
+            negatives,
             valid,
             test,
         })
@@ -355,8 +360,9 @@ impl<'a> Run<'a> {
         Ok((l.detach(), overflow))
     }
 
-    /// The training loss of one batch (docs/MODELS.md §4): BCE with one sampled negative per
-    /// position, full-softmax CE, or sampled softmax over `--num_negatives` shared negatives.
+    /// The training loss of one batch (docs/MODELS.md §1.5): BCE with one sampled negative per
+    /// position, full-softmax CE in item blocks, sampled softmax or gBCE over `--num_negatives`
+    /// negatives shared by the batch.
     fn loss(
         &self,
         seq: &Tensor,
@@ -367,14 +373,20 @@ impl<'a> Run<'a> {
         let optim = &self.cfg.optim;
         let feats = self.model.feats(seq, tm, true)?;
         let item_emb = self.model.item_emb();
+        let l2 = optim.l2_emb;
+        let n = optim.num_negatives as i64;
         Ok(match optim.loss {
-            LossKind::Bce => loss::bce_loss(&feats, item_emb, pos, neg, optim.l2_emb),
-            LossKind::Ce => loss::ce_loss(&feats, item_emb, pos, optim.l2_emb),
+            LossKind::Bce => loss::bce_loss(&feats, item_emb, pos, neg, l2),
+            LossKind::Ce => loss::ce_loss(&feats, item_emb, pos, l2, optim.ce_chunk_size),
             LossKind::SampledSoftmax => {
-                let items = self.cfg.spec.model.num_items as i64;
-                let n = optim.num_negatives as i64;
-                let negs = Tensor::randint_low(1, items + 1, [n], (Kind::Int64, self.device));
-                loss::sampled_softmax_loss(&feats, item_emb, pos, &negs, optim.l2_emb)
+                let negs = self.negatives.draw(n);
+                let log_q = self.negatives.log_q();
+                loss::sampled_softmax_loss(&feats, item_emb, pos, &negs, log_q, l2)
+            }
+            LossKind::Gbce => {
+                let items = self.cfg.spec.model.num_items;
+                let negs = self.negatives.draw(n);
+                loss::gbce_loss(&feats, item_emb, pos, &negs, items, optim.gbce_t, l2)
             }
         })
     }

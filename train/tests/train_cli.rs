@@ -346,3 +346,66 @@ fn larger_num_epochs_extends_finished_runs_only() {
         "{log}"
     );
 }
+
+/// Every loss trains end to end (a finite, positive loss and a run directory with the loss in
+/// `config.json`), and the loss flags that cannot work together are refused by name.
+#[test]
+fn every_loss_trains_and_bad_loss_flags_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture(dir.path());
+    for (name, extra) in [
+        ("ce", &["--loss", "ce", "--ce_chunk_size", "7"][..]),
+        ("gbce", &["--loss", "gbce", "--num_negatives", "16"][..]),
+        (
+            "popularity",
+            &[
+                "--loss",
+                "sampled_softmax",
+                "--num_negatives",
+                "16",
+                "--negative_sampler",
+                "popularity",
+            ][..],
+        ),
+    ] {
+        let run = dir.path().join(name);
+        let args = [&["--no_time", "--no_mhc", "--num_epochs", "2"][..], extra].concat();
+        let s = ok(small(&data, &run, &args));
+        assert_eq!(s["epochs"], 2, "{name}");
+        let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let loss: f64 = metrics
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .last()
+            .unwrap()["train_loss"]
+            .as_f64()
+            .unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "{name}: loss {loss}");
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(cfg["optim"]["loss"], extra[1], "{name}");
+    }
+    for (flags, msg) in [
+        (
+            &["--loss", "gbce", "--num_negatives", "0"][..],
+            "--num_negatives must be at least 1 for --loss gbce",
+        ),
+        (
+            &["--loss", "gbce", "--negative_sampler", "popularity"][..],
+            "--negative_sampler popularity needs --loss sampled_softmax",
+        ),
+        (
+            &["--loss", "gbce", "--gbce_t", "1.5"][..],
+            "--gbce_t 1.5: expected a value in [0, 1]",
+        ),
+        (
+            &["--loss", "ce", "--ce_chunk_size", "0"][..],
+            "--ce_chunk_size must be at least 1",
+        ),
+    ] {
+        let args = [&["--no_time", "--no_mhc"][..], flags].concat();
+        let e = err(small(&data, &dir.path().join("bad"), &args));
+        assert!(e.contains(msg), "{flags:?}: {e}");
+    }
+}

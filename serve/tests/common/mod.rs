@@ -105,25 +105,25 @@ pub fn fixtures() -> &'static Fixtures {
             "--device",
             "cpu",
         ];
-        let sas = root.join("sas");
-        run(Command::new(&train)
-            .arg("--dataset")
-            .arg(&data)
-            .arg("--train_dir")
-            .arg(&sas)
-            .args(["--no_time", "--no_mhc"])
-            .args(common));
-        let tis = root.join("tis");
-        run(Command::new(&train)
-            .arg("--dataset")
-            .arg(&data)
-            .arg("--train_dir")
-            .arg(&tis)
-            .args(["--no_mhc", "--time_unit", "personal", "--time_span", "32"])
-            .args(common));
-        for d in [&sas, &tis] {
-            run(Command::new(&export).args(["--onnx", "--train_dir"]).arg(d));
-        }
+        let train_and_export = |name: &str, kind: &[&str]| {
+            let dir = root.join(name);
+            run(Command::new(&train)
+                .arg("--dataset")
+                .arg(&data)
+                .arg("--train_dir")
+                .arg(&dir)
+                .args(kind)
+                .args(common));
+            run(Command::new(&export)
+                .args(["--onnx", "--train_dir"])
+                .arg(&dir));
+            dir
+        };
+        let sas = train_and_export("sas", &["--no_time", "--no_mhc"]);
+        let tis = train_and_export(
+            "tis",
+            &["--no_mhc", "--time_unit", "personal", "--time_span", "32"],
+        );
         Fixtures {
             root,
             data,
