@@ -4,9 +4,12 @@ Used (1) by the parity test: a `model.safetensors` written by sasrec-rs must loa
 module with `safetensors.torch.load_file` + `load_state_dict(strict=True)` and give the same
 outputs; (2) as the same-machine PyTorch baseline of benches/epoch_speed.sh.
 
-Written from the specification in ../shared/docs/docs/MODELS.md §1.3-1.5 (torch.nn.MultiheadAttention
-with the fused in_proj, 1x1-conv FFN, LayerNorm eps 1e-8, Post-LN by default, Pre-LN with
-norm_first, last LayerNorm, tied item embeddings).
+Written from the specification in docs/MODELS.md §1.3-1.5 of this repository
+(torch.nn.MultiheadAttention with the fused in_proj, 1x1-conv FFN, LayerNorm eps 1e-8, Post-LN by
+default, Pre-LN with norm_first, last LayerNorm, tied item embeddings). With an `mhc` config,
+SASRec + mHC (docs/MODELS.md §3.2-3.4: n streams, Pre-LN sub-layers F_att(u) = MHA(LN(u)),
+F_ffn(u) = FFN(LN(u)), streams merged by their mean), using the `HyperConnection` module of
+tisasrec_torch.py (written from the mHC paper's equations, arXiv:2512.24880).
 
   python sasrec_torch.py parity WEIGHTS.safetensors CASE.safetensors CONFIG.json
   python sasrec_torch.py speed --batches N [--threads T]
@@ -18,25 +21,14 @@ import time
 import torch
 from torch import nn
 
-
-class PointWiseFeedForward(nn.Module):
-    def __init__(self, c, p):
-        super().__init__()
-        self.conv1 = nn.Conv1d(c, c, kernel_size=1)
-        self.dropout1 = nn.Dropout(p)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv1d(c, c, kernel_size=1)
-        self.dropout2 = nn.Dropout(p)
-
-    def forward(self, x):  # (B, T, C)
-        y = self.dropout2(self.conv2(self.relu(self.dropout1(self.conv1(x.transpose(-1, -2))))))
-        return y.transpose(-1, -2)
+from tisasrec_torch import HyperConnection, PointWiseFeedForward, expand_streams, merge_streams
 
 
 class SASRec(nn.Module):
-    def __init__(self, num_items, maxlen, c, blocks, heads, p, norm_first):
+    def __init__(self, num_items, maxlen, c, blocks, heads, p, norm_first, mhc=None):
         super().__init__()
         self.norm_first = norm_first
+        self.mhc = mhc
         self.item_emb = nn.Embedding(num_items + 1, c, padding_idx=0)
         self.pos_emb = nn.Embedding(maxlen + 1, c, padding_idx=0)
         self.emb_dropout = nn.Dropout(p)
@@ -45,6 +37,9 @@ class SASRec(nn.Module):
         self.forward_layernorms = nn.ModuleList([nn.LayerNorm(c, eps=1e-8) for _ in range(blocks)])
         self.forward_layers = nn.ModuleList([PointWiseFeedForward(c, p) for _ in range(blocks)])
         self.last_layernorm = nn.LayerNorm(c, eps=1e-8)
+        if mhc is not None:
+            self.mhc_attention = nn.ModuleList([HyperConnection(c, mhc) for _ in range(blocks)])
+            self.mhc_ffn = nn.ModuleList([HyperConnection(c, mhc) for _ in range(blocks)])
 
     def log2feats(self, seq):  # (B, T) int64
         x = self.item_emb(seq) * self.item_emb.embedding_dim ** 0.5
@@ -52,6 +47,8 @@ class SASRec(nn.Module):
         positions = torch.arange(1, t + 1, device=seq.device).unsqueeze(0) * (seq != 0)
         x = self.emb_dropout(x + self.pos_emb(positions))
         mask = ~torch.tril(torch.ones((t, t), dtype=torch.bool, device=seq.device))
+        if self.mhc is not None:
+            return self.last_layernorm(merge_streams(self.mhc_blocks(x, mask)))
         for ln_a, mha, ln_f, ffn in zip(self.attention_layernorms, self.attention_layers,
                                         self.forward_layernorms, self.forward_layers):
             x = x.transpose(0, 1)  # (T, B, C)
@@ -66,6 +63,22 @@ class SASRec(nn.Module):
                 x = ln_f(x + ffn(x))
         return self.last_layernorm(x)
 
+    def mhc_blocks(self, x, mask):
+        """The blocks with mHC residual streams: (B, T, C) -> (B, T, n, C)."""
+        x = expand_streams(x, self.mhc["expansion_rate"])
+        for i, (ln_a, mha, ln_f, ffn) in enumerate(zip(
+                self.attention_layernorms, self.attention_layers, self.forward_layernorms,
+                self.forward_layers)):
+
+            def f_att(u):  # (B, T, C) -> (B, T, C); Q = K = V = LN(u)
+                h = ln_a(u).transpose(0, 1)  # (T, B, C)
+                a, _ = mha(h, h, h, attn_mask=mask, need_weights=False)
+                return a.transpose(0, 1)
+
+            x = self.mhc_attention[i](x, f_att)
+            x = self.mhc_ffn[i](x, lambda u: ffn(ln_f(u)))
+        return x
+
     def forward(self, seq, pos, neg):
         f = self.log2feats(seq)
         return (f * self.item_emb(pos)).sum(-1), (f * self.item_emb(neg)).sum(-1)
@@ -74,13 +87,18 @@ class SASRec(nn.Module):
 def parity(weights, case, config):
     from safetensors.torch import load_file
     cfg = json.load(open(config))
+    if cfg["backbone"] != "sasrec":
+        sys.exit(f"sasrec_torch.py: backbone {cfg['backbone']!r}; use tisasrec_torch.py")
     m = SASRec(cfg["num_items"], cfg["maxlen"], cfg["hidden_units"], cfg["num_blocks"],
-               cfg["num_heads"], cfg["dropout_rate"], cfg["norm_first"])
+               cfg["num_heads"], cfg["dropout_rate"], cfg["norm_first"], cfg.get("mhc"))
     m.load_state_dict(load_file(weights), strict=True)
     m.eval()
     data = load_file(case)
     with torch.no_grad():
         feats = m.log2feats(data["seq"].long())
+    if feats.shape != data["feats"].shape:
+        sys.exit(f"features have shape {tuple(feats.shape)}, sasrec-rs gave "
+                 f"{tuple(data['feats'].shape)}")
     err = (feats - data["feats"]).abs().max().item()
     print(json.dumps({"max_abs_err": err}))
     return 0 if err <= float(cfg.get("tolerance", 1e-5)) else 1

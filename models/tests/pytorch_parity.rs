@@ -1,72 +1,205 @@
-//! A `model.safetensors` written here loads into the PyTorch reference module
-//! (benches/reference/sasrec_torch.py: pmixer's structure and state_dict names) with
+//! A `model.safetensors` written here loads into an independent PyTorch implementation with
 //! `safetensors.torch.load_file` + `load_state_dict(strict=True)` and gives the same features
-//! within 1e-5, for Post-LN and Pre-LN SASRec with 2 heads.
+//! (`SeqRecModel::feats`, eval mode, every position including padded ones) within 1e-5 max
+//! absolute error. Kinds covered, each with 2 blocks and 2 heads:
+//!
+//! * SASRec, Post-LN and Pre-LN (benches/reference/sasrec_torch.py: pmixer's structure and
+//!   state_dict names);
+//! * SASRec + mHC, Sinkhorn-Knopp H_res and mHC-lite (sasrec_torch.py with the hyper-connections
+//!   of tisasrec_torch.py);
+//! * TiSASRec, the reference wiring (`norm_first = false`) and Pre-LN (`norm_first = true`)
+//!   (benches/reference/tisasrec_torch.py: pmixer/TiSASRec.pytorch's structure and names, the
+//!   literal dense (B, T, T, C) interval terms of docs/MODELS.md §2.5);
+//! * TiSASRec + mHC, Sinkhorn-Knopp H_res and mHC-lite (tisasrec_torch.py: mHC written from
+//!   docs/MODELS.md §3.3–3.9, Sinkhorn in its matrix form).
+//!
+//! The PyTorch side also runs in float64; that error (`max_abs_err_f64`) must be within 1e-5 too.
+//! The Python interpreter is `SASREC_PYTHON` (set by scripts/setup.sh in .cargo/config.toml);
+//! without it, or without torch and safetensors there, the tests fail with the reason.
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Mutex;
 
 use sasrec_models::{save_weights, SeqRecModel};
-use sasrec_shared::config::{Backbone, ModelConfig};
+use sasrec_shared::config::{Backbone, HresProjection, MhcConfig, ModelConfig};
 use tch::{nn, Device, Kind, Tensor};
+
+const TOLERANCE: f64 = 1e-5;
+const B: i64 = 5;
+const T: i64 = 12;
+const TIME_SPAN: i64 = 8;
 
 fn python() -> String {
     std::env::var("SASREC_PYTHON")
         .expect("SASREC_PYTHON is not set: run ./scripts/setup.sh (it writes .cargo/config.toml)")
 }
 
-#[test]
-fn sasrec_checkpoint_matches_pytorch_reference() {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/reference/sasrec_torch.py");
-    for norm_first in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = ModelConfig {
-            backbone: Backbone::Sasrec,
-            num_items: 50,
-            maxlen: 12,
-            hidden_units: 16,
-            num_blocks: 2,
-            num_heads: 2,
-            dropout_rate: 0.2,
-            norm_first,
-            time_span: 0,
-            mhc: None,
-            time_dropout: Default::default(),
-        };
+/// The small configuration of every case: I = 50, T = 12, C = 16, 2 blocks, 2 heads, k = 8.
+fn config(backbone: Backbone, norm_first: bool, mhc: Option<HresProjection>) -> ModelConfig {
+    ModelConfig {
+        backbone,
+        num_items: 50,
+        maxlen: T as usize,
+        hidden_units: 16,
+        num_blocks: 2,
+        num_heads: 2,
+        dropout_rate: 0.2,
+        norm_first,
+        time_span: TIME_SPAN as usize,
+        mhc: mhc.map(|h_res| MhcConfig {
+            expansion_rate: 4,
+            sinkhorn_iter: 20,
+            h_res,
+            ..MhcConfig::default()
+        }),
+        time_dropout: Default::default(),
+    }
+}
+
+/// Perturbs the parameters that start at a constant so that they are exercised too: biases and
+/// LayerNorms get N(0, 0.1²) noise (this includes the mHC static biases `mhc_*.bias`), mHC's φ
+/// (initialised to 0) N(0, 0.05²), and the gates α (0.01) are set to 1 + N(0, 0.1²), so that
+/// the dynamic part α·x⃗φ/r of every coefficient is of order 0.1–1.
+fn perturb(vs: &nn::VarStore) {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0)); // a HashMap: fix the order of the draws
+    tch::no_grad(|| {
+        for (name, mut t) in vars {
+            if name.ends_with("bias") || name.contains("layernorm") {
+                let _ = t.g_add_(&(Tensor::randn_like(&t) * 0.1));
+            } else if name.ends_with(".phi") {
+                let _ = t.g_add_(&(Tensor::randn_like(&t) * 0.05));
+            } else if name.ends_with(".alpha") {
+                t.copy_(&(Tensor::randn_like(&t) * 0.1 + 1.0));
+            }
+        }
+    });
+}
+
+/// Five users, the first two left-padded (5 items and 1 item), ids in 1..=50.
+fn sequences() -> Tensor {
+    let seq = Tensor::randint_low(1, 51, [B, T], (Kind::Int64, Device::Cpu));
+    let _ = seq.narrow(1, 0, 7).narrow(0, 0, 2).fill_(0);
+    let _ = seq.narrow(1, 0, T - 1).narrow(0, 1, 1).fill_(0);
+    seq
+}
+
+/// Random interval buckets in 0..=k: (B, T, T) int64. Not symmetric (real relation matrices
+/// are), so that the test also pins which index of R is the query (row i) and which the key.
+fn time_matrix() -> Tensor {
+    Tensor::randint_low(0, TIME_SPAN + 1, [B, T, T], (Kind::Int64, Device::Cpu))
+}
+
+/// libtorch's generator is global and the tests run in parallel: hold this while seeding and
+/// drawing, so that every case gets the same weights and inputs on every run.
+static RNG: Mutex<()> = Mutex::new(());
+
+/// Builds `cfg` under a fixed seed, perturbs it, computes the features of a random batch and
+/// checks them against the PyTorch reference of the backbone. Returns the script's JSON.
+fn check_against_pytorch(cfg: &ModelConfig, label: &str) -> serde_json::Value {
+    let script = match cfg.backbone {
+        Backbone::Sasrec => "sasrec_torch.py",
+        Backbone::Tisasrec => "tisasrec_torch.py",
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../benches/reference")
+        .join(script);
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, model, seq, tm) = {
+        let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(7);
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = SeqRecModel::new(&vs.root(), &cfg).unwrap();
-        // Perturb the zero-initialised biases and LayerNorm gains so they are exercised too.
+        let model = SeqRecModel::new(&vs.root(), cfg).unwrap();
+        perturb(&vs);
+        let seq = sequences();
+        let tm = cfg.is_time_aware().then(time_matrix);
+        (vs, model, seq, tm)
+    };
+    let feats = model.feats(&seq, tm.as_ref(), false).unwrap();
+    assert_eq!(feats.size(), [B, T, 16], "{label}");
+
+    let weights = dir.path().join("model.safetensors");
+    save_weights(&vs, &weights).unwrap();
+    let case = dir.path().join("case.safetensors");
+    let mut tensors = vec![("seq", &seq), ("feats", &feats)];
+    if let Some(tm) = &tm {
+        tensors.push(("tm", tm));
+    }
+    Tensor::write_safetensors(&tensors, &case).unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, serde_json::to_string(cfg).unwrap()).unwrap();
+
+    let py = python();
+    let out = Command::new(&py)
+        .arg(&script)
+        .arg("parity")
+        .args([&weights, &case, &config])
+        .output()
+        .unwrap_or_else(|e| panic!("{label}: cannot run {py} {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{label}: {} failed ({}): {stdout} {stderr}",
+        script.display(),
+        out.status
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{label}: no JSON on stdout ({e}): {stdout} {stderr}"));
+    eprintln!("{label}: {v}");
+    let err = v["max_abs_err"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{label}: no max_abs_err in {v}"));
+    assert!(err <= TOLERANCE, "{label}: {v}");
+    if let Some(err64) = v.get("max_abs_err_f64") {
+        assert!(err64.as_f64().unwrap() <= TOLERANCE, "{label}: {v}");
+    }
+
+    if cfg.mhc.is_some() {
+        // The comparison must see the dynamic coefficients: without φ the features change.
         tch::no_grad(|| {
             for (name, mut t) in vs.variables() {
-                if name.ends_with("bias") || name.contains("layernorm") {
-                    let _ = t.g_add_(&(Tensor::randn_like(&t) * 0.1));
+                if name.ends_with(".phi") {
+                    let _ = t.zero_();
                 }
             }
         });
-        let seq = Tensor::randint_low(1, 51, [5, 12], (Kind::Int64, Device::Cpu));
-        let _ = seq.narrow(1, 0, 7).narrow(0, 0, 2).fill_(0); // two short, left-padded users
-        let feats = model.feats(&seq, None, false).unwrap();
-        let weights = dir.path().join("model.safetensors");
-        save_weights(&vs, &weights).unwrap();
-        let case = dir.path().join("case.safetensors");
-        Tensor::write_safetensors(&[("seq", &seq), ("feats", &feats)], &case).unwrap();
-        let config = dir.path().join("config.json");
-        std::fs::write(&config, serde_json::to_string(&cfg).unwrap()).unwrap();
-        let out = Command::new(python())
-            .arg(&script)
-            .arg("parity")
-            .args([&weights, &case, &config])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "norm_first={norm_first}: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-        assert!(v["max_abs_err"].as_f64().unwrap() <= 1e-5, "{v}");
+        let static_only = model.feats(&seq, tm.as_ref(), false).unwrap();
+        let d = (&static_only - &feats).abs().max().double_value(&[]);
+        assert!(d > 1e-3, "{label}: φ changes the features by only {d}");
+    }
+    v
+}
+
+#[test]
+fn sasrec_checkpoint_matches_pytorch_reference() {
+    for norm_first in [false, true] {
+        let cfg = config(Backbone::Sasrec, norm_first, None);
+        check_against_pytorch(&cfg, &format!("sasrec norm_first={norm_first}"));
+    }
+}
+
+#[test]
+fn sasrec_mhc_checkpoint_matches_pytorch_reference() {
+    for h_res in [HresProjection::Sinkhorn, HresProjection::Lite] {
+        let cfg = config(Backbone::Sasrec, false, Some(h_res));
+        check_against_pytorch(&cfg, &format!("sasrec-mhc {}", h_res.as_str()));
+    }
+}
+
+#[test]
+fn tisasrec_checkpoint_matches_pytorch_reference() {
+    for norm_first in [false, true] {
+        let cfg = config(Backbone::Tisasrec, norm_first, None);
+        check_against_pytorch(&cfg, &format!("tisasrec norm_first={norm_first}"));
+    }
+}
+
+#[test]
+fn tisasrec_mhc_checkpoint_matches_pytorch_reference() {
+    for h_res in [HresProjection::Sinkhorn, HresProjection::Lite] {
+        let cfg = config(Backbone::Tisasrec, false, Some(h_res));
+        check_against_pytorch(&cfg, &format!("tisasrec-mhc {}", h_res.as_str()));
     }
 }
