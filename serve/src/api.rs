@@ -26,6 +26,13 @@ pub struct RecommendRequest {
     /// Exclude every known item of the history from the results (default true).
     #[serde(default)]
     pub exclude_seen: Option<bool>,
+    /// Score only these items (raw ids); unknown ones are skipped and reported. At least one.
+    #[serde(default)]
+    pub candidates: Option<Vec<serde_json::Value>>,
+    /// Never return these items (raw ids), beyond `exclude_seen`; unknown ones are skipped and
+    /// reported.
+    #[serde(default)]
+    pub exclude: Option<Vec<serde_json::Value>>,
 }
 
 /// One recommended item.
@@ -45,7 +52,8 @@ pub struct RecommendResponse {
     pub items: Vec<ScoredItem>,
     /// `<kind>@<first 12 hex digits of the checkpoint's SHA-256>`.
     pub model: String,
-    /// History entries not in the model's item map (skipped), in order, without duplicates.
+    /// History, `candidates` and `exclude` entries not in the model's item map (skipped), in
+    /// that order, without duplicates.
     pub unknown_items: Vec<serde_json::Value>,
 }
 

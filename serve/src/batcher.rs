@@ -32,7 +32,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ort::session::Session;
 use ort::value::Tensor;
-use sasrec_shared::run::onnx_io::{EXCLUDE, K, SEQ, TIME_MATRIX, TOPK_ITEMS, TOPK_SCORES};
+use sasrec_shared::run::onnx_io::{EXCLUDE, K, SCORES, SEQ, TIME_MATRIX, TOPK_ITEMS, TOPK_SCORES};
 use tokio::sync::oneshot;
 
 use crate::config::BatchConfig;
@@ -45,8 +45,10 @@ pub struct Row {
     pub seq: Vec<i64>,
     /// `[maxlen * maxlen]` interval buckets (time-aware models only).
     pub time_matrix: Option<Vec<i64>>,
-    /// Item indices that must not be returned (may be empty).
+    /// Item indices that must not be returned (sorted, distinct; may be empty).
     pub exclude: Vec<i64>,
+    /// Score only these item indices (sorted, distinct), `None` for every item.
+    pub candidates: Option<Vec<i64>>,
     /// How many items to return (1..=number of items).
     pub k: usize,
 }
@@ -276,8 +278,10 @@ pub fn run_rows(
             .run(ort::inputs![SEQ => seq, EXCLUDE => exc, K => kk])
             .map_err(err)?
     };
+    let (_, all_scores) = out[SCORES].try_extract_tensor::<f32>().map_err(err)?;
     let (_, scores) = out[TOPK_SCORES].try_extract_tensor::<f32>().map_err(err)?;
     let (_, items) = out[TOPK_ITEMS].try_extract_tensor::<i64>().map_err(err)?;
+    let width = all_scores.len() / b;
     if scores.len() != b * k || items.len() != b * k {
         return Err(format!(
             "top-k outputs have {} / {} entries, expected {}",
@@ -289,14 +293,45 @@ pub fn run_rows(
     Ok(rows
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            let lo = i * k;
-            items[lo..lo + r.k]
-                .iter()
-                .zip(&scores[lo..lo + r.k])
-                .filter(|(_, s)| s.is_finite())
-                .map(|(&it, &s)| (it, s))
-                .collect()
+        .map(|(i, r)| match &r.candidates {
+            Some(c) => top_candidates(&all_scores[i * width..(i + 1) * width], c, &r.exclude, r.k),
+            None => {
+                let lo = i * k;
+                items[lo..lo + r.k]
+                    .iter()
+                    .zip(&scores[lo..lo + r.k])
+                    .filter(|(_, s)| s.is_finite())
+                    .map(|(&it, &s)| (it, s))
+                    .collect()
+            }
         })
         .collect())
+}
+
+/// The best `k` of `candidates` in one row of the graph's `scores`, leaving out `exclude`
+/// (sorted) and non-finite scores; ties go to the lower index, as ONNX `TopK`.
+pub fn top_candidates(scores: &[f32], candidates: &[i64], exclude: &[i64], k: usize) -> RowResult {
+    let mut scored: Vec<(i64, f32)> = candidates
+        .iter()
+        .filter(|c| exclude.binary_search(c).is_err())
+        .filter_map(|&c| scores.get(c as usize).map(|&s| (c, s)))
+        .filter(|(_, s)| s.is_finite())
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(k);
+    scored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_candidates_ranks_ties_by_index_and_drops_excluded_and_non_finite() {
+        // Column 0 is padding (−∞); item 4 is NaN; items 2 and 5 tie.
+        let scores = [f32::NEG_INFINITY, 0.5, 2.0, 1.0, f32::NAN, 2.0, 3.0];
+        let got = top_candidates(&scores, &[0, 1, 2, 4, 5, 6, 9], &[6], 3);
+        assert_eq!(got, vec![(2, 2.0), (5, 2.0), (1, 0.5)]);
+        assert_eq!(top_candidates(&scores, &[3, 6], &[3, 6], 2), vec![]);
+    }
 }

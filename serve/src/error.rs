@@ -27,7 +27,8 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidRequest(String),
     /// 422 with a specific code: a field is well-typed but invalid (`invalid_k`,
-    /// `invalid_history`, `missing_timestamps`, `length_mismatch`, `too_many_requests_in_batch`).
+    /// `invalid_history`, `invalid_candidates`, `invalid_exclude`, `missing_timestamps`,
+    /// `length_mismatch`, `too_many_requests_in_batch`).
     #[error("{message}")]
     Invalid {
         /// Machine-readable code.

@@ -119,6 +119,7 @@ impl LoadedModel {
                 .time_aware
                 .then(|| vec![0; shape.maxlen * shape.maxlen]),
             exclude: Vec::new(),
+            candidates: None,
             k: 1,
         };
         for s in &mut sessions {

@@ -18,7 +18,7 @@ pub fn document() -> Value {
         "401": error_response("`unauthorized`: bearer token missing or wrong (only when the server has a token)"),
         "413": error_response("`payload_too_large`: body larger than --body_limit"),
         "415": error_response("`unsupported_media_type`: Content-Type is not application/json"),
-        "422": error_response("`invalid_request` (wrong shape or type, unknown field), `invalid_k`, `invalid_history`, `missing_timestamps`, `length_mismatch`, `too_many_requests_in_batch`"),
+        "422": error_response("`invalid_request` (wrong shape or type, unknown field), `invalid_k`, `invalid_history`, `invalid_candidates`, `invalid_exclude`, `missing_timestamps`, `length_mismatch`, `too_many_requests_in_batch`"),
         "503": error_response("`overloaded` (queue full) or `unavailable`; carries Retry-After"),
         "504": error_response("`timeout`: longer than --request_timeout_ms"),
     });
@@ -45,7 +45,9 @@ pub fn document() -> Value {
                         "history": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "oldest first; only the newest maxlen known items are used; unknown ids are skipped and reported"},
                         "timestamps": {"type": "array", "items": {"type": "integer", "format": "int64"}, "description": "unix seconds, one per history entry; required by time-aware models; when given the history is stably sorted by them"},
                         "k": {"type": "integer", "minimum": 1, "default": 10, "description": "at most the number of items"},
-                        "exclude_seen": {"type": "boolean", "default": true, "description": "never recommend a known history item"}
+                        "exclude_seen": {"type": "boolean", "default": true, "description": "never recommend a known history item"},
+                        "candidates": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/RawId"}, "description": "rank only these items (unknown ids are skipped and reported)"},
+                        "exclude": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "never recommend these items (unknown ids are skipped and reported)"}
                     }
                 },
                 "ScoredItem": {"type": "object", "required": ["item", "score"], "properties": {
@@ -55,7 +57,7 @@ pub fn document() -> Value {
                 "RecommendResponse": {"type": "object", "required": ["items", "model", "unknown_items"], "properties": {
                     "items": {"type": "array", "items": {"$ref": "#/components/schemas/ScoredItem"}, "description": "best first; fewer than k when exclusions leave fewer items"},
                     "model": {"type": "string", "description": "<kind>@<first 12 hex digits of the checkpoint SHA-256>"},
-                    "unknown_items": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}}
+                    "unknown_items": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "history, candidates and exclude entries not in the item map"}
                 }},
                 "BatchRequest": {"type": "object", "additionalProperties": false, "required": ["requests"], "properties": {
                     "requests": {"type": "array", "items": {"$ref": "#/components/schemas/RecommendRequest"}}

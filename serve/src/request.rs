@@ -16,7 +16,13 @@
 //! 6. Time-aware models: codes = `time_codes(unit, timestamps of all known entries)` (the
 //!    personal scale uses the whole given history, as training uses the user's whole
 //!    sequence), then `Intervals::window_matrix` — the function training and evaluation use.
-//! 7. `exclude_seen` (default true) excludes every known history item, not only the window.
+//! 7. `exclude_seen` (default true) excludes every known history item, not only the window;
+//!    `exclude` adds raw ids to that.
+//! 8. `candidates`, when given, restricts the answer to those items (at least one, 422
+//!    `invalid_candidates` otherwise); they are ranked by the same scores as the full ranking.
+//! 9. `candidates` and `exclude` entries must be JSON strings or numbers (422
+//!    `invalid_candidates` / `invalid_exclude`); ids not in the item map are skipped and
+//!    reported in `unknown_items` after the history's.
 //!
 //! An empty known history (no entries, or only unknown ones) is not an error: the model
 //! scores the all-padding sequence, which gives a fixed, history-independent ranking (what
@@ -80,18 +86,7 @@ pub fn prepare(
             ),
         ));
     }
-    let mut keys = Vec::with_capacity(req.history.len());
-    for (i, v) in req.history.iter().enumerate() {
-        match api::history_key(v) {
-            Some(key) => keys.push(key),
-            None => {
-                return Err(ApiError::invalid(
-                    "invalid_history",
-                    format!("history[{i}] = {v}: item ids must be JSON strings or numbers"),
-                ))
-            }
-        }
-    }
+    let keys = id_keys(&req.history, "history")?;
     // Stable sort by time, as training orders each user's events.
     let mut order: Vec<usize> = (0..keys.len()).collect();
     if let Some(ts) = &req.timestamps {
@@ -100,7 +95,7 @@ pub fn prepare(
     let mut known = Vec::with_capacity(keys.len());
     let mut known_ts = Vec::with_capacity(keys.len());
     let mut unknown = Vec::new();
-    let mut unknown_seen = HashSet::new();
+    let mut unknown_seen: HashSet<String> = HashSet::new();
     for &i in &order {
         match items.index_of(&keys[i]) {
             Some(idx) => {
@@ -110,7 +105,7 @@ pub fn prepare(
                 }
             }
             None => {
-                if unknown_seen.insert(keys[i].as_str()) {
+                if unknown_seen.insert(keys[i].clone()) {
                     unknown.push(req.history[i].clone());
                 }
             }
@@ -124,21 +119,65 @@ pub fn prepare(
         iv.window_matrix(&time_codes(iv.unit, &known_ts), t, &mut out);
         out.into_iter().map(i64::from).collect()
     });
-    let exclude = if req.exclude_seen.unwrap_or(true) {
-        let mut e = known;
-        e.sort_unstable();
-        e.dedup();
-        e
-    } else {
-        Vec::new()
+    let mut lookup =
+        |field: &'static str, ids: &[serde_json::Value]| -> Result<Vec<i64>, ApiError> {
+            let mut found = Vec::with_capacity(ids.len());
+            for (key, v) in id_keys(ids, field)?.iter().zip(ids) {
+                match items.index_of(key) {
+                    Some(idx) => found.push(i64::from(idx)),
+                    None if unknown_seen.insert(key.clone()) => unknown.push(v.clone()),
+                    None => {}
+                }
+            }
+            found.sort_unstable();
+            found.dedup();
+            Ok(found)
+        };
+    let candidates = match &req.candidates {
+        Some(c) if c.is_empty() => {
+            return Err(ApiError::invalid(
+                "invalid_candidates",
+                "candidates = []: name at least one item, or leave the field out to rank all",
+            ))
+        }
+        Some(c) => Some(lookup("candidates", c)?),
+        None => None,
     };
+    let mut exclude = lookup("exclude", req.exclude.as_deref().unwrap_or_default())?;
+    if req.exclude_seen.unwrap_or(true) {
+        exclude.extend(known);
+        exclude.sort_unstable();
+        exclude.dedup();
+    }
     Ok(Prepared {
         row: Row {
             seq,
             time_matrix,
             exclude,
+            candidates,
             k: k as usize,
         },
         unknown,
     })
+}
+
+/// The item-map keys of a list of raw ids (`history`, `candidates`, `exclude`): JSON strings
+/// or numbers, else 422 `invalid_<field>` naming the entry.
+fn id_keys(ids: &[serde_json::Value], field: &'static str) -> Result<Vec<String>, ApiError> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            api::history_key(v).ok_or_else(|| {
+                let code = match field {
+                    "history" => "invalid_history",
+                    "candidates" => "invalid_candidates",
+                    _ => "invalid_exclude",
+                };
+                ApiError::invalid(
+                    code,
+                    format!("{field}[{i}] = {v}: item ids must be JSON strings or numbers"),
+                )
+            })
+        })
+        .collect()
 }

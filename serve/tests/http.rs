@@ -75,6 +75,57 @@ async fn recommend_matches_direct_onnx_run() {
     srv.shutdown().await;
 }
 
+/// `candidates` ranks only those items and `exclude` removes items, by the same scores as the
+/// full ranking; unknown ids in either are skipped and reported after the history's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_and_exclude_restrict_the_full_ranking() {
+    let f = fixtures();
+    let srv = start(cfg(&f.sas)).await;
+    let c = client();
+    let users = histories();
+    let hist: Vec<u64> = users[0].iter().take(4).map(|e| e.0).collect();
+    let all = direct_topk(&f.sas, &hist, None, items(&f.sas).len(), true);
+    // Candidates: 6 ranked items spread over the ranking, a history item (excluded as seen)
+    // and an unknown id; exclude: one candidate and an unknown id.
+    let mut cands: Vec<serde_json::Value> = [3, 10, 25, 40, 60, 90]
+        .iter()
+        .map(|&r| json!(all[r].0))
+        .collect();
+    cands.push(json!(hist[0]));
+    cands.push(json!("no-such-item"));
+    let excluded = all[25].0;
+    let (st, v) = post(
+        &c,
+        &srv.url("/recommend"),
+        &json!({"history": hist, "k": 4, "candidates": cands,
+                "exclude": [excluded, "gone"]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let want: Vec<(u64, f32)> = [3, 10, 40, 60].iter().map(|&r| all[r]).collect();
+    assert_same(&pairs(&v), &want, 1e-6);
+    assert_eq!(v["unknown_items"], json!(["no-such-item", "gone"]));
+    // k larger than what is left: the 5 remaining candidates, best first.
+    let (_, v) = post(
+        &c,
+        &srv.url("/recommend"),
+        &json!({"history": hist, "k": 20, "candidates": cands, "exclude": [excluded]}),
+    )
+    .await;
+    let want: Vec<(u64, f32)> = [3, 10, 40, 60, 90].iter().map(|&r| all[r]).collect();
+    assert_same(&pairs(&v), &want, 1e-6);
+    // exclude alone: the full ranking without those items.
+    let (_, v) = post(
+        &c,
+        &srv.url("/recommend"),
+        &json!({"history": hist, "k": 5, "exclude": [all[0].0, all[2].0]}),
+    )
+    .await;
+    let want: Vec<(u64, f32)> = [1, 3, 4, 5, 6].iter().map(|&r| all[r]).collect();
+    assert_same(&pairs(&v), &want, 1e-6);
+    srv.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_aware_matches_direct_run_with_shared_time_intervals() {
     let f = fixtures();
@@ -212,6 +263,34 @@ async fn bad_requests_get_4xx_with_error_body() {
             json!({"k": 5}),
             422,
             "invalid_request",
+        ),
+        (
+            "candidates empty",
+            &sas,
+            json!({"history": [item], "candidates": []}),
+            422,
+            "invalid_candidates",
+        ),
+        (
+            "candidate null",
+            &sas,
+            json!({"history": [item], "candidates": [item, null]}),
+            422,
+            "invalid_candidates",
+        ),
+        (
+            "candidates not a list",
+            &sas,
+            json!({"history": [item], "candidates": "x"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            "exclude object",
+            &sas,
+            json!({"history": [item], "exclude": [{"a": 1}]}),
+            422,
+            "invalid_exclude",
         ),
         (
             "history not a list",
