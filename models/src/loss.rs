@@ -105,7 +105,7 @@ fn chunked_softmax_ce(
     for (start, len) in blocks() {
         let p = (logits(start, len) - &lse).exp() * scale; // (|Ω|, len) softmax / |Ω|
         grad_f += p.matmul(&e.narrow(0, start, len));
-        let _ = grad_e.narrow(0, start, len).copy_(&p.tr().matmul(f));
+        grad_e.narrow(0, start, len).copy_(&p.tr().matmul(f));
     }
     let e_pos = e.index_select(0, target); // (|Ω|, C)
     grad_f -= &e_pos * scale;

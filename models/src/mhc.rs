@@ -396,7 +396,8 @@ mod tests {
             eye * 6.0 - 3.0 + Tensor::randn([3, 50, 4, 4], (Kind::Float, Device::Cpu)) * 0.1,
         ] {
             for iters in [1, 3, 20] {
-                let forms: [(&str, &dyn Fn(&Tensor) -> Tensor); 2] = [
+                type Form<'a> = (&'a str, &'a dyn Fn(&Tensor) -> Tensor);
+                let forms: [Form; 2] = [
                     ("unrolled", &|x| sinkhorn_unrolled(&TchOps, x, iters)),
                     ("fused", &|x| TchOps.sinkhorn(x, iters)),
                 ];

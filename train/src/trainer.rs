@@ -247,7 +247,9 @@ impl<'a> Run<'a> {
 
     /// Whether the epoch just finished is evaluated (every `--eval_every` and the last).
     fn evaluation_due(&self) -> bool {
-        self.st.epochs_done % self.cfg.schedule.eval_every == 0
+        self.st
+            .epochs_done
+            .is_multiple_of(self.cfg.schedule.eval_every)
             || self.st.epochs_done == self.cfg.schedule.num_epochs
     }
 
