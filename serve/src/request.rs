@@ -86,7 +86,7 @@ pub fn prepare(
             ),
         ));
     }
-    let keys = id_keys(&req.history, "history")?;
+    let keys = id_keys(&req.history, "history", "invalid_history")?;
     // Stable sort by time, as training orders each user's events.
     let mut order: Vec<usize> = (0..keys.len()).collect();
     if let Some(ts) = &req.timestamps {
@@ -119,20 +119,19 @@ pub fn prepare(
         iv.window_matrix(&time_codes(iv.unit, &known_ts), t, &mut out);
         out.into_iter().map(i64::from).collect()
     });
-    let mut lookup =
-        |field: &'static str, ids: &[serde_json::Value]| -> Result<Vec<i64>, ApiError> {
-            let mut found = Vec::with_capacity(ids.len());
-            for (key, v) in id_keys(ids, field)?.iter().zip(ids) {
-                match items.index_of(key) {
-                    Some(idx) => found.push(i64::from(idx)),
-                    None if unknown_seen.insert(key.clone()) => unknown.push(v.clone()),
-                    None => {}
-                }
+    let mut lookup = |field: &'static str, code: &'static str, ids: &[serde_json::Value]| {
+        let mut found = Vec::with_capacity(ids.len());
+        for (key, v) in id_keys(ids, field, code)?.iter().zip(ids) {
+            match items.index_of(key) {
+                Some(idx) => found.push(i64::from(idx)),
+                None if unknown_seen.insert(key.clone()) => unknown.push(v.clone()),
+                None => {}
             }
-            found.sort_unstable();
-            found.dedup();
-            Ok(found)
-        };
+        }
+        found.sort_unstable();
+        found.dedup();
+        Ok::<_, ApiError>(found)
+    };
     let candidates = match &req.candidates {
         Some(c) if c.is_empty() => {
             return Err(ApiError::invalid(
@@ -140,10 +139,14 @@ pub fn prepare(
                 "candidates = []: name at least one item, or leave the field out to rank all",
             ))
         }
-        Some(c) => Some(lookup("candidates", c)?),
+        Some(c) => Some(lookup("candidates", "invalid_candidates", c)?),
         None => None,
     };
-    let mut exclude = lookup("exclude", req.exclude.as_deref().unwrap_or_default())?;
+    let mut exclude = lookup(
+        "exclude",
+        "invalid_exclude",
+        req.exclude.as_deref().unwrap_or_default(),
+    )?;
     if req.exclude_seen.unwrap_or(true) {
         exclude.extend(known);
         exclude.sort_unstable();
@@ -162,17 +165,16 @@ pub fn prepare(
 }
 
 /// The item-map keys of a list of raw ids (`history`, `candidates`, `exclude`): JSON strings
-/// or numbers, else 422 `invalid_<field>` naming the entry.
-fn id_keys(ids: &[serde_json::Value], field: &'static str) -> Result<Vec<String>, ApiError> {
+/// or numbers, else 422 with `code` naming the entry.
+fn id_keys(
+    ids: &[serde_json::Value],
+    field: &'static str,
+    code: &'static str,
+) -> Result<Vec<String>, ApiError> {
     ids.iter()
         .enumerate()
         .map(|(i, v)| {
             api::history_key(v).ok_or_else(|| {
-                let code = match field {
-                    "history" => "invalid_history",
-                    "candidates" => "invalid_candidates",
-                    _ => "invalid_exclude",
-                };
                 ApiError::invalid(
                     code,
                     format!("{field}[{i}] = {v}: item ids must be JSON strings or numbers"),

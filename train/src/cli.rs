@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use sasrec_shared::config::{HresProjection, MhcConfig, TimeDropout};
 use sasrec_shared::time::TimeUnit;
 
+use crate::config::{DEFAULT_CE_CHUNK_SIZE, DEFAULT_GBCE_T};
 use crate::data_cmd::DataArgs;
 use crate::dist::Backend;
 
@@ -221,14 +222,14 @@ pub struct TrainArgs {
     pub negative_sampler: NegativeSamplerKind,
     /// gBCE calibration t ∈ [0, 1]: β = α(t(1 − 1/α) + 1/α) with α = N/(I − 1); 0 = plain BCE
     /// with N negatives, 1 = fully calibrated (gSASRec, RecSys 2023).
-    #[arg(long = "gbce_t", alias = "gbce-t", default_value_t = 0.75)]
+    #[arg(long = "gbce_t", alias = "gbce-t", default_value_t = DEFAULT_GBCE_T)]
     pub gbce_t: f64,
     /// Items per block of `--loss ce`: the logits exist one (positions × block) block at a
     /// time, so memory is bounded by this rather than by the catalogue.
     #[arg(
         long = "ce_chunk_size",
         alias = "ce-chunk-size",
-        default_value_t = 8192
+        default_value_t = DEFAULT_CE_CHUNK_SIZE
     )]
     pub ce_chunk_size: usize,
     /// Seed for initialisation, sampling, dropout and the evaluation candidates.

@@ -42,12 +42,17 @@ pub struct OptimConfig {
     pub ce_chunk_size: usize,
 }
 
+/// `--gbce_t` default (gSASRec's recommended calibration).
+pub const DEFAULT_GBCE_T: f64 = 0.75;
+/// `--ce_chunk_size` default.
+pub const DEFAULT_CE_CHUNK_SIZE: usize = 8192;
+
 fn default_gbce_t() -> f64 {
-    0.75
+    DEFAULT_GBCE_T
 }
 
 fn default_ce_chunk_size() -> usize {
-    8192
+    DEFAULT_CE_CHUNK_SIZE
 }
 
 impl OptimConfig {
@@ -216,8 +221,8 @@ mod tests {
             loss: LossKind::Bce,
             num_negatives: 0,
             negative_sampler: NegativeSamplerKind::Uniform,
-            gbce_t: 0.75,
-            ce_chunk_size: 8192,
+            gbce_t: DEFAULT_GBCE_T,
+            ce_chunk_size: DEFAULT_CE_CHUNK_SIZE,
         }
     }
 
