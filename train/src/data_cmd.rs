@@ -117,10 +117,31 @@ pub enum DataCmd {
         /// Number of items.
         #[arg(long, default_value_t = SyntheticConfig::default().items)]
         items: usize,
+        /// Number of genres (blocks of consecutive items with their own successor chain).
+        #[arg(long, default_value_t = SyntheticConfig::default().genres)]
+        genres: usize,
+        /// Shortest user sequence.
+        #[arg(long = "min_len", default_value_t = SyntheticConfig::default().min_len)]
+        min_len: usize,
+        /// Longest user sequence.
+        #[arg(long = "max_len", default_value_t = SyntheticConfig::default().max_len)]
+        max_len: usize,
+        /// Zipf exponent s of the in-genre popularity, P(offset r) ∝ 1/(r + 1)^s (the long
+        /// tail of real catalogues); without it, the bundled quadratic skew.
+        #[arg(long, value_parser = zipf_exponent)]
+        zipf: Option<f64>,
         /// Generator seed.
         #[arg(long, default_value_t = SyntheticConfig::default().seed)]
         seed: u64,
     },
+}
+
+/// `--zipf`: a finite exponent ≥ 0.
+fn zipf_exponent(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("expected a finite number ≥ 0, got {s:?}")),
+    }
 }
 
 /// Runs a data command.
@@ -187,8 +208,18 @@ pub fn run(cmd: DataCmd) -> Result<()> {
             output,
             users,
             items,
+            genres,
+            min_len,
+            max_len,
+            zipf,
             seed,
         } => {
+            if items == 0 || genres == 0 || min_len == 0 {
+                anyhow::bail!("--items, --genres and --min_len must be at least 1");
+            }
+            if min_len > max_len {
+                anyhow::bail!("--min_len {min_len} is above --max_len {max_len}");
+            }
             if let Some(dir) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
@@ -196,6 +227,10 @@ pub fn run(cmd: DataCmd) -> Result<()> {
             let cfg = SyntheticConfig {
                 users,
                 items,
+                genres,
+                min_len,
+                max_len,
+                zipf,
                 seed,
                 ..Default::default()
             };

@@ -39,6 +39,64 @@ fn synthetic_then_stats_as_json() {
     assert_eq!(v["evaluated_users"], 40);
 }
 
+/// The scale knobs reach the generator: exact sequence lengths, a Zipf head, and bad values
+/// are refused naming the flag.
+#[test]
+fn synthetic_scale_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("zipf.txt");
+    let p = p.to_str().unwrap();
+    let flags = [
+        "data",
+        "synthetic",
+        "--output",
+        p,
+        "--users",
+        "50",
+        "--items",
+        "5000",
+        "--genres",
+        "1",
+        "--min_len",
+        "30",
+        "--max_len",
+        "30",
+        "--zipf",
+        "1.1",
+    ];
+    let (code, out, err) = run(&flags);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("wrote {p}: 1500 interactions, 50 users, 5000 items")
+    );
+    let text = std::fs::read_to_string(p).unwrap();
+    let head = text
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some("7"))
+        .count();
+    assert!(head >= 40, "item 0 reached {head} of 50 users");
+    for (flag, value, message) in [
+        ("--zipf", "-1", "expected a finite number ≥ 0, got \"-1\""),
+        ("--zipf", "nan", "expected a finite number ≥ 0, got \"nan\""),
+        ("--min_len", "31", "--min_len 31 is above --max_len 30"),
+        (
+            "--items",
+            "0",
+            "--items, --genres and --min_len must be at least 1",
+        ),
+    ] {
+        // `--flag=value`, so that a negative number is a value, not a flag.
+        let mut args: Vec<String> = flags.iter().map(|a| a.to_string()).collect();
+        let at = args.iter().position(|a| a == flag).unwrap();
+        args.splice(at..at + 2, [format!("{flag}={value}")]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{flag} {value}: {err}");
+        assert!(err.contains(message), "{flag} {value}: {err}");
+    }
+}
+
 #[test]
 fn bad_inputs_exit_non_zero_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
