@@ -31,6 +31,14 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// The output cannot be written as asked (`--output`, `--external_data_threshold`).
+    #[error("{}: {msg}", path.display())]
+    Output {
+        /// The output file.
+        path: PathBuf,
+        /// What is wrong and which flag to change.
+        msg: String,
+    },
     /// The recorded graph is invalid (a bug: the networks used an operation the recorder cannot
     /// express).
     #[error("recording the ONNX graph: {0}")]

@@ -6,7 +6,8 @@
 //! `score_all_items` on it, so the exported graph is the trained network itself rather than a
 //! second copy. [`graph`] documents the interface (inputs `seq`, `time_matrix`, `exclude`, `k`;
 //! outputs `scores`, `topk_scores`, `topk_items`) and the metadata; [`run_dir`] reads the run
-//! directory and writes the model atomically.
+//! directory and writes the model atomically, with its initializers in `<model>.onnx.data`
+//! ([`external_data`]) when they exceed `--external_data_threshold`.
 //!
 //! ```no_run
 //! use sasrec_export::{export, ExportOptions, Variant};
@@ -14,6 +15,7 @@
 //!     train_dir: "runs/ml1m-sasrec".into(),
 //!     output: None, // runs/ml1m-sasrec/model.onnx
 //!     variant: Variant::LastPosition,
+//!     external_data_threshold: sasrec_export::external_data::DEFAULT_THRESHOLD,
 //! })?;
 //! println!("{} ({} bytes)", out.onnx.display(), out.bytes);
 //! # Ok::<(), sasrec_export::Error>(())
@@ -21,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod external_data;
 pub mod graph;
 pub mod recorder;
 pub mod run_dir;

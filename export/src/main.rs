@@ -1,10 +1,12 @@
-//! `sasrec-export --onnx --train_dir DIR [--output FILE] [--full_sequence]`: a trained run
-//! directory to an ONNX model (plus its item map) for `sasrec-serve`.
+//! `sasrec-export --onnx --train_dir DIR [--output FILE] [--full_sequence]
+//! [--external_data_threshold BYTES]`: a trained run directory to an ONNX model (plus its item
+//! map, and its weights in `FILE.data` when they are large) for `sasrec-serve`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use sasrec_export::external_data::DEFAULT_THRESHOLD;
 use sasrec_export::{export, ExportOptions, Variant};
 
 /// Export a trained SASRec / TiSASRec / mHC model to ONNX (opset 17, IR version 10).
@@ -29,9 +31,30 @@ struct Args {
     /// instead of the last-position path. Same outputs, slower; for benchmarks only.
     #[arg(long = "full_sequence", alias = "full-sequence")]
     full_sequence: bool,
+    /// Write the weights to FILE.data (ONNX external data) when the initializers total more
+    /// than BYTES: every initializer of at least 1024 bytes moves there, at 4096-byte-aligned
+    /// offsets, and FILE keeps its location, offset and length (ONNX Runtime, sasrec-serve and
+    /// `onnx.checker.check_model(path)` read the pair). A .onnx is one protobuf message, which
+    /// readers refuse at 2 GiB; the default, 1.8 GiB, keeps every model that fits in one file
+    /// and splits the larger ones with room to spare for the graph and metadata. 0 = always
+    /// split. When the model is written inline, a FILE.data of an earlier export is removed.
+    #[arg(
+        long = "external_data_threshold",
+        alias = "external-data-threshold",
+        value_name = "BYTES",
+        default_value_t = DEFAULT_THRESHOLD
+    )]
+    external_data_threshold: u64,
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "sasrec_export=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     if !args.onnx {
         eprintln!("error: nothing to do: pass --onnx (the only export format)");
@@ -45,11 +68,20 @@ fn main() -> ExitCode {
         } else {
             Variant::LastPosition
         },
+        external_data_threshold: args.external_data_threshold,
     };
     match export(&opts) {
         Ok(out) => {
+            let external = out.external.map_or(String::new(), |x| {
+                format!(
+                    ", {} ({} bytes, {} tensors)",
+                    x.path.display(),
+                    x.bytes,
+                    x.tensors
+                )
+            });
             println!(
-                "wrote {} ({} bytes, {}, source sha256 {}) and {}",
+                "wrote {} ({} bytes, {}, source sha256 {}){external} and {}",
                 out.onnx.display(),
                 out.bytes,
                 out.kind,

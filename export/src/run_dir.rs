@@ -5,7 +5,8 @@
 //! its [`ModelSpec`] head is read here), `model.safetensors` (reference tensor names) and
 //! `items.tsv` (index ↔ raw id).
 //! Everything is read and checked before anything is written, and each output is written
-//! atomically (temporary file, then rename): a failed export leaves no file behind.
+//! atomically (temporary file, then rename): a failed export leaves no file behind. Large
+//! models get their weights in a second file, `<output>.data` ([`crate::external_data`]).
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ use sasrec_models::SeqRecModel;
 use sasrec_shared::run::{ModelKind, ModelSpec, RunDir};
 
 use crate::error::{Error, Result};
+use crate::external_data::{ExternalFile, ModelFiles};
 use crate::graph::{self, Source, Variant};
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -81,6 +83,10 @@ pub struct ExportOptions {
     pub output: Option<PathBuf>,
     /// Which forward to record.
     pub variant: Variant,
+    /// Initializer bytes above which the weights go to `<output>.data`
+    /// ([`external_data`](crate::external_data); default
+    /// [`DEFAULT_THRESHOLD`](crate::external_data::DEFAULT_THRESHOLD)).
+    pub external_data_threshold: u64,
 }
 
 /// What [`export`] wrote.
@@ -92,27 +98,37 @@ pub struct Exported {
     pub items: PathBuf,
     /// Size of the ONNX file in bytes.
     pub bytes: usize,
+    /// The external data file beside the `.onnx`, when the initializers were moved out.
+    pub external: Option<ExternalFile>,
     /// SHA-256 of the source checkpoint.
     pub source_sha256: String,
     /// The model kind.
     pub kind: ModelKind,
 }
 
-/// `sasrec-export --onnx`: loads the run, records the graph, writes `items.tsv` (when the
-/// output is outside the run directory) and then the `.onnx`, both atomically. Nothing is
-/// written unless the config, checkpoint, item map and graph are all valid.
+/// `sasrec-export --onnx`: loads the run, records the graph and lays out the model files
+/// ([`ModelFiles`]), then writes `items.tsv` (when the output is outside the run directory),
+/// the external data file (when there is one) and the `.onnx`, each atomically. Nothing is
+/// written unless the config, checkpoint, item map, output path and graph are all valid.
 pub fn export(opts: &ExportOptions) -> Result<Exported> {
     let run = load(&opts.train_dir)?;
     let dir = RunDir::new(&opts.train_dir);
     let items_src = dir.items();
     let items = std::fs::read(&items_src).map_err(|e| Error::io(&items_src, e))?;
+    let output = opts.output.clone().unwrap_or_else(|| dir.onnx());
+    if output.is_dir() {
+        return Err(Error::Output {
+            path: output,
+            msg: "is a directory (--output names the .onnx file)".into(),
+        });
+    }
     let source = Source {
         sha256: run.sha256.clone(),
         intervals: run.spec.intervals,
     };
-    let onnx = graph::model_bytes(&run.model, &source, opts.variant)?;
+    let model = graph::model_proto(&run.model, &source, opts.variant)?;
+    let files = ModelFiles::new(model, &output, opts.external_data_threshold)?;
 
-    let output = opts.output.clone().unwrap_or_else(|| dir.onnx());
     let out_dir = match output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -122,11 +138,12 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
     if !same_file(&items_src, &items_dst) {
         sasrec_shared::io::write_atomic(&items_dst, |w| std::io::Write::write_all(w, &items))?;
     }
-    sasrec_shared::io::write_atomic(&output, |w| std::io::Write::write_all(w, &onnx))?;
+    let written = files.write()?;
     Ok(Exported {
         onnx: output,
         items: items_dst,
-        bytes: onnx.len(),
+        bytes: written.onnx_bytes,
+        external: written.external,
         source_sha256: run.sha256,
         kind: run.spec.kind,
     })

@@ -7,6 +7,6 @@ mod readme_flags;
 fn readme_flag_table_matches_help() {
     let readme = readme_flags::readme_flags(&["Export"]);
     let help = readme_flags::help_flags(env!("CARGO_BIN_EXE_sasrec-export"), &[]);
-    assert_eq!(help.len(), 4, "{help:?}");
+    assert_eq!(help.len(), 5, "{help:?}");
     readme_flags::assert_same(&readme, &help, "sasrec-export");
 }

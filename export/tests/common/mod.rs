@@ -9,6 +9,7 @@ use ort::environment::Environment;
 
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
+use sasrec_export::external_data::DEFAULT_THRESHOLD;
 use sasrec_export::{export, ExportOptions, Exported, Variant};
 use sasrec_models::{save_weights, SeqRecModel};
 use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig, TimeDropout};
@@ -116,12 +117,24 @@ impl Run {
         self.dir.path()
     }
 
-    /// `sasrec-export --onnx` of this run: `variant` to `output` (default `model.onnx` here).
+    /// `sasrec-export --onnx` of this run: `variant` to `output` (default `model.onnx` here),
+    /// with the default `--external_data_threshold`.
     pub fn export(&self, variant: Variant, output: Option<PathBuf>) -> Exported {
+        self.export_with_threshold(variant, output, DEFAULT_THRESHOLD)
+    }
+
+    /// [`Run::export`] with `--external_data_threshold threshold`.
+    pub fn export_with_threshold(
+        &self,
+        variant: Variant,
+        output: Option<PathBuf>,
+        threshold: u64,
+    ) -> Exported {
         export(&ExportOptions {
             train_dir: self.path().to_path_buf(),
             output,
             variant,
+            external_data_threshold: threshold,
         })
         .unwrap()
     }
@@ -295,14 +308,14 @@ pub fn run_onnx(s: &mut Session, batch: &Batch, exclude: &[i64], k: i64, t: usiz
     }
 }
 
-/// Runs `onnx.checker.check_model(full_check=True)` in the venv's Python and returns the model's
-/// header as JSON: `ir_version`, `opsets`, `producer`, `metadata`, `inputs`, `outputs`,
-/// `initializers`.
+/// Runs `onnx.checker.check_model(path, full_check=True)` (the path form, which also checks
+/// external data files) in the venv's Python and returns the model's header as JSON:
+/// `ir_version`, `opsets`, `producer`, `metadata`, `inputs`, `outputs`, `initializers`.
 pub fn python_check(path: &Path) -> serde_json::Value {
     const SCRIPT: &str = r#"
 import json, sys, onnx
-m = onnx.load(sys.argv[1])
-onnx.checker.check_model(m, full_check=True)
+onnx.checker.check_model(sys.argv[1], full_check=True)
+m = onnx.load(sys.argv[1], load_external_data=False)
 dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
 print(json.dumps({
     "ir_version": m.ir_version,
@@ -314,21 +327,26 @@ print(json.dumps({
     "initializers": sorted(t.name for t in m.graph.initializer),
 }))
 "#;
+    serde_json::from_slice(&python(SCRIPT, &[path], "onnx.checker")).unwrap()
+}
+
+/// Runs `script` in the venv's Python (`SASREC_PYTHON`) with `args`; fails the test with
+/// `what` and Python's stderr when it exits non-zero. Returns stdout.
+pub fn python(script: &str, args: &[&Path], what: &str) -> Vec<u8> {
     let py = std::env::var("SASREC_PYTHON")
         .expect("SASREC_PYTHON is not set (scripts/setup.sh writes it into .cargo/config.toml)");
-    let out = std::process::Command::new(py)
+    let out = std::process::Command::new(&py)
         .arg("-c")
-        .arg(SCRIPT)
-        .arg(path)
+        .arg(script)
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot run {py}: {e}"));
     assert!(
         out.status.success(),
-        "onnx.checker failed on {}:\n{}",
-        path.display(),
+        "{what} failed on {args:?}:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.stdout
 }
 
 /// Files in `dir` (names, sorted).

@@ -1,0 +1,306 @@
+//! ONNX external data (`--external_data_threshold`): the `.onnx` + `.onnx.data` pair round-trips
+//! to exactly the inline export of the same checkpoint (our own reading of the layout, `onnx.load`
+//! and ONNX Runtime's outputs), passes `onnx.checker.check_model(path, full_check=True)`, and the
+//! inline form removes a stale data file.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use prost::Message;
+use sasrec_export::external_data::{ExternalFile, ALIGNMENT, DEFAULT_THRESHOLD, MIN_TENSOR_BYTES};
+use sasrec_export::proto::tensor_proto::DataLocation;
+use sasrec_export::proto::{ModelProto, TensorProto};
+use sasrec_export::Variant;
+
+fn decode(path: &Path) -> ModelProto {
+    ModelProto::decode(&std::fs::read(path).unwrap()[..]).unwrap()
+}
+
+fn initializers(m: &ModelProto) -> &[TensorProto] {
+    &m.graph.as_ref().unwrap().initializer
+}
+
+/// The `external_data` entries of `t` as (location, offset, length); panics on anything else.
+fn entries(t: &TensorProto) -> (String, u64, u64) {
+    let keys: Vec<&str> = t
+        .external_data
+        .iter()
+        .map(|e| e.key.as_deref().unwrap())
+        .collect();
+    assert_eq!(keys, ["location", "offset", "length"], "{:?}", t.name);
+    let v = |i: usize| t.external_data[i].value.clone().unwrap();
+    (v(0), v(1).parse().unwrap(), v(2).parse().unwrap())
+}
+
+/// Checks the layout of the external-data export `ext` (data file `data`) against the inline
+/// export `inline` of the same checkpoint, then puts the data back inline and asserts the two
+/// models are identical. Returns the number of external tensors.
+fn assert_round_trip(ext: &ModelProto, data: &[u8], inline: &ModelProto, what: &str) -> usize {
+    let mut restored = ext.clone();
+    let mut end = 0u64;
+    let mut moved = 0;
+    let graph = restored.graph.as_mut().unwrap();
+    for (t, want) in graph.initializer.iter_mut().zip(initializers(inline)) {
+        let name = t.name.clone().unwrap();
+        let want_raw = want.raw_data.as_ref().unwrap();
+        if want_raw.len() < MIN_TENSOR_BYTES {
+            assert_eq!(t.data_location, None, "{what}: {name} must stay inline");
+            assert!(t.external_data.is_empty(), "{what}: {name}");
+            continue;
+        }
+        assert_eq!(
+            t.data_location,
+            Some(DataLocation::External as i32),
+            "{what}: {name} ({} bytes) must be external",
+            want_raw.len()
+        );
+        assert_eq!(t.raw_data, None, "{what}: {name} keeps raw_data");
+        assert!(t.float_data.is_empty(), "{what}: {name}");
+        let (location, offset, length) = entries(t);
+        assert_eq!(location, "model.onnx.data", "{what}: {name}");
+        assert_eq!(offset % ALIGNMENT, 0, "{what}: {name} offset {offset}");
+        assert!(offset >= end, "{what}: {name} at {offset} overlaps {end}");
+        assert!(
+            offset - end < ALIGNMENT,
+            "{what}: {name}: gap {offset}-{end}"
+        );
+        assert_eq!(length, want_raw.len() as u64, "{what}: {name}");
+        end = offset + length;
+        assert!(
+            end <= data.len() as u64,
+            "{what}: {name} ends past the file"
+        );
+        t.raw_data = Some(data[offset as usize..end as usize].to_vec());
+        t.data_location = None;
+        t.external_data.clear();
+        moved += 1;
+    }
+    assert_eq!(
+        end,
+        data.len() as u64,
+        "{what}: trailing bytes in the data file"
+    );
+    assert_eq!(
+        &restored, inline,
+        "{what}: restored model differs from inline"
+    );
+    moved
+}
+
+/// `onnx.load` (external data resolved by ONNX itself) of both files gives the same tensors.
+fn assert_onnx_loads_the_same(ext: &Path, inline: &Path) {
+    const SCRIPT: &str = r#"
+import sys, onnx
+from onnx import numpy_helper
+a, b = (onnx.load(p) for p in sys.argv[1:3])
+ta = {t.name: numpy_helper.to_array(t) for t in a.graph.initializer}
+tb = {t.name: numpy_helper.to_array(t) for t in b.graph.initializer}
+assert ta.keys() == tb.keys(), (sorted(ta), sorted(tb))
+for k in ta:
+    assert ta[k].dtype == tb[k].dtype and ta[k].shape == tb[k].shape, k
+    assert ta[k].tobytes() == tb[k].tobytes(), k
+print(len(ta))
+"#;
+    let out = python(SCRIPT, &[ext, inline], "onnx.load comparison");
+    let n: usize = String::from_utf8(out).unwrap().trim().parse().unwrap();
+    assert!(n > 0);
+}
+
+#[test]
+fn external_data_export_round_trips() {
+    for (i, name) in ["sasrec", "tisasrec-mhc"].iter().enumerate() {
+        let cfg = kind(name);
+        let run = make_run(&cfg, 60 + i as i64);
+        let out = tempfile::tempdir().unwrap();
+        let (inline_path, ext_path) = (
+            out.path().join("inline").join("model.onnx"),
+            out.path().join("ext").join("model.onnx"),
+        );
+        let inline = run.export_with_threshold(
+            Variant::LastPosition,
+            Some(inline_path.clone()),
+            DEFAULT_THRESHOLD,
+        );
+        let ext = run.export_with_threshold(Variant::LastPosition, Some(ext_path.clone()), 0);
+
+        // files
+        assert_eq!(
+            list(&out.path().join("inline")),
+            ["items.tsv", "model.onnx"]
+        );
+        assert_eq!(inline.external, None);
+        assert_eq!(
+            list(&out.path().join("ext")),
+            ["items.tsv", "model.onnx", "model.onnx.data"]
+        );
+        let data_path = out.path().join("ext").join("model.onnx.data");
+        let data = std::fs::read(&data_path).unwrap();
+        let ext_model = decode(&ext_path);
+        let inline_model = decode(&inline_path);
+        let moved = assert_round_trip(&ext_model, &data, &inline_model, name);
+        assert_eq!(
+            ext.external,
+            Some(ExternalFile {
+                path: data_path.clone(),
+                bytes: data.len() as u64,
+                tensors: moved,
+            }),
+            "{name}"
+        );
+        assert_eq!(
+            ext.bytes,
+            std::fs::metadata(&ext_path).unwrap().len() as usize
+        );
+        let n = initializers(&inline_model).len();
+        assert!(
+            0 < moved && moved < n,
+            "{name}: {moved} of {n} external: the test needs both forms"
+        );
+
+        // onnx: the checker (path form) and its own loader
+        let h = python_check(&ext_path);
+        assert_eq!(h, python_check(&inline_path), "{name}: header differs");
+        assert_onnx_loads_the_same(&ext_path, &inline_path);
+
+        // ONNX Runtime: bit-identical outputs
+        let mut rng = Rng::new(60 + i as u64);
+        let b = batch(&cfg, run.intervals, &[0, 3, 3 * T, T], &mut rng);
+        let exclude = b.seq.clone();
+        let got = run_onnx(&mut session(&ext_path), &b, &exclude, 10, T);
+        let want = run_onnx(&mut session(&inline_path), &b, &exclude, 10, T);
+        assert_eq!(got.scores, want.scores, "{name}: scores");
+        assert_eq!(got.topk_scores, want.topk_scores, "{name}: topk_scores");
+        assert_eq!(got.topk_items, want.topk_items, "{name}: topk_items");
+        assert!(got.scores.iter().any(|s| s.is_finite() && s.abs() > 0.5));
+    }
+}
+
+/// The threshold is compared with the total initializer bytes, exclusively: equal stays
+/// inline, one byte less splits.
+#[test]
+fn threshold_is_the_total_initializer_size() {
+    let run = make_run(&kind("tisasrec"), 62);
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("model.onnx");
+    let inline = run.export(Variant::LastPosition, Some(path.clone()));
+    let total: u64 = initializers(&decode(&path))
+        .iter()
+        .map(|t| t.raw_data.as_ref().unwrap().len() as u64)
+        .sum();
+    assert_eq!(inline.external, None);
+    let at = run.export_with_threshold(Variant::LastPosition, Some(path.clone()), total);
+    assert_eq!(at.external, None);
+    assert_eq!(list(out.path()), ["items.tsv", "model.onnx"]);
+    let below = run.export_with_threshold(Variant::LastPosition, Some(path.clone()), total - 1);
+    assert!(below.external.is_some());
+    assert_eq!(
+        list(out.path()),
+        ["items.tsv", "model.onnx", "model.onnx.data"]
+    );
+}
+
+fn export_cmd(run_dir: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(["--onnx", "--train_dir"])
+        .arg(run_dir)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Through the binary: `--external_data_threshold 0` writes the pair into the run directory and
+/// says so; the default then writes one file and removes the stale data file, and says so.
+#[test]
+fn cli_writes_external_data_and_removes_it_when_stale() {
+    let run = make_run(&kind("sasrec"), 63);
+    let onnx = run.path().join("model.onnx");
+    let data = run.path().join("model.onnx.data");
+
+    let out = export_cmd(run.path(), &["--external_data_threshold", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        list(run.path()),
+        [
+            "config.json",
+            "items.tsv",
+            "model.onnx",
+            "model.onnx.data",
+            "model.safetensors"
+        ]
+    );
+    let data_len = std::fs::metadata(&data).unwrap().len();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{} ({data_len} bytes, ", data.display())),
+        "{stdout}"
+    );
+    let log = stderr(&out);
+    assert!(
+        log.contains(&format!("with external data {}", data.display()))
+            && log.contains("above --external_data_threshold 0"),
+        "{log}"
+    );
+    python_check(&onnx);
+
+    // kebab-case alias and the default: inline again
+    let out = export_cmd(run.path(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        list(run.path()),
+        [
+            "config.json",
+            "items.tsv",
+            "model.onnx",
+            "model.safetensors"
+        ]
+    );
+    let log = stderr(&out);
+    assert!(
+        log.contains(&format!("removed {}", data.display())),
+        "no removal in the log: {log}"
+    );
+    assert!(
+        log.contains(&format!("wrote {} inline", onnx.display())),
+        "{log}"
+    );
+    python_check(&onnx);
+    assert!(initializers(&decode(&onnx))
+        .iter()
+        .all(|t| t.raw_data.is_some() && t.external_data.is_empty()));
+
+    let out = export_cmd(run.path(), &["--external-data-threshold", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(data.is_file());
+}
+
+#[test]
+fn bad_threshold_and_directory_output_are_clear_errors() {
+    let run = make_run(&kind("sasrec"), 64);
+    let before = list(run.path());
+    for bad in ["-1", "1.5GiB", ""] {
+        let out = export_cmd(run.path(), &[&format!("--external_data_threshold={bad}")]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        let want = format!("error: invalid value '{bad}' for '--external_data_threshold <BYTES>'");
+        assert!(stderr(&out).starts_with(&want), "{bad}: {}", stderr(&out));
+        assert_eq!(list(run.path()), before, "{bad}");
+    }
+    let dest = tempfile::tempdir().unwrap();
+    let out = export_cmd(run.path(), &["--output", dest.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        format!(
+            "error: {}: is a directory (--output names the .onnx file)",
+            dest.path().display()
+        )
+    );
+    assert!(list(dest.path()).is_empty());
+    assert_eq!(list(run.path()), before);
+}
