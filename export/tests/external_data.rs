@@ -304,3 +304,97 @@ fn bad_threshold_and_directory_output_are_clear_errors() {
     assert!(list(dest.path()).is_empty());
     assert_eq!(list(run.path()), before);
 }
+
+/// Items of the over-the-limit model: its item table alone, (I + 1) · 32 · 4 = 2,150,400,128
+/// bytes, is just over the 2,147,483,647-byte protobuf limit.
+const LARGE_ITEMS: usize = 16_800_000;
+
+/// A SASRec just over the protobuf limit: the inline form is refused with the flag to lower,
+/// the default threshold writes external data that passes the checker (path form), and ONNX
+/// Runtime's scores equal tch's within 1e-5.
+#[test]
+#[ignore = "needs ~10 GB of memory, ~5 GB of disk and minutes; run with `cargo test -p \
+            sasrec-export --test external_data -- --ignored`"]
+fn just_over_the_protobuf_limit() {
+    let mut cfg = kind("sasrec");
+    cfg.num_items = LARGE_ITEMS;
+    cfg.hidden_units = 32;
+    cfg.num_heads = 1;
+    cfg.num_blocks = 1;
+    let item_table = (LARGE_ITEMS as u64 + 1) * 32 * 4;
+    assert!(item_table > i32::MAX as u64);
+    let run = make_run(&cfg, 70);
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("model.onnx");
+
+    let err = sasrec_export::export(&sasrec_export::ExportOptions {
+        train_dir: run.path().to_path_buf(),
+        output: Some(path.clone()),
+        variant: Variant::LastPosition,
+        external_data_threshold: u64::MAX,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(&format!("{}: the model would be ", path.display()))
+            && err.contains("bytes, over the 2147483647-byte protobuf limit")
+            && err.contains("lower --external_data_threshold (now 18446744073709551615)"),
+        "{err}"
+    );
+    assert!(list(out.path()).is_empty(), "{:?}", list(out.path()));
+
+    let t0 = std::time::Instant::now();
+    let ext = run.export(Variant::LastPosition, Some(path.clone()));
+    eprintln!("export: {:.1} s, {ext:?}", t0.elapsed().as_secs_f64());
+    let data = ext
+        .external
+        .expect("the default threshold must split this model");
+    assert!(data.bytes >= item_table, "{data:?}");
+    let model = decode(&path);
+    let table = initializers(&model)
+        .iter()
+        .find(|t| t.name.as_deref() == Some("item_emb.weight"))
+        .expect("item_emb.weight initializer");
+    let (location, offset, length) = entries(table);
+    assert_eq!(location, "model.onnx.data");
+    assert_eq!(offset % ALIGNMENT, 0);
+    assert_eq!(length, item_table);
+    assert!(offset + length <= data.bytes);
+
+    let t0 = std::time::Instant::now();
+    python_check(&path);
+    eprintln!(
+        "onnx.checker (path form): {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    let t0 = std::time::Instant::now();
+    let mut s = session(&path);
+    eprintln!("ONNX Runtime session: {:.1} s", t0.elapsed().as_secs_f64());
+    let mut rng = Rng::new(70);
+    let b = batch(&cfg, run.intervals, &[3, 3 * T], &mut rng);
+    let got = run_onnx(&mut s, &b, &b.seq, 10, T);
+    let want = tch_scores(&run.model, &b);
+    let cols = LARGE_ITEMS + 1;
+    let worst = got
+        .scores
+        .iter()
+        .zip(&want)
+        .enumerate()
+        .filter(|(i, _)| i % cols != 0)
+        .map(|(_, (g, w))| (g - w).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "max |onnx − tch| = {worst:e}");
+    for r in 0..b.b {
+        let row = &want[r * cols..(r + 1) * cols];
+        for (&item, &score) in got.topk_items[r * 10..(r + 1) * 10]
+            .iter()
+            .zip(&got.topk_scores[r * 10..(r + 1) * 10])
+        {
+            assert!(
+                (row[item as usize] - score).abs() <= 1e-5,
+                "row {r} item {item}"
+            );
+        }
+    }
+}
