@@ -420,18 +420,24 @@ impl Ops for OnnxRecorder {
             .to_kind(Kind::Float)
             .contiguous();
         let dims = t.size();
-        let data = match Vec::<f32>::try_from(&t.reshape([-1])) {
-            Ok(d) => d,
-            Err(e) => {
-                self.fail(format!("parameter `{name}`: {e}"));
-                Vec::new()
-            }
-        };
+        // libtorch copies the float32 values' bytes straight into `raw_data` (one copy, no
+        // intermediate `Vec<f32>`: this matters for multi-GB item tables); they are in native
+        // byte order, which is ONNX's little-endian on every target this builds for.
+        const _: () = assert!(
+            cfg!(target_endian = "little"),
+            "ONNX raw_data is little-endian"
+        );
+        let numel = t.numel();
+        let mut raw = vec![0u8; numel * std::mem::size_of::<f32>()];
+        if let Err(e) = t.f_copy_data_u8(&mut raw, numel) {
+            self.fail(format!("parameter `{name}`: {e}"));
+            raw.clear();
+        }
         let init = TensorProto {
             dims,
             data_type: Some(onnx_type(DType::F32)),
             name: Some(name.clone()),
-            raw_data: Some(data.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            raw_data: Some(raw),
             ..Default::default()
         };
         let mut st = self.state.borrow_mut();
