@@ -18,28 +18,36 @@
 //! (the newest `maxlen` codes, left-padded), widened to int64.
 //! The unit and span are in the model's metadata (`intervals`).
 //!
-//! `exclude` is applied with `ScatterElements` (−∞ at the given columns) before `TopK`; padding
-//! zeros in it are harmless because column 0 is already −∞, so rows of different lengths are
-//! right- or left-padded with 0 (passing the `seq` row itself excludes the history), and a
-//! zero-width `[batch, 0]` tensor excludes nothing. Every id must lie in 0..=I: ONNX Runtime
-//! rejects ids above I with an error, and ONNX gives negative ids Python semantics (−1 = item
-//! I), so callers must never pass them. `k` above I+1 is an ONNX Runtime error; when k exceeds
-//! the number of items left after exclusion, the tail of `topk_scores` is −∞ and callers drop
-//! those entries.
+//! `exclude` is applied after a wider `TopK` (see `top_k_excluding`): the `k + num_exclude`
+//! best columns are taken and the excluded ones among them dropped, which is exact and never
+//! copies `scores`; it costs `batch × (k + num_exclude) × num_exclude` comparisons, so callers
+//! with long exclusion lists pass a zero-width `[batch, 0]` tensor and `k + n` instead, and
+//! drop the excluded items themselves (as `sasrec-serve` does). Padding zeros in `exclude` are
+//! harmless because column 0 is already −∞, so rows of different lengths are right- or
+//! left-padded with 0 (passing the `seq` row itself excludes the history), and a zero-width
+//! tensor excludes nothing. Ids outside 0..=I match no column and exclude nothing. `k` above
+//! I+1 is an ONNX Runtime error; when k exceeds the number of items left after exclusion, the
+//! tail of `topk_scores` is −∞ and callers drop those entries.
+//!
+//! Column 0 of `scores` is −∞ through the `MatMul` itself (see `score_all_items_padded`), whose
+//! item side depends only on initializers and is folded by ONNX Runtime into one constant at
+//! load time, so a run makes one pass over the `(batch, I+1)` scores for the `MatMul` and one
+//! for the `TopK`.
 //!
 //! The names are [`sasrec_shared::run::onnx_io`]'s, the metadata [`ModelManifest`]'s.
 //!
 //! Everything but the batch dimension is fixed: `maxlen` is baked into the position tables.
 
-use sasrec_models::model::score_all_items;
+use std::collections::{HashMap, HashSet};
+
 use sasrec_models::{DType, Net, Ops, SeqRecModel};
 use sasrec_shared::run::onnx_io::{EXCLUDE, K, SCORES, SEQ, TIME_MATRIX, TOPK_ITEMS, TOPK_SCORES};
 use sasrec_shared::run::{ModelManifest, ModelSpec};
 use sasrec_shared::time::Intervals;
 
 use crate::error::{Error, Result};
-use crate::proto::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
-use crate::recorder::{Dim, OnnxRecorder};
+use crate::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto};
+use crate::recorder::{Dim, OnnxRecorder, Value};
 
 /// ONNX IR version written (ONNX Runtime 1.23 rejects IR versions above 11).
 pub const IR_VERSION: i64 = 10;
@@ -79,7 +87,7 @@ pub struct Source {
 }
 
 /// Records the scoring graph of `model` (interface in the [module docs](self)).
-pub fn record(model: &SeqRecModel, variant: Variant) -> Result<crate::proto::GraphProto> {
+pub fn record(model: &SeqRecModel, variant: Variant) -> Result<GraphProto> {
     let cfg = model.config();
     let t = cfg.maxlen as i64;
     let columns = cfg.num_items as i64 + 1;
@@ -121,10 +129,8 @@ pub fn record(model: &SeqRecModel, variant: Variant) -> Result<crate::proto::Gra
         Net::SasRec(m) => m.item_emb(),
         Net::TiSasRec(m) => m.item_emb(),
     };
-    let scores = score_all_items(&rec, &h, item_emb); // (B, I+1), column 0 = −∞
-    let neg_inf = rec.full_like(&exclude, DType::F32, f64::NEG_INFINITY); // (B, E)
-    let masked = rec.scatter_elements(&scores, &exclude, &neg_inf, 1); // (B, I+1)
-    let (top_s, top_i) = rec.topk(&masked, &k); // (B, k)
+    let scores = score_all_items_padded(&rec, &h, &rec.param(item_emb)); // (B, I+1)
+    let (top_s, top_i) = top_k_excluding(&rec, &scores, &exclude, &k, columns); // (B, k)
 
     let scores_dims = [batch(), Dim::Fixed(columns)];
     let k_dims = [batch(), Dim::named("k")];
@@ -141,7 +147,111 @@ pub fn record(model: &SeqRecModel, variant: Variant) -> Result<crate::proto::Gra
         "top-k scores after exclusion, descending",
     );
     rec.output(&top_i, TOPK_ITEMS, &k_dims, "top-k item indices");
-    rec.finish(&format!("{}_{}", cfg.kind(), variant.as_str()))
+    let mut graph = rec.finish(&format!("{}_{}", cfg.kind(), variant.as_str()))?;
+    write_outputs_in_place(&mut graph);
+    Ok(graph)
+}
+
+/// Drops the `Identity` nodes that name the graph outputs: the node computing an output writes
+/// it under the output's name, and its other consumers read it from there.
+///
+/// [`OnnxRecorder::output`] renames through an `Identity`, which ONNX Runtime cannot remove when
+/// the renamed value has other consumers (`TopK` reads the scores), so it copies the whole
+/// `(batch, I+1)` matrix on every run: a third of a run at a million items. An `Identity` is
+/// kept when its input is not a node output (a graph input or initializer) or feeds more than
+/// one output.
+fn write_outputs_in_place(graph: &mut GraphProto) {
+    let outputs: HashSet<String> = graph.output.iter().filter_map(|o| o.name.clone()).collect();
+    let produced: HashSet<String> = graph.node.iter().flat_map(|n| n.output.clone()).collect();
+    let mut renames: HashMap<String, String> = HashMap::new(); // node output → graph output
+    let mut shared = HashSet::new();
+    for (from, to) in graph
+        .node
+        .iter()
+        .filter_map(|n| output_identity(n, &outputs))
+    {
+        if produced.contains(from)
+            && !outputs.contains(from)
+            && renames.insert(from.clone(), to.clone()).is_some()
+        {
+            shared.insert(from.clone());
+        }
+    }
+    renames.retain(|from, _| !shared.contains(from));
+    graph.node.retain(|n| {
+        !output_identity(n, &outputs).is_some_and(|(from, _)| renames.contains_key(from))
+    });
+    for node in &mut graph.node {
+        for name in node.input.iter_mut().chain(node.output.iter_mut()) {
+            if let Some(to) = renames.get(name.as_str()) {
+                name.clone_from(to);
+            }
+        }
+    }
+}
+
+/// `(input, output)` of an `Identity` node that names a graph output.
+fn output_identity<'a>(
+    node: &'a NodeProto,
+    outputs: &HashSet<String>,
+) -> Option<(&'a String, &'a String)> {
+    let is_output = node.op_type.as_deref() == Some("Identity")
+        && node.input.len() == 1
+        && node.output.len() == 1
+        && outputs.contains(&node.output[0]);
+    is_output.then(|| (&node.input[0], &node.output[0]))
+}
+
+/// `score_all_items` in one `MatMul`: `[h, 1] · [Eᵀ; m]` with `m_0 = −∞`, `m_j = 0` (j ≥ 1),
+/// so `scores[b, 0] = h_b·E_0 − ∞ = −∞` and `scores[b, j] = h_b·E_j + 0` for the items.
+///
+/// `h` is `(B, 1, C)`, `E` the `(I+1, C)` item table. Everything right of the `MatMul` depends
+/// only on initializers, so ONNX Runtime folds it into one `(C+1, I+1)` constant at load time;
+/// at run time this is a single pass over the `(B, I+1)` scores instead of a `MatMul` followed by
+/// a broadcast `Where` over the whole matrix (what dominated a run at a million items).
+fn score_all_items_padded(rec: &OnnxRecorder, h: &Value, table: &Value) -> Value {
+    let h = rec.reshape(h, &[0, -1]); // (B, C)
+    let ones = rec.full_like(&rec.slice(&h, 1, 0, 1), DType::F32, 1.0); // (B, 1)
+    let h1 = rec.concat(&[&h, &ones], 1); // (B, C+1)
+    let pad = rec.eq_scalar(&rec.range_of(table, 0), 0); // (I+1)
+    let zeros = rec.full_like(&pad, DType::F32, 0.0);
+    let m = rec.unsqueeze(&rec.masked_fill(&zeros, &pad, f64::NEG_INFINITY), 0); // (1, I+1)
+    let wt = rec.concat(&[&rec.transpose(table, &[1, 0]), &m], 0); // (C+1, I+1)
+    rec.matmul(&h1, &wt)
+}
+
+/// The `k` best columns of `scores` `(B, I+1)` that are not in the row's `exclude` `(B, E)`,
+/// without copying `scores`:
+///
+/// 1. `TopK` with `k' = min(k + E, I+1)`: the best `k'` columns, ties to the lower index;
+/// 2. `hit[b, j] = Σ_e [i_bj = exclude_be] > 0` over `(B, k', E)`;
+/// 3. `TopK(k)` of the `k'` scores with the hits set to −∞, mapped back to columns.
+///
+/// Exact: at most `E` of a row's columns are excluded, so its `k` best allowed columns are
+/// among its `k + E` best, and step 3 keeps step 1's order (score, then column) among equal
+/// scores. `ScatterElements` of −∞ into `scores` would be simpler but, `scores` being a graph
+/// output, ONNX Runtime copies the whole `(B, I+1)` matrix for it on every run.
+fn top_k_excluding(
+    rec: &OnnxRecorder,
+    scores: &Value,
+    exclude: &Value,
+    k: &Value,
+    columns: i64,
+) -> (Value, Value) {
+    let width = rec.sum(
+        &rec.full_like(&rec.slice(exclude, 0, 0, 1), DType::I64, 1.0),
+        1,
+        false,
+    ); // (1) = E
+    let wide = rec.add(k, &width);
+    let cap = rec.full_like(k, DType::I64, columns as f64);
+    let k_wide = rec.masked_fill(&wide, &rec.gt(&wide, &cap), columns as f64); // (1) = k'
+    let (s, i) = rec.topk(scores, &k_wide); // (B, k')
+    let diff = rec.sub(&rec.unsqueeze(&i, 2), &rec.unsqueeze(exclude, 1)); // (B, k', E)
+    let hits = rec.sum(&rec.cast(&rec.eq_scalar(&diff, 0), DType::I64), 2, false); // (B, k')
+    let allowed = rec.masked_fill(&s, &rec.not(&rec.eq_scalar(&hits, 0)), f64::NEG_INFINITY);
+    let (top_s, pos) = rec.topk(&allowed, k); // (B, k)
+    (top_s, rec.take_along_last(&i, &pos))
 }
 
 /// The manifest of an exported model: its spec, source digest and graph variant

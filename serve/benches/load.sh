@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Load test of sasrec-serve on loopback: p50/p99 latency at 1 client and throughput at 32 and
-# 64 clients, with dynamic batching and without (--no_batching).
+# 64 clients, with dynamic batching and without (--no_batching); then the batched/unbatched
+# throughput ratio at 32 clients, the server's peak RSS (VmHWM) and its items.tsv load time.
 #
 # Usage: serve/benches/load.sh [MODEL_DIR] [SECONDS]
 #   MODEL_DIR  a run directory with model.onnx + items.tsv (default /tmp/ml1m-serve)
@@ -12,42 +13,45 @@
 #     --train_dir /tmp/ml1m-serve --no_time --no_mhc --maxlen 200 --num_heads 1 \
 #     --num_epochs 1 --eval_every 1 --num_workers 1 --device cpu
 #   target/release/sasrec-export --onnx --train_dir /tmp/ml1m-serve
+# A catalogue of 1M items (maxlen 50, d 32, 1 head, 2 blocks): any `user item timestamp` file
+# with 1M distinct items, then
+#   target/release/sasrec-train --dataset D.txt --train_dir /tmp/scale/run --no_time --no_mhc \
+#     --maxlen 50 --hidden_units 32 --num_heads 1 --num_epochs 1 --eval_every 1 \
+#     --loss sampled_softmax --num_negatives 256 --eval_max_users 200 --eval_batch_size 32 \
+#     --num_workers 1 --device cpu
+#   target/release/sasrec-export --onnx --train_dir /tmp/scale/run
 #
-# Load generator: `oha` if installed (cargo install oha), else `wrk` (apt-get install wrk).
-# Each request is a 50-item ML-1M history with k = 10 and exclude_seen.
-# Extra server flags can be passed in SERVE_FLAGS (e.g. SERVE_FLAGS="--intra_threads 2").
+# Load generator: serve/examples/loadgen.rs (closed loop, one connection per client, 1 thread),
+# built here with `cargo build --release -p sasrec-serve --example loadgen`.
+# Each request is a 50-item history (the first 50 ids of items.tsv) with k = 10 and
+# exclude_seen. Extra server flags go in SERVE_FLAGS (e.g. SERVE_FLAGS="--intra_threads 2"); another
+# server binary (e.g. a build from before a change) in SERVE_BIN.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 MODEL="${1:-/tmp/ml1m-serve}"
 SECS="${2:-12}"
 PORT="${PORT:-18181}"
-BIN="$ROOT/target/release/sasrec-serve"
+BIN="${SERVE_BIN:-$ROOT/target/release/sasrec-serve}"
+GEN="$ROOT/target/release/examples/loadgen"
 WORK="$(mktemp -d)"
 trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 [[ -x "$BIN" ]] || { echo "build first: cargo build --release -p sasrec-serve" >&2; exit 1; }
+[[ -x "$GEN" ]] || {
+  echo "build first: cargo build --release -p sasrec-serve --example loadgen" >&2; exit 1
+}
 [[ -f "$MODEL/model.onnx" ]] || { echo "no $MODEL/model.onnx (see the header of $0)" >&2; exit 1; }
 
-# A request body: the first 50 item ids of items.tsv.
 HIST=$(awk -F'\t' 'NR > 1 && NR <= 51 { printf "%s%s", sep, $2; sep = "," }' "$MODEL/items.tsv")
-BODY="{\"history\": [$HIST], \"k\": 10, \"exclude_seen\": true}"
-echo "$BODY" > "$WORK/body.json"
-cat > "$WORK/post.lua" <<EOF
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[$BODY]]
-EOF
-
-if command -v oha >/dev/null; then GEN=oha; elif command -v wrk >/dev/null; then GEN=wrk; else
-  echo "install oha (cargo install oha) or wrk (apt-get install wrk)" >&2; exit 1
-fi
+echo "{\"history\": [$HIST], \"k\": 10, \"exclude_seen\": true}" >"$WORK/body.json"
 
 start_server() {
   "$BIN" --model "$MODEL" --addr "127.0.0.1:$PORT" "$@" ${SERVE_FLAGS:-} >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
-  for _ in $(seq 100); do
+  for _ in $(seq 600); do
     curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.1
   done
   cat "$WORK/server.log" >&2; exit 1
@@ -55,40 +59,37 @@ start_server() {
 
 stop_server() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
 
-# load CLIENTS: prints "clients rps p50_ms p99_ms"
+# load CLIENTS: prints "clients rps p50_ms p99_ms" (and the non-2xx/error counts if any).
 load() {
-  local c=$1
-  if [[ $GEN == oha ]]; then
-    oha -z "${SECS}s" -c "$c" --no-tui --output-format json -m POST \
-      -H 'Content-Type: application/json' -D "$WORK/body.json" \
-      "http://127.0.0.1:$PORT/recommend" >"$WORK/out.json"
-    python3 - "$c" "$WORK/out.json" <<'PY'
+  "$GEN" --url "http://127.0.0.1:$PORT/recommend" --clients "$1" --seconds "$SECS" \
+    --body "$WORK/body.json" --json >"$WORK/out.json" || true
+  python3 - "$WORK/out.json" <<'PY'
 import json, sys
-d = json.load(open(sys.argv[2]))
-p = d["latencyPercentiles"]
-print(f'{sys.argv[1]:>7} {d["summary"]["requestsPerSec"]:>9.0f} {p["p50"]*1e3:>8.2f} {p["p99"]*1e3:>8.2f}')
+d = json.load(open(sys.argv[1]))
+bad = d["non_2xx"] + d["errors"]
+print(f'{d["clients"]:>7} {d["rps"]:>9.0f} {d["p50_ms"]:>8.2f} {d["p99_ms"]:>8.2f}'
+      + (f'  (non-2xx {d["non_2xx"]}, errors {d["errors"]})' if bad else ''))
 PY
-  else
-    wrk -t "$(( c < 2 ? 1 : 2 ))" -c "$c" -d "${SECS}s" --latency -s "$WORK/post.lua" \
-      "http://127.0.0.1:$PORT/recommend" >"$WORK/out.txt"
-    awk -v c="$c" '
-      function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-      $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) }
-      $1 == "Requests/sec:" { rps = $2 }
-      /Non-2xx/ { bad = $NF }
-      END { printf "%7d %9.0f %8.2f %8.2f%s\n", c, rps, p50, p99, bad ? "  (non-2xx: " bad ")" : "" }' "$WORK/out.txt"
-  fi
 }
 
-echo "# $(nproc)-core CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), loopback, $GEN, ${SECS}s per row"
+echo "# $(nproc)-core CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), loopback, loadgen, ${SECS}s per row, $(date -u +%F)"
+declare -A RPS32
 for mode in batching no_batching; do
   if [[ $mode == batching ]]; then start_server; else start_server --no_batching; fi
-  echo "## $mode  ($(curl -s "http://127.0.0.1:$PORT/v1/model" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["id"], d["batching"])'))"
+  echo "## $mode  ($(curl -s "http://127.0.0.1:$PORT/v1/model" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["id"], d["num_items"], "items", d["batching"])'))"
   echo "clients       rps   p50 ms   p99 ms"
   load 1 >/dev/null   # warm-up
-  for c in 1 32 64; do load "$c"; done
+  for c in 1 32 64; do
+    row=$(load "$c"); echo "$row"
+    [[ $c == 32 ]] && RPS32[$mode]=$(awk '{ print $2 }' <<<"$row")
+  done
   if [[ $mode == batching ]]; then
     curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^sasrec_batch_size_(sum|count)/ { v[$1] = $2 } END { if (v["sasrec_batch_size_count"]) printf "mean rows per ONNX Runtime run: %.1f\n", v["sasrec_batch_size_sum"] / v["sasrec_batch_size_count"] }'
   fi
+  echo "server peak RSS: $(awk '/^VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$SERVER_PID/status")"
+  # The `item map loaded` line of the server log (tracing key=value fields, ANSI colours off).
+  sed 's/\x1b\[[0-9;]*m//g' "$WORK/server.log" | grep -m1 'item map loaded' | sed 's/.*item map loaded/items.tsv:/' || true
   stop_server
 done
+awk -v b="${RPS32[batching]}" -v n="${RPS32[no_batching]}" \
+  'BEGIN { if (n > 0) printf "batched / unbatched at 32 clients: %.2fx (%d / %d requests/s)\n", b / n, b, n }'

@@ -11,12 +11,16 @@
 //! `max_queue_delay` has passed since that first job was *enqueued* (so a job that already
 //! waited behind a running batch does not wait again), concatenates the rows and runs them,
 //! in chunks of at most `max_batch_size` rows, as one ONNX Runtime call per chunk:
-//! * `k` of the graph is the largest `k` of the chunk; each row keeps its own first `k`
-//!   (`TopK` is sorted, so these are the row's top `k`);
-//! * `exclude` is right-padded with 0 (a no-op: column 0 is already −∞) to the widest row,
-//!   at least one column wide;
-//! * entries whose score is not finite (−∞ because the exclusions left fewer than `k`
-//!   items) are dropped.
+//! * the graph's `exclude` is a zero-width `[rows, 0]` tensor and its `k` is the largest
+//!   `k + |exclude|` of the chunk (at most the number of items), so `topk_items` holds every
+//!   row's best `k + |exclude|` items, best first, ties to the lower index; each row drops its
+//!   excluded items there (a binary search in its sorted `exclude`) and keeps the first `k`.
+//!   This is exact (at most `|exclude|` of those are excluded) and costs the graph nothing per
+//!   excluded id, however long the row's history;
+//! * entries whose score is not finite (−∞: padding, or fewer items left than `k`) are
+//!   dropped;
+//! * rows with `candidates` are ranked host-side from the graph's `scores` output
+//!   ([`top_candidates`]).
 //!
 //! With `max_batch_size = 1` (`--no_batching`) every run has one row. Jobs whose client has
 //! gone away (the receiver was dropped, e.g. after a timeout) are skipped.
@@ -85,6 +89,8 @@ pub struct Shape {
     pub maxlen: usize,
     /// Whether the graph takes `time_matrix`.
     pub time_aware: bool,
+    /// Number of items I (the graph's `k` is at most I+1).
+    pub num_items: usize,
 }
 
 /// The sending side of the job queue; dropping the last handle stops the workers.
@@ -227,7 +233,7 @@ fn run_jobs(session: &mut Session, jobs: Vec<Job>, shape: Shape, max_rows: usize
 }
 
 /// One ONNX Runtime run over `rows` (names in [`sasrec_shared::run::onnx_io`], interface in
-/// `sasrec_export::graph`).
+/// `sasrec_export::graph`; how `k` and the exclusions are handled in the [module docs](self)).
 pub fn run_rows(
     session: &mut Session,
     rows: &[&Row],
@@ -238,15 +244,13 @@ pub fn run_rows(
     if b == 0 {
         return Ok(Vec::new());
     }
-    let k = rows.iter().map(|r| r.k).max().unwrap_or(1).max(1);
-    let width = rows
+    let k = rows
         .iter()
-        .map(|r| r.exclude.len())
+        .map(|r| r.k + r.exclude.len())
         .max()
-        .unwrap_or(0)
-        .max(1);
+        .unwrap_or(1)
+        .clamp(1, shape.num_items + 1);
     let mut seq = Vec::with_capacity(b * t);
-    let mut exclude = vec![0i64; b * width];
     for (i, r) in rows.iter().enumerate() {
         if r.seq.len() != t {
             return Err(format!(
@@ -255,11 +259,10 @@ pub fn run_rows(
             ));
         }
         seq.extend_from_slice(&r.seq);
-        exclude[i * width..i * width + r.exclude.len()].copy_from_slice(&r.exclude);
     }
     let err = |e: ort::Error| e.to_string();
     let seq = Tensor::from_array(([b, t], seq)).map_err(err)?;
-    let exc = Tensor::from_array(([b, width], exclude)).map_err(err)?;
+    let exc = Tensor::from_array(([b, 0usize], Vec::<i64>::new())).map_err(err)?;
     let kk = Tensor::from_array(([1usize], vec![k as i64])).map_err(err)?;
     let out = if shape.time_aware {
         let mut tm = Vec::with_capacity(b * t * t);
@@ -295,17 +298,26 @@ pub fn run_rows(
         .enumerate()
         .map(|(i, r)| match &r.candidates {
             Some(c) => top_candidates(&all_scores[i * width..(i + 1) * width], c, &r.exclude, r.k),
-            None => {
-                let lo = i * k;
-                items[lo..lo + r.k]
-                    .iter()
-                    .zip(&scores[lo..lo + r.k])
-                    .filter(|(_, s)| s.is_finite())
-                    .map(|(&it, &s)| (it, s))
-                    .collect()
-            }
+            None => top_allowed(
+                &items[i * k..(i + 1) * k],
+                &scores[i * k..(i + 1) * k],
+                &r.exclude,
+                r.k,
+            ),
         })
         .collect())
+}
+
+/// The first `k` entries of a row of the graph's top-k (`items`, `scores`: best first) that
+/// are not in `exclude` (sorted) and have a finite score.
+pub fn top_allowed(items: &[i64], scores: &[f32], exclude: &[i64], k: usize) -> RowResult {
+    items
+        .iter()
+        .zip(scores)
+        .filter(|(it, s)| s.is_finite() && exclude.binary_search(it).is_err())
+        .map(|(&it, &s)| (it, s))
+        .take(k)
+        .collect()
 }
 
 /// The best `k` of `candidates` in one row of the graph's `scores`, leaving out `exclude`
@@ -333,5 +345,21 @@ mod tests {
         let got = top_candidates(&scores, &[0, 1, 2, 4, 5, 6, 9], &[6], 3);
         assert_eq!(got, vec![(2, 2.0), (5, 2.0), (1, 0.5)]);
         assert_eq!(top_candidates(&scores, &[3, 6], &[3, 6], 2), vec![]);
+    }
+
+    #[test]
+    fn top_allowed_skips_excluded_and_non_finite_and_keeps_order() {
+        let items = [6, 2, 5, 1, 3, 0];
+        let scores = [3.0, 2.0, 2.0, 0.5, f32::NEG_INFINITY, f32::NEG_INFINITY];
+        assert_eq!(
+            top_allowed(&items, &scores, &[2, 6], 2),
+            vec![(5, 2.0), (1, 0.5)]
+        );
+        // Fewer allowed finite entries than k: all of them.
+        assert_eq!(
+            top_allowed(&items, &scores, &[1], 9),
+            vec![(6, 3.0), (2, 2.0), (5, 2.0)]
+        );
+        assert_eq!(top_allowed(&items, &scores, &[], 1), vec![(6, 3.0)]);
     }
 }

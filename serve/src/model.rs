@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use sasrec_shared::run::{onnx_io, ModelKind, ModelManifest};
 use sasrec_shared::time::Intervals;
@@ -75,10 +75,17 @@ impl LoadedModel {
         let (onnx, items_path) = resolve_paths(path)?;
         let dylib = runtime::resolve_dylib(scfg.ort_lib.as_deref())?;
         let env = runtime::environment(&dylib)?;
+        let started = Instant::now();
         let items = IdMap::load(&items_path).map_err(|source| LoadError::Items {
             path: items_path.clone(),
             source,
         })?;
+        tracing::info!(
+            path = %items_path.display(),
+            items = items.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "item map loaded"
+        );
         let mut sessions = Vec::with_capacity(bcfg.workers.max(1));
         let mut device = String::new();
         for _ in 0..bcfg.workers.max(1) {
@@ -111,6 +118,7 @@ impl LoadedModel {
         let shape = Shape {
             maxlen: model.maxlen,
             time_aware: model.is_time_aware(),
+            num_items: model.num_items,
         };
         // Warm-up: fails here (and a reload keeps the old model) rather than on a request.
         let probe = Row {

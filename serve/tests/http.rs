@@ -75,6 +75,73 @@ async fn recommend_matches_direct_onnx_run() {
     srv.shutdown().await;
 }
 
+/// The answers equal the reference ranking (the graph's `scores` sorted host-side, ties to the
+/// lower index) for every mix of `exclude_seen`, `exclude`, `candidates` and `k` — alone, and
+/// together in one ONNX Runtime run (`/recommend/batch`), where the graph's `k` is the largest
+/// `k + |exclude|` of the rows and each row drops its own exclusions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_equal_the_reference_ranking_alone_and_batched() {
+    let f = fixtures();
+    let srv = start(cfg(&f.sas)).await;
+    let c = client();
+    let users = histories();
+    let n_items = items(&f.sas).len();
+    let raw = |u: usize, n: usize| -> Vec<u64> { users[u].iter().take(n).map(|e| e.0).collect() };
+    let long: Vec<u64> = raw(4, usize::MAX)
+        .into_iter()
+        .chain(raw(5, usize::MAX))
+        .collect();
+    let other = raw(7, 6);
+    // (history, exclude_seen, exclude, candidates, k)
+    type Case = (Vec<u64>, bool, Vec<u64>, Option<Vec<u64>>, usize);
+    let cases: Vec<Case> = vec![
+        (raw(0, 3), true, vec![], None, 10),
+        (long.clone(), true, other.clone(), None, 7),
+        (long.clone(), false, other.clone(), None, 1),
+        (raw(1, 12), false, vec![], None, 25),
+        // k beyond what is left: every remaining item, best first.
+        (raw(2, 15), true, other.clone(), None, n_items),
+        (vec![], true, vec![], None, 3),
+        (raw(3, 5), true, other[..2].to_vec(), Some(raw(6, 30)), 4),
+        (raw(3, 5), false, vec![], Some(raw(6, 30)), n_items),
+    ];
+    let body = |(h, seen, ex, cand, k): &Case| {
+        let mut b = json!({"history": h, "exclude_seen": seen, "exclude": ex, "k": k});
+        if let Some(cand) = cand {
+            b["candidates"] = json!(cand);
+        }
+        b
+    };
+    let want: Vec<Vec<(u64, f32)>> = cases
+        .iter()
+        .map(|(h, seen, ex, cand, k)| reference_ranking(&f.sas, h, *seen, ex, cand.as_deref(), *k))
+        .collect();
+    assert!(
+        want[4].len() < n_items && want[4].len() > 50,
+        "the k > items-left case must leave many items, not all: {}",
+        want[4].len()
+    );
+    for (case, want) in cases.iter().zip(&want) {
+        let (st, v) = post(&c, &srv.url("/recommend"), &body(case)).await;
+        assert_eq!(st, 200, "{v}");
+        assert_same(&pairs(&v), want, 1e-6);
+    }
+    let batch: Vec<serde_json::Value> = cases.iter().map(body).collect();
+    let (st, v) = post(
+        &c,
+        &srv.url("/recommend/batch"),
+        &json!({"requests": batch}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let got = v["responses"].as_array().unwrap();
+    assert_eq!(got.len(), cases.len());
+    for (g, want) in got.iter().zip(&want) {
+        assert_same(&pairs(g), want, 1e-6);
+    }
+    srv.shutdown().await;
+}
+
 /// `candidates` ranks only those items and `exclude` removes items, by the same scores as the
 /// full ranking; unknown ids in either are skipped and reported after the history's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,34 +241,49 @@ pub fn items(dir: &Path) -> IdMap {
     IdMap::load(&dir.join("items.tsv")).unwrap()
 }
 
-/// Top-k straight from the graph for one history of raw items (oldest first, already in time
-/// order): indices via `items.tsv`, the window via `left_pad`, the interval matrix via
-/// `time_codes` over the whole history + `Intervals::window_matrix`. Returns (raw item, score).
-pub fn direct_topk(
-    dir: &Path,
+/// One run of the graph, straight through ONNX Runtime, for one history of raw items (oldest
+/// first, already in time order): indices via `items.tsv`, the window via `left_pad`, the
+/// interval matrix via `time_codes` over the whole history + `Intervals::window_matrix`.
+pub struct DirectRun {
+    /// The `scores` row, `[I+1]`.
+    pub scores: Vec<f32>,
+    /// `topk_scores`, `[k]`.
+    pub topk_scores: Vec<f32>,
+    /// `topk_items` (item indices), `[k]`.
+    pub topk_items: Vec<i64>,
+    /// The history's known item indices.
+    pub known: Vec<i64>,
+}
+
+/// The item indices of the known history entries and their timestamps (0 without).
+pub fn known_indices(
+    map: &IdMap,
     history: &[u64],
     timestamps: Option<&[i64]>,
-    k: usize,
-    exclude_seen: bool,
-) -> Vec<(u64, f32)> {
-    let map = items(dir);
-    let mut s = direct_session(&dir.join("model.onnx"));
-    let (idx, ts): (Vec<i64>, Vec<i64>) = history
+) -> (Vec<i64>, Vec<i64>) {
+    history
         .iter()
         .enumerate()
         .filter_map(|(n, r)| {
             map.index_of(&r.to_string())
                 .map(|i| (i64::from(i), timestamps.map_or(0, |t| t[n])))
         })
-        .unzip();
+        .unzip()
+}
+
+/// [`DirectRun`] with `exclude` item indices (`[1, n]`) and `k`.
+pub fn direct_run(
+    dir: &Path,
+    history: &[u64],
+    timestamps: Option<&[i64]>,
+    exclude: Vec<i64>,
+    k: usize,
+) -> DirectRun {
+    let (known, ts) = known_indices(&items(dir), history, timestamps);
+    let mut s = direct_session(&dir.join("model.onnx"));
     let t = MAXLEN;
     let mut seq = vec![0i64; t];
-    left_pad(&idx, 0i64, &mut seq);
-    let exclude: Vec<i64> = if exclude_seen && !idx.is_empty() {
-        idx.clone()
-    } else {
-        vec![0]
-    };
+    left_pad(&known, 0i64, &mut seq);
     let seq_t = Tensor::from_array(([1usize, t], seq)).unwrap();
     let exc_t = Tensor::from_array(([1usize, exclude.len()], exclude)).unwrap();
     let k_t = Tensor::from_array(([1usize], vec![k as i64])).unwrap();
@@ -285,12 +300,78 @@ pub fn direct_topk(
             .run(ort::inputs!["seq" => seq_t, "exclude" => exc_t, "k" => k_t])
             .unwrap(),
     };
-    let (_, sc) = out["topk_scores"].try_extract_tensor::<f32>().unwrap();
-    let (_, it) = out["topk_items"].try_extract_tensor::<i64>().unwrap();
-    it.iter()
-        .zip(sc)
+    let f32s = |name: &str| out[name].try_extract_tensor::<f32>().unwrap().1.to_vec();
+    DirectRun {
+        scores: f32s("scores"),
+        topk_scores: f32s("topk_scores"),
+        topk_items: out["topk_items"]
+            .try_extract_tensor::<i64>()
+            .unwrap()
+            .1
+            .to_vec(),
+        known,
+    }
+}
+
+/// Top-k straight from the graph's own `TopK` (see [`direct_run`]), the history excluded when
+/// `exclude_seen`. Returns (raw item, score).
+pub fn direct_topk(
+    dir: &Path,
+    history: &[u64],
+    timestamps: Option<&[i64]>,
+    k: usize,
+    exclude_seen: bool,
+) -> Vec<(u64, f32)> {
+    let map = items(dir);
+    let (seen, _) = known_indices(&map, history, timestamps);
+    let exclude = if exclude_seen && !seen.is_empty() {
+        seen
+    } else {
+        vec![0]
+    };
+    let run = direct_run(dir, history, timestamps, exclude, k);
+    run.topk_items
+        .iter()
+        .zip(&run.topk_scores)
         .filter(|(_, s)| s.is_finite())
         .map(|(&i, &s)| (map.raw_of(i as u32).unwrap().parse().unwrap(), s))
+        .collect()
+}
+
+/// The reference ranking, independent of the graph's `TopK` and of the server's batching: the
+/// graph's `scores` row for `history` (SASRec fixture) sorted by score, then lower index (the
+/// order of ONNX `TopK`), without column 0, the history (when `exclude_seen`) and `exclude`,
+/// restricted to `candidates` when given, first `k`. Raw ids in and out.
+pub fn reference_ranking(
+    dir: &Path,
+    history: &[u64],
+    exclude_seen: bool,
+    exclude: &[u64],
+    candidates: Option<&[u64]>,
+    k: usize,
+) -> Vec<(u64, f32)> {
+    let map = items(dir);
+    let index = |raw: &u64| map.index_of(&raw.to_string()).map(i64::from);
+    let run = direct_run(dir, history, None, Vec::new(), 1);
+    let mut banned: Vec<i64> = exclude.iter().filter_map(index).collect();
+    if exclude_seen {
+        banned.extend(&run.known);
+    }
+    let allowed: Vec<i64> = match candidates {
+        Some(c) => c.iter().filter_map(index).collect(),
+        None => (1..run.scores.len() as i64).collect(),
+    };
+    let mut ranked: Vec<(i64, f32)> = allowed
+        .into_iter()
+        .filter(|i| !banned.contains(i))
+        .map(|i| (i, run.scores[i as usize]))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.dedup_by_key(|p| p.0);
+    ranked
+        .into_iter()
+        .take(k)
+        .map(|(i, s)| (map.raw_of(i as u32).unwrap().parse().unwrap(), s))
         .collect()
 }
 
