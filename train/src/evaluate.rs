@@ -1,9 +1,26 @@
-//! Batched evaluation under both protocols (no autograd, dropout off).
+//! Batched evaluation under both protocols (no autograd, dropout off), in bounded blocks of
+//! users × items and sharded over the ranks of a process group.
+//!
+//! A block of `users` rows is encoded once (`F[:, -1, :]`, (rows, C)); its scores against the
+//! catalogue are computed `items` columns at a time, `s = F·E[lo..lo+n]ᵀ`, so no more than
+//! rows × `items` scores exist at once, however large the catalogue (docs/MODELS.md §1.7).
+//! The full-ranking rank of the true item t is counted block by block:
+//!
+//! `rank = Σ_blocks #{j : ¬(s_j < s_t)} − #{d ∈ D : ¬(s_d < s_t)}`,  `D = {0, t} ∪ history`
+//!
+//! (distinct), which equals counting the competitors `j ∉ D` directly: ties and NaN
+//! competitors count against the true item, a NaN target ranks last. `s_t`, the 100 sampled
+//! candidates' scores and `s_D` are gathered from their blocks in a first pass; when the
+//! catalogue spans several blocks a second pass recomputes each block to count.
+
+use std::ops::Range;
 
 use sasrec_models::SeqRecModel;
-use sasrec_shared::eval::EvalSet;
+use sasrec_shared::eval::{EvalBatch, EvalSet};
 use sasrec_shared::metrics::{Accumulator, Metrics};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
+
+use crate::dist::ProcessGroup;
 
 /// Metrics of one split part under both protocols.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -14,92 +31,249 @@ pub struct PartMetrics {
     pub full: Metrics,
 }
 
-/// 0-based ranks (rows) of `target` (rows, 1) among the columns of `others` (rows, m) where
-/// `competing` is true: the count of competitors not strictly below the target, so ties count
-/// against the true item and NaN competitors count as higher; a NaN target ranks last. The
-/// same rule as [`sasrec_shared::metrics::rank_of`], computed on the scores' device.
-pub fn ranks(target: &Tensor, others: &Tensor, competing: Option<&Tensor>) -> Tensor {
+/// Items per scoring block: at most `--eval_batch_size` × 65,536 scores exist at once
+/// (128 MiB of f32 and 32 MiB of comparison flags at the default 512 users), whatever the
+/// catalogue.
+pub const ITEM_BLOCK: usize = 65_536;
+
+/// Block sizes of an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSizes {
+    /// Users per block (`--eval_batch_size`).
+    pub users: usize,
+    /// Items per block ([`ITEM_BLOCK`]).
+    pub items: usize,
+}
+
+impl BlockSizes {
+    /// `users` users per block and [`ITEM_BLOCK`] items.
+    pub fn users(users: usize) -> Self {
+        Self {
+            users: users.max(1),
+            items: ITEM_BLOCK,
+        }
+    }
+}
+
+/// 0-based ranks of evaluated users, in [`EvalSet::users`] order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ranks {
+    /// Sampled protocol: the true item among its 100 fixed negatives.
+    pub sampled: Vec<i64>,
+    /// Full ranking: the true item among all items, the input history excluded.
+    pub full: Vec<i64>,
+}
+
+impl Ranks {
+    /// HR@10, NDCG@10 and MRR of both protocols, summed in user order (so equal ranks give
+    /// bit-identical metrics).
+    pub fn metrics(&self) -> PartMetrics {
+        let protocol = |ranks: &[i64]| {
+            let mut acc = Accumulator::new(10);
+            acc.add(&ranks.iter().map(|&r| r as usize).collect::<Vec<_>>());
+            acc.finish()
+        };
+        PartMetrics {
+            sampled: protocol(&self.sampled),
+            full: protocol(&self.full),
+        }
+    }
+}
+
+/// 0-based ranks (rows) of `target` (rows, 1) among the columns of `others` (rows, m): the
+/// count of columns not strictly below the target, so ties count against the true item and
+/// NaN competitors count as higher; a NaN target ranks last. With `valid`, only the columns
+/// where it is true count. The rule of [`sasrec_shared::metrics::rank_of`] on the scores'
+/// device.
+pub fn ranks(target: &Tensor, others: &Tensor, valid: Option<&Tensor>) -> Tensor {
     let higher = others.lt_tensor(target).logical_not();
-    let higher = match competing {
-        Some(c) => higher.logical_and(c),
+    let higher = match valid {
+        Some(v) => higher.logical_and(v),
         None => higher,
     };
     higher.sum_dim_intlist(1, false, Kind::Int64)
 }
 
-/// Full-ranking ranks of `targets` in `scores` (rows, I+1) on the scores' device: column 0,
-/// the user's input history (`exclude`) and the true item itself do not compete.
-pub fn full_ranking_ranks(scores: &Tensor, targets: &[u32], exclude: &[&[u32]]) -> Tensor {
-    let (rows, width) = (targets.len() as i64, scores.size()[1]);
-    let device = scores.device();
-    let mut off: Vec<i64> = Vec::new();
-    for (r, (&t, ex)) in targets.iter().zip(exclude).enumerate() {
-        let base = r as i64 * width;
-        off.push(base);
-        off.push(base + t as i64);
-        off.extend(ex.iter().map(|&i| base + i as i64));
-    }
-    let competing = Tensor::ones([rows * width], (Kind::Bool, device)).index_fill(
-        0,
-        &Tensor::from_slice(&off).to_device(device),
-        0,
-    );
-    let tgt: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
-    let tgt = Tensor::from_slice(&tgt).view([rows, 1]).to_device(device);
-    ranks(
-        &scores.gather(1, &tgt, false),
-        scores,
-        Some(&competing.view([rows, width])),
-    )
-}
-
-/// Scores every user of `set` in batches of `batch_size` and returns HR@10, NDCG@10 and MRR
-/// under the sampled and the full-ranking protocol. Scoring and ranking run on the model's
-/// device; only the ranks (one integer per user and protocol) come back to the host.
+/// Every user of `set`, one process: metrics under both protocols.
 pub fn evaluate(
     model: &SeqRecModel,
     set: &EvalSet,
-    batch_size: usize,
+    sizes: BlockSizes,
 ) -> sasrec_models::Result<PartMetrics> {
-    let t = model.config().maxlen as i64;
-    let mut sampled = Accumulator::new(10);
-    let mut full = Accumulator::new(10);
-    let n_cand = set.num_candidates() as i64;
-    let to_usize = |r: Tensor| -> sasrec_models::Result<Vec<usize>> {
-        Ok(Vec::<i64>::try_from(r)?
-            .into_iter()
-            .map(|x| x as usize)
-            .collect())
-    };
-    let mut start = 0;
-    while start < set.len() {
-        let end = (start + batch_size.max(1)).min(set.len());
-        let b = set.batch(start..end);
-        let rows = (end - start) as i64;
-        let seq = Tensor::from_slice(&b.seq).view([rows, t]);
-        let tm = b
-            .intervals
-            .as_ref()
-            .map(|iv| Tensor::from_slice(iv).view([rows, t, t]));
-        let scores = model.score_all(&seq, tm.as_ref())?.to_kind(Kind::Float); // (rows, I+1)
-        let cand = Tensor::from_slice(&b.candidates)
-            .view([rows, n_cand])
-            .to_device(scores.device());
-        let cand_scores = scores.gather(1, &cand, false); // (rows, 101), true item first
-        sampled.add(&to_usize(ranks(
-            &cand_scores.narrow(1, 0, 1),
-            &cand_scores.narrow(1, 1, n_cand - 1),
-            None,
-        ))?);
-        full.add(&to_usize(full_ranking_ranks(
-            &scores, &b.targets, &b.exclude,
-        ))?);
+    Ok(rank_users(model, set, 0..set.len(), sizes)?.metrics())
+}
+
+/// Every user of `set` over the ranks of `pg`: rank r scores the r-th of `world` contiguous
+/// shares of the users, the ranks are summed into one vector on every rank (each slot written
+/// by exactly one rank, so the integer sum is exact) and the metrics equal a single process's.
+pub fn evaluate_sharded(
+    model: &SeqRecModel,
+    set: &EvalSet,
+    sizes: BlockSizes,
+    pg: &ProcessGroup,
+) -> anyhow::Result<PartMetrics> {
+    let (rank, world, n) = (pg.rank(), pg.world_size(), set.len());
+    let share = shard(n, rank, world);
+    let mine = rank_users(model, set, share.clone(), sizes)?;
+    let all = Tensor::zeros([2, n as i64], (Kind::Int64, Device::Cpu));
+    for (row, part) in [&mine.sampled, &mine.full].into_iter().enumerate() {
+        all.get(row as i64)
+            .narrow(0, share.start as i64, share.len() as i64)
+            .copy_(&Tensor::from_slice(part));
+    }
+    let mut all = all.to_device(model.device());
+    pg.all_reduce_sum(&mut all)?;
+    let all = all.to_device(Device::Cpu);
+    let row = |r: i64| Vec::<i64>::try_from(all.get(r));
+    Ok(Ranks {
+        sampled: row(0)?,
+        full: row(1)?,
+    }
+    .metrics())
+}
+
+/// The `rank`-th of `world` contiguous, balanced shares of `0..n`.
+pub fn shard(n: usize, rank: usize, world: usize) -> Range<usize> {
+    (n * rank / world)..(n * (rank + 1) / world)
+}
+
+/// Ranks of the users `range` (indices into [`EvalSet::users`]), `sizes.users` at a time.
+pub fn rank_users(
+    model: &SeqRecModel,
+    set: &EvalSet,
+    range: Range<usize>,
+    sizes: BlockSizes,
+) -> sasrec_models::Result<Ranks> {
+    let mut out = Ranks::default();
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + sizes.users.max(1)).min(range.end);
+        let (sampled, full) = tch::no_grad(|| rank_batch(model, &set.batch(start..end), sizes))?;
+        out.sampled.extend(Vec::<i64>::try_from(sampled)?);
+        out.full.extend(Vec::<i64>::try_from(full)?);
         start = end;
     }
-    Ok(PartMetrics {
-        sampled: sampled.finish(),
-        full: full.finish(),
-    })
+    Ok(out)
+}
+
+/// Sampled and full-ranking ranks (rows) of one batch of users (module docs).
+fn rank_batch(
+    model: &SeqRecModel,
+    b: &EvalBatch,
+    sizes: BlockSizes,
+) -> sasrec_models::Result<(Tensor, Tensor)> {
+    let rows = b.users.len() as i64;
+    let t = model.config().maxlen as i64;
+    let device = model.device();
+    let seq = Tensor::from_slice(&b.seq).view([rows, t]);
+    let tm = b
+        .intervals
+        .as_ref()
+        .map(|iv| Tensor::from_slice(iv).view([rows, t, t]));
+    let h = model.last_hidden(&seq, tm.as_ref())?; // (rows, C)
+    let table = model.item_emb(); // (I+1, C)
+    let block = sizes.items.max(1) as i64;
+    let columns = table.size()[0];
+    let score_block = |lo: i64| {
+        let s = h
+            .matmul(&table.narrow(0, lo, block.min(columns - lo)).tr())
+            .to_kind(Kind::Float);
+        if lo == 0 {
+            let _ = s.narrow(1, 0, 1).fill_(f64::NEG_INFINITY); // padding never competes
+        }
+        s
+    };
+    let n_cand = (b.candidates.len() as i64) / rows.max(1);
+    let cand = Tensor::from_slice(&b.candidates)
+        .view([rows, n_cand])
+        .to_device(device);
+    let removed = removed_columns(b, device);
+    Ok(rank_blocks(&score_block, columns, block, &cand, &removed))
+}
+
+/// Sampled and full-ranking ranks from scores produced one block of `block` columns at a
+/// time by `score_block(lo)` (rows, n): `cand` (rows, 1 + negatives) holds the true item
+/// first, `removed` the padded `D` of every row ([`removed_columns`]).
+fn rank_blocks(
+    score_block: &dyn Fn(i64) -> Tensor,
+    columns: i64,
+    block: i64,
+    cand: &Tensor,
+    removed: &(Tensor, Tensor),
+) -> (Tensor, Tensor) {
+    let (removed, removed_valid) = removed;
+    let (rows, n_cand) = (cand.size()[0], cand.size()[1]);
+    let device = cand.device();
+    // Pass 1: the scores of the candidates (true item first) and of D, from their blocks.
+    let mut cand_s = Tensor::zeros([rows, n_cand], (Kind::Float, device));
+    let mut removed_s = Tensor::zeros(removed.size(), (Kind::Float, device));
+    let mut only_block = None;
+    for lo in (0..columns).step_by(block as usize) {
+        let s = score_block(lo);
+        cand_s = gather_in_block(&s, lo, cand, &cand_s);
+        removed_s = gather_in_block(&s, lo, removed, &removed_s);
+        if columns <= block {
+            only_block = Some(s);
+        }
+    }
+    let target = cand_s.narrow(1, 0, 1);
+    let sampled = ranks(&target, &cand_s.narrow(1, 1, n_cand - 1), None);
+
+    // Pass 2: count every column not below the target, then take D back out.
+    let mut not_below = Tensor::zeros([rows], (Kind::Int64, device));
+    match only_block {
+        Some(s) => not_below += ranks(&target, &s, None),
+        None => {
+            for lo in (0..columns).step_by(block as usize) {
+                not_below += ranks(&target, &score_block(lo), None);
+            }
+        }
+    }
+    let full = not_below - ranks(&target, &removed_s, Some(removed_valid));
+    (sampled, full)
+}
+
+/// `D` of every row as (rows, width) global columns, padded with −1, and its validity mask:
+/// column 0, the true item and the input history, each once.
+fn removed_columns(b: &EvalBatch, device: Device) -> (Tensor, Tensor) {
+    removed_of(&b.targets, &b.exclude, device)
+}
+
+fn removed_of(targets: &[u32], exclude: &[&[u32]], device: Device) -> (Tensor, Tensor) {
+    let sets: Vec<Vec<i64>> = targets
+        .iter()
+        .zip(exclude)
+        .map(|(&t, history)| {
+            let mut d: Vec<i64> = [0, t]
+                .into_iter()
+                .chain(history.iter().copied())
+                .map(i64::from)
+                .collect();
+            d.sort_unstable();
+            d.dedup();
+            d
+        })
+        .collect();
+    let width = sets.iter().map(Vec::len).max().unwrap_or(0);
+    let mut flat = vec![-1i64; sets.len() * width];
+    for (row, d) in sets.iter().enumerate() {
+        flat[row * width..row * width + d.len()].copy_from_slice(d);
+    }
+    let cols = Tensor::from_slice(&flat)
+        .view([sets.len() as i64, width as i64])
+        .to_device(device);
+    let valid = cols.ge(0);
+    (cols, valid)
+}
+
+/// `acc` with the entries whose global column `cols` lies in the block `s` (columns
+/// `lo..lo + n`) replaced by their scores.
+fn gather_in_block(s: &Tensor, lo: i64, cols: &Tensor, acc: &Tensor) -> Tensor {
+    let n = s.size()[1];
+    let local = cols - lo;
+    let inside = local.ge(0).logical_and(&local.lt(n));
+    let picked = s.gather(1, &local.clamp(0, n - 1), false);
+    picked.where_self(&inside, acc)
 }
 
 #[cfg(test)]
@@ -112,22 +286,146 @@ mod tests {
     fn tensor_ranks_equal_the_host_ranks() {
         let nan = f32::NAN;
         let scores: Vec<f32> = vec![
+            0.0, 1.0, 2.0, 2.0, 0.5, 3.0, -1.0, 2.0, // target 0.0 below everything but col 0
+            9.0, nan, 0.1, 0.2, 0.3, 0.1, 0.0, 0.4, // NaN competitor counts as higher
+            nan, 0.3, 0.2, 0.2, 0.1, 0.5, 0.6, 0.7, // NaN target ranks last
+            1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, // all tie
+        ];
+        let t = Tensor::from_slice(&scores).view([4, 8]);
+        let got: Vec<i64> =
+            Vec::try_from(ranks(&t.narrow(1, 0, 1), &t.narrow(1, 1, 7), None)).unwrap();
+        let want = sampled_ranks(&scores, 8);
+        assert_eq!(got.iter().map(|&x| x as usize).collect::<Vec<_>>(), want);
+        assert_eq!(want, [6, 1, 7, 7]);
+    }
+
+    /// Block-wise full ranking equals the host reference for every block size, ties, NaN,
+    /// a repeated history item and a scored padding column included; the sampled ranks too.
+    #[test]
+    fn ranks_by_blocks_equal_the_host_full_ranking() {
+        let nan = f32::NAN;
+        let scores: Vec<f32> = vec![
             0.0, 1.0, 2.0, 2.0, 0.5, 3.0, -1.0, 2.0, // target 2 ties with 3 and 7; 5 excluded
             9.0, nan, 0.1, 0.2, 0.3, 0.1, 0.0, 0.4, // NaN competitor counts as higher
             0.0, 0.3, nan, 0.2, 0.1, 0.5, 0.6, 0.7, // NaN target ranks last
             5.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, // all tie; column 0 never competes
         ];
         let targets = [2u32, 4, 2, 1];
-        let ex: Vec<Vec<u32>> = vec![vec![5, 6], vec![2], vec![1, 2], vec![]];
+        let ex: Vec<Vec<u32>> = vec![vec![5, 6, 5], vec![2], vec![1, 2], vec![]];
         let exclude: Vec<&[u32]> = ex.iter().map(|v| v.as_slice()).collect();
-        let t = Tensor::from_slice(&scores).view([4, 8]);
-        let got: Vec<i64> = Vec::try_from(full_ranking_ranks(&t, &targets, &exclude)).unwrap();
         let want = full_ranks(&scores, &targets, &exclude);
-        assert_eq!(got.iter().map(|&x| x as usize).collect::<Vec<_>>(), want);
         assert_eq!(want, [2, 2, 5, 6]);
-        let got: Vec<i64> =
-            Vec::try_from(ranks(&t.narrow(1, 0, 1), &t.narrow(1, 1, 7), None)).unwrap();
-        let want = sampled_ranks(&scores, 8);
-        assert_eq!(got.iter().map(|&x| x as usize).collect::<Vec<_>>(), want);
+        let all = Tensor::from_slice(&scores).view([4, 8]);
+        // Candidates: the target, then columns 1..=3.
+        let cand: Vec<i64> = targets.iter().flat_map(|&t| [t as i64, 1, 3, 7]).collect();
+        let cand = Tensor::from_slice(&cand).view([4, 4]);
+        let cand_scores: Vec<f32> = Vec::try_from(all.gather(1, &cand, false).view([-1])).unwrap();
+        let want_sampled = sampled_ranks(&cand_scores, 4);
+        let removed = removed_of(&targets, &exclude, Device::Cpu);
+        for block in [1, 2, 3, 5, 8, 100] {
+            let score_block = |lo: i64| all.narrow(1, lo, block.min(8 - lo));
+            let (sampled, full) = rank_blocks(&score_block, 8, block, &cand, &removed);
+            let as_usize = |t: Tensor| {
+                Vec::<i64>::try_from(t)
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r as usize)
+            };
+            assert_eq!(as_usize(full).collect::<Vec<_>>(), want, "block {block}");
+            assert_eq!(
+                as_usize(sampled).collect::<Vec<_>>(),
+                want_sampled,
+                "block {block}"
+            );
+        }
+    }
+
+    /// On a real model, ranks from small user and item blocks (several blocks, ragged last
+    /// ones, the two-pass path) equal the ranks computed from the one full score matrix of
+    /// `score_all` with the host reference, for both protocols.
+    #[test]
+    fn block_wise_ranks_equal_the_full_score_matrix() {
+        use sasrec_shared::config::{Backbone, ModelConfig, TimeDropout};
+        use sasrec_shared::eval::EvalConfig;
+        use sasrec_shared::synthetic::{self, SyntheticConfig};
+        use sasrec_shared::{Dataset, Part, Split};
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("syn.txt");
+        let syn = SyntheticConfig {
+            users: 90,
+            items: 300,
+            min_len: 5,
+            max_len: 40,
+            ..Default::default()
+        };
+        synthetic::write(&syn, &path).unwrap();
+        let split = Split::new(Arc::new(Dataset::read(&path, None).unwrap()), 3);
+        let maxlen = 12;
+        let ecfg = EvalConfig {
+            maxlen,
+            seed: 3,
+            max_users: None,
+            intervals: None,
+        };
+        let set = EvalSet::new(&split, Part::Test, ecfg).unwrap();
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let cfg = ModelConfig {
+            backbone: Backbone::Sasrec,
+            num_items: split.num_items(),
+            maxlen,
+            hidden_units: 16,
+            num_blocks: 2,
+            num_heads: 2,
+            dropout_rate: 0.2,
+            norm_first: false,
+            time_span: 0,
+            mhc: None,
+            time_dropout: TimeDropout::Table,
+        };
+        let model = SeqRecModel::new(&vs.root(), &cfg).unwrap();
+
+        let b = set.batch(0..set.len());
+        let rows = set.len() as i64;
+        let seq = Tensor::from_slice(&b.seq).view([rows, maxlen as i64]);
+        let scores = tch::no_grad(|| model.score_all(&seq, None)).unwrap();
+        let flat: Vec<f32> = Vec::try_from(scores.view([-1])).unwrap();
+        let n_cand = set.num_candidates() as i64;
+        let cand = Tensor::from_slice(&b.candidates).view([rows, n_cand]);
+        let cand_scores: Vec<f32> =
+            Vec::try_from(scores.gather(1, &cand, false).view([-1])).unwrap();
+        let want = Ranks {
+            sampled: sampled_ranks(&cand_scores, n_cand as usize)
+                .into_iter()
+                .map(|r| r as i64)
+                .collect(),
+            full: full_ranks(&flat, &b.targets, &b.exclude)
+                .into_iter()
+                .map(|r| r as i64)
+                .collect(),
+        };
+        assert!(
+            want.full.iter().any(|&r| r > 0),
+            "ranks vary: {:?}",
+            want.full
+        );
+        for (users, items) in [(512, ITEM_BLOCK), (17, 7), (5, 64), (90, 299), (1, 1000)] {
+            let sizes = BlockSizes { users, items };
+            let got = rank_users(&model, &set, 0..set.len(), sizes).unwrap();
+            assert_eq!(got, want, "{users} users × {items} items per block");
+        }
+    }
+
+    #[test]
+    fn shards_cover_the_users_once_in_order() {
+        for (n, world) in [(10, 3), (2, 3), (6040, 2), (0, 2)] {
+            let shares: Vec<Range<usize>> = (0..world).map(|r| shard(n, r, world)).collect();
+            assert_eq!(shares[0].start, 0);
+            assert_eq!(shares[world - 1].end, n);
+            assert!(shares.windows(2).all(|w| w[0].end == w[1].start));
+            assert!(shares.iter().all(|s| s.len() <= n.div_ceil(world)));
+        }
+        assert_eq!(shard(10, 1, 3), 3..6);
     }
 }

@@ -27,7 +27,7 @@ use crate::device::{
     device_name, host_batch, init_distributed, resolve_amp, resolve_device, to_device,
 };
 use crate::dist::ProcessGroup;
-use crate::evaluate::{evaluate, PartMetrics};
+use crate::evaluate::{evaluate, evaluate_sharded, BlockSizes, PartMetrics};
 use crate::launch;
 use crate::negatives::NegativeSampler;
 use crate::optim::{defined_grads, Adam};
@@ -81,12 +81,12 @@ pub fn inference_only(settings: &Settings, weights: &Path) -> Result<serde_json:
         )
     })?;
     let (valid, test) = eval_sets(&cfg, &split)?;
-    let bs = settings.eval_batch_size;
+    let sizes = BlockSizes::users(settings.eval_batch_size);
     let out = json!({
         "kind": cfg.spec.kind,
         "weights": weights.display().to_string(),
-        "valid": evaluate(&model, &valid, bs)?,
-        "test": evaluate(&model, &test, bs)?,
+        "valid": evaluate(&model, &valid, sizes)?,
+        "test": evaluate(&model, &test, sizes)?,
     });
     write_json(&settings.dir.inference(), &out)?;
     Ok(out)
@@ -426,15 +426,28 @@ impl<'a> Run<'a> {
         ))
     }
 
-    /// Rank 0 evaluates on validation and test, keeps the best weights by the selection
-    /// protocol's validation NDCG@10, updates early stopping and `metrics.jsonl`; every rank
-    /// then takes rank 0's early-stopping decision.
+    /// Every rank scores its share of the validation and test users ([`evaluate_sharded`]);
+    /// rank 0 keeps the best weights by the selection protocol's validation NDCG@10, updates
+    /// early stopping and `metrics.jsonl`; every rank then takes rank 0's early-stopping
+    /// decision.
     fn evaluate_and_select(&mut self, epoch_loss: f64) -> Result<()> {
+        let started = Instant::now();
+        let sizes = BlockSizes::users(self.settings.eval_batch_size);
+        let (valid, test) = match &self.pg {
+            Some(pg) => (
+                evaluate_sharded(&self.model, &self.valid, sizes, pg)?,
+                evaluate_sharded(&self.model, &self.test, sizes, pg)?,
+            ),
+            None => (
+                evaluate(&self.model, &self.valid, sizes)?,
+                evaluate(&self.model, &self.test, sizes)?,
+            ),
+        };
         if self.lead() {
-            self.evaluate_and_record(epoch_loss)?;
+            let seconds = started.elapsed().as_secs_f64();
+            self.record_evaluation(epoch_loss, valid, test, seconds)?;
         }
         if let Some(pg) = &self.pg {
-            // The other ranks wait here while rank 0 evaluates.
             let mut stop = Tensor::from(self.st.stopped_early as u8 as f32).to_device(self.device);
             pg.broadcast(&mut stop, 0)?;
             self.st.stopped_early = stop.double_value(&[]) != 0.0;
@@ -442,12 +455,14 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    fn evaluate_and_record(&mut self, epoch_loss: f64) -> Result<()> {
+    fn record_evaluation(
+        &mut self,
+        epoch_loss: f64,
+        valid: PartMetrics,
+        test: PartMetrics,
+        eval_seconds: f64,
+    ) -> Result<()> {
         let cfg = &self.cfg;
-        let bs = self.settings.eval_batch_size;
-        let started = Instant::now();
-        let valid = evaluate(&self.model, &self.valid, bs)?;
-        let test = evaluate(&self.model, &self.test, bs)?;
         let st = &mut self.st;
         let rec = EvalRecord {
             epoch: st.epochs_done,
@@ -456,7 +471,7 @@ impl<'a> Run<'a> {
             valid,
             test,
             train_seconds: st.train_seconds,
-            eval_seconds: started.elapsed().as_secs_f64(),
+            eval_seconds,
         };
         tracing::info!(
             epoch = st.epochs_done,

@@ -64,11 +64,16 @@ fn compare(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> (f64, bool) {
 
 /// The run with 2 Gloo ranks from the built-in launcher.
 fn two_ranks(data: &Path, run: &Path) -> Output {
-    let port = free_port().to_string();
+    ranks(data, run, 2)
+}
+
+/// The run with `n` Gloo ranks from the built-in launcher.
+fn ranks(data: &Path, run: &Path, n: usize) -> Output {
+    let (port, n) = (free_port().to_string(), n.to_string());
     let extra = [
         "--multi_gpu",
         "--nproc_per_node",
-        "2",
+        &n,
         "--master_port",
         &port,
     ];
@@ -123,6 +128,31 @@ fn two_gloo_ranks_stay_identical_and_match_one_rank_with_the_global_batch() {
         serde_json::from_str(&std::fs::read_to_string(two.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["runtime"]["world_size"], 2);
     assert_eq!(cfg["runtime"]["backend"], "gloo");
+}
+
+/// Every rank evaluates its share of the users and the ranks are summed: the metrics of a
+/// 2- and a 3-rank run equal, exactly, a single process evaluating the same weights.
+#[test]
+fn sharded_evaluation_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_with(dir.path(), 301);
+    for n in [2, 3] {
+        let run = dir.path().join(format!("ranks{n}"));
+        ok(ranks(&data, &run, n));
+        let jsonl = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let rec: serde_json::Value = serde_json::from_str(jsonl.lines().last().unwrap()).unwrap();
+        let weights = run.join("model.safetensors");
+        let weights = weights.to_str().unwrap();
+        let extra = ["--inference_only", "--state_dict_path", weights];
+        let one = ok(bin()
+            .args(args(&data, &dir.path().join(format!("one{n}")), &extra))
+            .output()
+            .unwrap());
+        for part in ["valid", "test"] {
+            assert_eq!(rec[part], one[part], "{n} ranks, {part}");
+            assert_eq!(one[part]["full"]["users"], 301, "{n} ranks, {part}");
+        }
+    }
 }
 
 /// 129 users, global batch 128, 2 ranks: the last global batch holds one user, so rank 0's
