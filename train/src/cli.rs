@@ -192,6 +192,11 @@ pub struct TrainArgs {
     /// Training epochs (one pass over the users each).
     #[arg(long = "num_epochs", alias = "num-epochs", default_value_t = 200)]
     pub num_epochs: usize,
+    /// Stop after this many optimiser steps in all (benchmarks and smoke tests on large
+    /// data): the epoch in progress ends there and is evaluated and checkpointed as the last
+    /// epoch of the run (a resumed run starts with the next epoch).
+    #[arg(long = "max_steps", alias = "max-steps", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_steps: Option<u64>,
     /// Evaluate on validation and test every N epochs (and after the last).
     #[arg(long = "eval_every", alias = "eval-every", default_value_t = 20)]
     pub eval_every: usize,

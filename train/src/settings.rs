@@ -88,6 +88,8 @@ pub struct Settings {
     pub schedule: Schedule,
     /// `--eval_batch_size`.
     pub eval_batch_size: usize,
+    /// `--max_steps`: optimiser steps after which the run ends, `None` for no limit.
+    pub max_steps: Option<u64>,
     /// `--device`.
     pub device: DeviceRequest,
     /// `--use_amp` with its `--amp_dtype`, `None` for fp32.
@@ -180,6 +182,7 @@ impl Settings {
                 eval_max_users: args.eval_max_users,
             },
             eval_batch_size: args.eval_batch_size,
+            max_steps: args.max_steps,
             device,
             amp: args.use_amp.then_some(args.amp_dtype),
             distributed,

@@ -242,15 +242,24 @@ impl<'a> Run<'a> {
 
     /// Whether another epoch is to run.
     fn wants_epoch(&self) -> bool {
-        self.st.epochs_done < self.cfg.schedule.num_epochs && !self.st.stopped_early
+        self.st.epochs_done < self.cfg.schedule.num_epochs
+            && !self.st.stopped_early
+            && !self.step_limit_reached()
     }
 
-    /// Whether the epoch just finished is evaluated (every `--eval_every` and the last).
+    /// Whether `--max_steps` optimiser steps have been taken.
+    fn step_limit_reached(&self) -> bool {
+        self.settings.max_steps.is_some_and(|m| self.st.step >= m)
+    }
+
+    /// Whether the epoch just finished is evaluated (every `--eval_every` and the last,
+    /// `--max_steps` included).
     fn evaluation_due(&self) -> bool {
         self.st
             .epochs_done
             .is_multiple_of(self.cfg.schedule.eval_every)
             || self.st.epochs_done == self.cfg.schedule.num_epochs
+            || self.step_limit_reached()
     }
 
     /// One epoch of optimiser steps; returns its mean loss over all ranks.
@@ -267,6 +276,9 @@ impl<'a> Run<'a> {
         let mut skipped = 0usize;
         let sampler = self.sampler.clone();
         for batch in sampler.epoch(epoch as u64) {
+            if self.step_limit_reached() {
+                break; // every rank stops at the same global step
+            }
             let (l, overflow) = self.step(&batch)?;
             skipped += overflow as usize;
             pb.inc(1);

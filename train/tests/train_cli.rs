@@ -347,6 +347,67 @@ fn larger_num_epochs_extends_finished_runs_only() {
     );
 }
 
+/// `--max_steps` ends the run at that global step, mid-epoch, with the partial epoch
+/// evaluated and counted; 0 is refused by name.
+#[test]
+fn max_steps_ends_the_run_mid_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture(dir.path());
+    let flags = [
+        "--no_time",
+        "--no_mhc",
+        "--num_epochs",
+        "5",
+        "--eval_every",
+        "5",
+    ];
+    let one = ok(small(
+        &data,
+        &dir.path().join("one"),
+        &[&flags[..], &["--max_steps", "1"]].concat(),
+    ));
+    let per_epoch = |v: &serde_json::Value| v["steps"].as_u64().unwrap();
+    assert_eq!((one["epochs"].as_u64(), per_epoch(&one)), (Some(1), 1));
+    let full = ok(small(
+        &data,
+        &dir.path().join("full"),
+        &["--no_time", "--no_mhc", "--num_epochs", "1"],
+    ));
+    let n = per_epoch(&full);
+    assert!(n >= 3, "{n} steps per epoch");
+    let run = dir.path().join("more");
+    let limit = (n + 2).to_string();
+    let s = ok(small(
+        &data,
+        &run,
+        &[&flags[..], &["--max_steps", &limit]].concat(),
+    ));
+    assert_eq!(
+        (s["epochs"].as_u64(), s["steps"].as_u64()),
+        (Some(2), Some(n + 2))
+    );
+    let jsonl = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let evals: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        evals.len(),
+        1,
+        "the last (partial) epoch is evaluated: {jsonl}"
+    );
+    assert_eq!(
+        (evals[0]["epoch"].as_u64(), evals[0]["step"].as_u64()),
+        (Some(2), Some(n + 2))
+    );
+    let e = err(small(
+        &data,
+        &dir.path().join("zero"),
+        &["--max_steps", "0"],
+    ));
+    assert!(e.contains("--max_steps"), "{e}");
+}
+
 /// Every loss trains end to end (a finite, positive loss and a run directory with the loss in
 /// `config.json`), and the loss flags that cannot work together are refused by name.
 #[test]
