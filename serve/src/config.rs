@@ -44,8 +44,10 @@ pub struct Args {
     /// With `--device cuda`: fail instead of falling back to the CPU.
     #[arg(long = "strict_device", alias = "strict-device")]
     pub strict_device: bool,
-    /// ONNX Runtime intra-op threads per session (0 = ONNX Runtime's default, all cores).
-    #[arg(long = "intra_threads", alias = "intra-threads", default_value_t = 1)]
+    /// ONNX Runtime intra-op threads per session (0 = ONNX Runtime's default, one per core).
+    /// The default suits one worker: at a large catalogue a run is one big `MatMul` + `TopK`
+    /// that ONNX Runtime splits over the cores; with several `--workers`, give each fewer.
+    #[arg(long = "intra_threads", alias = "intra-threads", default_value_t = 0)]
     pub intra_threads: usize,
     /// Inference worker threads, each owning one ONNX Runtime session.
     #[arg(long, default_value_t = 1)]

@@ -31,7 +31,12 @@ pub fn build_session(
         msg,
     };
     let base = || -> Result<ort::session::builder::SessionBuilder, LoadError> {
-        let b = Session::builder(env).map_err(|e| session_err(e.to_string()))?;
+        // Idle intra-op threads sleep instead of spinning: the cores are shared with the HTTP
+        // runtime, and a spinning pool delays it (tail latency at small models).
+        let b = Session::builder(env)
+            .map_err(|e| session_err(e.to_string()))?
+            .with_intra_op_spinning(false)
+            .map_err(|e| session_err(e.to_string()))?;
         if cfg.intra_threads > 0 {
             return b
                 .with_intra_threads(cfg.intra_threads)
