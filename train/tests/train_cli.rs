@@ -176,6 +176,32 @@ fn resume_after_interruption_equals_the_uninterrupted_run() {
     assert_eq!(a["test_at_best"], c["test_at_best"]);
 }
 
+/// A truncated or overwritten checkpoint is never a silent restart from epoch 0: resuming
+/// fails naming the file, and the file is left as it was for inspection.
+#[test]
+fn a_corrupt_checkpoint_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture(dir.path());
+    let flags = ["--no_time", "--no_mhc", "--num_epochs", "2"];
+    let run = dir.path().join("run");
+    ok(small(&data, &run, &flags));
+    let ckpt = run.join("checkpoint.safetensors");
+    let good = std::fs::read(&ckpt).unwrap();
+    let more = ["--no_time", "--no_mhc", "--num_epochs", "3"];
+    for (what, bytes) in [
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("garbage", b"not a safetensors file at all".to_vec()),
+    ] {
+        std::fs::write(&ckpt, &bytes).unwrap();
+        let e = err(small(&data, &run, &more));
+        assert!(
+            e.contains(&format!("{}: not a readable checkpoint", ckpt.display())),
+            "{what}: {e}"
+        );
+        assert_eq!(std::fs::read(&ckpt).unwrap(), bytes, "{what}: file changed");
+    }
+}
+
 #[test]
 fn inference_only_reproduces_the_best_evaluation() {
     let dir = tempfile::tempdir().unwrap();

@@ -201,6 +201,155 @@ fn torchrun_launch_matches_the_builtin_launcher() {
     );
 }
 
+/// The pid of the worker with `RANK=rank` whose command line mentions `run` (a torchrun child).
+fn worker_pid(run: &Path, rank: usize) -> Option<u32> {
+    let want = format!("RANK={rank}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let environ = std::fs::read(e.path().join("environ")).ok()?;
+        let mentions = String::from_utf8_lossy(&cmdline).contains(run.to_str()?);
+        let is_rank = environ.split(|&b| b == 0).any(|v| v == want.as_bytes());
+        let is_worker =
+            String::from_utf8_lossy(&cmdline).starts_with(env!("CARGO_BIN_EXE_sasrec-train"));
+        (mentions && is_rank && is_worker).then_some(pid)
+    })
+}
+
+/// Elastic restart: under `torchrun --max_restarts 1`, rank 1 is killed (SIGKILL) mid-run
+/// after the first checkpoint; torchrun restarts the group, every rank resumes from rank 0's
+/// checkpoint, and the job ends with the same weights, bit for bit, as an uninterrupted run
+/// (sampling and dropout are keyed by seed and epoch, so the repeated epoch is recomputed
+/// exactly).
+#[test]
+fn torchrun_restarts_a_killed_rank_and_ends_with_the_uninterrupted_model() {
+    let tr = torchrun();
+    assert!(tr.is_file(), "{tr:?} missing: run scripts/setup.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_with(dir.path(), 1200);
+    let extra = [
+        "--multi_gpu",
+        "--backend",
+        "gloo",
+        "--num_epochs",
+        "8",
+        "--eval_every",
+        "8",
+        "--batch_size",
+        "16",
+        "--maxlen",
+        "32",
+    ];
+    let launch = |run: &Path, restarts: &str| {
+        Command::new(&tr)
+            .args([
+                "--no-python",
+                "--nproc_per_node=2",
+                &format!("--max_restarts={restarts}"),
+                &format!("--master_port={}", free_port()),
+            ])
+            .arg(env!("CARGO_BIN_EXE_sasrec-train"))
+            .args(args(&data, run, &extra))
+            .env("RUST_LOG", "info")
+            .env("OMP_NUM_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let straight = dir.path().join("straight");
+    ok(wait_within(
+        launch(&straight, "0"),
+        Duration::from_secs(300),
+    ));
+
+    let run = dir.path().join("restarted");
+    let child = launch(&run, "1");
+    let ckpt = run.join("checkpoint.safetensors");
+    let started = Instant::now();
+    while !ckpt.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = worker_pid(&run, 1).expect("rank 1's process");
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = wait_within(child, Duration::from_secs(300));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "torchrun failed after the restart: {log}"
+    );
+    let s = ok(out);
+    assert_eq!(s["epochs"], 8, "{log}");
+    assert!(log.contains("resum"), "the restarted group resumed: {log}");
+    let (max, same) = compare(
+        &weights(run.join("model.safetensors")),
+        &weights(straight.join("model.safetensors")),
+    );
+    assert!(same, "restarted vs uninterrupted: max |Δθ| = {max}");
+    assert!(replicas_identical(&run));
+}
+
+/// Two torchrun "nodes" on one machine (`--nnodes 2`, c10d rendezvous, one Gloo rank each)
+/// train the same model, bit for bit, as two local ranks of the built-in launcher.
+#[test]
+fn two_torchrun_nodes_match_two_local_ranks() {
+    let tr = torchrun();
+    assert!(tr.is_file(), "{tr:?} missing: run scripts/setup.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_with(dir.path(), 300);
+    let local = dir.path().join("local");
+    ok(two_ranks(&data, &local));
+    let run = dir.path().join("nodes");
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    let node = |node_rank: usize| {
+        Command::new(&tr)
+            .args([
+                "--no-python",
+                "--nnodes=2",
+                "--nproc_per_node=1",
+                &format!("--node_rank={node_rank}"),
+                "--rdzv_backend=c10d",
+                &format!("--rdzv_endpoint={endpoint}"),
+                "--rdzv_id=sasrec-two-nodes",
+            ])
+            .arg(env!("CARGO_BIN_EXE_sasrec-train"))
+            .args(args(&data, &run, &["--multi_gpu", "--backend", "gloo"]))
+            .env("RUST_LOG", "warn")
+            // As the built-in launcher sets per rank (torchrun does only for several local
+            // ranks): the thread count changes libtorch's summation order.
+            .env("OMP_NUM_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (node(0), node(1));
+    let outs = [
+        wait_within(first, Duration::from_secs(180)),
+        wait_within(second, Duration::from_secs(180)),
+    ];
+    for o in &outs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["runtime"]["world_size"], 2);
+    assert!(replicas_identical(&run));
+    let (max, same) = compare(
+        &weights(run.join("rank0.safetensors")),
+        &weights(local.join("rank0.safetensors")),
+    );
+    assert!(same, "two nodes vs two local ranks: max |Δθ| = {max}");
+}
+
 #[test]
 fn a_killed_rank_ends_the_other_with_an_error() {
     let dir = tempfile::tempdir().unwrap();

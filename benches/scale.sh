@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# How the costs grow with the catalogue: generated Zipf data with 10k / 100k / 1M items (and a
+# fixed number of users), SASRec (maxlen 50, d 32, 1 head, 2 blocks), on this machine:
+#   data      load + index seconds and peak RSS; sampler batches/s (1 and 2 threads)
+#   train     seconds per 1,000 steps and peak RSS for each loss (bce, sampled_softmax and gbce
+#             with 256 negatives, ce in 8,192-item chunks), from a run of STEPS steps
+#             (`--max_steps`; ce: CE_STEPS) with an evaluation of EVAL_USERS users at the end
+#   evaluate  seconds per 1,000 users, both protocols (from the sampled-softmax run)
+#   export    seconds and ONNX size (model.onnx + model.onnx.data)
+#   serve     p50/p99 at 1 client, requests/s at 32 clients with dynamic batching and
+#             without (serve/benches/load.sh, LOAD_SECS per point), server peak RSS
+# then a table with the ratio of each cost per 10× items.
+#
+# Usage: [ITEMS="10000 100000 1000000"] [USERS=60000] [STEPS=50] [CE_STEPS="50 20 4"]
+#        [EVAL_USERS=1000] [LOAD_SECS=8] [SKIP_SERVE=1] benches/scale.sh [OUT_DIR]
+# Needs release builds: cargo build --release -p sasrec-train -p sasrec-export -p sasrec-serve \
+#   -p sasrec-benches && cargo build --release -p sasrec-serve --example loadgen
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+out=${1:-$root/runs/scale}
+bin=$root/target/release
+items_list=${ITEMS:-10000 100000 1000000}
+users=${USERS:-60000}
+steps=${STEPS:-50}
+read -r -a ce_steps <<< "${CE_STEPS:-50 20 4}"
+eval_users=${EVAL_USERS:-1000}
+py=${PYTHON:-$root/.venv/bin/python}
+mkdir -p "$out"
+results=$out/results.jsonl
+: > "$results"
+for b in sasrec-train sasrec-export sasrec-serve scale-data; do
+  [[ -x $bin/$b ]] || { echo "build first (see the header of $0): no $bin/$b" >&2; exit 1; }
+done
+
+# measure NAME CMD…: runs CMD under /usr/bin/time, appends {"name", "seconds", "peak_rss_mb"}.
+measure() {
+  local name=$1; shift
+  /usr/bin/time -f '%e %M' -o "$out/time.txt" "$@" > "$out/$name.out" 2> "$out/$name.log" || {
+    echo "$name failed, see $out/$name.log" >&2; tail -3 "$out/$name.log" >&2; exit 1; }
+  read -r secs kb < "$out/time.txt"
+  echo "{\"name\": \"$name\", \"seconds\": $secs, \"peak_rss_mb\": $(( kb / 1024 ))}" >> "$results"
+}
+
+echo "# $(nproc)-core CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%F), users $users"
+i=0
+for items in $items_list; do
+  tag=i$items
+  data=$out/$tag.txt
+  echo "== $items items"
+  [[ -f $data ]] || "$bin/sasrec-train" data synthetic --output "$data" --users "$users" \
+    --items "$items" --genres 16 --min_len 20 --max_len 80 --zipf 0.7 > /dev/null
+  measure "$tag-data" "$bin/scale-data" "$data" 50
+  model=(--dataset "$data" --no_time --no_mhc --maxlen 50 --hidden_units 32 --num_heads 1
+         --num_blocks 2 --num_epochs 1 --eval_max_users "$eval_users" --eval_batch_size 256
+         --num_workers 1 --device cpu)
+  for loss in bce sampled_softmax gbce ce; do
+    n=$steps; [[ $loss == ce ]] && n=${ce_steps[$i]:-${ce_steps[-1]}}
+    rm -rf "$out/$tag-$loss"
+    extra=(); [[ $loss == sampled_softmax || $loss == gbce ]] && extra=(--num_negatives 256)
+    echo "   train $loss ($n steps)"
+    measure "$tag-train-$loss" "$bin/sasrec-train" "${model[@]}" --loss "$loss" "${extra[@]}" \
+      --max_steps "$n" --train_dir "$out/$tag-$loss"
+  done
+  echo "   export"
+  measure "$tag-export" "$bin/sasrec-export" --onnx --train_dir "$out/$tag-sampled_softmax"
+  if [[ -z ${SKIP_SERVE:-} ]]; then
+    echo "   serve"
+    "$root/serve/benches/load.sh" "$out/$tag-sampled_softmax" "${LOAD_SECS:-8}" > "$out/$tag-serve.txt"
+  fi
+  i=$((i + 1))
+done
+
+"$py" - "$out" $items_list <<'PY'
+import json, os, re, sys
+out, sizes = sys.argv[1], sys.argv[2:]
+res = {}
+for line in open(os.path.join(out, "results.jsonl")):
+    r = json.loads(line); res[r["name"]] = r
+def summary(tag, loss):
+    return json.load(open(os.path.join(out, f"{tag}-{loss}", "summary.json")))
+def metrics(tag, loss):
+    return [json.loads(l) for l in open(os.path.join(out, f"{tag}-{loss}", "metrics.jsonl"))][-1]
+rows = {}
+for n in sizes:
+    tag = f"i{n}"; d = json.load(open(os.path.join(out, f"{tag}-data.out")))
+    row = {"items (in data)": d["items"], "interactions": d["interactions"],
+           "load+index s": d["load_index_seconds"], "load peak RSS MB": res[f"{tag}-data"]["peak_rss_mb"],
+           "sampler batches/s (1 / 2 threads)": (d["sampler_batches_per_s"]["1_workers"], d["sampler_batches_per_s"]["2_workers"])}
+    for loss in ["bce", "sampled_softmax", "gbce", "ce"]:
+        s = summary(tag, loss)
+        row[f"train s/1000 steps {loss}"] = 1000 * s["seconds_per_step"]
+        row[f"train peak RSS MB {loss}"] = res[f"{tag}-train-{loss}"]["peak_rss_mb"]
+    m = metrics(tag, "sampled_softmax")
+    users = m["valid"]["full"]["users"] + m["test"]["full"]["users"]
+    row["eval s/1000 users (both protocols)"] = 1000 * m["eval_seconds"] / users
+    row["export s"] = res[f"{tag}-export"]["seconds"]
+    run = os.path.join(out, f"{tag}-sampled_softmax")
+    size = sum(os.path.getsize(os.path.join(run, f)) for f in os.listdir(run) if f.startswith("model.onnx"))
+    row["ONNX MB"] = size / 2**20
+    serve = os.path.join(out, f"{tag}-serve.txt")
+    if os.path.exists(serve):
+        text = open(serve).read()
+        blocks = re.split(r"^## ", text, flags=re.M)[1:]
+        for b in blocks:
+            mode = b.split()[0]
+            pts = {int(l.split()[0]): l.split() for l in b.splitlines() if re.match(r"\s*\d+\s+\d", l)}
+            if mode == "batching":
+                row["serve p50 / p99 ms (1 client)"] = (float(pts[1][2]), float(pts[1][3]))
+                row["serve req/s at 32 clients, batched"] = float(pts[32][1])
+            else:
+                row["serve req/s at 32 clients, unbatched"] = float(pts[32][1])
+        m2 = re.search(r"server peak RSS: (\d+) MiB", text)
+        if m2: row["server peak RSS MB"] = int(m2.group(1))
+    rows[n] = row
+def fmt(v):
+    if isinstance(v, tuple): return " / ".join(fmt(x) for x in v)
+    if isinstance(v, float): return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+    return str(v)
+def ratio(a, b):
+    if isinstance(a, tuple): return " / ".join(ratio(x, y) for x, y in zip(a, b))
+    return f"{b / a:.2f}×" if a else "–"
+keys = list(next(iter(rows.values())).keys())
+print("| | " + " | ".join(f"{int(n):,} items" for n in sizes) + " | " +
+      " | ".join(f"×10 items ({int(a):,}→{int(b):,})" for a, b in zip(sizes, sizes[1:])) + " |")
+print("| --- " * (1 + 2 * len(sizes) - 1) + "|")
+for k in keys:
+    vals = [rows[n].get(k) for n in sizes]
+    if any(v is None for v in vals): continue
+    print(f"| {k} | " + " | ".join(fmt(v) for v in vals) + " | " +
+          " | ".join(ratio(a, b) for a, b in zip(vals, vals[1:])) + " |")
+PY
