@@ -105,16 +105,20 @@ pub fn time_codes(unit: TimeUnit, timestamps: &[i64]) -> Vec<i64> {
     }
     let mut sorted = timestamps.to_vec();
     sorted.sort_unstable();
+    // `abs_diff` and the saturating `+ 1`: any i64 timestamps (a request's, a data file's)
+    // give codes without overflow; the values are unchanged where nothing overflows.
     let scale = sorted
         .windows(2)
-        .map(|w| w[1] - w[0])
+        .map(|w| w[1].abs_diff(w[0]))
         .filter(|&d| d > 0)
         .min()
         .unwrap_or(1);
     let t0 = sorted[0];
     timestamps
         .iter()
-        .map(|&t| ((t - t0) as f64 / scale as f64).round_ties_even() as i64 + 1)
+        .map(|&t| {
+            ((t.abs_diff(t0) as f64 / scale as f64).round_ties_even() as i64).saturating_add(1)
+        })
         .collect()
 }
 
@@ -122,15 +126,16 @@ impl Intervals {
     /// The bucket of one pair of codes; `pad_i`/`pad_j` mark padding positions.
     #[inline]
     pub fn bucket(&self, ci: i64, cj: i64, pad_i: bool, pad_j: bool) -> i32 {
-        let k = self.span as i64;
+        let k = self.span as u64;
+        // |ci − cj| as `abs_diff` (u64): no overflow for extreme codes or timestamps.
         let r = match self.unit.seconds() {
             None => {
                 let ci = if pad_i { 0 } else { ci };
                 let cj = if pad_j { 0 } else { cj };
-                (ci - cj).abs()
+                ci.abs_diff(cj)
             }
             Some(_) if pad_i || pad_j => 0,
-            Some(unit) => (ci - cj).abs() / unit,
+            Some(unit) => ci.abs_diff(cj) / unit.unsigned_abs(),
         };
         r.min(k) as i32
     }
