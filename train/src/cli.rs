@@ -197,6 +197,11 @@ pub struct TrainArgs {
     /// epoch of the run (a resumed run starts with the next epoch).
     #[arg(long = "max_steps", alias = "max-steps", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
+    /// Also write the resumable checkpoint every N optimiser steps (default: after every epoch
+    /// only), so that a long epoch loses at most N steps; a resumed run continues the epoch
+    /// with the batches an uninterrupted run would take.
+    #[arg(long = "checkpoint_every_steps", alias = "checkpoint-every-steps", value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_every_steps: Option<u64>,
     /// Evaluate on validation and test every N epochs (and after the last).
     #[arg(long = "eval_every", alias = "eval-every", default_value_t = 20)]
     pub eval_every: usize,

@@ -90,6 +90,8 @@ pub struct Settings {
     pub eval_batch_size: usize,
     /// `--max_steps`: optimiser steps after which the run ends, `None` for no limit.
     pub max_steps: Option<u64>,
+    /// `--checkpoint_every_steps`: mid-epoch checkpoints, `None` for epoch ends only.
+    pub checkpoint_every_steps: Option<u64>,
     /// `--device`.
     pub device: DeviceRequest,
     /// `--use_amp` with its `--amp_dtype`, `None` for fp32.
@@ -183,6 +185,7 @@ impl Settings {
             },
             eval_batch_size: args.eval_batch_size,
             max_steps: args.max_steps,
+            checkpoint_every_steps: args.checkpoint_every_steps,
             device,
             amp: args.use_amp.then_some(args.amp_dtype),
             distributed,

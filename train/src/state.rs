@@ -4,8 +4,9 @@
 //!
 //! Tensors are stored as `model.<name>`, `adam.m.<name>`, `adam.v.<name>`; the loop state is
 //! JSON in a `uint8` tensor named `__state__`. Randomness needs no saved generator state:
-//! sampling is keyed by (seed, epoch, user) and dropout is re-seeded from (seed, epoch) at the
-//! start of every epoch, so a resumed epoch replays exactly.
+//! sampling is keyed by (seed, epoch, user) and dropout is re-seeded from (seed, epoch, batch)
+//! before every step, so a resumed epoch, or the rest of one (`--checkpoint_every_steps`),
+//! replays exactly.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -60,6 +61,25 @@ pub struct LoopState {
     /// fp16 loss scaling: (scale, clean steps since its last change).
     #[serde(default)]
     pub grad_scale: Option<(f64, i64)>,
+    /// The epoch in progress when a `--checkpoint_every_steps` checkpoint was written, `None`
+    /// at an epoch boundary.
+    #[serde(default)]
+    pub partial: Option<PartialEpoch>,
+}
+
+/// How far the epoch in progress had come: a resumed run skips these batches of the epoch
+/// (they are keyed by seed, epoch and user, so the rest are the uninterrupted run's) and
+/// continues the epoch's loss sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// Global batches of the epoch already trained.
+    pub batches: usize,
+    /// Sum of their (non-padding) losses over all ranks.
+    pub loss_sum: f64,
+    /// Their number of non-padding batches.
+    pub loss_batches: usize,
+    /// Seconds they took.
+    pub seconds: f64,
 }
 
 /// Writes the checkpoint atomically (temporary file, fsync, rename, directory fsync): a

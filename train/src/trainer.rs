@@ -32,7 +32,7 @@ use crate::launch;
 use crate::negatives::NegativeSampler;
 use crate::optim::{defined_grads, Adam};
 use crate::settings::{Job, Settings};
-use crate::state::{self, EvalRecord, LoopState};
+use crate::state::{self, EvalRecord, LoopState, PartialEpoch};
 
 /// Does what `settings.job` says; returns the JSON to print (the summary of a training run on
 /// rank 0, the metrics of an evaluation), `None` on other ranks and for the launcher.
@@ -161,6 +161,7 @@ impl<'a> Run<'a> {
             tracing::info!(
                 epochs_done = st.epochs_done,
                 step = st.step,
+                batches_into_epoch = st.partial.map_or(0, |p| p.batches),
                 "resuming from {}",
                 ckpt.display()
             );
@@ -262,37 +263,61 @@ impl<'a> Run<'a> {
             || self.step_limit_reached()
     }
 
-    /// One epoch of optimiser steps; returns its mean loss over all ranks.
+    /// One epoch of optimiser steps (the rest of it after a mid-epoch checkpoint); returns its
+    /// mean loss over all ranks.
     fn epoch(&mut self) -> Result<f64> {
         let epoch = self.st.epochs_done;
-        // Dropout differs per rank (its own rows), reproducibly.
-        tch::manual_seed(
-            epoch_seed(self.cfg.schedule.seed, epoch).wrapping_add(self.rank as i64 * 7919),
-        );
+        let resumed = self.st.partial.take().unwrap_or_default();
         let pb = self.progress_bar(epoch);
+        pb.set_position(resumed.batches as u64);
         let started = Instant::now();
-        let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
-        let mut batches = 0usize;
+        // The global sums of a resumed partial epoch are carried by rank 0 alone.
+        let (carried_sum, carried_batches) = match self.lead() {
+            true => (resumed.loss_sum, resumed.loss_batches),
+            false => (0.0, 0),
+        };
+        let mut loss_sum = Tensor::from(carried_sum)
+            .to_kind(Kind::Float)
+            .to_device(self.device);
+        let mut batches = carried_batches;
         let mut skipped = 0usize;
         let sampler = self.sampler.clone();
-        for batch in sampler.epoch(epoch as u64) {
+        let mut done = resumed.batches;
+        for batch in sampler.epoch(epoch as u64).skip(resumed.batches) {
             if self.step_limit_reached() {
                 break; // every rank stops at the same global step
             }
+            // Dropout differs per rank (its own rows) and is keyed by (seed, epoch, batch), so
+            // a run resumed mid-epoch draws the masks of an uninterrupted one.
+            tch::manual_seed(
+                batch_seed(self.cfg.schedule.seed, epoch, done)
+                    .wrapping_add(self.rank as i64 * 7919),
+            );
             let (l, overflow) = self.step(&batch)?;
+            done += 1;
             skipped += overflow as usize;
             pb.inc(1);
             // An empty shard's padding row gives zero but defined gradients and all-reduce
             // weight 0; its loss is not recorded.
-            if batch.is_padding() {
-                continue;
+            if !batch.is_padding() {
+                loss_sum += l;
+                batches += 1;
+                if batches.is_multiple_of(10) {
+                    let mean = f64::try_from(&loss_sum)? / batches as f64;
+                    self.check_finite(mean, epoch, &format!(" on rank {}", self.rank))?;
+                    pb.set_message(format!("loss {mean:.4}"));
+                }
             }
-            loss_sum += l;
-            batches += 1;
-            if batches.is_multiple_of(10) {
-                let mean = f64::try_from(&loss_sum)? / batches as f64;
-                self.check_finite(mean, epoch, &format!(" on rank {}", self.rank))?;
-                pb.set_message(format!("loss {mean:.4}"));
+            let every = self.settings.checkpoint_every_steps;
+            if every.is_some_and(|n| self.st.step.is_multiple_of(n)) && done < sampler.num_batches()
+            {
+                let partial = PartialEpoch {
+                    batches: done,
+                    loss_sum: 0.0,
+                    loss_batches: 0,
+                    seconds: resumed.seconds + started.elapsed().as_secs_f64(),
+                };
+                self.checkpoint_mid_epoch(partial, &loss_sum, batches)?;
             }
         }
         pb.finish_and_clear();
@@ -311,7 +336,7 @@ impl<'a> Run<'a> {
         }
         let epoch_loss = f64::try_from(&loss_sum)? / batches.max(1) as f64;
         self.check_finite(epoch_loss, epoch, "")?;
-        let secs = started.elapsed().as_secs_f64();
+        let secs = resumed.seconds + started.elapsed().as_secs_f64();
         let st = &mut self.st;
         st.train_seconds += secs;
         st.epochs_done += 1;
@@ -513,6 +538,35 @@ impl<'a> Run<'a> {
         write_metrics(self.dir, st)
     }
 
+    /// `--checkpoint_every_steps`: the epoch's loss sums so far are summed over the ranks and
+    /// rank 0 writes the checkpoint with the epoch in progress (`partial`).
+    fn checkpoint_mid_epoch(
+        &mut self,
+        mut partial: PartialEpoch,
+        loss_sum: &Tensor,
+        batches: usize,
+    ) -> Result<()> {
+        let mut sums = Tensor::stack(
+            &[
+                loss_sum.to_kind(Kind::Double),
+                Tensor::from(batches as f64).to_device(self.device),
+            ],
+            0,
+        );
+        if let Some(pg) = &self.pg {
+            pg.all_reduce_sum(&mut sums)?;
+        }
+        partial.loss_sum = sums.double_value(&[0]);
+        partial.loss_batches = sums.double_value(&[1]) as usize;
+        if self.lead() {
+            self.st.partial = Some(partial);
+            let saved = state::save(&self.dir.checkpoint(), &self.params, &self.adam, &self.st);
+            self.st.partial = None;
+            saved?;
+        }
+        Ok(())
+    }
+
     /// Rank 0 writes the resumable checkpoint and redraws the curves.
     fn checkpoint(&self) -> Result<()> {
         if !self.lead() {
@@ -605,6 +659,8 @@ fn sync_from_rank0(
         st.stopped_early as u8 as f64,
         scale,
         growth as f64,
+        st.partial.map_or(-1.0, |p| p.batches as f64),
+        st.partial.map_or(0.0, |p| p.seconds),
     ];
     let mut c = Tensor::from_slice(&counters).to_device(device);
     pg.broadcast(&mut c, 0)?;
@@ -614,6 +670,14 @@ fn sync_from_rank0(
     adam.t = c[2] as u64;
     st.stopped_early = c[3] != 0.0;
     st.grad_scale = (c[4] > 0.0).then_some((c[4], c[5] as i64));
+    // The epoch in progress: every rank skips its batches; its loss sums stay on rank 0.
+    if pg.rank() != 0 {
+        st.partial = (c[6] >= 0.0).then(|| PartialEpoch {
+            batches: c[6] as usize,
+            seconds: c[7],
+            ..PartialEpoch::default()
+        });
+    }
     Ok(())
 }
 
@@ -633,6 +697,12 @@ fn eval_sets(cfg: &RunConfig, split: &Split) -> Result<(EvalSet, EvalSet)> {
 /// Seed of the torch generator for `epoch` (dropout, sampled-softmax negatives).
 fn epoch_seed(seed: u64, epoch: usize) -> i64 {
     (seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) & 0x7fff_ffff_ffff) as i64
+}
+
+/// The dropout seed of global batch `batch` of `epoch`.
+fn batch_seed(seed: u64, epoch: usize, batch: usize) -> i64 {
+    let e = epoch_seed(seed, epoch) as u64;
+    (e.wrapping_mul(1_000_033).wrapping_add(batch as u64) & 0x7fff_ffff_ffff) as i64
 }
 
 fn sorted_params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {

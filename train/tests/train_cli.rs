@@ -176,6 +176,90 @@ fn resume_after_interruption_equals_the_uninterrupted_run() {
     assert_eq!(a["test_at_best"], c["test_at_best"]);
 }
 
+/// `--checkpoint_every_steps`: a run killed (SIGKILL) after a mid-epoch checkpoint resumes
+/// inside the epoch and ends with the uninterrupted run's model, bit for bit (dropout is keyed
+/// by seed, epoch and batch, so even the masks are the same).
+#[test]
+fn checkpoint_every_steps_resumes_mid_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fixture_with(dir.path(), 600);
+    let flags = [
+        "--no_time",
+        "--no_mhc",
+        "--num_epochs",
+        "2",
+        "--batch_size",
+        "16",
+        "--checkpoint_every_steps",
+        "4",
+    ];
+    let straight = dir.path().join("straight");
+    let a = ok(small(&data, &straight, &flags));
+    let run = dir.path().join("killed");
+    let mut child = bin()
+        .arg("--dataset")
+        .arg(&data)
+        .arg("--train_dir")
+        .arg(&run)
+        .args(
+            BASE.iter()
+                .filter(|(k, _)| *k != "--batch_size")
+                .flat_map(|(k, v)| [*k, *v]),
+        )
+        .args(flags)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for a checkpoint taken inside an epoch, then kill.
+    let ckpt = run.join("checkpoint.safetensors");
+    let mid_epoch = || -> Option<u64> {
+        let tensors = tch::Tensor::read_safetensors(&ckpt).ok()?;
+        let (_, state) = tensors.into_iter().find(|(n, _)| n == "__state__")?;
+        let bytes = Vec::<u8>::try_from(state).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        v["partial"]["batches"].as_u64()
+    };
+    let batches = loop {
+        if let Some(b) = mid_epoch() {
+            break b;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before a mid-epoch checkpoint"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(batches > 0 && batches.is_multiple_of(4), "{batches}");
+    assert!(!run.join("summary.json").exists(), "the run had finished");
+    let out = bin()
+        .arg("--dataset")
+        .arg(&data)
+        .arg("--train_dir")
+        .arg(&run)
+        .args(
+            BASE.iter()
+                .filter(|(k, _)| *k != "--batch_size")
+                .flat_map(|(k, v)| [*k, *v]),
+        )
+        .args(flags)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(log.contains("batches_into_epoch"), "{log}");
+    let c = ok(out);
+    assert_eq!(a["test_at_best"], c["test_at_best"]);
+    let wa = std::fs::read(straight.join("model.safetensors")).unwrap();
+    let wc = std::fs::read(run.join("model.safetensors")).unwrap();
+    assert!(
+        wa == wc,
+        "resumed mid-epoch weights differ from the uninterrupted run"
+    );
+}
+
 /// A truncated or overwritten checkpoint is never a silent restart from epoch 0: resuming
 /// fails naming the file, and the file is left as it was for inspection.
 #[test]
