@@ -88,3 +88,28 @@ if [ ! -f "$config" ] || [ "$(cat "$config")" != "$new" ]; then
   log "wrote $config"
 fi
 log "ready: torch $have_torch, onnxruntime $ORT, venv $venv"
+
+# GPU nodes (optional): ONNX Runtime's CUDA build for `sasrec-serve --device cuda`. It lives in
+# its own environment because the `onnxruntime-gpu` wheel and the CPU wheel above install the
+# same `onnxruntime` package. `SASREC_ORT_GPU=1 scripts/setup.sh` installs it (the C library
+# only: --no-deps, ~300 MB) into $SASREC_ORT_GPU_VENV (default ./.venv-ort-gpu) and prints the
+# server's flags; its CUDA provider needs the CUDA 13 cuBLAS/cuDNN/cuFFT/cuRAND libraries that
+# the PyPI torch of the main environment brings (nvidia-* wheels), put on LD_LIBRARY_PATH.
+ORT_GPU=1.31.1
+if [ "${SASREC_ORT_GPU:-0}" = 1 ]; then
+  gvenv=${SASREC_ORT_GPU_VENV:-$root/.venv-ort-gpu}
+  [ -x "$gvenv/bin/python" ] || "$py" -m venv "$gvenv"
+  have=$("$gvenv/bin/python" -c 'from importlib import metadata; print(metadata.version("onnxruntime-gpu"))' 2>/dev/null || true)
+  if [ "$have" != "$ORT_GPU" ]; then
+    log "installing onnxruntime-gpu==$ORT_GPU into $gvenv (~300 MB)"
+    "$gvenv/bin/pip" install --disable-pip-version-check -q --no-deps "onnxruntime-gpu==$ORT_GPU"
+  fi
+  capi=$("$gvenv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/onnxruntime/capi
+  gpu_lib=$(ls "$capi"/libonnxruntime.so.* 2>/dev/null | head -1)
+  [ -n "$gpu_lib" ] && [ -f "$capi/libonnxruntime_providers_cuda.so" ] ||
+    { log "error: $capi lacks libonnxruntime.so.* or libonnxruntime_providers_cuda.so"; exit 1; }
+  cuda_libs=$(ls -d "$site"/nvidia/*/lib 2>/dev/null | tr '\n' ':')
+  log "GPU ONNX Runtime $ORT_GPU: run the server as"
+  printf 'LD_LIBRARY_PATH=%s%s/lib sasrec-serve --device cuda --strict_device --ort_lib %s --model DIR\n' \
+    "$cuda_libs" "$torch_dir" "$gpu_lib"
+fi
