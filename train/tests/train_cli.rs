@@ -22,19 +22,23 @@ const BASE: [(&str, &str); 9] = [
 
 /// The small CPU configuration; a flag in `extra` replaces the base value.
 fn small(data: &Path, run: &Path, extra: &[&str]) -> Output {
+    small_cmd(data, run, extra).output().unwrap()
+}
+
+/// The command of [`small`], to spawn.
+fn small_cmd(data: &Path, run: &Path, extra: &[&str]) -> std::process::Command {
     let base = BASE
         .iter()
         .filter(|(k, _)| !extra.contains(k))
         .flat_map(|(k, v)| [*k, *v]);
-    bin()
-        .arg("--dataset")
+    let mut c = bin();
+    c.arg("--dataset")
         .arg(data)
         .arg("--train_dir")
         .arg(run)
         .args(base)
-        .args(extra)
-        .output()
-        .unwrap()
+        .args(extra);
+    c
 }
 
 #[test]
@@ -196,17 +200,7 @@ fn checkpoint_every_steps_resumes_mid_epoch() {
     let straight = dir.path().join("straight");
     let a = ok(small(&data, &straight, &flags));
     let run = dir.path().join("killed");
-    let mut child = bin()
-        .arg("--dataset")
-        .arg(&data)
-        .arg("--train_dir")
-        .arg(&run)
-        .args(
-            BASE.iter()
-                .filter(|(k, _)| *k != "--batch_size")
-                .flat_map(|(k, v)| [*k, *v]),
-        )
-        .args(flags)
+    let mut child = small_cmd(&data, &run, &flags)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -234,17 +228,7 @@ fn checkpoint_every_steps_resumes_mid_epoch() {
     child.wait().unwrap();
     assert!(batches > 0 && batches.is_multiple_of(4), "{batches}");
     assert!(!run.join("summary.json").exists(), "the run had finished");
-    let out = bin()
-        .arg("--dataset")
-        .arg(&data)
-        .arg("--train_dir")
-        .arg(&run)
-        .args(
-            BASE.iter()
-                .filter(|(k, _)| *k != "--batch_size")
-                .flat_map(|(k, v)| [*k, *v]),
-        )
-        .args(flags)
+    let out = small_cmd(&data, &run, &flags)
         .env("RUST_LOG", "info")
         .output()
         .unwrap();
