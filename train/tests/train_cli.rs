@@ -244,6 +244,85 @@ fn checkpoint_every_steps_resumes_mid_epoch() {
     );
 }
 
+/// Clears the immutable flag it set, so that the temporary directory can be removed.
+struct Immutable<'a>(&'a Path);
+
+impl Immutable<'_> {
+    /// `chattr +i path` (root may write anywhere, so only an immutable file refuses it).
+    fn set(path: &Path) -> Result<Immutable<'_>, String> {
+        let out = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .output()
+            .map_err(|e| format!("chattr: {e}"))?;
+        match out.status.success() {
+            true => Ok(Immutable(path)),
+            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+        }
+    }
+}
+
+impl Drop for Immutable<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(self.0)
+            .status();
+    }
+}
+
+/// A checkpoint that cannot be written (here: an immutable `checkpoint.safetensors`, which
+/// refuses the atomic rename even to root) is an error naming the file; the previous
+/// checkpoint stays intact and no temporary file is left behind.
+#[test]
+fn a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture(dir.path());
+    let run = dir.path().join("run");
+    ok(small(
+        &data,
+        &run,
+        &["--no_time", "--no_mhc", "--num_epochs", "1"],
+    ));
+    let ckpt = run.join("checkpoint.safetensors");
+    let before = std::fs::read(&ckpt).unwrap();
+    let guard = Immutable::set(&ckpt).unwrap_or_else(|why| {
+        panic!(
+            "cannot make {} immutable here (chattr +i): {why}",
+            ckpt.display()
+        )
+    });
+    let e = err(small(
+        &data,
+        &run,
+        &["--no_time", "--no_mhc", "--num_epochs", "2"],
+    ));
+    drop(guard);
+    assert!(
+        e.contains("writing the checkpoint; the previous one is kept")
+            && e.contains(&ckpt.display().to_string()),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        before,
+        "the previous checkpoint changed"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The run resumes from that checkpoint once the file can be replaced again.
+    let s = ok(small(
+        &data,
+        &run,
+        &["--no_time", "--no_mhc", "--num_epochs", "2"],
+    ));
+    assert_eq!(s["epochs"], 2);
+}
+
 /// A truncated or overwritten checkpoint is never a silent restart from epoch 0: resuming
 /// fails naming the file, and the file is left as it was for inspection.
 #[test]
