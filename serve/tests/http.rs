@@ -657,14 +657,7 @@ async fn concurrent_requests_get_their_own_answers() {
         assert_same(&pairs(&got), &pairs(want), 1e-5);
     }
     // Some runs held more than one row.
-    let m = c
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&c, &srv).await;
     let get = |name: &str| -> f64 {
         m.lines()
             .find(|l| l.starts_with(name))
@@ -728,14 +721,7 @@ async fn full_queue_answers_503_with_retry_after() {
     assert_eq!(st, 200);
     assert_eq!(v["responses"].as_array().unwrap().len(), 3000);
     assert!(rejected >= 1, "no request was refused");
-    let m = c
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&c, &srv).await;
     assert!(m.contains("sasrec_rejected_total"), "{m}");
     srv.shutdown().await;
 }
@@ -811,14 +797,7 @@ async fn reload_swaps_the_model_and_keeps_the_old_one_on_failure() {
         .await
         .unwrap();
     assert_eq!(info["time_aware"], true);
-    let m = c
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&c, &srv).await;
     assert!(
         m.contains("sasrec_model_reloads_total{result=\"error\"} 1"),
         "{m}"

@@ -242,14 +242,7 @@ async fn reload_under_load_fails_no_request_and_answers_with_the_new_model() {
         shared.checked.lock().unwrap().iter().all(|&n| n > 0),
         "an epoch without a checked answer"
     );
-    let m = c
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&c, &srv).await;
     assert!(
         m.contains(&format!(
             "sasrec_model_reloads_total{{result=\"ok\"}} {ok_reloads}\n"

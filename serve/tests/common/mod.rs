@@ -211,6 +211,17 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
 
+/// The body of `GET /metrics`.
+pub async fn metrics_text(c: &reqwest::Client, srv: &Server) -> String {
+    c.get(srv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// POSTs JSON and returns (status, body as JSON).
 pub async fn post(
     c: &reqwest::Client,
