@@ -223,7 +223,7 @@ async fn fuzz_recommend_endpoints_over_http() {
         assert_eq!(st, 200, "{v}");
         assert_eq!(v["model"], was["model"]);
         assert_same(&pairs(&v), &pairs(was), 1e-6);
-        let m = metrics_text(&c, &srv).await;
+        let m = metrics_text(&c, srv).await;
         let fives: Vec<&str> = m
             .lines()
             .filter(|l| l.starts_with("sasrec_http_requests_total") && l.contains("status=\"5"))
