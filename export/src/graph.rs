@@ -38,15 +38,13 @@
 //!
 //! Everything but the batch dimension is fixed: `maxlen` is baked into the position tables.
 
-use std::collections::{HashMap, HashSet};
-
 use sasrec_models::{DType, Net, Ops, SeqRecModel};
 use sasrec_shared::run::onnx_io::{EXCLUDE, K, SCORES, SEQ, TIME_MATRIX, TOPK_ITEMS, TOPK_SCORES};
 use sasrec_shared::run::{ModelManifest, ModelSpec};
 use sasrec_shared::time::Intervals;
 
 use crate::error::{Error, Result};
-use crate::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto};
+use crate::proto::{GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto};
 use crate::recorder::{Dim, OnnxRecorder, Value};
 
 /// ONNX IR version written (ONNX Runtime 1.23 rejects IR versions above 11).
@@ -147,59 +145,7 @@ pub fn record(model: &SeqRecModel, variant: Variant) -> Result<GraphProto> {
         "top-k scores after exclusion, descending",
     );
     rec.output(&top_i, TOPK_ITEMS, &k_dims, "top-k item indices");
-    let mut graph = rec.finish(&format!("{}_{}", cfg.kind(), variant.as_str()))?;
-    write_outputs_in_place(&mut graph);
-    Ok(graph)
-}
-
-/// Drops the `Identity` nodes that name the graph outputs: the node computing an output writes
-/// it under the output's name, and its other consumers read it from there.
-///
-/// [`OnnxRecorder::output`] renames through an `Identity`, which ONNX Runtime cannot remove when
-/// the renamed value has other consumers (`TopK` reads the scores), so it copies the whole
-/// `(batch, I+1)` matrix on every run: a third of a run at a million items. An `Identity` is
-/// kept when its input is not a node output (a graph input or initializer) or feeds more than
-/// one output.
-fn write_outputs_in_place(graph: &mut GraphProto) {
-    let outputs: HashSet<String> = graph.output.iter().filter_map(|o| o.name.clone()).collect();
-    let produced: HashSet<String> = graph.node.iter().flat_map(|n| n.output.clone()).collect();
-    let mut renames: HashMap<String, String> = HashMap::new(); // node output → graph output
-    let mut shared = HashSet::new();
-    for (from, to) in graph
-        .node
-        .iter()
-        .filter_map(|n| output_identity(n, &outputs))
-    {
-        if produced.contains(from)
-            && !outputs.contains(from)
-            && renames.insert(from.clone(), to.clone()).is_some()
-        {
-            shared.insert(from.clone());
-        }
-    }
-    renames.retain(|from, _| !shared.contains(from));
-    graph.node.retain(|n| {
-        !output_identity(n, &outputs).is_some_and(|(from, _)| renames.contains_key(from))
-    });
-    for node in &mut graph.node {
-        for name in node.input.iter_mut().chain(node.output.iter_mut()) {
-            if let Some(to) = renames.get(name.as_str()) {
-                name.clone_from(to);
-            }
-        }
-    }
-}
-
-/// `(input, output)` of an `Identity` node that names a graph output.
-fn output_identity<'a>(
-    node: &'a NodeProto,
-    outputs: &HashSet<String>,
-) -> Option<(&'a String, &'a String)> {
-    let is_output = node.op_type.as_deref() == Some("Identity")
-        && node.input.len() == 1
-        && node.output.len() == 1
-        && outputs.contains(&node.output[0]);
-    is_output.then(|| (&node.input[0], &node.output[0]))
+    rec.finish(&format!("{}_{}", cfg.kind(), variant.as_str()))
 }
 
 /// `score_all_items` in one `MatMul`: `[h, 1] · [Eᵀ; m]` with `m_0 = −∞`, `m_j = 0` (j ≥ 1),

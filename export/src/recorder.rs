@@ -22,7 +22,7 @@
 //! `ConstantOfShape`, graph inputs and outputs) are inherent methods.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sasrec_models::{DType, Ops, Param};
 use tch::{Device, Kind};
@@ -181,6 +181,8 @@ struct State {
     initializer_names: HashSet<String>,
     inputs: Vec<ValueInfoProto>,
     outputs: Vec<ValueInfoProto>,
+    /// Node outputs written under a graph output's name instead (applied by `finish`).
+    output_names: HashMap<String, String>,
     next_id: usize,
     errors: Vec<String>,
 }
@@ -319,16 +321,26 @@ impl OnnxRecorder {
         }
     }
 
-    /// Declares `x` as the graph output `name` (through an `Identity` node that renames it).
+    /// Declares `x` as the graph output `name`. A node's output is written under `name` in
+    /// place (every consumer reads it from there; applied by [`OnnxRecorder::finish`]): an
+    /// `Identity` that renamed it would be a copy ONNX Runtime cannot remove when the value has
+    /// other consumers (`TopK` reads the scores) — the whole (batch, I+1) matrix on every run.
+    /// An `Identity` remains for a graph input or initializer, or a value already declared as
+    /// another output.
     pub fn output(&self, x: &Value, name: &str, dims: &[Dim], doc: &str) {
         let mut st = self.state.borrow_mut();
-        st.nodes.push(NodeProto {
-            input: vec![x.name.clone()],
-            output: vec![name.to_string()],
-            name: Some(format!("output_{name}")),
-            op_type: Some("Identity".into()),
-            ..Default::default()
-        });
+        let produced = st.nodes.iter().any(|n| n.output.contains(&x.name));
+        if produced && !st.output_names.contains_key(&x.name) {
+            st.output_names.insert(x.name.clone(), name.to_string());
+        } else {
+            st.nodes.push(NodeProto {
+                input: vec![x.name.clone()],
+                output: vec![name.to_string()],
+                name: Some(format!("output_{name}")),
+                op_type: Some("Identity".into()),
+                ..Default::default()
+            });
+        }
         st.outputs.push(value_info(name, x.dtype, dims, doc));
     }
 
@@ -386,9 +398,16 @@ impl OnnxRecorder {
 
     /// The finished graph named `name`, or every misuse noted while recording.
     pub fn finish(self, name: &str) -> Result<GraphProto> {
-        let st = self.state.into_inner();
+        let mut st = self.state.into_inner();
         if !st.errors.is_empty() {
             return Err(Error::Graph(st.errors.join("; ")));
+        }
+        for node in &mut st.nodes {
+            for value in node.input.iter_mut().chain(node.output.iter_mut()) {
+                if let Some(output) = st.output_names.get(value.as_str()) {
+                    value.clone_from(output);
+                }
+            }
         }
         Ok(GraphProto {
             node: st.nodes,

@@ -108,3 +108,38 @@ fn onnx_runtime_reads_the_metadata() {
     assert_eq!(md.custom("time_unit").unwrap(), "personal");
     assert_eq!(md.custom("maxlen").unwrap(), cfg.maxlen.to_string());
 }
+
+/// The graph outputs are written in place by the nodes that compute them (no `Identity` copy
+/// of the `(batch, I+1)` scores on every run), and `TopK` reads the scores under their output
+/// name.
+#[test]
+fn graph_outputs_are_written_in_place() {
+    for name in KINDS {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let model = sasrec_models::SeqRecModel::new(&vs.root(), &kind(name)).unwrap();
+        let graph = sasrec_export::graph::record(&model, Variant::LastPosition).unwrap();
+        assert!(
+            graph
+                .node
+                .iter()
+                .all(|n| n.op_type.as_deref() != Some("Identity")),
+            "{name}: an Identity node remains"
+        );
+        for out in &graph.output {
+            let out = out.name.as_deref().unwrap();
+            let producers = graph
+                .node
+                .iter()
+                .filter(|n| n.output.iter().any(|o| o == out));
+            assert_eq!(producers.count(), 1, "{name}: {out}");
+        }
+        assert!(
+            graph
+                .node
+                .iter()
+                .any(|n| n.op_type.as_deref() == Some("TopK")
+                    && n.input.iter().any(|i| i == "scores")),
+            "{name}: TopK does not read `scores`"
+        );
+    }
+}

@@ -19,99 +19,14 @@
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use sasrec_shared::dataset::{Columns, Format, ReadOptions, Role};
 use sasrec_shared::time::{time_codes, Intervals, TimeUnit};
 use sasrec_shared::{Dataset, Error, IdMap, KCore};
 
-// ---------------------------------------------------------------------------------------------
-// The harness (the same in serve/tests/fuzzgen/mod.rs).
-
-/// SplitMix64: small, seedable, the same on every platform.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True with probability `percent` / 100.
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-}
-
-/// How many cases a target runs, and from which seed.
-struct Budget {
-    cases: u64,
-    until: Option<Instant>,
-    seed: u64,
-    only: Option<u64>,
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    let v = v.trim();
-    let parsed = match v.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => v.parse(),
-    };
-    Some(parsed.unwrap_or_else(|_| panic!("{name}={v}: not a number")))
-}
-
-fn budget(default_cases: u64) -> Budget {
-    let seconds = env_u64("FUZZ_SECONDS");
-    Budget {
-        cases: env_u64("FUZZ_CASES").unwrap_or(if seconds.is_some() {
-            u64::MAX
-        } else {
-            default_cases
-        }),
-        until: seconds.map(|s| Instant::now() + Duration::from_secs(s)),
-        seed: env_u64("FUZZ_SEED").unwrap_or(0x5A5),
-        only: env_u64("FUZZ_CASE"),
-    }
-}
-
-/// The seed of case `i`: every case can be replayed alone.
-fn case_seed(seed: u64, i: u64) -> u64 {
-    Rng::new(seed ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03)).next()
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(non-string panic payload)".into())
-}
-
-/// An input as printable text (bytes escaped), cut at 1,500 characters.
-fn show(bytes: &[u8]) -> String {
-    let s = bytes.escape_ascii().to_string();
-    if s.len() > 1500 {
-        format!("{}… ({} bytes)", &s[..1500], bytes.len())
-    } else {
-        s
-    }
-}
+#[path = "../../testutil/fuzz_harness.rs"]
+mod harness;
+use harness::{panic_message, Budget, Rng, Tally};
 
 /// What a case did: read (`true`) or was refused with a good error (`false`).
 type Verdict = Result<bool, String>;
@@ -125,68 +40,23 @@ fn run_target(
     default_cases: u64,
     mut case: impl FnMut(&mut Rng, &mut Vec<u8>) -> Verdict,
 ) {
-    let b = budget(default_cases);
-    let started = Instant::now();
-    let (mut cases, mut accepted, mut refused) = (0u64, 0u64, 0u64);
-    let mut failures: Vec<String> = Vec::new();
-    let mut total_failures = 0u64;
-    let mut i = 0u64;
-    loop {
-        let index = match b.only {
-            Some(n) if cases == 0 => n,
-            Some(_) => break,
-            None => i,
-        };
-        if cases >= b.cases || b.until.is_some_and(|t| Instant::now() >= t) {
-            break;
-        }
-        i += 1;
-        cases += 1;
-        let mut rng = Rng::new(case_seed(b.seed, index));
+    let budget = Budget::from_env(default_cases);
+    let mut tally = Tally::new(name);
+    while let Some(i) = budget.next_case(tally.cases) {
+        tally.cases += 1;
+        let mut rng = budget.rng(i);
         let mut input = Vec::new();
-        let outcome = catch_unwind(AssertUnwindSafe(|| case(&mut rng, &mut input)));
-        let failure = match outcome {
-            Ok(Ok(true)) => {
-                accepted += 1;
-                None
-            }
-            Ok(Ok(false)) => {
-                refused += 1;
-                None
-            }
-            Ok(Err(why)) => Some(why),
-            Err(p) => Some(format!("PANIC: {}", panic_message(&*p))),
-        };
-        if let Some(why) = failure {
-            total_failures += 1;
-            if failures.len() < 5 {
-                failures.push(format!(
-                    "case {index} (replay: FUZZ_SEED={:#x} FUZZ_CASE={index}): {why}\n  input: {}",
-                    b.seed,
-                    show(&input)
-                ));
+        match catch_unwind(AssertUnwindSafe(|| case(&mut rng, &mut input))) {
+            Ok(Ok(true)) => tally.accepted += 1,
+            Ok(Ok(false)) => tally.refused += 1,
+            Ok(Err(why)) => tally.fail(&budget, i, why, &input),
+            Err(p) => {
+                let why = format!("PANIC: {}", panic_message(&*p));
+                tally.fail(&budget, i, why, &input)
             }
         }
     }
-    println!(
-        "fuzz {name}: cases={cases} failures={total_failures} accepted={accepted} \
-         refused={refused} seed={:#x} seconds={:.1}",
-        b.seed,
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        failures.is_empty(),
-        "{name}: {total_failures} of {cases} cases failed:\n{}",
-        failures.join("\n")
-    );
-    if b.only.is_none() && cases >= 1000 {
-        // A fuzz that only ever refuses (or only accepts) exercises one path: make sure both
-        // are reached.
-        assert!(
-            accepted * 20 >= cases && refused * 20 >= cases,
-            "{name}: {accepted} accepted / {refused} refused of {cases}: the generator is off"
-        );
-    }
+    tally.finish(&budget);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -187,7 +187,7 @@ fn rank_batch(
     let cand = Tensor::from_slice(&b.candidates)
         .view([rows, n_cand])
         .to_device(device);
-    let removed = removed_columns(b, device);
+    let removed = removed_columns(&b.targets, &b.exclude, device);
     Ok(rank_blocks(&score_block, columns, block, &cand, &removed))
 }
 
@@ -235,11 +235,7 @@ fn rank_blocks(
 
 /// `D` of every row as (rows, width) global columns, padded with −1, and its validity mask:
 /// column 0, the true item and the input history, each once.
-fn removed_columns(b: &EvalBatch, device: Device) -> (Tensor, Tensor) {
-    removed_of(&b.targets, &b.exclude, device)
-}
-
-fn removed_of(targets: &[u32], exclude: &[&[u32]], device: Device) -> (Tensor, Tensor) {
+fn removed_columns(targets: &[u32], exclude: &[&[u32]], device: Device) -> (Tensor, Tensor) {
     let sets: Vec<Vec<i64>> = targets
         .iter()
         .zip(exclude)
@@ -321,7 +317,7 @@ mod tests {
         let cand = Tensor::from_slice(&cand).view([4, 4]);
         let cand_scores: Vec<f32> = Vec::try_from(all.gather(1, &cand, false).view([-1])).unwrap();
         let want_sampled = sampled_ranks(&cand_scores, 4);
-        let removed = removed_of(&targets, &exclude, Device::Cpu);
+        let removed = removed_columns(&targets, &exclude, Device::Cpu);
         for block in [1, 2, 3, 5, 8, 100] {
             let score_block = |lo: i64| all.narrow(1, lo, block.min(8 - lo));
             let (sampled, full) = rank_blocks(&score_block, 8, block, &cand, &removed);

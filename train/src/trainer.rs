@@ -311,13 +311,8 @@ impl<'a> Run<'a> {
             let every = self.settings.checkpoint_every_steps;
             if every.is_some_and(|n| self.st.step.is_multiple_of(n)) && done < sampler.num_batches()
             {
-                let partial = PartialEpoch {
-                    batches: done,
-                    loss_sum: 0.0,
-                    loss_batches: 0,
-                    seconds: resumed.seconds + started.elapsed().as_secs_f64(),
-                };
-                self.checkpoint_mid_epoch(partial, &loss_sum, batches)?;
+                let seconds = resumed.seconds + started.elapsed().as_secs_f64();
+                self.checkpoint_mid_epoch(done, seconds, &loss_sum, batches)?;
             }
         }
         pb.finish_and_clear();
@@ -538,11 +533,13 @@ impl<'a> Run<'a> {
         write_metrics(self.dir, st)
     }
 
-    /// `--checkpoint_every_steps`: the epoch's loss sums so far are summed over the ranks and
-    /// rank 0 writes the checkpoint with the epoch in progress (`partial`).
+    /// `--checkpoint_every_steps`: the epoch's loss sums so far (`loss_sum` over `batches` on
+    /// this rank) are summed over the ranks and rank 0 writes the checkpoint with the epoch in
+    /// progress: `done` global batches in `seconds`.
     fn checkpoint_mid_epoch(
         &mut self,
-        mut partial: PartialEpoch,
+        done: usize,
+        seconds: f64,
         loss_sum: &Tensor,
         batches: usize,
     ) -> Result<()> {
@@ -556,8 +553,12 @@ impl<'a> Run<'a> {
         if let Some(pg) = &self.pg {
             pg.all_reduce_sum(&mut sums)?;
         }
-        partial.loss_sum = sums.double_value(&[0]);
-        partial.loss_batches = sums.double_value(&[1]) as usize;
+        let partial = PartialEpoch {
+            batches: done,
+            loss_sum: sums.double_value(&[0]),
+            loss_batches: sums.double_value(&[1]) as usize,
+            seconds,
+        };
         if self.lead() {
             self.st.partial = Some(partial);
             let saved = state::save(&self.dir.checkpoint(), &self.params, &self.adam, &self.st);
