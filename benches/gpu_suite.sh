@@ -65,6 +65,47 @@ SASREC_TRAIN="$bin" EPOCHS="$epochs_b" PARALLEL=1 TIMEOUT="${TIMEOUT_B:-300}" \
   "$root/benches/mhc_compare.sh" "$out/mhc" > "$out/mhc/table.md" 2>> "$out/suite.log"
 log "B: done"
 esac
+
+# --- S (only when PHASES names it): sasrec-serve on the CUDA execution provider, issue #12 ---
+# The ignored test serve/tests/io_binding.rs `cuda_provider_scores_equal_cpu_provider`: trains
+# and exports two tiny fixtures (SASRec, TiSASRec), starts `sasrec-serve --device cuda
+# --strict_device` on each, checks the log line `using the CUDA execution provider` and that
+# its scores equal the CPU provider's within 1e-4 (top-k and `candidates`). Build first:
+#   cargo build --release -p sasrec-train -p sasrec-export -p sasrec-serve
+#   cargo test --release -p sasrec-serve --test io_binding --no-run
+# then set ORT_DYLIB_PATH to onnxruntime-gpu's libonnxruntime.so (`SASREC_ORT_GPU=1
+# ./scripts/setup.sh` puts it in .venv-ort-gpu) and LD_LIBRARY_PATH as in the README's GPU node.
+# SERVE_TEST: the test binary (default: the newest target/release/deps/io_binding-*).
+case " ${PHASES:-A B} " in *" S "*)
+serve_test=${SERVE_TEST:-$(ls -t "$root"/target/release/deps/io_binding-* 2>/dev/null | grep -v '\.d$' | head -1)}
+log "S: sasrec-serve --device cuda --strict_device against the CPU provider ($serve_test)"
+timeout 300 "$serve_test" --ignored --exact cuda_provider_scores_equal_cpu_provider --nocapture \
+  > "$out/serve-cuda.log" 2>&1
+log "S: exit $? (0 = passed; log in serve-cuda.log)"
+esac
+
+# --- G (only when PHASES names it): the CUDA-graph training step, issue #12 ---
+# The ignored test train/tests/cuda_graph.rs `on_cuda_the_graph_trains_the_model_the_eager_step_trains`
+# (graph and eager training end within 1e-3 relative L2 of each other for TiSASRec+mHC, SASRec
+# and SASRec with fp16 loss scaling, and the graph replays 11 of 16 steps), then SASRec on ML-1M
+# for EPOCHS_SPEED epochs with the graph and with --no_cuda_graph (seconds per epoch in the two
+# summaries). Build first: cargo test --release -p sasrec-train --test cuda_graph --no-run.
+# GRAPH_TEST: the test binary (default: the newest target/release/deps/cuda_graph-*).
+case " ${PHASES:-A B} " in *" G "*)
+graph_test=${GRAPH_TEST:-$(ls -t "$root"/target/release/deps/cuda_graph-* 2>/dev/null | grep -v '\.d$' | head -1)}
+log "G: CUDA graph against eager training ($graph_test)"
+timeout 300 "$graph_test" --ignored --exact on_cuda_the_graph_trains_the_model_the_eager_step_trains \
+  --nocapture > "$out/cuda-graph-test.log" 2>&1
+log "G: exit $? (0 = passed; log in cuda-graph-test.log)"
+for v in graph eager; do
+  log "G: ml1m sasrec fp32 speed, $v"
+  timeout 90 "$bin" --dataset "$data/ml-1m/ml-1m.sasrec.txt.gz" --no_time --no_mhc --maxlen 200 \
+    --num_blocks 2 --num_heads 1 --hidden_units 50 --dropout_rate 0.2 --early_stop_patience 0 \
+    --num_workers 2 --device cuda --num_epochs "$epochs_speed" --eval_every "$epochs_speed" \
+    $([ $v = eager ] && echo --no_cuda_graph) --train_dir "$out/graph-speed-$v" \
+    > "$out/graph-speed-$v.json" 2> "$out/graph-speed-$v.log"
+done
+esac
 # Drop the bulky parts before the results travel back.
 find "$out" -name checkpoint.safetensors -delete
 log "end"

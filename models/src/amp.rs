@@ -174,10 +174,13 @@ impl GradScaler {
         let _ = self.growth_tracker.fill_(growth_tracker);
     }
 
-    /// Divides `grads` by S in place and says whether any of them holds an inf or NaN; then
-    /// updates S (halved on overflow, doubled after `growth_interval` clean steps). The caller
-    /// skips the optimiser step when this returns `true`.
-    pub fn unscale_and_update(&mut self, grads: &mut [Tensor]) -> Result<bool> {
+    /// Divides `grads` by S in place, then updates S (halved when a gradient holds an inf or
+    /// NaN, doubled after `growth_interval` clean steps). Returns `found_inf`, a 1-element fp32
+    /// tensor on the scale's device: 1 after an overflow, when the optimiser step is to be
+    /// skipped, and 0 otherwise. Nothing is read on the host (capturable into a CUDA graph);
+    /// torch/amp/grad_scaler.py hands the same flag to fused optimisers, which skip on the
+    /// device.
+    pub fn unscale_and_update_on_device(&mut self, grads: &mut [Tensor]) -> Result<Tensor> {
         let mut found_inf = Tensor::zeros([1], (Kind::Float, self.scale.device()));
         let mut inv_scale = self.scale.reciprocal();
         let ptrs: Vec<*mut torch_sys::C_tensor> =
@@ -207,13 +210,19 @@ impl GradScaler {
             self.backoff_factor,
             self.growth_interval,
         );
-        Ok(found_inf.double_value(&[0]) != 0.0)
+        Ok(found_inf)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn overflow(s: &mut GradScaler, grads: &mut [Tensor]) -> bool {
+        let found_inf = s.unscale_and_update_on_device(grads).unwrap();
+        assert_eq!(found_inf.size(), [1]);
+        found_inf.double_value(&[0]) != 0.0
+    }
 
     #[test]
     fn grad_scaler_unscales_skips_on_overflow_and_adapts() {
@@ -224,7 +233,7 @@ mod tests {
             Tensor::from_slice(&[1024.0f32, -512.0]),
             Tensor::from_slice(&[2048.0f32]),
         ];
-        assert!(!s.unscale_and_update(&mut g).unwrap());
+        assert!(!overflow(&mut s, &mut g));
         assert_eq!(Vec::<f32>::try_from(&g[0]).unwrap(), [1.0, -0.5]);
         assert_eq!(Vec::<f32>::try_from(&g[1]).unwrap(), [2.0]);
         assert_eq!((s.scale_value(), s.growth_tracker()), (1024.0, 1));
@@ -232,16 +241,14 @@ mod tests {
             Tensor::from_slice(&[1.0f32, f32::INFINITY]),
             Tensor::from_slice(&[f32::NAN]),
         ];
-        assert!(s.unscale_and_update(&mut bad).unwrap(), "overflow found");
+        assert!(overflow(&mut s, &mut bad), "overflow found");
         assert_eq!(
             (s.scale_value(), s.growth_tracker()),
             (512.0, 0),
             "backed off"
         );
         s.restore(8.0, 1999);
-        assert!(!s
-            .unscale_and_update(&mut [Tensor::from_slice(&[8.0f32])])
-            .unwrap());
+        assert!(!overflow(&mut s, &mut [Tensor::from_slice(&[8.0f32])]));
         assert_eq!(
             (s.scale_value(), s.growth_tracker()),
             (16.0, 0),

@@ -22,6 +22,11 @@
 //! * rows with `candidates` are ranked host-side from the graph's `scores` output
 //!   ([`top_candidates`]).
 //!
+//! Runs go through an ONNX Runtime I/O binding ([`crate::session::run_bound`]): the item table
+//! stays on the execution provider's device, and only `topk_scores` / `topk_items` come back
+//! to the host; the `(rows, I+1)` `scores` matrix is fetched only for a chunk holding a row
+//! with `candidates` (under CUDA the full matrix otherwise never leaves the GPU).
+//!
 //! With `max_batch_size = 1` (`--no_batching`) every run has one row. Jobs whose client has
 //! gone away (the receiver was dropped, e.g. after a timeout) are skipped.
 //!
@@ -40,7 +45,9 @@ use sasrec_shared::run::onnx_io::{EXCLUDE, K, SCORES, SEQ, TIME_MATRIX, TOPK_ITE
 use tokio::sync::oneshot;
 
 use crate::config::BatchConfig;
+use crate::error::RunError;
 use crate::metrics::Metrics;
+use crate::session::run_bound;
 
 /// One prepared input row of the graph.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,8 +227,9 @@ fn run_jobs(session: &mut Session, jobs: Vec<Job>, shape: Shape, max_rows: usize
             }
             Err(e) => {
                 tracing::error!(error = %e, rows = rows.len(), "ONNX Runtime run failed");
+                let msg = e.to_string();
                 for (j, _) in chunk {
-                    results[*j] = Err(e.clone());
+                    results[*j] = Err(msg.clone());
                 }
             }
         }
@@ -233,12 +241,14 @@ fn run_jobs(session: &mut Session, jobs: Vec<Job>, shape: Shape, max_rows: usize
 }
 
 /// One ONNX Runtime run over `rows` (names in [`sasrec_shared::run::onnx_io`], interface in
-/// `sasrec_export::graph`; how `k` and the exclusions are handled in the [module docs](self)).
+/// `sasrec_export::graph`; how `k` and the exclusions are handled in the [module docs](self)),
+/// through [`run_bound`]: `topk_scores` and `topk_items` are fetched, the `(rows, I+1)`
+/// `scores` matrix only when a row ranks `candidates`.
 pub fn run_rows(
     session: &mut Session,
     rows: &[&Row],
     shape: Shape,
-) -> Result<Vec<RowResult>, String> {
+) -> Result<Vec<RowResult>, RunError> {
     let b = rows.len();
     let t = shape.maxlen;
     if b == 0 {
@@ -253,59 +263,78 @@ pub fn run_rows(
     let mut seq = Vec::with_capacity(b * t);
     for (i, r) in rows.iter().enumerate() {
         if r.seq.len() != t {
-            return Err(format!(
+            return Err(RunError::Shape(format!(
                 "row {i}: seq has {} entries, expected {t}",
                 r.seq.len()
-            ));
+            )));
         }
         seq.extend_from_slice(&r.seq);
     }
-    let err = |e: ort::Error| e.to_string();
-    let seq = Tensor::from_array(([b, t], seq)).map_err(err)?;
-    let exc = Tensor::from_array(([b, 0usize], Vec::<i64>::new())).map_err(err)?;
-    let kk = Tensor::from_array(([1usize], vec![k as i64])).map_err(err)?;
-    let out = if shape.time_aware {
+    let mut inputs = vec![
+        (SEQ, Tensor::from_array(([b, t], seq))?),
+        (
+            EXCLUDE,
+            Tensor::from_array(([b, 0usize], Vec::<i64>::new()))?,
+        ),
+        (K, Tensor::from_array(([1usize], vec![k as i64]))?),
+    ];
+    if shape.time_aware {
         let mut tm = Vec::with_capacity(b * t * t);
         for (i, r) in rows.iter().enumerate() {
             match &r.time_matrix {
                 Some(m) if m.len() == t * t => tm.extend_from_slice(m),
-                _ => return Err(format!("row {i}: time_matrix missing or not {t}x{t}")),
+                _ => {
+                    return Err(RunError::Shape(format!(
+                        "row {i}: time_matrix missing or not {t}x{t}"
+                    )))
+                }
             }
         }
-        let tm = Tensor::from_array(([b, t, t], tm)).map_err(err)?;
-        session
-            .run(ort::inputs![SEQ => seq, TIME_MATRIX => tm, EXCLUDE => exc, K => kk])
-            .map_err(err)?
-    } else {
-        session
-            .run(ort::inputs![SEQ => seq, EXCLUDE => exc, K => kk])
-            .map_err(err)?
-    };
-    let (_, all_scores) = out[SCORES].try_extract_tensor::<f32>().map_err(err)?;
-    let (_, scores) = out[TOPK_SCORES].try_extract_tensor::<f32>().map_err(err)?;
-    let (_, items) = out[TOPK_ITEMS].try_extract_tensor::<i64>().map_err(err)?;
-    let width = all_scores.len() / b;
-    if scores.len() != b * k || items.len() != b * k {
-        return Err(format!(
-            "top-k outputs have {} / {} entries, expected {}",
-            scores.len(),
-            items.len(),
-            b * k
-        ));
+        inputs.push((TIME_MATRIX, Tensor::from_array(([b, t, t], tm))?));
     }
-    Ok(rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| match &r.candidates {
-            Some(c) => top_candidates(&all_scores[i * width..(i + 1) * width], c, &r.exclude, r.k),
-            None => top_allowed(
-                &items[i * k..(i + 1) * k],
-                &scores[i * k..(i + 1) * k],
-                &r.exclude,
-                r.k,
-            ),
-        })
-        .collect())
+    let with_candidates = rows.iter().any(|r| r.candidates.is_some());
+    let fetch: &[&str] = if with_candidates {
+        &[TOPK_SCORES, TOPK_ITEMS, SCORES]
+    } else {
+        &[TOPK_SCORES, TOPK_ITEMS]
+    };
+    run_bound(session, &inputs, fetch, |out| {
+        let output = |name: &str| {
+            out.get(name)
+                .ok_or_else(|| RunError::Shape(format!("no `{name}` output")))
+        };
+        let (_, scores) = output(TOPK_SCORES)?.try_extract_tensor::<f32>()?;
+        let (_, items) = output(TOPK_ITEMS)?.try_extract_tensor::<i64>()?;
+        if scores.len() != b * k || items.len() != b * k {
+            return Err(RunError::Shape(format!(
+                "top-k outputs have {} / {} entries, expected {}",
+                scores.len(),
+                items.len(),
+                b * k
+            )));
+        }
+        let all_scores = if with_candidates {
+            output(SCORES)?.try_extract_tensor::<f32>()?.1
+        } else {
+            &[]
+        };
+        let width = all_scores.len() / b;
+        Ok(rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match &r.candidates {
+                Some(c) => {
+                    top_candidates(&all_scores[i * width..(i + 1) * width], c, &r.exclude, r.k)
+                }
+                None => top_allowed(
+                    &items[i * k..(i + 1) * k],
+                    &scores[i * k..(i + 1) * k],
+                    &r.exclude,
+                    r.k,
+                ),
+            })
+            .collect())
+    })
 }
 
 /// The first `k` entries of a row of the graph's top-k (`items`, `scores`: best first) that

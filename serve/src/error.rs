@@ -1,4 +1,5 @@
-//! Errors: [`ApiError`] (what an HTTP client sees) and [`LoadError`] (loading a model).
+//! Errors: [`ApiError`] (what an HTTP client sees), [`LoadError`] (loading a model) and
+//! [`RunError`] (one inference run).
 //!
 //! Every error a client can cause is a 4xx whose body is
 //! `{"error": {"code": "<machine-readable>", "message": "<what is wrong>"}}`. Internal failures
@@ -254,4 +255,15 @@ pub enum LoadError {
     /// `--device cuda --strict_device` and CUDA could not be used.
     #[error("--device cuda: {0}")]
     Device(String),
+}
+
+/// Why one inference run failed (the job's clients get a 500, the message is logged).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// ONNX Runtime refused the binding or the run, or an output has another element type.
+    #[error("ONNX Runtime: {0}")]
+    Ort(#[from] ort::Error),
+    /// A row or an output does not have the graph's shape.
+    #[error("{0}")]
+    Shape(String),
 }

@@ -1,14 +1,17 @@
 //! ONNX Runtime sessions: the execution provider (CUDA when asked for and present, else the
-//! CPU, or an error under `--strict_device`) and the model's `metadata_props`.
+//! CPU, or an error under `--strict_device`), the model's `metadata_props`, and runs through
+//! an I/O binding ([`run_bound`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use ort::ep::{self, ExecutionProvider};
-use ort::session::Session;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{Session, SessionOutputs};
+use ort::value::Tensor;
 
 use crate::config::{Device, SessionConfig};
-use crate::error::LoadError;
+use crate::error::{LoadError, RunError};
 
 /// Every `metadata_props` entry.
 pub fn read_metadata(session: &Session) -> Result<BTreeMap<String, String>, String> {
@@ -82,4 +85,47 @@ pub fn build_session(
         };
     }
     Ok((commit(base()?)?, "cpu".into()))
+}
+
+/// One run of the graph through an ONNX Runtime I/O binding, the same code on every execution
+/// provider; `read` gets the fetched outputs by name.
+///
+/// * `inputs` are host tensors, bound by name: ONNX Runtime copies each once per run to where
+///   the graph's kernels want it (nothing is copied on the CPU execution provider).
+/// * The model's initializers (the item table) stay where the session put them at load: on
+///   the GPU under CUDA.
+/// * Only the outputs named in `fetch` are bound, to CPU memory, so after a CUDA run ONNX
+///   Runtime copies just those to the host. An output left out (the `(batch, I+1)` `scores`
+///   matrix when no row ranks candidates) is computed as an intermediate on the device, read
+///   there by the graph's `TopK` and freed: it never crosses to the host.
+///
+/// A binding made per run costs nothing measurable on the CPU (`docs/RESULTS.md`, "I/O binding
+/// in the server"). CUDA graphs (the CUDA provider's `enable_cuda_graph`) are not used: a
+/// captured graph replays fixed device addresses and shapes, while here every run binds fresh
+/// host tensors whose batch size and `k` vary from run to run.
+pub fn run_bound<R>(
+    session: &mut Session,
+    inputs: &[(&str, Tensor<i64>)],
+    fetch: &[&str],
+    read: impl FnOnce(&SessionOutputs<'_>) -> Result<R, RunError>,
+) -> Result<R, RunError> {
+    let host = MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Device,
+        MemoryType::Default,
+    )?;
+    let mut binding = session.create_binding()?;
+    for (name, value) in inputs {
+        binding.bind_input(*name, value)?;
+    }
+    for name in fetch {
+        binding.bind_output_to_device(*name, &host)?;
+    }
+    // Both are no-ops on the CPU; under CUDA they make sure the host-to-device input copies
+    // queued by `bind_input` are done before the run, and the fetched outputs before `read`.
+    binding.synchronize_inputs()?;
+    let out = session.run_binding(&binding)?;
+    binding.synchronize_outputs()?;
+    read(&out)
 }

@@ -4,6 +4,7 @@
 // On a model this small a training step is bound by kernel launches, and a per-parameter Adam
 // costs ~14 launches per tensor. Conventions: build/shim.h (errors through
 // sasrec_train_last_error(), defined in c10d.cpp).
+#include <optional>
 #include <vector>
 
 #include <ATen/ops/_foreach_zero.h>
@@ -17,15 +18,29 @@ extern "C" {
 
 // One Adam step (no weight decay, no AMSGrad) over n parameters with their gradients and
 // moments; `step` (fp32, 1 element, on the parameters' device) holds the step number t >= 1
-// used by the bias corrections.
+// used by the bias corrections. The learning rate is `lr`, or the 1-element fp32 tensor
+// `lr_tensor` on the parameters' device when that is not null (torch.optim.Adam's
+// capturable form: the value is read by the kernel, so a CUDA graph replays the current one).
+// A non-null `found_inf` (fp32, 1 element) skips the update on the device when it holds 1,
+// as torch.amp.GradScaler passes it to fused optimisers (torch/optim/adam.py, _fused_adam).
 int sasrec_fused_adam(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avgs,
                       at::Tensor** exp_avg_sqs, int n, at::Tensor* step, double lr,
-                      double beta1, double beta2, double eps) {
+                      at::Tensor* lr_tensor, at::Tensor* found_inf, double beta1, double beta2,
+                      double eps) {
   return guarded([&] {
     std::vector<at::Tensor> steps(n, *step);
-    at::_fused_adam_(tensor_list(params, n), tensor_list(grads, n), tensor_list(exp_avgs, n),
-                     tensor_list(exp_avg_sqs, n), {}, steps, lr, beta1, beta2,
-                     /*weight_decay=*/0.0, eps, /*amsgrad=*/false, /*maximize=*/false);
+    std::optional<at::Tensor> inf;
+    if (found_inf != nullptr) inf = *found_inf;
+    auto ps = tensor_list(params, n), gs = tensor_list(grads, n);
+    auto ms = tensor_list(exp_avgs, n), vs = tensor_list(exp_avg_sqs, n);
+    if (lr_tensor != nullptr) {
+      at::_fused_adam_(ps, gs, ms, vs, {}, steps, *lr_tensor, beta1, beta2,
+                       /*weight_decay=*/0.0, eps, /*amsgrad=*/false, /*maximize=*/false,
+                       /*grad_scale=*/std::nullopt, inf);
+    } else {
+      at::_fused_adam_(ps, gs, ms, vs, {}, steps, lr, beta1, beta2, /*weight_decay=*/0.0, eps,
+                       /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, inf);
+    }
   });
 }
 

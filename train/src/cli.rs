@@ -267,6 +267,11 @@ pub struct TrainArgs {
     /// dynamic loss scaling, as torch.amp.GradScaler).
     #[arg(long = "amp_dtype", alias = "amp-dtype", value_enum, default_value_t = AmpDtypeArg::Auto)]
     pub amp_dtype: AmpDtypeArg,
+    /// Train every step eagerly instead of replaying a captured CUDA graph of the step (by
+    /// default a single-process `--loss bce` run on CUDA captures one full-batch step after 3
+    /// warm-up steps and replays it; the ragged last batch of an epoch always runs eagerly).
+    #[arg(long = "no_cuda_graph", alias = "no-cuda-graph")]
+    pub no_cuda_graph: bool,
     /// Data-parallel training over several processes (PyTorch c10d). Under torchrun
     /// (`torchrun --no-python --nproc_per_node=N sasrec-train … --multi_gpu`) each process is a
     /// rank; otherwise sasrec-train launches `--nproc_per_node` ranks on this node itself.

@@ -11,6 +11,7 @@ pub mod ddp;
 pub mod device;
 pub mod dist;
 pub mod evaluate;
+pub mod graph;
 pub mod launch;
 pub mod negatives;
 pub mod optim;

@@ -6,11 +6,17 @@
 //! parameter, CPU or CUDA) through the C++ shim `csrc/optim.cpp`. The moments and the step
 //! count are fields here (not hidden in an optimiser object) so that the resumable checkpoint
 //! saves and restores them exactly.
+//!
+//! A CUDA-graph step ([`Adam::step_on_device`]) takes the learning rate and the step count from
+//! device tensors ([`DeviceSchedule`]) and skips an fp16 overflow on the device, as
+//! `torch.optim.Adam(fused=True, capturable=True)` under `torch.amp.GradScaler`
+//! (torch/optim/adam.py, `_fused_adam`): the same kernel, no host synchronisation.
 
 use std::os::raw::c_int;
+use std::ptr;
 
 use anyhow::{bail, Result};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::shim::{handles as ptrs, last_error};
 
@@ -23,6 +29,8 @@ extern "C" {
         n: c_int,
         step: *mut torch_sys::C_tensor,
         lr: f64,
+        lr_tensor: *mut torch_sys::C_tensor,
+        found_inf: *mut torch_sys::C_tensor,
         beta1: f64,
         beta2: f64,
         eps: f64,
@@ -42,6 +50,33 @@ pub fn defined_grads<'a>(params: impl IntoIterator<Item = &'a Tensor>) -> Vec<Te
         .map(Tensor::grad)
         .filter(Tensor::defined)
         .collect()
+}
+
+/// The learning rate and step count of steps taken without the host (CUDA-graph replays):
+/// 1-element fp32 tensors on the parameters' device, read by the kernel.
+pub struct DeviceSchedule {
+    /// The learning rate of the next step, written before each replay.
+    pub lr: Tensor,
+    /// Steps taken (Adam's t), advanced on the device.
+    pub t: Tensor,
+}
+
+impl DeviceSchedule {
+    /// Learning rate 0 and t = 0 on `device`.
+    pub fn new(device: Device) -> Self {
+        Self {
+            lr: Tensor::zeros([1], (Kind::Float, device)),
+            t: Tensor::zeros([1], (Kind::Float, device)),
+        }
+    }
+}
+
+/// Where a step's learning rate comes from.
+enum LearningRate<'a> {
+    /// A host value, fixed into the kernel launch.
+    Host(f64),
+    /// A device tensor, read when the kernel runs.
+    Device(&'a Tensor),
 }
 
 /// Adam over a fixed list of named parameters.
@@ -98,6 +133,32 @@ impl Adam {
     /// One update with learning rate `lr`; parameters without a gradient are skipped.
     pub fn step(&mut self, lr: f64) -> Result<()> {
         self.t += 1;
+        let Some(device) = self.params.first().map(|(_, p)| p.device()) else {
+            return Ok(());
+        };
+        let mut step = Tensor::full([1], self.t as f64, (Kind::Float, device));
+        self.fused(LearningRate::Host(lr), &mut step, None)
+    }
+
+    /// One update with the learning rate and step count of `sched`, without reading anything
+    /// on the host (capturable into a CUDA graph): `t += 1`, the kernel, and with `found_inf`
+    /// (fp16 overflow, 0 or 1) the update skipped on the device and `t -= found_inf`.
+    /// [`Adam::t`] is left as it was: the caller copies `sched.t` back when it needs it.
+    pub fn step_on_device(
+        &mut self,
+        sched: &mut DeviceSchedule,
+        found_inf: Option<&Tensor>,
+    ) -> Result<()> {
+        let _ = sched.t.g_add_scalar_(1.0);
+        self.fused(LearningRate::Device(&sched.lr), &mut sched.t, found_inf)?;
+        if let Some(inf) = found_inf {
+            let _ = sched.t.g_sub_(inf);
+        }
+        Ok(())
+    }
+
+    /// The fused kernel over the parameters that have a gradient, with step count `step`.
+    fn fused(&self, lr: LearningRate, step: &mut Tensor, found_inf: Option<&Tensor>) -> Result<()> {
         let (mut ps, mut gs, mut ms, mut vs) = (vec![], vec![], vec![], vec![]);
         for (((_, p), m), v) in self.params.iter().zip(&self.m).zip(&self.v) {
             let g = p.grad();
@@ -111,13 +172,20 @@ impl Adam {
                 vs.push(v.shallow_clone());
             }
         }
-        let Some(first) = ps.first() else {
+        if ps.is_empty() {
             return Ok(());
+        }
+        let (lr, mut lr_tensor) = match lr {
+            LearningRate::Host(lr) => (lr, None),
+            LearningRate::Device(t) => (0.0, Some(t.shallow_clone())),
         };
-        let mut step = Tensor::full([1], self.t as f64, (Kind::Float, first.device()));
+        let mut found_inf = found_inf.map(Tensor::shallow_clone);
+        let nullable =
+            |t: &mut Option<Tensor>| t.as_mut().map_or(ptr::null_mut(), |t| t.as_mut_ptr());
         let (p, g, m, v) = (ptrs(&mut ps), ptrs(&mut gs), ptrs(&mut ms), ptrs(&mut vs));
-        // SAFETY: all handles point at live tensors owned by the vectors above for the call;
-        // the kernel updates parameters and moments in place.
+        // SAFETY: all handles point at live tensors owned by the vectors and options above for
+        // the call (null for an absent option); the kernel updates parameters and moments in
+        // place.
         let rc = unsafe {
             sasrec_fused_adam(
                 p.as_ptr(),
@@ -127,6 +195,8 @@ impl Adam {
                 p.len() as c_int,
                 step.as_mut_ptr(),
                 lr,
+                nullable(&mut lr_tensor),
+                nullable(&mut found_inf),
                 self.beta1,
                 self.beta2,
                 self.eps,
@@ -173,5 +243,41 @@ mod tests {
         assert_eq!(adam.t, 2);
         let mv: Vec<f32> = Vec::try_from(&adam.m[0]).unwrap();
         assert!((mv[0] as f64 - m[0]).abs() < 1e-6);
+    }
+
+    /// Steps with the learning rate and t on the device equal host-scheduled steps bit for bit;
+    /// an overflow flag of 1 leaves parameters, moments and t unchanged.
+    #[test]
+    fn device_schedule_equals_host_schedule_and_found_inf_skips() {
+        let init = [1.0f32, -2.0, 0.5];
+        let host_p = Tensor::from_slice(&init).set_requires_grad(true);
+        let dev_p = Tensor::from_slice(&init).set_requires_grad(true);
+        let mut host = Adam::new(vec![("w".into(), host_p.shallow_clone())]);
+        let mut dev = Adam::new(vec![("w".into(), dev_p.shallow_clone())]);
+        let mut sched = DeviceSchedule::new(Device::Cpu);
+        let clean = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        for lr in [0.01, 0.005, 0.02] {
+            for (adam, p) in [(&mut host, &host_p), (&mut dev, &dev_p)] {
+                adam.zero_grad().unwrap();
+                (p * p * p).sum(Kind::Float).backward();
+            }
+            host.step(lr).unwrap();
+            let _ = sched.lr.fill_(lr);
+            dev.step_on_device(&mut sched, Some(&clean)).unwrap();
+        }
+        assert!(host_p.equal(&dev_p), "{host_p} vs {dev_p}");
+        assert!(host.m[0].equal(&dev.m[0]) && host.v[0].equal(&dev.v[0]));
+        assert_eq!(sched.t.double_value(&[0]), 3.0);
+        assert_eq!(dev.t, 0, "the host count is the caller's to update");
+
+        let (p, m) = (dev_p.detach().copy(), dev.m[0].copy());
+        let inf = Tensor::ones([1], (Kind::Float, Device::Cpu));
+        dev.step_on_device(&mut sched, Some(&inf)).unwrap();
+        assert!(dev_p.equal(&p) && dev.m[0].equal(&m), "skipped");
+        assert_eq!(
+            sched.t.double_value(&[0]),
+            3.0,
+            "t not advanced by a skipped step"
+        );
     }
 }

@@ -96,6 +96,8 @@ pub struct Settings {
     pub device: DeviceRequest,
     /// `--use_amp` with its `--amp_dtype`, `None` for fp32.
     pub amp: Option<AmpDtypeArg>,
+    /// Whether full-batch CUDA steps may replay a captured graph (not `--no_cuda_graph`).
+    pub cuda_graph: bool,
     /// `--multi_gpu`, `None` for one process.
     pub distributed: Option<Distributed>,
     /// `--num_workers` sampler threads.
@@ -188,6 +190,7 @@ impl Settings {
             checkpoint_every_steps: args.checkpoint_every_steps,
             device,
             amp: args.use_amp.then_some(args.amp_dtype),
+            cuda_graph: !args.no_cuda_graph,
             distributed,
             num_workers: args.num_workers,
             dump_rank_weights: args.dump_rank_weights,

@@ -2,8 +2,9 @@
 //!
 //! [`train`] reads top to bottom as its phases: [`Run::start`] (devices, process group, data,
 //! run directory, model, resume, rank synchronisation), then per epoch [`Run::epoch`] (the
-//! optimiser steps, [`Run::step`] each), [`Run::evaluate_and_select`] when due, and
-//! [`Run::checkpoint`]; finally [`Run::finish`].
+//! optimiser steps, [`Run::step`] each: a replay of the captured CUDA graph or the eager step,
+//! [`crate::graph`]), [`Run::evaluate_and_select`] when due, and [`Run::checkpoint`]; finally
+//! [`Run::finish`].
 
 use std::io::Write;
 use std::path::Path;
@@ -28,9 +29,10 @@ use crate::device::{
 };
 use crate::dist::ProcessGroup;
 use crate::evaluate::{evaluate, evaluate_sharded, BlockSizes, PartMetrics};
+use crate::graph::{self, GraphConditions, GraphStep, StaticInputs, StepMode, StepOutputs};
 use crate::launch;
 use crate::negatives::NegativeSampler;
-use crate::optim::{defined_grads, Adam};
+use crate::optim::{defined_grads, Adam, DeviceSchedule};
 use crate::settings::{Job, Settings};
 use crate::state::{self, EvalRecord, LoopState, PartialEpoch};
 
@@ -109,6 +111,10 @@ struct Run<'a> {
     tensors: Vec<Tensor>,
     adam: Adam,
     scaler: Option<GradScaler>,
+    /// Whether full batches replay a CUDA graph ([`graph::run_mode`]).
+    graph_mode: StepMode,
+    /// The graph, when `graph_mode` is [`StepMode::Graph`].
+    graph: Option<GraphStep>,
     st: LoopState,
     sampler: Sampler,
     /// Negatives of the sampled losses.
@@ -196,6 +202,33 @@ impl<'a> Run<'a> {
         )?;
         let (valid, test) = eval_sets(&cfg, &split)?;
         let negatives = NegativeSampler::new(cfg.optim.negative_sampler, &split, device);
+        let graph_mode = graph::run_mode(&GraphConditions {
+            cuda: device.is_cuda(),
+            built: graph::BUILT_WITH_CUDA_GRAPHS,
+            disabled: !settings.cuda_graph,
+            world,
+            loss: cfg.optim.loss,
+        });
+        let graph = match graph_mode {
+            StepMode::Graph => {
+                tracing::info!(
+                    "CUDA graph: full batches replay one captured step (after {} warm-up \
+                     steps); the ragged last batch of an epoch runs eagerly",
+                    graph::WARM_UP_STEPS
+                );
+                let (rows, t) = (cfg.optim.batch_size as i64, cfg.spec.model.maxlen as i64);
+                Some(GraphStep::new(
+                    device,
+                    rows,
+                    t,
+                    cfg.spec.intervals.is_some(),
+                )?)
+            }
+            StepMode::Eager(why) => {
+                tracing::info!("eager steps: {why}");
+                None
+            }
+        };
         tracing::info!(
             kind = %cfg.spec.kind,
             params = model.num_params(),
@@ -229,6 +262,8 @@ impl<'a> Run<'a> {
             tensors,
             adam,
             scaler,
+            graph_mode,
+            graph,
             st,
             sampler,
             negatives,
@@ -280,7 +315,7 @@ impl<'a> Run<'a> {
             .to_kind(Kind::Float)
             .to_device(self.device);
         let mut batches = carried_batches;
-        let mut skipped = 0usize;
+        let mut skipped = Tensor::zeros([1], (Kind::Float, self.device));
         let sampler = self.sampler.clone();
         let mut done = resumed.batches;
         for batch in sampler.epoch(epoch as u64).skip(resumed.batches) {
@@ -295,7 +330,9 @@ impl<'a> Run<'a> {
             );
             let (l, overflow) = self.step(&batch)?;
             done += 1;
-            skipped += overflow as usize;
+            if let Some(f) = overflow {
+                skipped += f;
+            }
             pb.inc(1);
             // An empty shard's padding row gives zero but defined gradients and all-reduce
             // weight 0; its loss is not recorded.
@@ -316,6 +353,7 @@ impl<'a> Run<'a> {
             }
         }
         pb.finish_and_clear();
+        self.settle_step_count();
         if let Some(pg) = &self.pg {
             // The epoch loss over all ranks, so that every rank takes the same decisions.
             let mut v = Tensor::stack(
@@ -346,16 +384,39 @@ impl<'a> Run<'a> {
             seconds = format!("{secs:.2}"),
             batches_per_s = format!("{:.1}", batches as f64 / self.world as f64 / secs),
             lr = format!("{:.2e}", self.cfg.optim.lr_at(st.step as usize)),
-            skipped_steps = skipped,
+            skipped_steps = skipped.double_value(&[0]) as usize,
             "epoch done"
         );
         Ok(epoch_loss)
     }
 
-    /// One optimiser step on `batch`: forward and loss (under autocast with `--use_amp`),
-    /// backward, gradient all-reduce, fp16 unscaling, Adam. Returns the detached loss and
-    /// whether fp16 overflow skipped the update.
-    fn step(&mut self, batch: &Batch) -> Result<(Tensor, bool)> {
+    /// One optimiser step on `batch`: a replay of the captured graph for a full batch of a
+    /// graph run ([`crate::graph`]), else [`Run::eager_step`]. Returns the detached loss and,
+    /// with fp16 loss scaling, the overflow flag (1 when the update was skipped).
+    fn step(&mut self, batch: &Batch) -> Result<StepOutputs> {
+        let mode = graph::step_mode(self.graph_mode, batch.rows(), self.cfg.optim.batch_size);
+        let out = match (mode, self.graph.take()) {
+            (StepMode::Graph, Some(mut g)) => {
+                let lr = self.cfg.optim.lr_at(self.st.step as usize);
+                let out = g.step(batch, lr, self.adam.t, |inputs, sched| {
+                    self.device_step(inputs, sched)
+                });
+                self.graph = Some(g);
+                out?
+            }
+            (_, g) => {
+                self.graph = g;
+                self.eager_step(batch)?
+            }
+        };
+        self.st.step += 1;
+        Ok(out)
+    }
+
+    /// The ordinary step: forward and loss, backward, gradient all-reduce, fp16 unscaling (an
+    /// overflow skips Adam), Adam.
+    fn eager_step(&mut self, batch: &Batch) -> Result<StepOutputs> {
+        self.settle_step_count();
         let (rows, t, device) = (
             batch.rows() as i64,
             self.cfg.spec.model.maxlen as i64,
@@ -369,9 +430,47 @@ impl<'a> Run<'a> {
             .intervals
             .as_ref()
             .map(|iv| host_batch(iv, &[rows, t, t], device));
-        let forward = || self.loss(&seq, tm.as_ref(), &pos, &neg);
+        let l = self.forward_backward(&seq, tm.as_ref(), &pos, &neg)?;
+        if let Some(pg) = &self.pg {
+            ddp::average_gradients(pg, &self.tensors, &pos.ne(0).sum(Kind::Float))?;
+        }
+        let found_inf = self.unscale()?;
+        if !found_inf
+            .as_ref()
+            .is_some_and(|f| f.double_value(&[0]) != 0.0)
+        {
+            self.adam
+                .step(self.cfg.optim.lr_at(self.st.step as usize))?;
+        }
+        Ok((l.detach(), found_inf))
+    }
+
+    /// The step a CUDA graph captures, on its static inputs and device schedule: the eager
+    /// step's computation with nothing read on the host (an fp16 overflow skips Adam on the
+    /// device).
+    fn device_step(
+        &mut self,
+        inputs: &StaticInputs,
+        sched: &mut DeviceSchedule,
+    ) -> Result<StepOutputs> {
+        let l = self.forward_backward(&inputs.seq, inputs.tm.as_ref(), &inputs.pos, &inputs.neg)?;
+        let found_inf = self.unscale()?;
+        self.adam.step_on_device(sched, found_inf.as_ref())?;
+        Ok((l.detach(), found_inf))
+    }
+
+    /// Forward and loss (under autocast with `--use_amp`), zeroed gradients, backward (of the
+    /// scaled loss with fp16); returns the loss.
+    fn forward_backward(
+        &mut self,
+        seq: &Tensor,
+        tm: Option<&Tensor>,
+        pos: &Tensor,
+        neg: &Tensor,
+    ) -> Result<Tensor> {
+        let forward = || self.loss(seq, tm, pos, neg);
         let l = match self.amp {
-            Some(dtype) => amp::autocast(device, dtype, forward)?,
+            Some(dtype) => amp::autocast(self.device, dtype, forward)?,
             None => forward()?,
         };
         self.adam.zero_grad()?;
@@ -379,19 +478,26 @@ impl<'a> Run<'a> {
             Some(sc) => sc.scale(&l).backward(),
             None => l.backward(),
         }
-        if let Some(pg) = &self.pg {
-            ddp::average_gradients(pg, &self.tensors, &pos.ne(0).sum(Kind::Float))?;
-        }
-        let overflow = match &mut self.scaler {
-            Some(sc) => sc.unscale_and_update(&mut defined_grads(&self.tensors))?,
-            None => false,
+        Ok(l)
+    }
+
+    /// fp16: the gradients divided by the loss scale, the scale updated, and the overflow flag
+    /// (on the device); `None` without loss scaling.
+    fn unscale(&mut self) -> Result<Option<Tensor>> {
+        let Some(sc) = &mut self.scaler else {
+            return Ok(None);
         };
-        if !overflow {
-            self.adam
-                .step(self.cfg.optim.lr_at(self.st.step as usize))?;
+        Ok(Some(sc.unscale_and_update_on_device(
+            &mut defined_grads(&self.tensors),
+        )?))
+    }
+
+    /// Copies Adam's step count back from the graph's device schedule when replays advanced it:
+    /// before an eager step, at the end of an epoch and before a mid-epoch checkpoint.
+    fn settle_step_count(&mut self) {
+        if let Some(t) = self.graph.as_mut().and_then(GraphStep::take_step_count) {
+            self.adam.t = t;
         }
-        self.st.step += 1;
-        Ok((l.detach(), overflow))
     }
 
     /// The training loss of one batch (docs/MODELS.md §1.5): BCE with one sampled negative per
@@ -543,6 +649,7 @@ impl<'a> Run<'a> {
         loss_sum: &Tensor,
         batches: usize,
     ) -> Result<()> {
+        self.settle_step_count();
         let mut sums = Tensor::stack(
             &[
                 loss_sum.to_kind(Kind::Double),
@@ -583,6 +690,9 @@ impl<'a> Run<'a> {
 
     /// Leaves the process group and, on rank 0, writes and returns `summary.json`.
     fn finish(self) -> Result<Option<serde_json::Value>> {
+        if let Some(g) = &self.graph {
+            tracing::info!("CUDA graph: {} replays", g.replays());
+        }
         if self.settings.dump_rank_weights {
             save_weights(&self.vs, self.dir.rank_weights(self.rank))?;
         }

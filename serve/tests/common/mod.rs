@@ -43,7 +43,8 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-fn bin(name: &str) -> PathBuf {
+/// A binary of the profile this test binary was built in.
+pub fn bin(name: &str) -> PathBuf {
     let p = profile_dir().join(name);
     assert!(
         p.is_file(),
