@@ -280,7 +280,8 @@ impl GraphStep {
     /// host: the batch into the static inputs, `lr` (and `host_t` when the host's count is
     /// current) into the device schedule, then `body` eagerly on the side stream during the
     /// warm-up, `body` captured and the graph replayed once warm, replays only afterwards.
-    /// Returns the step's loss and overflow flag (copies, not the graph's own buffers).
+    /// Returns the step's loss and overflow flag, never the graph's own output buffers (which
+    /// the next replay overwrites) but copies of them.
     pub fn step(
         &mut self,
         batch: &Batch,
