@@ -19,7 +19,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
-use sasrec_export::{model_bytes, Source, TopKHead, Variant};
+use sasrec_export::{model_bytes, Source, Variant};
 use sasrec_models::SeqRecModel;
 use sasrec_shared::config::ModelConfig;
 use tch::{nn, Device, Kind, Tensor};
@@ -62,9 +62,8 @@ fn bench(c: &mut Criterion) {
         sha256: "random".into(),
         intervals: None,
     };
-    let head = TopKHead::for_columns(cfg.num_items as i64 + 1);
-    let last = model_bytes(&model, &source, Variant::LastPosition, head).expect("export");
-    let full = model_bytes(&model, &source, Variant::FullSequence, head).expect("export");
+    let last = model_bytes(&model, &source, Variant::LastPosition).expect("export");
+    let full = model_bytes(&model, &source, Variant::FullSequence).expect("export");
     let mut s_last = session(&env, &last);
     let mut s_full = session(&env, &full);
 

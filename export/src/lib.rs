@@ -36,6 +36,6 @@ pub mod proto {
 }
 
 pub use error::{Error, Result};
-pub use graph::{model_bytes, model_proto, Source, TopKHead, Variant};
+pub use graph::{model_bytes, model_proto, Source, Variant};
 pub use recorder::OnnxRecorder;
 pub use run_dir::{export, load, ExportOptions, Exported};

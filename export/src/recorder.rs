@@ -18,8 +18,8 @@
 //!   `train = true` is an error reported by [`OnnxRecorder::finish`] (the trait methods cannot
 //!   fail, so misuse is collected and surfaced once).
 //!
-//! The few operators the export head needs beyond the network (`TopK`, `GatherND`,
-//! `ScatterElements`, `ConstantOfShape`, graph inputs and outputs) are inherent methods.
+//! The few operators the export head needs beyond the network (`TopK`, `ScatterElements`,
+//! `ConstantOfShape`, graph inputs and outputs) are inherent methods.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -369,17 +369,6 @@ impl OnnxRecorder {
             "ScatterElements",
             &[&x.name, &indices.name, &updates.name],
             vec![attr_int("axis", axis)],
-            x.dtype,
-        )
-    }
-
-    /// `GatherND` with `batch_dims = 1`: `out[b, j, …] = x[b, indices[b, j, 0], …]`, e.g. whole
-    /// blocks `(B, n, W)` picked per row by `indices` `(B, m, 1)` into `(B, m, W)`.
-    pub fn gather_rows_per_batch(&self, x: &Value, indices: &Value) -> Value {
-        self.node(
-            "GatherND",
-            &[&x.name, &indices.name],
-            vec![attr_int("batch_dims", 1)],
             x.dtype,
         )
     }

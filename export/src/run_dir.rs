@@ -126,8 +126,7 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
         sha256: run.sha256.clone(),
         intervals: run.spec.intervals,
     };
-    let head = graph::TopKHead::for_columns(run.spec.model.num_items as i64 + 1);
-    let model = graph::model_proto(&run.model, &source, opts.variant, head)?;
+    let model = graph::model_proto(&run.model, &source, opts.variant)?;
     let files = ModelFiles::new(model, &output, opts.external_data_threshold)?;
 
     let out_dir = match output.parent() {

@@ -88,6 +88,18 @@ fn check_batch(
     }
 }
 
+/// The history of each row (its `seq` row, padding zeros included) plus three random items.
+fn exclusions(batch: &Batch, t: usize, rng: &mut Rng) -> Vec<i64> {
+    let mut v = Vec::new();
+    for r in 0..batch.b {
+        v.extend_from_slice(&batch.seq[r * t..(r + 1) * t]);
+        for _ in 0..3 {
+            v.push(rng.range(1, I as i64));
+        }
+    }
+    v
+}
+
 fn parity(kind_name: &str, seed: i64) {
     parity_cfg(&kind(kind_name), kind_name, seed);
 }

@@ -227,19 +227,6 @@ pub fn batch(
     }
 }
 
-/// `(B, E)` exclusions: the history of each row (its `seq` row, padding zeros included) plus
-/// three random items.
-pub fn exclusions(batch: &Batch, t: usize, rng: &mut Rng) -> Vec<i64> {
-    let mut v = Vec::new();
-    for r in 0..batch.b {
-        v.extend_from_slice(&batch.seq[r * t..(r + 1) * t]);
-        for _ in 0..3 {
-            v.push(rng.range(1, I as i64));
-        }
-    }
-    v
-}
-
 /// `SeqRecModel::score_all` (tch) on the batch: (B, I+1) row-major.
 pub fn tch_scores(m: &SeqRecModel, batch: &Batch) -> Vec<f32> {
     let t = m.config().maxlen as i64;
@@ -278,7 +265,7 @@ pub fn ort_env() -> &'static Environment {
     })
 }
 
-/// ONNX outputs: scores (B, P), topk_scores (B, k), topk_items (B, k).
+/// ONNX outputs: scores (B, I+1), topk_scores (B, k), topk_items (B, k).
 pub struct OnnxOut {
     pub scores: Vec<f32>,
     pub topk_scores: Vec<f32>,
