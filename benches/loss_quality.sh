@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Quality of the training losses on ML-1M (SASRec layout, maxlen 200, reference settings):
-# BCE (one negative per position), gBCE (gSASRec: 256 shared negatives, t = 0.75), sampled
-# softmax (256 shared uniform negatives; and by popularity with logQ) and full-softmax CE,
+# BCE (one negative per position), gBCE (gSASRec: 256 negatives per sequence, t = 0.75), sampled
+# softmax (256 shared uniform negatives; by popularity with logQ; mixed with 256 in-batch
+# negatives, logQ of the mixture) and full-softmax CE,
 # each evaluated under both protocols (sampled: 100 negatives; full ranking).
 # Published full-ranking test NDCG@10 anchors on this file: BCE SASRec 0.1341, gSASRec 0.1726,
 # SASRec+ (CE) 0.1821.
 #
-# Usage: [BIN=…/sasrec-train] [EPOCHS=60] [LOSSES="bce gbce ss ss_pop ce"] benches/loss_quality.sh [OUT_DIR]
+# Usage: [BIN=…/sasrec-train] [EPOCHS=60] [LOSSES="bce gbce ss ss_pop ss_mix ce"] benches/loss_quality.sh [OUT_DIR]
 # Logs: OUT_DIR/<loss>.log; results OUT_DIR/<loss>/metrics.jsonl and summary.json; a table at
 # the end (test of the epoch chosen on validation, full-ranking NDCG@10 selects).
 set -euo pipefail
@@ -25,8 +26,9 @@ for loss in ${LOSSES:-bce gbce ss ss_pop ce}; do
     gbce) flags=(--loss gbce --num_negatives 256 --gbce_t 0.75) ;;
     ss) flags=(--loss sampled_softmax --num_negatives 256 --negative_sampler uniform) ;;
     ss_pop) flags=(--loss sampled_softmax --num_negatives 256 --negative_sampler popularity) ;;
+    ss_mix) flags=(--loss sampled_softmax --num_negatives 256 --in_batch_negatives 256) ;;
     ce) flags=(--loss ce) ;;
-    *) echo "unknown loss $loss (bce gbce ss ss_pop ce)" >&2; exit 2 ;;
+    *) echo "unknown loss $loss (bce gbce ss ss_pop ss_mix ce)" >&2; exit 2 ;;
   esac
   echo "== $loss: ${flags[*]}"
   start=$(date +%s)

@@ -115,12 +115,26 @@ fn chunked_softmax_ce(
     (value, grad_f, grad_e)
 }
 
-/// gBCE of gSASRec (Petrov & Macdonald, RecSys 2023) with N negatives `neg` (N) shared by the
-/// batch, drawn uniformly from the I items: with the sampling rate `α = N/(I−1)` and
-/// `β = α(t(1 − 1/α) + 1/α)` (`t` = `--gbce_t`; t = 0 gives β = 1, plain BCE with N negatives),
-/// `L = mean_Ω [β·softplus(−s⁺) + Σ_j softplus(s⁻_j)] / (N + 1) + l2·Σ E²`, i.e. BCE on the
-/// generalised positive probability `σ(s⁺)^β` and the negatives, averaged over the N + 1 terms
+/// gBCE of gSASRec (Petrov & Macdonald, RecSys 2023) with N uniform negatives per sequence,
+/// `neg` (B, N): with the sampling rate `α = N/(I−1)` and `β = α(t(1 − 1/α) + 1/α)` (`t` =
+/// `--gbce_t`; t = 0 gives β = 1, plain BCE with N negatives), and the logits offset by the
+/// prior `z = s − δ`, `δ = ln(I − 1)`,
+/// `L = mean_Ω [β·softplus(−z⁺) + Σ_j softplus(z⁻_j)] / (N + 1) + l2·Σ E²`, i.e. BCE on the
+/// generalised positive probability `σ(z⁺)^β` and the negatives, averaged over the N + 1 terms
 /// of a position as in gSASRec. A negative equal to the position's positive is left out.
+///
+/// Two departures from gSASRec's code, both measured on ML-1M (docs/MODELS.md §1.5):
+/// * **The prior offset δ.** A calibrated model gives a random item the probability ≈ 1/I, so
+///   the fixed offset starts σ at the prior π = 1/(I−1) instead of ½ — the prior
+///   initialisation of a rare-class logit bias, `−ln((1 − π)/π)` (Lin et al., focal loss, ICCV
+///   2017). Without it the first hundreds of steps push every negative's score from 0 to
+///   ≈ −ln I, which with the tied item table moves all item embeddings along one shared
+///   direction and stalls ranking for ~700 steps. A constant shift of every score changes no
+///   ranking, so serving and evaluation are unaffected. gSASRec has an untied output table.
+/// * **Negatives per sequence** rather than per position (gSASRec) or per batch: the scores
+///   are one (B, T, N) batched product, the size of a batch-shared draw's, without the
+///   (B, T, N, C) gather per-position negatives need; sharing one draw across the batch
+///   learned far slower.
 pub fn gbce_loss(
     feats: &Tensor,
     item_emb: &Tensor,
@@ -130,22 +144,28 @@ pub fn gbce_loss(
     t: f64,
     l2: f64,
 ) -> Tensor {
-    let (f, target) = select_targets(feats, pos); // (|Ω|, C), (|Ω|)
-    if target.size()[0] == 0 {
-        return l2_penalty(item_emb, l2) + (feats.sum(Kind::Float) * 0.0);
-    }
-    let neg = ids_on(neg, &f).reshape([-1]); // (N)
-    let n = neg.size()[0] as f64;
-    let beta = gbce_beta(n, num_items, t);
-    let s_pos = (&f * lookup(item_emb, &target)).sum_dim_intlist(-1, false, Kind::Float); // (|Ω|)
-    let s_neg = f.matmul(&lookup(item_emb, &neg).tr()); // (|Ω|, N)
-    let keep = target
-        .unsqueeze(1)
-        .ne_tensor(&neg.unsqueeze(0))
-        .to_kind(Kind::Float); // (|Ω|, N)
-    let per_pos = (-s_pos).softplus() * beta
-        + (s_neg.softplus() * keep).sum_dim_intlist(1, false, Kind::Float); // (|Ω|)
-    per_pos.mean(Kind::Float) / (n + 1.0) + l2_penalty(item_emb, l2)
+    let f = feats.to_kind(Kind::Float); // (B, T, C)
+    let pos = ids_on(pos, &f); // (B, T)
+    let neg = ids_on(neg, &f); // (B, N)
+    let n = neg.size()[1];
+    let mask = pos.ne(0).to_kind(Kind::Float); // (B, T)
+    let beta = gbce_beta(n as f64, num_items, t);
+    let delta = gbce_prior_offset(num_items);
+    let z_pos = (&f * lookup(item_emb, &pos)).sum_dim_intlist(-1, false, Kind::Float) - delta; // (B, T)
+    let z_neg = f.matmul(&lookup(item_emb, &neg).transpose(1, 2)) - delta; // (B, T, N)
+    let keep = pos
+        .unsqueeze(2)
+        .ne_tensor(&neg.unsqueeze(1))
+        .to_kind(Kind::Float); // (B, T, N)
+    let per_pos = (-z_pos).softplus() * beta
+        + (z_neg.softplus() * keep).sum_dim_intlist(-1, false, Kind::Float); // (B, T)
+    let omega = mask.sum(Kind::Float).clamp_min(1.0);
+    (per_pos * &mask).sum(Kind::Float) / omega / (n as f64 + 1.0) + l2_penalty(item_emb, l2)
+}
+
+/// gBCE's logit offset `δ = ln(I − 1) = −logit(π)` for the prior `π = 1/(I − 1)`.
+pub fn gbce_prior_offset(num_items: usize) -> f64 {
+    ((num_items.max(2) - 1) as f64).ln()
 }
 
 /// gSASRec's β for N negatives among `num_items` items and calibration `t`:
@@ -270,31 +290,39 @@ mod tests {
 
     #[test]
     fn gbce_matches_its_formula_on_hand_computed_values() {
-        // One position: F = (1, 2); items 1..=4 with E(1) = (0.5, 0), E(2) = (0, 1),
-        // E(3) = (−1, 0.25), E(4) = (0, 0); positive 2, negatives {1, 3, 2}: the last equals
-        // the positive and is left out.
-        let feats = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 1, 2]);
+        // Two sequences of one position each: F = (1, 2) and (0, 1); items 1..=4 with
+        // E(1) = (0.5, 0), E(2) = (0, 1), E(3) = (−1, 0.25), E(4) = (0, 0); positives 2 and 4,
+        // negatives {1, 3, 2} and {2, 2, 1}: a negative equal to its row's positive is left out.
+        let feats = Tensor::from_slice(&[1.0f32, 2.0, 0.0, 1.0]).view([2, 1, 2]);
         let emb = Tensor::from_slice(&[0.0f32, 0.0, 0.5, 0.0, 0.0, 1.0, -1.0, 0.25, 0.0, 0.0])
             .view([5, 2]);
-        let pos = Tensor::from_slice(&[2i64]).view([1, 1]);
-        let neg = Tensor::from_slice(&[1i64, 3, 2]);
+        let pos = Tensor::from_slice(&[2i64, 4]).view([2, 1]);
+        let neg = Tensor::from_slice(&[1i64, 3, 2, 2, 2, 1]).view([2, 3]);
         let (t, n, items) = (0.75, 3.0, 4usize);
-        // s⁺ = 2, s⁻ = 0.5 and −0.5; α = 3/3 = 1, so β = 1·(0.75·0 + 1) = 1.
+        // α = 3/3 = 1, so β = 1·(0.75·0 + 1) = 1; δ = ln 3.
         let softplus = |x: f64| (1.0 + x.exp()).ln();
         let alpha: f64 = n / (items as f64 - 1.0);
         let beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha);
         assert_eq!(beta, 1.0);
-        let want = (beta * softplus(-2.0) + softplus(0.5) + softplus(-0.5)) / (n + 1.0);
+        let d = 3f64.ln();
+        assert!((gbce_prior_offset(items) - d).abs() < 1e-15);
+        // Row 1: s⁺ = 2, s⁻ = 0.5, −0.5 (item 2 left out). Row 2: s⁺ = 0, s⁻ = 1, 1, 0.
+        let row1 = beta * softplus(-(2.0 - d)) + softplus(0.5 - d) + softplus(-0.5 - d);
+        let row2 = beta * softplus(d) + 2.0 * softplus(1.0 - d) + softplus(-d);
+        let want = (row1 + row2) / 2.0 / (n + 1.0);
         let got = gbce_loss(&feats, &emb, &pos, &neg, items, t, 0.0).double_value(&[]);
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
         // With 1 negative among 1,001 items, α = 0.001 and β = 0.001·(0.75·(1 − 1000) + 1000)
-        // = 0.25075: the positive term is down-weighted.
+        // = 0.25075: the positive term is down-weighted; δ = ln 1000. Padding positions count
+        // for nothing.
         let b = gbce_beta(1.0, 1001, 0.75);
         assert!((b - 0.25075).abs() < 1e-12, "{b}");
         assert_eq!(gbce_beta(256.0, 3417, 0.0), 1.0); // t = 0: plain BCE
-        let one_neg = Tensor::from_slice(&[3i64]);
+        let pos = Tensor::from_slice(&[2i64, 0]).view([2, 1]);
+        let one_neg = Tensor::from_slice(&[3i64, 1]).view([2, 1]);
         let got = gbce_loss(&feats, &emb, &pos, &one_neg, 1001, 0.75, 0.0).double_value(&[]);
-        let want = (b * softplus(-2.0) + softplus(-0.5)) / 2.0;
+        let d = 1000f64.ln();
+        let want = (b * softplus(-(2.0 - d)) + softplus(-0.5 - d)) / 2.0;
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
     }
 }

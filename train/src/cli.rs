@@ -35,8 +35,8 @@ pub enum LossKind {
     /// Sampled softmax with `--num_negatives` negatives shared by the batch, drawn by
     /// `--negative_sampler` (logQ-corrected when not uniform).
     SampledSoftmax,
-    /// gBCE of gSASRec: BCE with `--num_negatives` uniform negatives and the positive's
-    /// probability raised to β (`--gbce_t`).
+    /// gBCE of gSASRec: BCE with `--num_negatives` uniform negatives per sequence and the
+    /// positive's probability raised to β (`--gbce_t`).
     Gbce,
 }
 
@@ -218,7 +218,7 @@ pub struct TrainArgs {
     /// Training loss.
     #[arg(long, value_enum, default_value_t = LossKind::Bce)]
     pub loss: LossKind,
-    /// Negatives per batch for `--loss sampled_softmax` and `--loss gbce`.
+    /// Negatives per batch for `--loss sampled_softmax`, per sequence for `--loss gbce`.
     #[arg(long = "num_negatives", alias = "num-negatives", default_value_t = 256)]
     pub num_negatives: usize,
     /// Negatives of `--loss sampled_softmax`: uniform, or by training popularity with the logQ
@@ -230,6 +230,15 @@ pub struct TrainArgs {
         default_value_t = NegativeSamplerKind::Uniform
     )]
     pub negative_sampler: NegativeSamplerKind,
+    /// In-batch negatives of `--loss sampled_softmax`: M more negatives per step, the targets
+    /// of M positions drawn from the batch itself, with the logQ correction of the mixture
+    /// `Q = (N·Q_sampler + M·Q_popularity)/(N + M)` (mixed negative sampling).
+    #[arg(
+        long = "in_batch_negatives",
+        alias = "in-batch-negatives",
+        default_value_t = 0
+    )]
+    pub in_batch_negatives: usize,
     /// gBCE calibration t ∈ [0, 1]: β = α(t(1 − 1/α) + 1/α) with α = N/(I − 1); 0 = plain BCE
     /// with N negatives, 1 = fully calibrated (gSASRec, RecSys 2023).
     #[arg(long = "gbce_t", alias = "gbce-t", default_value_t = DEFAULT_GBCE_T)]

@@ -34,6 +34,9 @@ pub struct OptimConfig {
     /// Where the sampled-softmax negatives come from.
     #[serde(default)]
     pub negative_sampler: NegativeSamplerKind,
+    /// In-batch negatives of sampled softmax per step.
+    #[serde(default)]
+    pub in_batch_negatives: usize,
     /// gBCE calibration t.
     #[serde(default = "default_gbce_t")]
     pub gbce_t: f64,
@@ -221,6 +224,7 @@ mod tests {
             loss: LossKind::Bce,
             num_negatives: 0,
             negative_sampler: NegativeSamplerKind::Uniform,
+            in_batch_negatives: 0,
             gbce_t: DEFAULT_GBCE_T,
             ce_chunk_size: DEFAULT_CE_CHUNK_SIZE,
         }

@@ -1,11 +1,90 @@
 //! Negatives of the sampled losses (`--loss sampled_softmax`, `--loss gbce`): N item indices
-//! in 1..=I per step, shared by the batch, drawn with the torch generator (seeded per epoch,
-//! so runs are reproducible), and the `log Q` table of the logQ correction.
+//! in 1..=I per step, shared by the batch (sampled softmax) or per sequence (gBCE), drawn with the torch generator (seeded per batch,
+//! so runs are reproducible), optionally M more taken from the batch's own targets
+//! (`--in_batch_negatives`), and the `log Q` table of the logQ correction of their mixture.
 
 use sasrec_shared::Split;
 use tch::{Device, Kind, Tensor};
 
 use crate::cli::NegativeSamplerKind;
+use crate::config::OptimConfig;
+
+/// The negatives of one step and the logQ table that corrects for how they were drawn.
+///
+/// N come from the sampler (`Q_s`: uniform or popularity). The M in-batch negatives are the
+/// targets of M positions drawn uniformly from the batch's Ω, so they follow the items'
+/// frequency as training targets, estimated by their training counts `Q_pop` (as Yi et al.,
+/// RecSys 2019, estimate it by streaming frequency). All N + M together are a draw from the
+/// mixture `Q(j) = (N·Q_s(j) + M·Q_pop(j)) / (N + M)` (mixed negative sampling, Yang et al.,
+/// WWW 2020), and the loss subtracts `log Q(j)` from every logit. With M = 0 and a uniform
+/// sampler, Q is constant and no correction is applied.
+#[derive(Debug)]
+pub struct Negatives {
+    sampler: NegativeSampler,
+    /// M.
+    in_batch: i64,
+    /// `log Q` (I+1) of the mixture; `None` when Q is uniform.
+    log_q: Option<Tensor>,
+}
+
+impl Negatives {
+    /// The negatives of `optim` (`--num_negatives`, `--negative_sampler`,
+    /// `--in_batch_negatives`) over the items of `split`, on `device`.
+    pub fn new(optim: &OptimConfig, split: &Split, device: Device) -> Self {
+        let sampler = NegativeSampler::new(optim.negative_sampler, split, device);
+        let in_batch = optim.in_batch_negatives as i64;
+        let log_q = match in_batch {
+            0 => sampler.log_q().map(Tensor::shallow_clone),
+            m => {
+                let n = optim.num_negatives as f64;
+                let m = m as f64;
+                let q_pop = NegativeSampler::popularity(split, device).q();
+                let q = (sampler.q() * n + q_pop * m) / (n + m);
+                Some(log_of(&q))
+            }
+        };
+        Self {
+            sampler,
+            in_batch,
+            log_q,
+        }
+    }
+
+    /// `n` sampled negatives followed by the `--in_batch_negatives` targets of `targets`
+    /// (B, T), 0 = padding: (n + M) int64 indices, shared by the batch.
+    pub fn draw(&self, n: i64, targets: &Tensor) -> Tensor {
+        let sampled = self.sampler.draw(n);
+        if self.in_batch == 0 {
+            return sampled;
+        }
+        let flat = targets.reshape([-1]).to_kind(Kind::Int64);
+        let omega = flat.masked_select(&flat.ne(0)); // (|Ω|) the batch's targets
+        let rows = omega.size()[0];
+        if rows == 0 {
+            return sampled;
+        }
+        let picks = Tensor::randint(rows, [self.in_batch], (Kind::Int64, omega.device()));
+        let in_batch = omega.index_select(0, &picks).to_device(sampled.device());
+        Tensor::cat(&[sampled, in_batch], 0)
+    }
+
+    /// `n` sampled negatives for each of `rows` sequences: (rows, n) int64 (gBCE, whose
+    /// negatives are drawn per sequence, see `loss::gbce_loss`).
+    pub fn draw_per_row(&self, rows: i64, n: i64) -> Tensor {
+        self.sampler.draw(rows * n).reshape([rows, n])
+    }
+
+    /// `log Q` for the logQ correction; `None` when the negatives are uniform.
+    pub fn log_q(&self) -> Option<&Tensor> {
+        self.log_q.as_ref()
+    }
+}
+
+/// `log q` with items of probability 0 (never seen in training, and padding) clamped to a
+/// finite −1e4.
+fn log_of(q: &Tensor) -> Tensor {
+    q.log().clamp_min(-1e4)
+}
 
 /// Draws the negatives of one step.
 #[derive(Debug)]
@@ -34,15 +113,18 @@ impl NegativeSampler {
                 num_items: split.num_items() as i64,
                 device,
             },
-            NegativeSamplerKind::Popularity => {
-                let counts: Vec<f64> = split
-                    .train_item_counts()
-                    .iter()
-                    .map(|&c| c as f64)
-                    .collect();
-                Self::from_counts(&counts, device)
-            }
+            NegativeSamplerKind::Popularity => Self::popularity(split, device),
         }
+    }
+
+    /// The popularity sampler of the training counts of `split`.
+    pub fn popularity(split: &Split, device: Device) -> Self {
+        let counts: Vec<f64> = split
+            .train_item_counts()
+            .iter()
+            .map(|&c| c as f64)
+            .collect();
+        Self::from_counts(&counts, device)
     }
 
     /// The popularity sampler of `counts` (I+1, `counts[0]` for padding is ignored).
@@ -52,8 +134,24 @@ impl NegativeSampler {
             .to_device(device);
         let _ = c.get(0).fill_(0.0);
         let q = &c / c.sum(Kind::Float);
-        let log_q = q.log().clamp_min(-1e4);
+        let log_q = log_of(&q);
         Self::Popularity { q, log_q }
+    }
+
+    /// The distribution Q (I+1) the draws follow, `Q(0) = 0`.
+    pub fn q(&self) -> Tensor {
+        match self {
+            Self::Uniform { num_items, device } => {
+                let q = Tensor::full(
+                    [num_items + 1],
+                    1.0 / *num_items as f64,
+                    (Kind::Float, *device),
+                );
+                let _ = q.get(0).fill_(0.0);
+                q
+            }
+            Self::Popularity { q, .. } => q.shallow_clone(),
+        }
     }
 
     /// `n` item indices (int64), with replacement.
@@ -107,6 +205,80 @@ mod tests {
         let lq = Vec::<f32>::try_from(s.log_q().unwrap()).unwrap();
         assert!((lq[6] as f64 - (10.0f64 / 20.0).ln()).abs() < 1e-6);
         assert_eq!(lq[0], -1e4);
+    }
+
+    /// A small split of generated data and sampled-softmax settings with N = 6.
+    fn split_and_optim(in_batch: usize) -> (tempfile::TempDir, Split, OptimConfig) {
+        use sasrec_shared::synthetic::{self, SyntheticConfig};
+        use sasrec_shared::Dataset;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("syn.txt");
+        let syn = SyntheticConfig {
+            users: 30,
+            items: 40,
+            min_len: 5,
+            max_len: 20,
+            ..Default::default()
+        };
+        synthetic::write(&syn, &path).unwrap();
+        let split = Split::new(Dataset::read(&path, None).unwrap().into(), 3);
+        let optim = OptimConfig {
+            lr: 0.001,
+            warmup_steps: 0,
+            lr_decay_step: 1000,
+            lr_decay_rate: 1.0,
+            l2_emb: 0.0,
+            batch_size: 2,
+            loss: crate::cli::LossKind::SampledSoftmax,
+            num_negatives: 6,
+            negative_sampler: NegativeSamplerKind::Uniform,
+            in_batch_negatives: in_batch,
+            gbce_t: crate::config::DEFAULT_GBCE_T,
+            ce_chunk_size: crate::config::DEFAULT_CE_CHUNK_SIZE,
+        };
+        (dir, split, optim)
+    }
+
+    /// In-batch negatives are targets of the batch (never padding), follow the N sampled
+    /// ones, and `log Q` is the log of the mixture `(N/I + M·c_j/Σc)/(N + M)`.
+    #[test]
+    fn in_batch_negatives_come_from_the_targets_and_are_corrected_by_the_mixture() {
+        let (_dir, split, optim) = split_and_optim(4);
+        let negs = Negatives::new(&optim, &split, Device::Cpu);
+        let targets = Tensor::from_slice(&[0i64, 0, 7, 9, 0, 3, 3, 9]).reshape([2, 4]);
+        tch::manual_seed(5);
+        for _ in 0..50 {
+            let ids = Vec::<i64>::try_from(negs.draw(6, &targets)).unwrap();
+            assert_eq!(ids.len(), 10);
+            let items = split.num_items() as i64;
+            assert!(ids[..6].iter().all(|i| (1..=items).contains(i)), "{ids:?}");
+            assert!(ids[6..].iter().all(|i| [7, 9, 3].contains(i)), "{ids:?}");
+        }
+        let counts = split.train_item_counts();
+        let total: u64 = counts[1..].iter().sum();
+        let items = split.num_items() as f64;
+        let lq = Vec::<f32>::try_from(negs.log_q().expect("a mixture is corrected")).unwrap();
+        assert_eq!(lq[0], -1e4, "padding");
+        for j in 1..counts.len() {
+            let q = (6.0 / items + 4.0 * counts[j] as f64 / total as f64) / 10.0;
+            assert!(
+                (lq[j] as f64 - q.ln()).abs() < 1e-5,
+                "item {j}: {} vs {}",
+                lq[j],
+                q.ln()
+            );
+        }
+        // A batch without targets keeps the N sampled negatives only.
+        assert_eq!(
+            negs.draw(6, &Tensor::zeros([2, 4], (Kind::Int64, Device::Cpu)))
+                .size(),
+            [6]
+        );
+        // Without in-batch negatives, uniform draws need no correction.
+        let (_dir, split, optim) = split_and_optim(0);
+        let negs = Negatives::new(&optim, &split, Device::Cpu);
+        assert!(negs.log_q().is_none());
+        assert_eq!(negs.draw(6, &targets).size(), [6]);
     }
 
     #[test]

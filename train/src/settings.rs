@@ -173,6 +173,7 @@ impl Settings {
                 loss: args.loss,
                 num_negatives: args.num_negatives,
                 negative_sampler: args.negative_sampler,
+                in_batch_negatives: args.in_batch_negatives,
                 gbce_t: args.gbce_t,
                 ce_chunk_size: args.ce_chunk_size,
             },
@@ -217,6 +218,12 @@ fn check_loss_flags(args: &TrainArgs) -> Result<()> {
         bail!(
             "--negative_sampler popularity needs --loss sampled_softmax (gBCE's calibration \
              assumes uniform negatives; bce and ce draw none)"
+        );
+    }
+    if args.in_batch_negatives > 0 && args.loss != LossKind::SampledSoftmax {
+        bail!(
+            "--in_batch_negatives needs --loss sampled_softmax (gBCE's calibration assumes \
+             uniform negatives; bce and ce draw none)"
         );
     }
     if !(0.0..=1.0).contains(&args.gbce_t) {

@@ -31,7 +31,7 @@ use crate::dist::ProcessGroup;
 use crate::evaluate::{evaluate, evaluate_sharded, BlockSizes, PartMetrics};
 use crate::graph::{self, GraphConditions, GraphStep, StaticInputs, StepMode, StepOutputs};
 use crate::launch;
-use crate::negatives::NegativeSampler;
+use crate::negatives::Negatives;
 use crate::optim::{defined_grads, Adam, DeviceSchedule};
 use crate::settings::{Job, Settings};
 use crate::state::{self, EvalRecord, LoopState, PartialEpoch};
@@ -118,7 +118,7 @@ struct Run<'a> {
     st: LoopState,
     sampler: Sampler,
     /// Negatives of the sampled losses.
-    negatives: NegativeSampler,
+    negatives: Negatives,
     valid: EvalSet,
     test: EvalSet,
 }
@@ -201,7 +201,7 @@ impl<'a> Run<'a> {
             },
         )?;
         let (valid, test) = eval_sets(&cfg, &split)?;
-        let negatives = NegativeSampler::new(cfg.optim.negative_sampler, &split, device);
+        let negatives = Negatives::new(&cfg.optim, &split, device);
         let graph_mode = graph::run_mode(&GraphConditions {
             cuda: device.is_cuda(),
             built: graph::BUILT_WITH_CUDA_GRAPHS,
@@ -501,8 +501,9 @@ impl<'a> Run<'a> {
     }
 
     /// The training loss of one batch (docs/MODELS.md §1.5): BCE with one sampled negative per
-    /// position, full-softmax CE in item blocks, sampled softmax or gBCE over `--num_negatives`
-    /// negatives shared by the batch.
+    /// position, full-softmax CE in item blocks, sampled softmax over `--num_negatives`
+    /// negatives shared by the batch (and `--in_batch_negatives`), gBCE over `--num_negatives`
+    /// negatives per sequence.
     fn loss(
         &self,
         seq: &Tensor,
@@ -519,13 +520,13 @@ impl<'a> Run<'a> {
             LossKind::Bce => loss::bce_loss(&feats, item_emb, pos, neg, l2),
             LossKind::Ce => loss::ce_loss(&feats, item_emb, pos, l2, optim.ce_chunk_size),
             LossKind::SampledSoftmax => {
-                let negs = self.negatives.draw(n);
+                let negs = self.negatives.draw(n, pos);
                 let log_q = self.negatives.log_q();
                 loss::sampled_softmax_loss(&feats, item_emb, pos, &negs, log_q, l2)
             }
             LossKind::Gbce => {
                 let items = self.cfg.spec.model.num_items;
-                let negs = self.negatives.draw(n);
+                let negs = self.negatives.draw_per_row(pos.size()[0], n);
                 loss::gbce_loss(&feats, item_emb, pos, &negs, items, optim.gbce_t, l2)
             }
         })

@@ -601,6 +601,17 @@ fn every_loss_trains_and_bad_loss_flags_are_refused() {
                 "popularity",
             ][..],
         ),
+        (
+            "in_batch",
+            &[
+                "--loss",
+                "sampled_softmax",
+                "--num_negatives",
+                "8",
+                "--in_batch_negatives",
+                "8",
+            ][..],
+        ),
     ] {
         let run = dir.path().join(name);
         let args = [&["--no_time", "--no_mhc", "--num_epochs", "2"][..], extra].concat();
@@ -619,6 +630,8 @@ fn every_loss_trains_and_bad_loss_flags_are_refused() {
             serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap())
                 .unwrap();
         assert_eq!(cfg["optim"]["loss"], extra[1], "{name}");
+        let in_batch = if name == "in_batch" { 8 } else { 0 };
+        assert_eq!(cfg["optim"]["in_batch_negatives"], in_batch, "{name}");
     }
     for (flags, msg) in [
         (
@@ -628,6 +641,10 @@ fn every_loss_trains_and_bad_loss_flags_are_refused() {
         (
             &["--loss", "gbce", "--negative_sampler", "popularity"][..],
             "--negative_sampler popularity needs --loss sampled_softmax",
+        ),
+        (
+            &["--loss", "gbce", "--in_batch_negatives", "4"][..],
+            "--in_batch_negatives needs --loss sampled_softmax",
         ),
         (
             &["--loss", "gbce", "--gbce_t", "1.5"][..],
