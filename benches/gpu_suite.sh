@@ -14,7 +14,7 @@
 #     TiSASRec vs TiSASRec+mHC (time-stamped half) with SEEDS seeds for EPOCHS_B epochs:
 #     benches/mhc_compare.sh with PARALLEL=1.
 #
-# Usage: BIN=… SASREC_DATA=… OUT=… [PHASES="A B" DEVICE=cuda EPOCHS_SPEED=10 EPOCHS_A=80
+# Usage: BIN=… SASREC_DATA=… OUT=… [PHASES="A B" (also C, S, G) DEVICE=cuda EPOCHS_SPEED=10 EPOCHS_A=80
 #        EPOCHS_B=40 SEEDS="1 2 3" TIMEOUT_B=300] benches/gpu_suite.sh
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,6 +31,12 @@ log() { echo "[$(date +%T)] $*" | tee -a "$out/suite.log"; }
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true) > "$out/gpu.txt" 2>&1
 nproc > "$out/cpus.txt"
 
+# SASRec on ML-1M at the reference settings (phases A and C; a later --early_stop_patience wins).
+ml1m=(--dataset "$data/ml-1m/ml-1m.sasrec.txt.gz" --no_time --no_mhc --maxlen 200 --num_blocks 2
+      --num_heads 1 --hidden_units 50 --dropout_rate 0.2 --warmup_steps 0 --lr_decay_rate 1
+      --early_stop_patience 0 --num_workers 2 --device "$device")
+amp() { case $1 in fp32) ;; bf16) echo --use_amp --amp_dtype bf16 ;; fp16) echo --use_amp --amp_dtype fp16 ;; esac; }
+
 case " ${PHASES:-A B} " in *" A "*)
 log "A: check-distributed"
 if [ "$device" = cuda ]; then
@@ -40,10 +46,6 @@ fi
 log "A: PyTorch reference speed"
 timeout 120 "$py" "$root/benches/reference/sasrec_torch.py" speed --batches 240 --device "$device" \
   > "$out/reference-speed.json" 2> "$out/reference-speed.log"
-ml1m=(--dataset "$data/ml-1m/ml-1m.sasrec.txt.gz" --no_time --no_mhc --maxlen 200 --num_blocks 2
-      --num_heads 1 --hidden_units 50 --dropout_rate 0.2 --warmup_steps 0 --lr_decay_rate 1
-      --early_stop_patience 0 --num_workers 2 --device "$device")
-amp() { case $1 in fp32) ;; bf16) echo --use_amp --amp_dtype bf16 ;; fp16) echo --use_amp --amp_dtype fp16 ;; esac; }
 for v in fp32 bf16 fp16; do
   log "A: ml1m sasrec $v speed"
   timeout 90 "$bin" "${ml1m[@]}" $(amp $v) --num_epochs "$epochs_speed" --eval_every "$epochs_speed" \
@@ -64,6 +66,45 @@ log "B: mHC pairs, seeds ${SEEDS:-1 2 3}, $epochs_b epochs, all at once"
 SASREC_TRAIN="$bin" EPOCHS="$epochs_b" PARALLEL=1 TIMEOUT="${TIMEOUT_B:-300}" \
   "$root/benches/mhc_compare.sh" "$out/mhc" > "$out/mhc/table.md" 2>> "$out/suite.log"
 log "B: done"
+esac
+
+# --- C (only when PHASES names it): the numbers to convergence, issue #12 item 4 ---
+# SASRec on ML-1M for each of SEEDS, evaluated every epoch and stopped after PATIENCE
+# evaluations without a better sampled validation NDCG@10 (at most EPOCHS_C epochs); `--loss ce`
+# the same way, selected on full ranking; then the four kinds at the prototype's defaults
+# (default flags, ml-1m.tisasrec_u1-2999 as benches/model_cost.sh) for EPOCHS_SPEED epochs each, with the GPU memory in
+# use sampled every 200 ms (kinds-KIND.mem; its maximum is the peak). Test metrics of the chosen
+# epoch are in each summary.json.
+case " ${PHASES:-A B} " in *" C "*)
+epochs_c=${EPOCHS_C:-400}
+patience=${PATIENCE:-20}
+for seed in ${SEEDS:-1 2 3}; do
+  log "C: ml1m sasrec seed $seed to convergence"
+  timeout 300 "$bin" "${ml1m[@]}" --seed "$seed" --num_epochs "$epochs_c" --eval_every 1 \
+    --early_stop_patience "$patience" --train_dir "$out/conv-sasrec-$seed" \
+    > "$out/conv-sasrec-$seed.json" 2> "$out/conv-sasrec-$seed.log"
+done
+log "C: ml1m sasrec --loss ce to convergence (full-ranking selection)"
+timeout 600 "$bin" "${ml1m[@]}" --loss ce --num_epochs "$epochs_c" --eval_every 1 \
+  --early_stop_patience "$patience" --select_protocol full --train_dir "$out/conv-ce" \
+  > "$out/conv-ce.json" 2> "$out/conv-ce.log"
+for kind in sasrec sasrec-mhc tisasrec tisasrec-mhc; do
+  case $kind in
+    sasrec) flags=(--no_time --no_mhc) ;;
+    sasrec-mhc) flags=(--no_time) ;;
+    tisasrec) flags=(--no_mhc) ;;
+    tisasrec-mhc) flags=() ;;
+  esac
+  log "C: $kind at the prototype's defaults, $epochs_speed epochs"
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$out/kinds-$kind.mem" &
+  smi=$!
+  timeout 300 "$bin" --dataset "$data/ml-1m/ml-1m.tisasrec_u1-2999.txt.gz" "${flags[@]}" \
+    --device "$device" \
+    --num_epochs "$epochs_speed" --eval_every "$epochs_speed" --num_workers 2 \
+    --train_dir "$out/kinds-$kind" > "$out/kinds-$kind.json" 2> "$out/kinds-$kind.log"
+  kill "$smi" 2>/dev/null
+done
+log "C: done"
 esac
 
 # --- S (only when PHASES names it): sasrec-serve on the CUDA execution provider, issue #12 ---
