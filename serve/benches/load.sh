@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load test of sasrec-serve on loopback: p50/p99 latency at 1 client and throughput at 32 and
-# 64 clients, with dynamic batching and without (--no_batching); then the batched/unbatched
-# throughput ratio at 32 clients, the server's peak RSS (VmHWM) and its items.tsv load time.
+# 64 clients, with dynamic batching and without (--no_batching), with the mean rows per ONNX
+# Runtime run at each load; then the batched/unbatched throughput ratio at 32 clients, the
+# server's peak RSS (VmHWM) and its items.tsv load time.
 #
 # Usage: serve/benches/load.sh [MODEL_DIR] [SECONDS]
 #   MODEL_DIR  a run directory with model.onnx + items.tsv (default /tmp/ml1m-serve)
@@ -72,20 +73,31 @@ print(f'{d["clients"]:>7} {d["rps"]:>9.0f} {d["p50_ms"]:>8.2f} {d["p99_ms"]:>8.2
 PY
 }
 
+# "sum count" of the server's batch-size histogram (rows per ONNX Runtime run).
+batch_totals() {
+  curl -s "http://127.0.0.1:$PORT/metrics" |
+    awk '/^sasrec_batch_size_sum/ { s = $2 } /^sasrec_batch_size_count/ { c = $2 } END { print s + 0, c + 0 }'
+}
+
+# Mean rows per run between two batch_totals readings.
+rows_per_run() {
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
+    if (y[2] > x[2]) printf "%8.1f", (y[1] - x[1]) / (y[2] - x[2]) }'
+}
+
 echo "# $(nproc)-core CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), loopback, loadgen, ${SECS}s per row, $(date -u +%F)"
 declare -A RPS32
 for mode in batching no_batching; do
   if [[ $mode == batching ]]; then start_server; else start_server --no_batching; fi
   echo "## $mode  ($(curl -s "http://127.0.0.1:$PORT/v1/model" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["id"], d["num_items"], "items", d["batching"])'))"
-  echo "clients       rps   p50 ms   p99 ms"
+  echo "clients       rps   p50 ms   p99 ms  rows/run"
   load 1 >/dev/null   # warm-up
   for c in 1 32 64; do
-    row=$(load "$c"); echo "$row"
+    before=$(batch_totals)
+    row=$(load "$c")
+    echo "$row  $(rows_per_run "$before" "$(batch_totals)")"
     [[ $c == 32 ]] && RPS32[$mode]=$(awk '{ print $2 }' <<<"$row")
   done
-  if [[ $mode == batching ]]; then
-    curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^sasrec_batch_size_(sum|count)/ { v[$1] = $2 } END { if (v["sasrec_batch_size_count"]) printf "mean rows per ONNX Runtime run: %.1f\n", v["sasrec_batch_size_sum"] / v["sasrec_batch_size_count"] }'
-  fi
   echo "server peak RSS: $(awk '/^VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$SERVER_PID/status")"
   # The `item map loaded` line of the server log (tracing key=value fields, ANSI colours off).
   sed 's/\x1b\[[0-9;]*m//g' "$WORK/server.log" | grep -m1 'item map loaded' | sed 's/.*item map loaded/items.tsv:/' || true
