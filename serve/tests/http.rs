@@ -788,14 +788,7 @@ async fn reload_swaps_the_model_and_keeps_the_old_one_on_failure() {
     let (st, after) = ask().await;
     assert_eq!(st, 200);
     assert_eq!(after["model"], v["model"]);
-    let info: serde_json::Value = c
-        .get(srv.url("/v1/model"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = get_json(&c, &srv.url("/v1/model")).await;
     assert_eq!(info["time_aware"], true);
     let m = metrics_text(&c, &srv).await;
     assert!(

@@ -217,14 +217,7 @@ async fn cuda_provider_scores_equal_cpu_provider() {
         );
         assert!(!srv.log.contains("falling back"), "{}", srv.log);
         let url = |p: &str| format!("http://{}{p}", srv.addr);
-        let v: serde_json::Value = c
-            .get(url("/v1/model"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(&c, &url("/v1/model")).await;
         assert_eq!(v["device"], "cuda", "{v}");
         for events in users.iter().take(16) {
             let hist: Vec<u64> = events.iter().map(|e| e.0).collect();

@@ -223,6 +223,11 @@ pub async fn metrics_text(c: &reqwest::Client, srv: &Server) -> String {
         .unwrap()
 }
 
+/// GETs `url` and returns its body as JSON.
+pub async fn get_json(c: &reqwest::Client, url: &str) -> serde_json::Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// POSTs JSON and returns (status, body as JSON).
 pub async fn post(
     c: &reqwest::Client,
