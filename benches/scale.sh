@@ -1,28 +1,44 @@
 #!/usr/bin/env bash
-# How the costs grow with the catalogue: generated Zipf data with 10k / 100k / 1M items (and a
-# fixed number of users), SASRec (maxlen 50, d 32, 1 head, 2 blocks), on this machine:
-#   data      load + index seconds and peak RSS; sampler batches/s (1 and 2 threads)
+# How the costs grow with the catalogue (AXIS=items, the default: 10k / 100k / 1M items, a
+# fixed number of users) or with the users (AXIS=users: 10k / 100k / 1M users, a fixed
+# catalogue of USERS_ITEMS items): generated Zipf data, SASRec (maxlen 50, d 32, 1 head,
+# 2 blocks), on this machine:
+#   data      load + index seconds and peak RSS; sampler batches/s (1 and 2 threads), batches
+#             per epoch (batch 128)
 #   train     seconds per 1,000 steps and peak RSS for each loss (bce, sampled_softmax and gbce
 #             with 256 negatives, ce in 8,192-item chunks), from a run of STEPS steps
 #             (`--max_steps`; ce: CE_STEPS) with an evaluation of EVAL_USERS users at the end
 #   evaluate  seconds per 1,000 users, both protocols (from the sampled-softmax run)
 #   export    seconds and ONNX size (model.onnx + model.onnx.data)
 #   serve     p50/p99 at 1 client, requests/s at 32 clients with dynamic batching and
-#             without (serve/benches/load.sh, LOAD_SECS per point), server peak RSS
-# then a table with the ratio of each cost per 10× items.
+#             without (serve/benches/load.sh, LOAD_SECS per point), server peak RSS; on the
+#             items axis only (nothing a server holds depends on the number of users)
+# then a table with the ratio of each cost per 10× items (or users).
 #
-# Usage: [ITEMS="10000 100000 1000000"] [USERS=60000] [STEPS=50] [CE_STEPS="50 20 4"]
+# Usage: [AXIS=items] [ITEMS="10000 100000 1000000"] [USERS=60000] [STEPS=50] [CE_STEPS="50 20 4"]
 #        [EVAL_USERS=1000] [LOAD_SECS=8] [SKIP_SERVE=1] benches/scale.sh [OUT_DIR]
+#        AXIS=users [USERS_LIST="10000 100000 1000000"] [USERS_ITEMS=100000] … benches/scale.sh [OUT_DIR]
 # Needs release builds: cargo build --release -p sasrec-train -p sasrec-export -p sasrec-serve \
 #   -p sasrec-benches && cargo build --release -p sasrec-serve --example loadgen
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${1:-$root/runs/scale}
 bin=$root/target/release
-items_list=${ITEMS:-10000 100000 1000000}
-users=${USERS:-60000}
+axis=${AXIS:-items}
 steps=${STEPS:-50}
-read -r -a ce_steps <<< "${CE_STEPS:-50 20 4}"
+# (items, users) of each point of the sweep, and the CE steps per point.
+case $axis in
+  items)
+    read -r -a sizes <<< "${ITEMS:-10000 100000 1000000}"
+    points=(); for n in "${sizes[@]}"; do points+=("$n ${USERS:-60000}"); done
+    read -r -a ce_steps <<< "${CE_STEPS:-50 20 4}" ;;
+  users)
+    read -r -a sizes <<< "${USERS_LIST:-10000 100000 1000000}"
+    points=(); for n in "${sizes[@]}"; do points+=("${USERS_ITEMS:-100000} $n"); done
+    read -r -a ce_steps <<< "${CE_STEPS:-5}"
+    SKIP_SERVE=1 ;;
+  *) echo "AXIS must be items or users, not '$axis'" >&2; exit 2 ;;
+esac
 eval_users=${EVAL_USERS:-1000}
 py=${PYTHON:-$root/.venv/bin/python}
 mkdir -p "$out"
@@ -41,12 +57,13 @@ measure() {
   echo "{\"name\": \"$name\", \"seconds\": $secs, \"peak_rss_mb\": $(( kb / 1024 ))}" >> "$results"
 }
 
-echo "# $(nproc)-core CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%F), users $users"
+echo "# $(nproc)-core CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%F), axis $axis"
 i=0
-for items in $items_list; do
-  tag=i$items
+for point in "${points[@]}"; do
+  read -r items users <<< "$point"
+  tag=i${items}u$users
   data=$out/$tag.txt
-  echo "== $items items"
+  echo "== $items items, $users users"
   [[ -f $data ]] || "$bin/sasrec-train" data synthetic --output "$data" --users "$users" \
     --items "$items" --genres 16 --min_len 20 --max_len 80 --zipf 0.7 > /dev/null
   measure "$tag-data" "$bin/scale-data" "$data" 50
@@ -70,9 +87,12 @@ for items in $items_list; do
   i=$((i + 1))
 done
 
-"$py" - "$out" $items_list <<'PY'
+tags=(); for point in "${points[@]}"; do read -r items users <<< "$point"; tags+=("i${items}u$users"); done
+"$py" - "$out" "$axis" "${sizes[@]}" -- "${tags[@]}" <<'PY'
 import json, os, re, sys
-out, sizes = sys.argv[1], sys.argv[2:]
+out, axis = sys.argv[1], sys.argv[2]
+cut = sys.argv.index("--")
+sizes, tags = sys.argv[3:cut], sys.argv[cut + 1:]
 res = {}
 for line in open(os.path.join(out, "results.jsonl")):
     r = json.loads(line); res[r["name"]] = r
@@ -81,15 +101,17 @@ def summary(tag, loss):
 def metrics(tag, loss):
     return [json.loads(l) for l in open(os.path.join(out, f"{tag}-{loss}", "metrics.jsonl"))][-1]
 rows = {}
-for n in sizes:
-    tag = f"i{n}"; d = json.load(open(os.path.join(out, f"{tag}-data.out")))
-    row = {"items (in data)": d["items"], "interactions": d["interactions"],
+for n, tag in zip(sizes, tags):
+    d = json.load(open(os.path.join(out, f"{tag}-data.out")))
+    row = {"items (in data)": d["items"], "users (in data)": d["users"],
+           "interactions": d["interactions"], "batches per epoch (128)": -(-d["users"] // 128),
            "load+index s": d["load_index_seconds"], "load peak RSS MB": res[f"{tag}-data"]["peak_rss_mb"],
            "sampler batches/s (1 / 2 threads)": (d["sampler_batches_per_s"]["1_workers"], d["sampler_batches_per_s"]["2_workers"])}
     for loss in ["bce", "sampled_softmax", "gbce", "ce"]:
         s = summary(tag, loss)
         row[f"train s/1000 steps {loss}"] = 1000 * s["seconds_per_step"]
         row[f"train peak RSS MB {loss}"] = res[f"{tag}-train-{loss}"]["peak_rss_mb"]
+    row["train run wall s, sampled_softmax (load, steps, evaluation)"] = res[f"{tag}-train-sampled_softmax"]["seconds"]
     m = metrics(tag, "sampled_softmax")
     users = m["valid"]["full"]["users"] + m["test"]["full"]["users"]
     row["eval s/1000 users (both protocols)"] = 1000 * m["eval_seconds"] / users
@@ -120,8 +142,8 @@ def ratio(a, b):
     if isinstance(a, tuple): return " / ".join(ratio(x, y) for x, y in zip(a, b))
     return f"{b / a:.2f}×" if a else "–"
 keys = list(next(iter(rows.values())).keys())
-print("| | " + " | ".join(f"{int(n):,} items" for n in sizes) + " | " +
-      " | ".join(f"×10 items ({int(a):,}→{int(b):,})" for a, b in zip(sizes, sizes[1:])) + " |")
+print("| | " + " | ".join(f"{int(n):,} {axis}" for n in sizes) + " | " +
+      " | ".join(f"×10 {axis} ({int(a):,}→{int(b):,})" for a, b in zip(sizes, sizes[1:])) + " |")
 print("| --- " * (1 + 2 * len(sizes) - 1) + "|")
 for k in keys:
     vals = [rows[n].get(k) for n in sizes]

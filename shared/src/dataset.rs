@@ -536,27 +536,25 @@ impl Dataset {
             interactions_read,
             removed_by_kcore: interactions_read - records.len(),
         };
-        Ok(Self::assemble(
-            path,
-            records,
-            &tokens.users,
-            &tokens.items,
-            timed,
-            report,
-        ))
+        let users = final_map(&tokens.users, records.iter().map(|r| r.user));
+        let items = final_map(&tokens.items, records.iter().map(|r| r.item));
+        // The file's text is no longer needed: free it before the sequences are built, so
+        // that the peak holds the records and either the text or the sequences, not all three.
+        drop(tokens);
+        drop(bytes);
+        Ok(Self::assemble(path, records, users, items, timed, report))
     }
 
-    /// Maps the surviving provisional ids to final indices and groups records by user.
+    /// Maps the surviving provisional ids to final indices (`(map, remap)` from [`final_map`])
+    /// and groups records by user.
     fn assemble(
         path: &Path,
         records: Vec<Record>,
-        user_tokens: &[&str],
-        item_tokens: &[&str],
+        (users, user_remap): (IdMap, Vec<u32>),
+        (items, item_remap): (IdMap, Vec<u32>),
         timed: bool,
         report: LoadReport,
     ) -> Self {
-        let (users, user_remap) = final_map(user_tokens, records.iter().map(|r| r.user));
-        let (items, item_remap) = final_map(item_tokens, records.iter().map(|r| r.item));
         let mut counts = vec![0usize; users.len() + 1];
         for r in &records {
             counts[user_remap[r.user as usize] as usize] += 1;
