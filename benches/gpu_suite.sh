@@ -31,7 +31,7 @@ log() { echo "[$(date +%T)] $*" | tee -a "$out/suite.log"; }
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true) > "$out/gpu.txt" 2>&1
 nproc > "$out/cpus.txt"
 
-# SASRec on ML-1M at the reference settings (phases A and C; a later --early_stop_patience wins).
+# SASRec on ML-1M at the reference settings (phases A, C and G; a later --early_stop_patience wins).
 ml1m=(--dataset "$data/ml-1m/ml-1m.sasrec.txt.gz" --no_time --no_mhc --maxlen 200 --num_blocks 2
       --num_heads 1 --hidden_units 50 --dropout_rate 0.2 --warmup_steps 0 --lr_decay_rate 1
       --early_stop_patience 0 --num_workers 2 --device "$device")
@@ -71,10 +71,9 @@ esac
 # --- C (only when PHASES names it): the numbers to convergence, issue #12 item 4 ---
 # SASRec on ML-1M for each of SEEDS, evaluated every epoch and stopped after PATIENCE
 # evaluations without a better sampled validation NDCG@10 (at most EPOCHS_C epochs); `--loss ce`
-# the same way, selected on full ranking; then the four kinds at the prototype's defaults
-# (default flags, ml-1m.tisasrec_u1-2999 as benches/model_cost.sh) for EPOCHS_SPEED epochs each, with the GPU memory in
-# use sampled every 200 ms (kinds-KIND.mem; its maximum is the peak). Test metrics of the chosen
-# epoch are in each summary.json.
+# the same way, selected on full ranking; then the four kinds at the prototype's defaults for
+# EPOCHS_SPEED epochs each through benches/model_cost.sh (s/step, peak RSS and peak GPU memory:
+# kinds.txt). Test metrics of the chosen epoch are in each summary.json.
 case " ${PHASES:-A B} " in *" C "*)
 epochs_c=${EPOCHS_C:-400}
 patience=${PATIENCE:-20}
@@ -88,22 +87,10 @@ log "C: ml1m sasrec --loss ce to convergence (full-ranking selection)"
 timeout 600 "$bin" "${ml1m[@]}" --loss ce --num_epochs "$epochs_c" --eval_every 1 \
   --early_stop_patience "$patience" --select_protocol full --train_dir "$out/conv-ce" \
   > "$out/conv-ce.json" 2> "$out/conv-ce.log"
-for kind in sasrec sasrec-mhc tisasrec tisasrec-mhc; do
-  case $kind in
-    sasrec) flags=(--no_time --no_mhc) ;;
-    sasrec-mhc) flags=(--no_time) ;;
-    tisasrec) flags=(--no_mhc) ;;
-    tisasrec-mhc) flags=() ;;
-  esac
-  log "C: $kind at the prototype's defaults, $epochs_speed epochs"
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$out/kinds-$kind.mem" &
-  smi=$!
-  timeout 300 "$bin" --dataset "$data/ml-1m/ml-1m.tisasrec_u1-2999.txt.gz" "${flags[@]}" \
-    --device "$device" \
-    --num_epochs "$epochs_speed" --eval_every "$epochs_speed" --num_workers 2 \
-    --train_dir "$out/kinds-$kind" > "$out/kinds-$kind.json" 2> "$out/kinds-$kind.log"
-  kill "$smi" 2>/dev/null
-done
+log "C: the four kinds at the prototype's defaults, $epochs_speed epochs (benches/model_cost.sh)"
+BIN="$bin" SASREC_PYTHON="$py" DATA="$data/ml-1m/ml-1m.tisasrec_u1-2999.txt.gz" MAXLENS= \
+  ELEMENTWISE_MAXLENS= timeout 1200 "$root/benches/model_cost.sh" "$epochs_speed" "$device" \
+  > "$out/kinds.txt" 2> "$out/kinds.log"
 log "C: done"
 esac
 
@@ -140,9 +127,7 @@ timeout 300 "$graph_test" --ignored --exact on_cuda_the_graph_trains_the_model_t
 log "G: exit $? (0 = passed; log in cuda-graph-test.log)"
 for v in graph eager; do
   log "G: ml1m sasrec fp32 speed, $v"
-  timeout 90 "$bin" --dataset "$data/ml-1m/ml-1m.sasrec.txt.gz" --no_time --no_mhc --maxlen 200 \
-    --num_blocks 2 --num_heads 1 --hidden_units 50 --dropout_rate 0.2 --early_stop_patience 0 \
-    --num_workers 2 --device cuda --num_epochs "$epochs_speed" --eval_every "$epochs_speed" \
+  timeout 90 "$bin" "${ml1m[@]}" --num_epochs "$epochs_speed" --eval_every "$epochs_speed" \
     $([ $v = eager ] && echo --no_cuda_graph) --train_dir "$out/graph-speed-$v" \
     > "$out/graph-speed-$v.json" 2> "$out/graph-speed-$v.log"
 done

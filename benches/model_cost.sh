@@ -8,7 +8,11 @@
 # (table: O(B·h·T·(T + k)); elementwise, the reference: O(B·T²·C)). The mHC kinds also run
 # with --mhc_hres lite.
 #
+# On CUDA the GPU memory in use is sampled every 200 ms during each run (nvidia-smi) and its
+# peak printed too.
+#
 # Usage: benches/model_cost.sh [EPOCHS=1] [DEVICE=cpu]
+#   BIN     the sasrec-train binary (default target/release/sasrec-train, built when missing)
 #   DATA    the interaction file (default ../shared/data/ml-1m/ml-1m.tisasrec_u1-2999.txt.gz)
 #   MAXLENS the maxlen sweep (default "50 100 200 400"); ELEMENTWISE_MAXLENS the sweep of the
 #           reference form (default "50 100 200": at 400 it needs more than 24 GB)
@@ -21,31 +25,41 @@ data=${DATA:-$root/../shared/data/ml-1m/ml-1m.tisasrec_u1-2999.txt.gz}
 maxlens=${MAXLENS-50 100 200 400}
 elementwise_maxlens=${ELEMENTWISE_MAXLENS-50 100 200}
 py=${SASREC_PYTHON:-$root/.venv/bin/python}
-bin=$root/target/release/sasrec-train
+bin=${BIN:-$root/target/release/sasrec-train}
 [ -x "$bin" ] || cargo build --release -q -p sasrec-train --manifest-path "$root/Cargo.toml"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 results=$tmp/results.tsv
 
-# run NAME FLAGS...: one training run; appends NAME, s/step, steps, peak RSS (KiB) to $results.
+# run NAME FLAGS...: one training run; appends NAME, s/step, steps, peak RSS (KiB) and peak GPU
+# memory (MiB; "-" off CUDA) to $results.
 run() {
   local name=$1
   shift
-  local dir=$tmp/$name
-  if ! /usr/bin/time -f '%M' -o "$dir.rss" "$bin" --dataset "$data" --train_dir "$dir" \
+  local dir=$tmp/$name smi=
+  if [ "$device" = cuda ] && command -v nvidia-smi > /dev/null; then
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$dir.mem" &
+    smi=$!
+  fi
+  local ok=1
+  /usr/bin/time -f '%M' -o "$dir.rss" "$bin" --dataset "$data" --train_dir "$dir" \
     --num_epochs "$epochs" --eval_every 100000 --eval_max_users 100 --num_workers 1 \
     --device "$device" \
-    ${EXTRA:-} "$@" > "$dir.json" 2> "$dir.log"; then
+    ${EXTRA:-} "$@" > "$dir.json" 2> "$dir.log" || ok=0
+  [ -n "$smi" ] && kill "$smi" 2> /dev/null
+  local gpu=-
+  [ -s "$dir.mem" ] && gpu=$(sort -n "$dir.mem" | tail -1)
+  if [ $ok = 0 ]; then
     echo "model_cost: $name failed:" >&2
     tail -5 "$dir.log" >&2
-    printf '%s\tnan\t0\t%s\n' "$name" "$(cat "$dir.rss" 2>/dev/null | tail -1)" >> "$results"
+    printf '%s\tnan\t0\t%s\t%s\n' "$name" "$(cat "$dir.rss" 2>/dev/null | tail -1)" "$gpu" >> "$results"
     return
   fi
-  "$py" - "$name" "$dir.json" "$dir.rss" >> "$results" <<'PY'
+  "$py" - "$name" "$dir.json" "$dir.rss" "$gpu" >> "$results" <<'PY'
 import json, sys
-name, summary, rss = sys.argv[1:4]
+name, summary, rss, gpu = sys.argv[1:5]
 s = json.load(open(summary))
-print(f"{name}\t{s['seconds_per_step']:.4f}\t{s['steps']}\t{open(rss).read().split()[-1]}")
+print(f"{name}\t{s['seconds_per_step']:.4f}\t{s['steps']}\t{open(rss).read().split()[-1]}\t{gpu}")
 PY
 }
 
@@ -75,11 +89,11 @@ done
 import sys
 rows = {}
 for line in open(sys.argv[1]):
-    name, s, steps, rss = line.rstrip("\n").split("\t")
-    rows[name] = (float(s), int(steps), int(rss) / 1024**2)
+    name, s, steps, rss, gpu = line.rstrip("\n").split("\t")
+    rows[name] = (float(s), int(steps), int(rss) / 1024**2, gpu)
 base = rows["sasrec"][0]
 print(f"device {sys.argv[2]}, {sys.argv[3]} epoch(s) per run, {rows['sasrec'][1]} steps per run")
-print(f"{'run':28s} {'s/step':>8s} {'x SASRec':>9s} {'peak RSS GiB':>13s}")
-for name, (s, steps, rss) in rows.items():
-    print(f"{name:28s} {s:8.3f} {s / base:9.2f} {rss:13.2f}")
+print(f"{'run':28s} {'s/step':>8s} {'x SASRec':>9s} {'peak RSS GiB':>13s} {'peak GPU MiB':>13s}")
+for name, (s, steps, rss, gpu) in rows.items():
+    print(f"{name:28s} {s:8.3f} {s / base:9.2f} {rss:13.2f} {gpu:>13s}")
 PY

@@ -26,7 +26,7 @@ out=${1:-$root/runs/scale}
 bin=$root/target/release
 axis=${AXIS:-items}
 steps=${STEPS:-50}
-# (items, users) of each point of the sweep, and the CE steps per point.
+# (items, users) of each point of the sweep, its tag, and the CE steps per point.
 case $axis in
   items)
     read -r -a sizes <<< "${ITEMS:-10000 100000 1000000}"
@@ -39,6 +39,7 @@ case $axis in
     SKIP_SERVE=1 ;;
   *) echo "AXIS must be items or users, not '$axis'" >&2; exit 2 ;;
 esac
+tags=(); for point in "${points[@]}"; do read -r items users <<< "$point"; tags+=("i${items}u$users"); done
 eval_users=${EVAL_USERS:-1000}
 py=${PYTHON:-$root/.venv/bin/python}
 mkdir -p "$out"
@@ -58,10 +59,9 @@ measure() {
 }
 
 echo "# $(nproc)-core CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%F), axis $axis"
-i=0
-for point in "${points[@]}"; do
-  read -r items users <<< "$point"
-  tag=i${items}u$users
+for i in "${!points[@]}"; do
+  read -r items users <<< "${points[$i]}"
+  tag=${tags[$i]}
   data=$out/$tag.txt
   echo "== $items items, $users users"
   [[ -f $data ]] || "$bin/sasrec-train" data synthetic --output "$data" --users "$users" \
@@ -84,10 +84,8 @@ for point in "${points[@]}"; do
     echo "   serve"
     "$root/serve/benches/load.sh" "$out/$tag-sampled_softmax" "${LOAD_SECS:-8}" > "$out/$tag-serve.txt"
   fi
-  i=$((i + 1))
 done
 
-tags=(); for point in "${points[@]}"; do read -r items users <<< "$point"; tags+=("i${items}u$users"); done
 "$py" - "$out" "$axis" "${sizes[@]}" -- "${tags[@]}" <<'PY'
 import json, os, re, sys
 out, axis = sys.argv[1], sys.argv[2]
