@@ -2,8 +2,8 @@
 //! 128×200 batches with 1 and 2 worker threads.
 //!
 //! `cargo bench -p sasrec-benches --bench data`. Needs ../shared/data (or `SASREC_DATA`).
-//! The sampler groups report batches/s; the PyTorch reference training loop consumes
-//! about 65 batches/s on an H200, so ≥ 200 keeps the sampler off the critical path.
+//! The sampler groups report batches/s, to compare with the rate the training loop consumes
+//! (docs/RESULTS.md).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +12,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sasrec_shared::split::DEFAULT_MIN_HOLDOUT_LEN;
 use sasrec_shared::time::{Intervals, TimeUnit};
-use sasrec_shared::{Dataset, KCore, Sampler, SamplerConfig, Split};
+use sasrec_shared::{Dataset, KCore, Sampler, Split};
+
+use sasrec_benches::{sampler_config, WORKERS};
 
 fn data(rel: &str) -> PathBuf {
     let root = std::env::var("SASREC_DATA")
@@ -71,20 +73,9 @@ fn sampler(c: &mut Criterion) {
         ),
     ];
     for (name, split, maxlen, intervals) in cases {
-        for workers in [1, 2] {
-            let s = Sampler::new(
-                split.clone(),
-                SamplerConfig {
-                    batch_size: 128,
-                    maxlen,
-                    seed: 1,
-                    num_workers: workers,
-                    rank: 0,
-                    world_size: 1,
-                    intervals,
-                },
-            )
-            .unwrap();
+        for workers in WORKERS {
+            let s =
+                Sampler::new(split.clone(), sampler_config(maxlen, workers, intervals)).unwrap();
             g.throughput(Throughput::Elements(s.num_batches() as u64));
             g.bench_function(format!("{name}, {workers} worker(s), one epoch"), |b| {
                 let mut epoch = 0;

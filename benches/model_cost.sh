@@ -15,7 +15,7 @@
 #   BIN     the sasrec-train binary (default target/release/sasrec-train, built when missing)
 #   DATA    the interaction file (default ../shared/data/ml-1m/ml-1m.tisasrec_u1-2999.txt.gz)
 #   MAXLENS the maxlen sweep (default "50 100 200 400"); ELEMENTWISE_MAXLENS the sweep of the
-#           reference form (default "50 100 200": at 400 it needs more than 24 GB)
+#           reference form (default "50 100 200"; docs/RESULTS.md has its memory at 400)
 #   EXTRA   extra flags for every run (e.g. "--mhc_hres lite")
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -2,7 +2,7 @@
 # How the costs grow with the catalogue (AXIS=items, the default: 10k / 100k / 1M items, a
 # fixed number of users) or with the users (AXIS=users: 10k / 100k / 1M users, a fixed
 # catalogue of USERS_ITEMS items): generated Zipf data, SASRec (maxlen 50, d 32, 1 head,
-# 2 blocks), on this machine:
+# 2 blocks), on the machine it runs on (its CPU and the date head the output):
 #   data      load + index seconds and peak RSS; sampler batches/s (1 and 2 threads), batches
 #             per epoch (batch 128)
 #   train     seconds per 1,000 steps and peak RSS for each loss (bce, sampled_softmax and gbce

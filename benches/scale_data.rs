@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sasrec_shared::split::DEFAULT_MIN_HOLDOUT_LEN;
-use sasrec_shared::{Dataset, Sampler, SamplerConfig, Split};
+use sasrec_shared::{Dataset, Sampler, Split};
+
+use sasrec_benches::{sampler_config, WORKERS};
 
 fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("error: {msg}");
@@ -31,20 +33,9 @@ fn main() {
     let split = Split::new(Arc::new(data), DEFAULT_MIN_HOLDOUT_LEN);
     let load_seconds = started.elapsed().as_secs_f64();
     let mut batches_per_s = serde_json::Map::new();
-    for workers in [1, 2] {
-        let sampler = Sampler::new(
-            split.clone(),
-            SamplerConfig {
-                batch_size: 128,
-                maxlen,
-                seed: 1,
-                num_workers: workers,
-                rank: 0,
-                world_size: 1,
-                intervals: None,
-            },
-        )
-        .unwrap_or_else(|e| fail(e));
+    for workers in WORKERS {
+        let sampler = Sampler::new(split.clone(), sampler_config(maxlen, workers, None))
+            .unwrap_or_else(|e| fail(e));
         let t = Instant::now();
         let batches = sampler.epoch(1).count();
         let rate = batches as f64 / t.elapsed().as_secs_f64();

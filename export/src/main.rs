@@ -5,9 +5,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
 use sasrec_export::external_data::DEFAULT_THRESHOLD;
 use sasrec_export::{export, ExportOptions, Variant};
+use sasrec_shared::logging::{self, LogFormat, Stream};
 
 /// Export a trained SASRec / TiSASRec / mHC model to ONNX (opset 17, IR version 10).
 ///
@@ -45,17 +47,20 @@ struct Args {
         default_value_t = DEFAULT_THRESHOLD
     )]
     external_data_threshold: u64,
+    /// Log lines as text (colour only on a terminal; NO_COLOR turns it off) or as one JSON
+    /// object per line (for files and log shippers). RUST_LOG sets the level.
+    #[arg(
+        long = "log_format",
+        alias = "log-format",
+        default_value = "text",
+        value_parser = PossibleValuesParser::new(LogFormat::NAMES).try_map(|s| s.parse::<LogFormat>())
+    )]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "sasrec_export=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    logging::init(args.log_format, "sasrec_export=info", Stream::Stderr);
     if !args.onnx {
         eprintln!("error: nothing to do: pass --onnx (the only export format)");
         return ExitCode::from(2);

@@ -1,12 +1,11 @@
 //! The README's `sasrec-export` flag table lists exactly the flags of `sasrec-export --help`.
 
-#[path = "../../testutil/readme_flags.rs"]
-mod readme_flags;
+use sasrec_testutil::readme as readme_flags;
 
 #[test]
 fn readme_flag_table_matches_help() {
     let readme = readme_flags::readme_flags(&["Export"]);
     let help = readme_flags::help_flags(env!("CARGO_BIN_EXE_sasrec-export"), &[]);
-    assert_eq!(help.len(), 5, "{help:?}");
+    assert_eq!(help.len(), 6, "{help:?}");
     readme_flags::assert_same(&readme, &help, "sasrec-export");
 }

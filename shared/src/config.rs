@@ -3,10 +3,11 @@
 //! Lives in the pure-Rust crate because the server reads it too and must not link
 //! libtorch. Constructors in `sasrec-models` take a validated [`ModelConfig`].
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::run::ModelKind;
 
 /// The attention backbone (docs/MODELS.md §1 SASRec, §2 TiSASRec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,5 +227,37 @@ impl ModelConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The four model kinds (docs/MODELS.md §1–3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// SASRec.
+    Sasrec,
+    /// TiSASRec.
+    Tisasrec,
+    /// SASRec with mHC residuals.
+    SasrecMhc,
+    /// TiSASRec with mHC residuals.
+    TisasrecMhc,
+}
+
+impl ModelKind {
+    /// `sasrec`, `tisasrec`, `sasrec-mhc` or `tisasrec-mhc`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sasrec => "sasrec",
+            Self::Tisasrec => "tisasrec",
+            Self::SasrecMhc => "sasrec-mhc",
+            Self::TisasrecMhc => "tisasrec-mhc",
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }

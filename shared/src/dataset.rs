@@ -86,6 +86,8 @@ pub enum Separator {
 }
 
 impl Separator {
+    /// The separator of a file whose first data line is `line` (the rule is in the module
+    /// docs).
     fn detect(line: &str) -> Self {
         if line.contains("::") {
             Separator::DoubleColon
@@ -240,6 +242,7 @@ struct Tokens<'a> {
 }
 
 impl<'a> Tokens<'a> {
+    /// The record of one interaction, its tokens interned.
     fn record(&mut self, user: &'a str, item: &'a str, ts: i64) -> Record {
         Record {
             user: intern(&mut self.user_ids, &mut self.users, user),
@@ -253,20 +256,40 @@ impl<'a> Tokens<'a> {
 struct Parsed<'a> {
     records: Vec<Record>,
     tokens: Tokens<'a>,
-    separator: Separator,
-    format: Format,
-    columns: usize,
-    mapping: Option<Columns>,
-    header: bool,
-    skipped_lines: usize,
+    /// The report so far: `removed_by_kcore` is still 0.
+    report: LoadReport,
 }
 
-/// Where an interaction file's column mapping came from (for the column-count message).
-#[derive(Clone, Copy)]
-enum Origin {
-    Count,
-    Header,
-    Explicit,
+impl<'a> Parsed<'a> {
+    /// The parse of a file whose first data line is `first`: an interaction file with its
+    /// `mapping`, or a sequence file (`mapping` `None`) whose longest line has `columns` fields.
+    fn new(
+        (records, tokens): (Vec<Record>, Tokens<'a>),
+        first: &FirstLine<'_>,
+        columns: usize,
+        mapping: Option<Columns>,
+        skipped_lines: usize,
+    ) -> Self {
+        let format = match mapping {
+            Some(_) => Format::Interactions,
+            None => Format::Sequence,
+        };
+        let report = LoadReport {
+            separator: first.sep,
+            format,
+            columns,
+            mapping,
+            header: first.header,
+            skipped_lines,
+            interactions_read: records.len(),
+            removed_by_kcore: 0,
+        };
+        Self {
+            records,
+            tokens,
+            report,
+        }
+    }
 }
 
 /// The data lines of a file: (1-based line number, trimmed line), counting skipped lines.
@@ -285,6 +308,7 @@ fn data_lines<'a: 's, 's>(
     })
 }
 
+/// The error for a malformed line `line` (1-based) of `path`.
 fn parse_error(path: &Path, line: usize, msg: String) -> Error {
     Error::Parse {
         path: path.into(),
@@ -301,108 +325,221 @@ fn parse_interactions<'a>(
     explicit: Option<&Columns>,
     detect_sequences: bool,
 ) -> Result<Option<Parsed<'a>>> {
-    let err = |line: usize, msg: String| parse_error(path, line, msg);
     let mut skipped_lines = 0;
-    let mut tokens = Tokens::default();
-    let mut records: Vec<Record> = Vec::with_capacity(text.len() / 16);
-    let mut fields: Vec<&str> = Vec::with_capacity(8);
     let mut lines = data_lines(text, &mut skipped_lines);
-    let Some((first_no, first)) = lines.next() else {
-        return Err(Error::Empty { path: path.into() });
+    let first = FirstLine::read(path, lines.next())?;
+    let file = InteractionFile {
+        path,
+        text,
+        sep: first.sep,
+        detect_sequences,
     };
-    let sep = Separator::detect(first);
-    sep.split(first, &mut fields);
-    let header = is_header(&fields);
-    let (mapping, origin) = if let Some(c) = explicit {
-        if fields.len() != c.len() {
-            let what = if header { "the header has" } else { "found" };
-            return Err(err(
-                first_no,
-                format!(
-                    "{what} {} column(s) but --columns names {}",
-                    fields.len(),
-                    c.len()
-                ),
-            ));
+    let Some((mapping, origin)) = file.map_columns(&first, explicit)? else {
+        return Ok(None);
+    };
+    let data = first.as_data().into_iter().chain(lines);
+    let Some(read) = file.read_lines(data, &mapping, origin)? else {
+        return Ok(None);
+    };
+    let columns = mapping.len();
+    Ok(Some(Parsed::new(
+        read,
+        &first,
+        columns,
+        Some(mapping),
+        skipped_lines,
+    )))
+}
+
+/// The first data line of a file, which sets the separator and may be a header.
+struct FirstLine<'a> {
+    /// Its 1-based line number.
+    no: usize,
+    line: &'a str,
+    sep: Separator,
+    fields: Vec<&'a str>,
+    header: bool,
+}
+
+impl<'a> FirstLine<'a> {
+    /// Detects the separator and the header from the first data line; without one the file
+    /// is [`Error::Empty`].
+    fn read(path: &Path, first: Option<(usize, &'a str)>) -> Result<Self> {
+        let Some((no, line)) = first else {
+            return Err(Error::Empty { path: path.into() });
+        };
+        let sep = Separator::detect(line);
+        let mut fields = Vec::with_capacity(8);
+        sep.split(line, &mut fields);
+        let header = is_header(&fields);
+        Ok(Self {
+            no,
+            line,
+            sep,
+            fields,
+            header,
+        })
+    }
+
+    /// The line as the first data line to read, unless it is a header.
+    fn as_data(&self) -> Option<(usize, &'a str)> {
+        (!self.header).then_some((self.no, self.line))
+    }
+}
+
+/// An interaction file being read: where its errors point, its separator, and whether a
+/// column count that does not fit may make it a sequence file.
+struct InteractionFile<'p, 'a> {
+    path: &'p Path,
+    text: &'a str,
+    sep: Separator,
+    detect_sequences: bool,
+}
+
+/// Where an interaction file's column mapping came from (for the column-count message).
+#[derive(Clone, Copy)]
+enum Origin {
+    Count,
+    Header,
+    Explicit,
+}
+
+impl Origin {
+    /// The message for a line with `n` fields where the mapping has `cols`.
+    fn count_mismatch(self, n: usize, cols: usize) -> String {
+        match self {
+            Origin::Count => format!("found {n} column(s) but the file has {cols}"),
+            Origin::Header => format!("found {n} column(s) but the header has {cols}"),
+            Origin::Explicit => format!("found {n} column(s) but --columns names {cols}"),
         }
-        (c.clone(), Origin::Explicit)
-    } else if header {
-        let c = Columns::from_header(&fields).map_err(|m| err(first_no, m))?;
-        (c, Origin::Header)
-    } else if let Some(c) = Columns::positional(fields.len()) {
-        (c, Origin::Count)
-    } else {
-        if detect_sequences && sep == Separator::Whitespace && looks_like_sequences(text) {
+    }
+}
+
+impl<'a> InteractionFile<'_, 'a> {
+    /// The parse error for `line` (1-based).
+    fn err(&self, line: usize, msg: String) -> Error {
+        parse_error(self.path, line, msg)
+    }
+
+    /// The sequence fallback of [`Format::Auto`]: detection is on, the file is
+    /// space-separated and passes the sequence test.
+    fn is_sequence_file(&self) -> bool {
+        self.detect_sequences
+            && self.sep == Separator::Whitespace
+            && looks_like_sequences(self.text)
+    }
+
+    /// The column mapping and its origin: `--columns`, else the header, else the column count
+    /// of the first line. `Ok(None)`: no count fits and the file is a sequence file.
+    fn map_columns(
+        &self,
+        first: &FirstLine<'_>,
+        explicit: Option<&Columns>,
+    ) -> Result<Option<(Columns, Origin)>> {
+        let n = first.fields.len();
+        if let Some(c) = explicit {
+            if n != c.len() {
+                let what = if first.header {
+                    "the header has"
+                } else {
+                    "found"
+                };
+                let msg = format!("{what} {n} column(s) but --columns names {}", c.len());
+                return Err(self.err(first.no, msg));
+            }
+            return Ok(Some((c.clone(), Origin::Explicit)));
+        }
+        if first.header {
+            let c = Columns::from_header(&first.fields).map_err(|m| self.err(first.no, m))?;
+            return Ok(Some((c, Origin::Header)));
+        }
+        if let Some(c) = Columns::positional(n) {
+            return Ok(Some((c, Origin::Count)));
+        }
+        if self.is_sequence_file() {
             return Ok(None);
         }
-        return Err(err(
-            first_no,
+        Err(self.err(
+            first.no,
             format!(
-                "found {} column(s); expected 2 (user item), 3 (user item timestamp) \
-                 or 4 (user item rating timestamp)",
-                fields.len()
+                "found {n} column(s); expected 2 (user item), 3 (user item timestamp) \
+                 or 4 (user item rating timestamp)"
             ),
-        ));
-    };
-    let cols = mapping.len();
-    let user = mapping.position(Role::User).unwrap_or(0);
-    let item = mapping.position(Role::Item).unwrap_or(0);
-    let rating = mapping.position(Role::Rating);
-    let time = mapping.position(Role::Timestamp);
-    let used: Vec<usize> = (0..cols)
-        .filter(|&j| mapping.roles()[j] != Role::Ignored)
-        .collect();
-
-    let first_data = (!header).then_some((first_no, first));
-    for (line_no, line) in first_data.into_iter().chain(lines.by_ref()) {
-        sep.split(line, &mut fields);
-        if fields.len() != cols {
-            if detect_sequences
-                && matches!(origin, Origin::Count)
-                && sep == Separator::Whitespace
-                && looks_like_sequences(text)
-            {
-                return Ok(None);
-            }
-            let n = fields.len();
-            return Err(err(
-                line_no,
-                match origin {
-                    Origin::Count => format!("found {n} column(s) but the file has {cols}"),
-                    Origin::Header => format!("found {n} column(s) but the header has {cols}"),
-                    Origin::Explicit => format!("found {n} column(s) but --columns names {cols}"),
-                },
-            ));
-        }
-        if let Some(&j) = used.iter().find(|&&j| fields[j].is_empty()) {
-            return Err(err(line_no, format!("column {} is empty", j + 1)));
-        }
-        let ts = match time {
-            None => 0,
-            Some(j) => parse_timestamp(fields[j])
-                .map_err(|msg| err(line_no, format!("timestamp {msg}")))?,
-        };
-        if let Some(j) = rating {
-            if !fields[j].parse::<f64>().is_ok_and(f64::is_finite) {
-                return Err(err(
-                    line_no,
-                    format!("rating `{}` is not a number", fields[j]),
-                ));
-            }
-        }
-        records.push(tokens.record(fields[user], fields[item], ts));
+        ))
     }
-    drop(lines);
-    Ok(Some(Parsed {
-        records,
-        tokens,
-        separator: sep,
-        format: Format::Interactions,
-        columns: cols,
-        mapping: Some(mapping),
-        header,
-        skipped_lines,
-    }))
+
+    /// Checks the data `lines` against `mapping` and interns them into records. `Ok(None)`: a
+    /// line's column count does not fit a count-mapped file that is a sequence file.
+    fn read_lines(
+        &self,
+        lines: impl Iterator<Item = (usize, &'a str)>,
+        mapping: &Columns,
+        origin: Origin,
+    ) -> Result<Option<(Vec<Record>, Tokens<'a>)>> {
+        let layout = Layout::new(mapping);
+        let mut tokens = Tokens::default();
+        let mut records: Vec<Record> = Vec::with_capacity(self.text.len() / 16);
+        let mut fields: Vec<&str> = Vec::with_capacity(8);
+        for (line_no, line) in lines {
+            self.sep.split(line, &mut fields);
+            if fields.len() != layout.cols {
+                if matches!(origin, Origin::Count) && self.is_sequence_file() {
+                    return Ok(None);
+                }
+                let msg = origin.count_mismatch(fields.len(), layout.cols);
+                return Err(self.err(line_no, msg));
+            }
+            let ts = layout.check(&fields).map_err(|m| self.err(line_no, m))?;
+            records.push(tokens.record(fields[layout.user], fields[layout.item], ts));
+        }
+        Ok(Some((records, tokens)))
+    }
+}
+
+/// The 0-based columns an interaction line is read from.
+struct Layout {
+    /// Fields per line.
+    cols: usize,
+    user: usize,
+    item: usize,
+    rating: Option<usize>,
+    time: Option<usize>,
+    /// The columns that are not ignored.
+    used: Vec<usize>,
+}
+
+impl Layout {
+    /// The columns of `mapping`.
+    fn new(mapping: &Columns) -> Self {
+        Self {
+            cols: mapping.len(),
+            user: mapping.position(Role::User).unwrap_or(0),
+            item: mapping.position(Role::Item).unwrap_or(0),
+            rating: mapping.position(Role::Rating),
+            time: mapping.position(Role::Timestamp),
+            used: (0..mapping.len())
+                .filter(|&j| mapping.roles()[j] != Role::Ignored)
+                .collect(),
+        }
+    }
+
+    /// Checks one line's values (used columns non-empty, the timestamp and the rating numbers)
+    /// and returns its timestamp (0 without one), or what is wrong.
+    fn check(&self, fields: &[&str]) -> std::result::Result<i64, String> {
+        if let Some(&j) = self.used.iter().find(|&&j| fields[j].is_empty()) {
+            return Err(format!("column {} is empty", j + 1));
+        }
+        let ts = match self.time {
+            None => 0,
+            Some(j) => parse_timestamp(fields[j]).map_err(|msg| format!("timestamp {msg}"))?,
+        };
+        if let Some(j) = self.rating {
+            if !fields[j].parse::<f64>().is_ok_and(f64::is_finite) {
+                return Err(format!("rating `{}` is not a number", fields[j]));
+            }
+        }
+        Ok(ts)
+    }
 }
 
 /// Parses one-user-per-line text, `user item1 item2 …`.
@@ -412,19 +549,11 @@ fn parse_sequences<'a>(path: &Path, text: &'a str) -> Result<Parsed<'a>> {
     let mut tokens = Tokens::default();
     let mut records: Vec<Record> = Vec::with_capacity(text.len() / 8);
     let mut fields: Vec<&str> = Vec::with_capacity(64);
-    let mut lines = data_lines(text, &mut skipped_lines).peekable();
-    let Some(&(_, first)) = lines.peek() else {
-        return Err(Error::Empty { path: path.into() });
-    };
-    let sep = Separator::detect(first);
-    sep.split(first, &mut fields);
-    let header = is_header(&fields);
-    if header {
-        lines.next();
-    }
+    let mut lines = data_lines(text, &mut skipped_lines);
+    let first = FirstLine::read(path, lines.next())?;
     let mut columns = 0;
-    for (line_no, line) in lines {
-        sep.split(line, &mut fields);
+    for (line_no, line) in first.as_data().into_iter().chain(lines) {
+        first.sep.split(line, &mut fields);
         columns = columns.max(fields.len());
         let Some(&user) = fields.first() else {
             continue; // unreachable: a trimmed non-empty line has a field
@@ -448,16 +577,59 @@ fn parse_sequences<'a>(path: &Path, text: &'a str) -> Result<Parsed<'a>> {
             records.push(tokens.record(user, item, 0));
         }
     }
-    Ok(Parsed {
-        records,
-        tokens,
-        separator: sep,
-        format: Format::Sequence,
-        columns,
-        mapping: None,
-        header,
-        skipped_lines,
-    })
+    let read = (records, tokens);
+    Ok(Parsed::new(read, &first, columns, None, skipped_lines))
+}
+
+/// The text of a file's bytes, without a leading byte-order mark; invalid UTF-8 is an error
+/// naming the line.
+fn decode<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        parse_error(path, line, "invalid UTF-8".into())
+    })?;
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
+}
+
+/// Parses `text` in the format `options` name, detecting it for [`Format::Auto`].
+fn parse<'a>(path: &Path, text: &'a str, options: &ReadOptions) -> Result<Parsed<'a>> {
+    let columns = options.columns.as_ref();
+    match options.format {
+        Format::Sequence => parse_sequences(path, text),
+        Format::Interactions | Format::Auto => {
+            let detect = options.format == Format::Auto && columns.is_none();
+            match parse_interactions(path, text, columns, detect)? {
+                Some(p) => Ok(p),
+                None => parse_sequences(path, text),
+            }
+        }
+    }
+}
+
+/// The records that pass the k-core filter `kcore`, if any; an error when none does.
+fn filter_kcore(
+    path: &Path,
+    records: Vec<Record>,
+    tokens: &Tokens<'_>,
+    kcore: Option<KCore>,
+) -> Result<Vec<Record>> {
+    let Some(k) = kcore else {
+        return Ok(records);
+    };
+    let kept = kcore_filter(records, tokens.users.len(), tokens.items.len(), k);
+    if kept.is_empty() {
+        return Err(Error::Data(format!(
+            "{}: no interactions left after k-core filtering (users ≥ {}, items ≥ {})",
+            path.display(),
+            k.min_user,
+            k.min_item
+        )));
+    }
+    Ok(kept)
 }
 
 impl Dataset {
@@ -478,64 +650,21 @@ impl Dataset {
             ));
         }
         let bytes = read_bytes(path)?;
-        let text = std::str::from_utf8(&bytes).map_err(|e| {
-            let line = bytes[..e.valid_up_to()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-                + 1;
-            parse_error(path, line, "invalid UTF-8".into())
-        })?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let columns = options.columns.as_ref();
-        let parsed = match options.format {
-            Format::Sequence => parse_sequences(path, text)?,
-            Format::Interactions | Format::Auto => {
-                let detect = options.format == Format::Auto && columns.is_none();
-                match parse_interactions(path, text, columns, detect)? {
-                    Some(p) => p,
-                    None => parse_sequences(path, text)?,
-                }
-            }
-        };
+        let text = decode(path, &bytes)?;
         let Parsed {
-            mut records,
+            records,
             tokens,
-            separator,
-            format,
-            columns,
-            mapping,
-            header,
-            skipped_lines,
-        } = parsed;
+            mut report,
+        } = parse(path, text, options)?;
         if records.is_empty() {
             return Err(Error::Empty { path: path.into() });
         }
-        let interactions_read = records.len();
-        if let Some(k) = kcore {
-            records = kcore_filter(records, tokens.users.len(), tokens.items.len(), k);
-            if records.is_empty() {
-                return Err(Error::Data(format!(
-                    "{}: no interactions left after k-core filtering (users ≥ {}, items ≥ {})",
-                    path.display(),
-                    k.min_user,
-                    k.min_item
-                )));
-            }
-        }
-        let timed = mapping
+        let records = filter_kcore(path, records, &tokens, kcore)?;
+        report.removed_by_kcore = report.interactions_read - records.len();
+        let timed = report
+            .mapping
             .as_ref()
             .is_some_and(|m| m.position(Role::Timestamp).is_some());
-        let report = LoadReport {
-            separator,
-            format,
-            columns,
-            mapping,
-            header,
-            skipped_lines,
-            interactions_read,
-            removed_by_kcore: interactions_read - records.len(),
-        };
         let users = final_map(&tokens.users, records.iter().map(|r| r.user));
         let items = final_map(&tokens.items, records.iter().map(|r| r.item));
         // The file's text is no longer needed: free it before the sequences are built, so
@@ -659,6 +788,7 @@ pub fn resolve_dataset(name_or_path: &str) -> Result<PathBuf> {
         })
 }
 
+/// A timestamp field as whole seconds (decimals rounded half to even), or what is wrong.
 fn parse_timestamp(field: &str) -> std::result::Result<i64, String> {
     if let Ok(t) = field.parse::<i64>() {
         return Ok(t);
@@ -669,6 +799,7 @@ fn parse_timestamp(field: &str) -> std::result::Result<i64, String> {
     }
 }
 
+/// The provisional id of `tok`, a new one (its first appearance) appended to `tokens`.
 fn intern<'a>(ids: &mut FxHashMap<&'a str, u32>, tokens: &mut Vec<&'a str>, tok: &'a str) -> u32 {
     *ids.entry(tok).or_insert_with(|| {
         tokens.push(tok);
@@ -694,6 +825,7 @@ fn final_map(tokens: &[&str], used: impl Iterator<Item = u32>) -> (IdMap, Vec<u3
     (map, remap)
 }
 
+/// The records whose user and item meet `k`'s minimum counts (once, or until stable).
 fn kcore_filter(mut records: Vec<Record>, n_users: usize, n_items: usize, k: KCore) -> Vec<Record> {
     loop {
         let mut uc = vec![0usize; n_users];

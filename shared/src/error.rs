@@ -59,3 +59,41 @@ impl Error {
         ))
     }
 }
+
+/// An error and its causes on one line, `outer: cause: …`, leaving out every cause whose text
+/// the message already holds (an error that prints its source, as [`Error::Io`] does, would
+/// otherwise show it twice); libtorch's multi-line messages are joined by spaces.
+pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    message.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("converting ratings.dat: {0}")]
+    struct Outer(#[source] Error);
+
+    #[test]
+    fn report_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = Outer(Error::io("data/x.txt", io));
+        assert_eq!(
+            report(&e),
+            "converting ratings.dat: data/x.txt: No such file"
+        );
+        let wrapped = std::io::Error::other(Error::Config("--maxlen must be at least 1".into()));
+        assert_eq!(report(&wrapped), "--maxlen must be at least 1");
+    }
+}

@@ -34,13 +34,12 @@ impl Format {
     /// The flag values, in declaration order.
     pub const NAMES: [&'static str; 3] = ["auto", "interactions", "sequence"];
 
+    /// Every format, in declaration order (so `ALL[j]` is named `NAMES[j]`).
+    const ALL: [Format; 3] = [Format::Auto, Format::Interactions, Format::Sequence];
+
     /// The flag value naming this format.
     pub fn name(self) -> &'static str {
-        match self {
-            Format::Auto => "auto",
-            Format::Interactions => "interactions",
-            Format::Sequence => "sequence",
-        }
+        Self::NAMES[self as usize]
     }
 }
 
@@ -56,15 +55,16 @@ impl FromStr for Format {
     /// Parses `auto`, `interactions` or `sequence` (ASCII case-insensitive, surrounding
     /// whitespace ignored).
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(Format::Auto),
-            "interactions" => Ok(Format::Interactions),
-            "sequence" => Ok(Format::Sequence),
-            _ => Err(Error::Config(format!(
-                "unknown format '{}' in --format; expected auto, interactions or sequence",
-                s.trim()
-            ))),
-        }
+        let key = s.trim().to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name() == key)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown format '{}' in --format; expected auto, interactions or sequence",
+                    s.trim()
+                ))
+            })
     }
 }
 
@@ -151,6 +151,7 @@ pub(crate) enum RoleProblem {
     Missing(Role),
 }
 
+/// Checks that `roles` name one user and one item column and no other role twice.
 fn check_roles(roles: &[Role]) -> std::result::Result<(), RoleProblem> {
     for (j, r) in roles.iter().enumerate() {
         if *r == Role::Ignored {

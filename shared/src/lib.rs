@@ -26,6 +26,7 @@ pub mod eval;
 pub mod format;
 pub mod idmap;
 pub mod io;
+pub mod logging;
 pub mod metrics;
 pub mod rng;
 pub mod run;

@@ -8,12 +8,12 @@
 //! one-line change here.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
+pub use crate::config::ModelKind;
 use crate::error::{Error, Result};
 use crate::time::Intervals;
 
@@ -77,38 +77,6 @@ impl RunDir {
     /// `rank<N>.safetensors` (`--dump_rank_weights`).
     pub fn rank_weights(&self, rank: usize) -> PathBuf {
         self.root.join(format!("rank{rank}.safetensors"))
-    }
-}
-
-/// The four model kinds (docs/MODELS.md §1–3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModelKind {
-    /// SASRec.
-    Sasrec,
-    /// TiSASRec.
-    Tisasrec,
-    /// SASRec with mHC residuals.
-    SasrecMhc,
-    /// TiSASRec with mHC residuals.
-    TisasrecMhc,
-}
-
-impl ModelKind {
-    /// `sasrec`, `tisasrec`, `sasrec-mhc` or `tisasrec-mhc`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sasrec => "sasrec",
-            Self::Tisasrec => "tisasrec",
-            Self::SasrecMhc => "sasrec-mhc",
-            Self::TisasrecMhc => "tisasrec-mhc",
-        }
-    }
-}
-
-impl fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

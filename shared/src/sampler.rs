@@ -97,26 +97,66 @@ pub struct Sampler {
     inner: Arc<Inner>,
 }
 
+/// Batch size, window and rank placement that can work.
+fn check_config(cfg: &SamplerConfig) -> Result<()> {
+    if cfg.batch_size == 0 || cfg.maxlen == 0 {
+        return Err(Error::Config(
+            "--batch_size and --maxlen must be at least 1".into(),
+        ));
+    }
+    if cfg.world_size == 0 || cfg.rank >= cfg.world_size {
+        return Err(Error::Config(format!(
+            "rank {} is outside a world of size {}",
+            cfg.rank, cfg.world_size
+        )));
+    }
+    if cfg.batch_size < cfg.world_size {
+        return Err(Error::Config(format!(
+            "--batch_size {} is smaller than the number of ranks {}",
+            cfg.batch_size, cfg.world_size
+        )));
+    }
+    Ok(())
+}
+
+/// Each user's training items, sorted and deduplicated (row 0, padding, empty).
+fn train_sets(split: &Split) -> Vec<Vec<u32>> {
+    (0..=split.num_users())
+        .map(|u| {
+            let mut s = if u == 0 {
+                Vec::new()
+            } else {
+                split.train(u).to_vec()
+            };
+            s.sort_unstable();
+            s.dedup();
+            s
+        })
+        .collect()
+}
+
+/// Each user's time codes in `iv`'s unit (row 0, padding, empty); an error without timestamps.
+fn interval_codes(split: &Split, iv: Intervals) -> Result<Vec<Vec<i64>>> {
+    if !split.data.has_timestamps() {
+        return Err(Error::no_timestamps(&split.data.path));
+    }
+    Ok((0..=split.num_users())
+        .map(|u| {
+            if u == 0 {
+                Vec::new()
+            } else {
+                time_codes(iv.unit, split.times(u).unwrap())
+            }
+        })
+        .collect())
+}
+
 impl Sampler {
-    /// Prepares the sampler; fails on invalid settings or missing timestamps.
+    /// Prepares the sampler: the settings checked, the users with two or more training
+    /// items, each user's training set (for negatives) and, for time-aware models, the time
+    /// codes; fails on invalid settings or missing timestamps.
     pub fn new(split: Split, cfg: SamplerConfig) -> Result<Self> {
-        if cfg.batch_size == 0 || cfg.maxlen == 0 {
-            return Err(Error::Config(
-                "--batch_size and --maxlen must be at least 1".into(),
-            ));
-        }
-        if cfg.world_size == 0 || cfg.rank >= cfg.world_size {
-            return Err(Error::Config(format!(
-                "rank {} is outside a world of size {}",
-                cfg.rank, cfg.world_size
-            )));
-        }
-        if cfg.batch_size < cfg.world_size {
-            return Err(Error::Config(format!(
-                "--batch_size {} is smaller than the number of ranks {}",
-                cfg.batch_size, cfg.world_size
-            )));
-        }
+        check_config(&cfg)?;
         let n = split.num_users();
         let users: Vec<u32> = (1..=n as u32)
             .filter(|&u| split.train(u as usize).len() >= 2)
@@ -124,36 +164,10 @@ impl Sampler {
         if users.is_empty() {
             return Err(Error::Data("no user has two or more training items".into()));
         }
-        let train_sets = (0..=n)
-            .map(|u| {
-                let mut s = if u == 0 {
-                    Vec::new()
-                } else {
-                    split.train(u).to_vec()
-                };
-                s.sort_unstable();
-                s.dedup();
-                s
-            })
-            .collect();
+        let train_sets = train_sets(&split);
         let codes = match cfg.intervals {
             None => None,
-            Some(iv) => {
-                if !split.data.has_timestamps() {
-                    return Err(Error::no_timestamps(&split.data.path));
-                }
-                Some(
-                    (0..=n)
-                        .map(|u| {
-                            if u == 0 {
-                                Vec::new()
-                            } else {
-                                time_codes(iv.unit, split.times(u).unwrap())
-                            }
-                        })
-                        .collect(),
-                )
-            }
+            Some(iv) => Some(interval_codes(&split, iv)?),
         };
         Ok(Self {
             inner: Arc::new(Inner {

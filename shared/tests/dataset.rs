@@ -1,30 +1,23 @@
 //! Dataset reading: every accepted format and every rejected input.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+mod common;
 
 use sasrec_shared::dataset::Separator;
+use sasrec_shared::io::read_bytes;
 use sasrec_shared::split::DEFAULT_MIN_HOLDOUT_LEN;
 use sasrec_shared::{Dataset, KCore, Part, Split};
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use common::{after_path, assert_errors, gzip, temp_file};
 
 fn read(text: &str) -> Dataset {
-    let dir = tempfile::tempdir().unwrap();
-    Dataset::read(&write(dir.path(), "d.txt", text), None).unwrap()
+    let (_dir, p) = temp_file("d.txt", text);
+    Dataset::read(&p, None).unwrap()
 }
 
+/// The error for `text`, after the file name, which it must start with.
 fn read_err(text: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "bad.txt", text);
-    let e = Dataset::read(&p, None).unwrap_err().to_string();
-    let prefix = format!("{}", p.display());
-    assert!(e.starts_with(&prefix), "error does not name the file: {e}");
-    e[prefix.len()..].to_string()
+    let (_dir, p) = temp_file("bad.txt", text);
+    after_path(&p, Dataset::read(&p, None).unwrap_err())
 }
 
 #[test]
@@ -70,12 +63,14 @@ fn all_separators_and_column_counts_give_the_same_sequences() {
 }
 
 #[test]
+fn gzip_is_detected_by_content() {
+    let (_dir, p) = temp_file("plain.txt", gzip(b"1 2\n"));
+    assert_eq!(read_bytes(&p).unwrap(), b"1 2\n");
+}
+
+#[test]
 fn gzip_is_read_directly() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("d.txt.gz");
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(b"u1 a 3\nu1 b 1\nu2 a 2\n").unwrap();
-    std::fs::write(&p, enc.finish().unwrap()).unwrap();
+    let (_dir, p) = temp_file("d.txt.gz", gzip(b"u1 a 3\nu1 b 1\nu2 a 2\n"));
     let d = Dataset::read(&p, None).unwrap();
     // u1's events sorted by time: b (1) then a (3).
     assert_eq!(
@@ -118,29 +113,27 @@ fn decimal_timestamps_round_half_to_even() {
 
 #[test]
 fn bad_input_names_file_and_line() {
-    assert_eq!(
-        read_err("1 2\n3\n"),
-        ":2: found 1 column(s) but the file has 2"
+    assert_errors(
+        read_err,
+        &[
+            ("1 2\n3\n", ":2: found 1 column(s) but the file has 2"),
+            ("1 2 3\n1 2\n", ":2: found 2 column(s) but the file has 3"),
+            ("1 2 3\n1 2 x7\n", ":2: timestamp `x7` is not a number"),
+            ("1::2::five::3\n", ":1: rating `five` is not a number"),
+            (
+                "7\n",
+                ":1: found 1 column(s); expected 2 (user item), 3 (user item timestamp) \
+                 or 4 (user item rating timestamp)",
+            ),
+            (
+                "1 2 3 4 5\n",
+                ":1: found 5 column(s); expected 2 (user item), 3 (user item timestamp) \
+                 or 4 (user item rating timestamp)",
+            ),
+            ("1,2\n1,,3\n", ":2: found 3 column(s) but the file has 2"),
+            ("1,2\n1,\n", ":2: column 2 is empty"),
+        ],
     );
-    assert_eq!(
-        read_err("1 2 3\n1 2\n"),
-        ":2: found 2 column(s) but the file has 3"
-    );
-    assert_eq!(
-        read_err("1 2 3\n1 2 x7\n"),
-        ":2: timestamp `x7` is not a number"
-    );
-    assert_eq!(
-        read_err("1::2::five::3\n"),
-        ":1: rating `five` is not a number"
-    );
-    assert_eq!(read_err("7\n"), ":1: found 1 column(s); expected 2 (user item), 3 (user item timestamp) or 4 (user item rating timestamp)");
-    assert_eq!(read_err("1 2 3 4 5\n"), ":1: found 5 column(s); expected 2 (user item), 3 (user item timestamp) or 4 (user item rating timestamp)");
-    assert_eq!(
-        read_err("1,2\n1,,3\n"),
-        ":2: found 3 column(s) but the file has 2"
-    );
-    assert_eq!(read_err("1,2\n1,\n"), ":2: column 2 is empty");
     assert!(read_err("").contains("no interactions in the file"));
     assert!(read_err("\n\n# only comments\n").contains("no interactions in the file"));
     assert!(read_err("user item\n").contains("no interactions in the file"));
@@ -148,9 +141,7 @@ fn bad_input_names_file_and_line() {
 
 #[test]
 fn invalid_utf8_and_missing_files_are_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("bin.txt");
-    std::fs::write(&p, b"1 2\n1 \xff\n").unwrap();
+    let (dir, p) = temp_file("bin.txt", b"1 2\n1 \xff\n");
     assert!(Dataset::read(&p, None)
         .unwrap_err()
         .to_string()
@@ -169,8 +160,7 @@ fn kcore_one_pass_and_iterative_differ() {
     // min 2/2: one pass drops user 3 and item z (single rating); iterative also drops
     // what becomes too small afterwards.
     let text = "1 x\n1 y\n2 x\n2 y\n3 y\n3 z\n4 w\n4 y\n";
-    let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "k.txt", text);
+    let (_dir, p) = temp_file("k.txt", text);
     let one = Dataset::read(
         &p,
         Some(KCore {

@@ -1,10 +1,14 @@
 //! Line formats beyond fixed-position interactions: sequence-per-line files, header-named
 //! columns in any order (CSV, RecBole `.inter`), explicit `--columns` mappings, and their errors.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use sasrec_shared::dataset::{Columns, Format, ReadOptions, Role, Separator};
 use sasrec_shared::{Dataset, KCore};
+
+use common::{after_path, assert_errors, temp_file};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -20,23 +24,14 @@ fn opts(format: Format, columns: Option<&str>) -> ReadOptions {
 }
 
 fn read_text(text: &str, options: &ReadOptions) -> Dataset {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("d.txt");
-    std::fs::write(&p, text).unwrap();
+    let (_dir, p) = temp_file("d.txt", text);
     Dataset::read_with(&p, None, options).unwrap()
 }
 
 /// The error for `text` read with `options`, after the file name, which it must start with.
 fn read_err(text: &str, options: &ReadOptions) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("bad.txt");
-    std::fs::write(&p, text).unwrap();
-    let e = Dataset::read_with(&p, None, options)
-        .unwrap_err()
-        .to_string();
-    let prefix = format!("{}", p.display());
-    assert!(e.starts_with(&prefix), "error does not name the file: {e}");
-    e[prefix.len()..].to_string()
+    let (_dir, p) = temp_file("bad.txt", text);
+    after_path(&p, Dataset::read_with(&p, None, options).unwrap_err())
 }
 
 fn auto() -> ReadOptions {
@@ -139,35 +134,41 @@ fn sequence_detection_rule() {
     let d = read_text("1 10\n2 10 11\n3 10 11 12 13 14\n", &auto());
     assert_eq!(d.report.format, Format::Sequence);
     assert_eq!(d.stats().interactions, 1 + 2 + 5);
-    // A lone 1-field line in a sequence file is a user without items.
-    assert_eq!(
-        read_err("1 2 3 4 5 6\n# c\n2\n", &auto()),
-        ":3: sequence line has user `2` but no items"
-    );
-    // Same count on every line, or nothing longer than 4: interactions, so a short line is an
-    // error rather than a silent switch to sequences.
-    assert_eq!(
-        read_err("1 a 5\n2 b\n1 c 7\n", &auto()),
-        ":2: found 2 column(s) but the file has 3"
-    );
-    assert_eq!(
-        read_err("1 2 3 4 5\n2 3 4 5 6\n", &auto()),
-        ":1: found 5 column(s); expected 2 (user item), 3 (user item timestamp) \
-         or 4 (user item rating timestamp)"
-    );
-    // Only space-separated files are detected; commas, tabs and `::` need --format sequence.
-    assert_eq!(
-        read_err("1,2\n1,2,3,4,5\n", &auto()),
-        ":2: found 5 column(s) but the file has 2"
+    assert_errors(
+        |text| read_err(text, &auto()),
+        &[
+            // A lone 1-field line in a sequence file is a user without items.
+            (
+                "1 2 3 4 5 6\n# c\n2\n",
+                ":3: sequence line has user `2` but no items",
+            ),
+            // Same count on every line, or nothing longer than 4: interactions, so a short
+            // line is an error rather than a silent switch to sequences.
+            (
+                "1 a 5\n2 b\n1 c 7\n",
+                ":2: found 2 column(s) but the file has 3",
+            ),
+            (
+                "1 2 3 4 5\n2 3 4 5 6\n",
+                ":1: found 5 column(s); expected 2 (user item), 3 (user item timestamp) \
+                 or 4 (user item rating timestamp)",
+            ),
+            // Only space-separated files are detected; commas, tabs and `::` need
+            // --format sequence.
+            (
+                "1,2\n1,2,3,4,5\n",
+                ":2: found 5 column(s) but the file has 2",
+            ),
+            // A header rules sequences out.
+            (
+                "user item\n1 2\n1 2 3 4 5 6\n",
+                ":3: found 6 column(s) but the header has 2",
+            ),
+        ],
     );
     let comma = read_text("1,2\n1,2,3,4,5\n", &opts(Format::Sequence, None));
     assert_eq!(comma.report.separator, Separator::Comma);
     assert_eq!(comma.sequences[1].len(), 5);
-    // A header rules sequences out.
-    assert_eq!(
-        read_err("user item\n1 2\n1 2 3 4 5 6\n", &auto()),
-        ":3: found 6 column(s) but the header has 2"
-    );
     // With --columns, no detection either.
     assert_eq!(
         read_err("1 2\n1 2 3 4 5 6\n", &opts(Format::Auto, Some("user,item"))),
@@ -254,13 +255,15 @@ fn unknown_header_columns_are_ignored_only_beside_user_and_item() {
     assert!(!d.report.header);
     assert_eq!(d.users.raw_of(1), Some("user"));
     // All-known headers must still name one user and one item column, once each.
-    assert_eq!(
-        read_err("user,timestamp\n1,2\n", &auto()),
-        ":1: the header has no item column"
-    );
-    assert_eq!(
-        read_err("user_id\tuid\titem\n1\t1\t2\n", &auto()),
-        ":1: the header names the user column twice (columns 1 `user_id` and 2 `uid`)"
+    assert_errors(
+        |text| read_err(text, &auto()),
+        &[
+            ("user,timestamp\n1,2\n", ":1: the header has no item column"),
+            (
+                "user_id\tuid\titem\n1\t1\t2\n",
+                ":1: the header names the user column twice (columns 1 `user_id` and 2 `uid`)",
+            ),
+        ],
     );
     // A header with only a rating: columns by name, no timestamps.
     let d = read_text("item,user,rating\nx,1,4\ny,1,5\n", &auto());
@@ -290,25 +293,25 @@ fn explicit_columns_map_any_layout() {
     assert_eq!(d.timestamps.unwrap()[1], vec![2]);
 
     let four = opts(Format::Auto, Some("user,-,item,timestamp"));
-    assert_eq!(
-        read_err("1 x 10\n", &four),
-        ":1: found 3 column(s) but --columns names 4"
+    assert_errors(
+        |text| read_err(text, &four),
+        &[
+            ("1 x 10\n", ":1: found 3 column(s) but --columns names 4"),
+            (
+                "1 x 10 5\n\n2 y 6\n",
+                ":3: found 3 column(s) but --columns names 4",
+            ),
+            (
+                "user,item,timestamp\n1,2,3\n",
+                ":1: the header has 3 column(s) but --columns names 4",
+            ),
+            (
+                "1 x 10 5\n1 y 11 soon\n",
+                ":2: timestamp `soon` is not a number",
+            ),
+        ],
     );
-    assert_eq!(
-        read_err("1 x 10 5\n\n2 y 6\n", &four),
-        ":3: found 3 column(s) but --columns names 4"
-    );
-    assert_eq!(
-        read_err("user,item,timestamp\n1,2,3\n", &four),
-        ":1: the header has 3 column(s) but --columns names 4"
-    );
-    assert_eq!(
-        read_err("1 x 10 5\n1 y 11 soon\n", &four),
-        ":2: timestamp `soon` is not a number"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("d.txt");
-    std::fs::write(&p, "1 2\n").unwrap();
+    let (_dir, p) = temp_file("d.txt", "1 2\n");
     let e = Dataset::read_with(&p, None, &opts(Format::Sequence, Some("user,item")))
         .unwrap_err()
         .to_string();
@@ -321,28 +324,33 @@ fn explicit_columns_map_any_layout() {
 
 #[test]
 fn columns_and_format_parsing_errors_are_exact() {
-    let err = |s: &str| s.parse::<Columns>().unwrap_err().to_string();
-    assert_eq!(
-        err("user,foo,item"),
-        "unknown column role 'foo' in --columns; expected user, item, rating, timestamp or -"
-    );
-    assert_eq!(
-        err("user,item,user"),
-        "column role 'user' appears twice in --columns (columns 1 and 3)"
-    );
-    assert_eq!(
-        err("ts,user,item,time"),
-        "column role 'timestamp' appears twice in --columns (columns 1 and 4)"
-    );
-    assert_eq!(err("user,timestamp"), "--columns has no item column");
-    assert_eq!(err("item,-"), "--columns has no user column");
-    assert_eq!(
-        err("user,,item"),
-        "empty column role at position 2 in --columns; write - for an ignored column"
-    );
-    assert_eq!(
-        err(" "),
-        "--columns is empty; expected column roles in file order, e.g. user,item,timestamp"
+    assert_errors(
+        |s: &str| s.parse::<Columns>().unwrap_err().to_string(),
+        &[
+            (
+                "user,foo,item",
+                "unknown column role 'foo' in --columns; \
+                 expected user, item, rating, timestamp or -",
+            ),
+            (
+                "user,item,user",
+                "column role 'user' appears twice in --columns (columns 1 and 3)",
+            ),
+            (
+                "ts,user,item,time",
+                "column role 'timestamp' appears twice in --columns (columns 1 and 4)",
+            ),
+            ("user,timestamp", "--columns has no item column"),
+            ("item,-", "--columns has no user column"),
+            (
+                "user,,item",
+                "empty column role at position 2 in --columns; write - for an ignored column",
+            ),
+            (
+                " ",
+                "--columns is empty; expected column roles in file order, e.g. user,item,timestamp",
+            ),
+        ],
     );
 
     let c: Columns = " user_id, item_id:token ,_,-,ts".parse().unwrap();
@@ -403,44 +411,48 @@ fn malformed_lines_name_file_and_line() {
     assert!(e.contains("bad_seq.txt:4:"), "{e}");
 
     let seq = opts(Format::Sequence, None);
-    assert_eq!(
-        read_err("1 2 3\n\n2\n", &seq),
-        ":3: sequence line has user `2` but no items"
-    );
-    assert_eq!(
-        read_err("1,2,3\n2,4,,5\n", &seq),
-        ":2: item 2 (column 3) of user `2` is empty"
-    );
-    assert_eq!(
-        read_err("1,2,3\n2,4,5,\n", &seq),
-        ":2: item 3 (column 4) of user `2` is empty"
-    );
-    assert_eq!(
-        read_err("1,2\n,3\n", &seq),
-        ":2: the user (column 1) is empty"
+    assert_errors(
+        |text| read_err(text, &seq),
+        &[
+            (
+                "1 2 3\n\n2\n",
+                ":3: sequence line has user `2` but no items",
+            ),
+            (
+                "1,2,3\n2,4,,5\n",
+                ":2: item 2 (column 3) of user `2` is empty",
+            ),
+            (
+                "1,2,3\n2,4,5,\n",
+                ":2: item 3 (column 4) of user `2` is empty",
+            ),
+            ("1,2\n,3\n", ":2: the user (column 1) is empty"),
+        ],
     );
     assert!(read_err("# nothing\n", &seq).contains("no interactions in the file"));
     assert!(read_err("user item\n", &seq).contains("no interactions in the file"));
 
     // Header-mapped files.
-    assert_eq!(
-        read_err("item_id,timestamp,user_id\n10,5,1\n11,6\n", &auto()),
-        ":3: found 2 column(s) but the header has 3"
-    );
-    assert_eq!(
-        read_err("item_id,timestamp,user_id\n10,5,1\n11,x,2\n", &auto()),
-        ":3: timestamp `x` is not a number"
-    );
-    assert_eq!(
-        read_err("item_id,timestamp,user_id\n10,5,1\n# c\n11,6,\n", &auto()),
-        ":4: column 3 is empty"
-    );
-    assert_eq!(
-        read_err(
-            "user_id:token\titem_id:token\trating:float\n1\t2\t4.0\n1\t3\tgood\n",
-            &auto()
-        ),
-        ":3: rating `good` is not a number"
+    assert_errors(
+        |text| read_err(text, &auto()),
+        &[
+            (
+                "item_id,timestamp,user_id\n10,5,1\n11,6\n",
+                ":3: found 2 column(s) but the header has 3",
+            ),
+            (
+                "item_id,timestamp,user_id\n10,5,1\n11,x,2\n",
+                ":3: timestamp `x` is not a number",
+            ),
+            (
+                "item_id,timestamp,user_id\n10,5,1\n# c\n11,6,\n",
+                ":4: column 3 is empty",
+            ),
+            (
+                "user_id:token\titem_id:token\trating:float\n1\t2\t4.0\n1\t3\tgood\n",
+                ":3: rating `good` is not a number",
+            ),
+        ],
     );
     assert!(
         read_err("user_id:token\titem_id:token\n", &auto()).contains("no interactions in the file")

@@ -16,7 +16,8 @@
 //! (run each target this long); `FUZZ_SEED` (default 0x5A5) picks the sequence, `FUZZ_CASE=N`
 //! replays case N alone. `scripts/fuzz.sh` runs every target for a bounded time.
 
-use std::io::Write;
+mod common;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
@@ -24,9 +25,9 @@ use sasrec_shared::dataset::{Columns, Format, ReadOptions, Role};
 use sasrec_shared::time::{time_codes, Intervals, TimeUnit};
 use sasrec_shared::{Dataset, Error, IdMap, KCore};
 
-#[path = "../../testutil/fuzz_harness.rs"]
-mod harness;
-use harness::{panic_message, Budget, Rng, Tally};
+use sasrec_testutil::fuzz::{panic_message, Budget, Rng, Tally};
+
+use common::{gzip, temp_file};
 
 /// What a case did: read (`true`) or was refused with a good error (`false`).
 type Verdict = Result<bool, String>;
@@ -141,12 +142,6 @@ fn mutate_bytes(rng: &mut Rng, bytes: &mut Vec<u8>) {
     }
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
-
 /// The file as written, and the bytes the reader sees after decompression when that succeeds.
 struct Encoded {
     file: Vec<u8>,
@@ -191,6 +186,28 @@ fn encode(rng: &mut Rng, text: Vec<u8>) -> Encoded {
             plain: Some(text),
         },
     }
+}
+
+/// Writes a case's file: `lines` joined (see [`join_lines`]), its bytes mutated in half the
+/// `mutated` cases, then encoded, written to `path` and kept in `input` for the report.
+fn write_case(
+    rng: &mut Rng,
+    lines: &[String],
+    bom: bool,
+    mutated: bool,
+    path: &Path,
+    input: &mut Vec<u8>,
+) -> Encoded {
+    let mut text = join_lines(rng, lines, bom);
+    if mutated && rng.chance(50) {
+        for _ in 0..1 + rng.below(3) {
+            mutate_bytes(rng, &mut text);
+        }
+    }
+    let enc = encode(rng, text);
+    std::fs::write(path, &enc.file).unwrap();
+    input.clone_from(&enc.file);
+    enc
 }
 
 /// The error of a reader on `path` names it: `path: …`, or `path:line: …` for a malformed
@@ -595,15 +612,7 @@ fn fuzz_dataset_reader() {
                 });
             }
         }
-        let mut text = join_lines(rng, &clean.lines, true);
-        if mutated && rng.chance(50) {
-            for _ in 0..1 + rng.below(3) {
-                mutate_bytes(rng, &mut text);
-            }
-        }
-        let enc = encode(rng, text);
-        std::fs::write(&path, &enc.file).unwrap();
-        input.clone_from(&enc.file);
+        let enc = write_case(rng, &clean.lines, true, mutated, &path, input);
         let got = Dataset::read_with(&path, kcore, &options);
         let verdict = (|| {
             if options.format == Format::Sequence && options.columns.is_some() {
@@ -717,17 +726,11 @@ fn fuzz_idmap_reader() {
                 }
             }
         }
-        // No byte-order mark: `IdMap::load` reads what `IdMap::save` writes, which has none
-        // (one is refused as `items.tsv:1: index `\u{feff}index` is not a number`).
-        let mut text = join_lines(rng, &lines, mutated);
-        if mutated && rng.chance(50) {
-            for _ in 0..1 + rng.below(3) {
-                mutate_bytes(rng, &mut text);
-            }
-        }
-        let enc = encode(rng, text);
-        std::fs::write(&path, &enc.file).unwrap();
-        input.clone_from(&enc.file);
+        // A byte-order mark only in mutated files: `IdMap::load` reads what `IdMap::save`
+        // writes, which has none (one is refused as `items.tsv:1: index `\u{feff}index` is not
+        // a number`).
+        let bom = mutated;
+        let enc = write_case(rng, &lines, bom, mutated, &path, input);
         match IdMap::load(&path) {
             Ok(m) => (|| {
                 let len = m.len() as u32;
@@ -813,13 +816,8 @@ fn extreme_timestamps_give_codes_and_buckets_without_overflow() {
 /// The reader keeps such timestamps (and orders by them).
 #[test]
 fn extreme_timestamps_read_and_sort() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("d.txt");
-    std::fs::write(
-        &p,
-        "1 10 9223372036854775807\n1 11 -9223372036854775808\n1 12 0\n",
-    )
-    .unwrap();
+    let text = "1 10 9223372036854775807\n1 11 -9223372036854775808\n1 12 0\n";
+    let (_dir, p) = temp_file("d.txt", text);
     let d = Dataset::read(&p, None).unwrap();
     assert_eq!(
         d.timestamps.as_ref().unwrap()[1],

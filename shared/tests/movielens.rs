@@ -1,10 +1,14 @@
 //! Integration tests on the real MovieLens files in ../shared/data (CI has them).
 
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 
 use sasrec_shared::convert::{convert_ml1m, ConvertReport};
 use sasrec_shared::{Dataset, KCore};
+
+use common::temp_file;
 
 fn data(rel: &str) -> PathBuf {
     let root = std::env::var("SASREC_DATA")
@@ -66,9 +70,7 @@ fn converter_reads_the_official_zip() {
 
 #[test]
 fn converter_errors_name_the_line_and_write_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("ratings.dat");
-    std::fs::write(&bad, "1::2::5::978300760\n1::3::5\n").unwrap();
+    let (dir, bad) = temp_file("ratings.dat", "1::2::5::978300760\n1::3::5\n");
     let out = dir.path().join("out.txt");
     let e = convert_ml1m(&bad, &out).unwrap_err().to_string();
     assert_eq!(

@@ -1,12 +1,16 @@
 //! Sampler invariants and evaluation sets on the synthetic fixture.
 
+mod common;
+
 use std::sync::Arc;
 
 use sasrec_shared::eval::{EvalConfig, EvalSet, NUM_SAMPLED_NEGATIVES};
 use sasrec_shared::split::DEFAULT_MIN_HOLDOUT_LEN;
 use sasrec_shared::synthetic::{self, SyntheticConfig};
 use sasrec_shared::time::{Intervals, TimeUnit};
-use sasrec_shared::{Dataset, Part, Sampler, SamplerConfig, Split};
+use sasrec_shared::{Batch, Dataset, Part, Sampler, SamplerConfig, Split};
+
+use common::temp_file;
 
 fn fixture(users: usize) -> Split {
     let dir = tempfile::tempdir().unwrap();
@@ -38,6 +42,23 @@ fn cfg(workers: usize) -> SamplerConfig {
             span: 64,
         }),
     }
+}
+
+/// `cfg` as rank `rank` of `world_size`.
+fn shard(cfg: SamplerConfig, rank: usize, world_size: usize) -> SamplerConfig {
+    SamplerConfig {
+        rank,
+        world_size,
+        ..cfg
+    }
+}
+
+/// The batches of `epoch` of a sampler over `split` with `cfg`.
+fn batches(split: &Split, cfg: SamplerConfig, epoch: u64) -> Vec<Batch> {
+    Sampler::new(split.clone(), cfg)
+        .unwrap()
+        .epoch(epoch)
+        .collect()
 }
 
 #[test]
@@ -105,53 +126,20 @@ fn batches_satisfy_the_reference_invariants() {
 #[test]
 fn same_seed_same_batches_for_any_worker_count() {
     let split = fixture(80);
-    let a: Vec<_> = Sampler::new(split.clone(), cfg(0))
-        .unwrap()
-        .epoch(3)
-        .collect();
-    let b: Vec<_> = Sampler::new(split.clone(), cfg(1))
-        .unwrap()
-        .epoch(3)
-        .collect();
-    let c: Vec<_> = Sampler::new(split.clone(), cfg(3))
-        .unwrap()
-        .epoch(3)
-        .collect();
-    assert_eq!(a, b);
-    assert_eq!(a, c);
-    let other_epoch: Vec<_> = Sampler::new(split.clone(), cfg(2))
-        .unwrap()
-        .epoch(4)
-        .collect();
-    assert_ne!(a, other_epoch);
-    let other_seed: Vec<_> = Sampler::new(split, SamplerConfig { seed: 8, ..cfg(2) })
-        .unwrap()
-        .epoch(3)
-        .collect();
-    assert_ne!(a, other_seed);
+    let a = batches(&split, cfg(0), 3);
+    assert_eq!(a, batches(&split, cfg(1), 3));
+    assert_eq!(a, batches(&split, cfg(3), 3));
+    assert_ne!(a, batches(&split, cfg(2), 4), "another epoch");
+    let other_seed = SamplerConfig { seed: 8, ..cfg(2) };
+    assert_ne!(a, batches(&split, other_seed, 3), "another seed");
 }
 
 #[test]
 fn rank_shards_partition_the_global_batch() {
     let split = fixture(90);
-    let whole: Vec<_> = Sampler::new(split.clone(), cfg(0))
-        .unwrap()
-        .epoch(1)
-        .collect();
+    let whole = batches(&split, cfg(0), 1);
     let shards: Vec<Vec<_>> = (0..3)
-        .map(|rank| {
-            Sampler::new(
-                split.clone(),
-                SamplerConfig {
-                    rank,
-                    world_size: 3,
-                    ..cfg(1)
-                },
-            )
-            .unwrap()
-            .epoch(1)
-            .collect()
-        })
+        .map(|rank| batches(&split, shard(cfg(1), rank, 3), 1))
         .collect();
     for (b, global) in whole.iter().enumerate() {
         let mut users = Vec::new();
@@ -176,20 +164,8 @@ fn rank_shards_partition_the_global_batch() {
 #[test]
 fn an_empty_shard_is_one_padding_row() {
     let split = fixture(33);
-    let shard = |rank| -> Vec<_> {
-        Sampler::new(
-            split.clone(),
-            SamplerConfig {
-                rank,
-                world_size: 2,
-                ..cfg(0)
-            },
-        )
-        .unwrap()
-        .epoch(0)
-        .collect()
-    };
-    let (r0, r1) = (shard(0), shard(1));
+    let r0 = batches(&split, shard(cfg(0), 0, 2), 0);
+    let r1 = batches(&split, shard(cfg(0), 1, 2), 0);
     assert_eq!((r0.len(), r1.len()), (2, 2), "same number of steps");
     let last = &r0[1];
     assert!(last.is_padding() && !r1[1].is_padding());
@@ -212,16 +188,10 @@ fn sampler_rejects_bad_settings() {
         "--batch_size and --maxlen must be at least 1"
     );
     assert_eq!(
-        e(SamplerConfig {
-            rank: 2,
-            world_size: 2,
-            ..cfg(0)
-        }),
+        e(shard(cfg(0), 2, 2)),
         "rank 2 is outside a world of size 2"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("untimed.txt");
-    std::fs::write(&p, "1 1\n1 2\n1 3\n").unwrap();
+    let (_dir, p) = temp_file("untimed.txt", "1 1\n1 2\n1 3\n");
     let untimed = Split::new(Arc::new(Dataset::read(&p, None).unwrap()), 4);
     let err = Sampler::new(untimed, cfg(0)).err().unwrap().to_string();
     assert!(

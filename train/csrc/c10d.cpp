@@ -13,6 +13,7 @@
 
 #include <c10/util/Exception.h>
 #include <shim.h>
+#include <torch/headeronly/version.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -37,6 +38,9 @@ extern "C" {
 
 // The last error message of this thread from any train shim ("" when none).
 const char* sasrec_train_last_error() { return sasrec_shim::last_error().c_str(); }
+
+// The libtorch version of the headers this shim was compiled against ("2.11.0").
+const char* sasrec_train_torch_version() { return TORCH_VERSION; }
 
 // 1 when this shim was compiled with ProcessGroupNCCL, else 0.
 int sasrec_c10d_has_nccl() {

@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use clap::Args;
 use tch::{Device, Kind, Tensor};
 
 use crate::dist::{compiled_backends, Backend, DistEnv, ProcessGroup};
+use crate::error::{bail, usage, Context, Result};
 use crate::launch::{launch, own_args};
 
 /// Flags of `check-distributed`.
@@ -45,9 +45,9 @@ impl CheckDistArgs {
 }
 
 /// Launches the ranks (no RANK / WORLD_SIZE in the environment) or runs the checks as one rank.
-pub fn run(args: &CheckDistArgs) -> anyhow::Result<()> {
+pub fn run(args: &CheckDistArgs) -> Result<()> {
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        bail!(
+        usage!(
             "--timeout must be a positive number of seconds, got {}",
             args.timeout
         );
@@ -60,7 +60,7 @@ pub fn run(args: &CheckDistArgs) -> anyhow::Result<()> {
                 (None, Backend::Nccl) => {
                     let n = tch::Cuda::device_count().max(0) as usize;
                     if n == 0 {
-                        bail!("--backend nccl needs CUDA devices, and none is available");
+                        usage!("--backend nccl needs CUDA devices, and none is available");
                     }
                     n
                 }
@@ -81,7 +81,7 @@ struct OpReport {
     result: serde_json::Value,
 }
 
-fn timed(device: Device, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<OpReport> {
+fn timed(device: Device, f: impl FnOnce() -> Result<()>) -> Result<OpReport> {
     let t0 = Instant::now();
     f()?;
     if let Device::Cuda(i) = device {
@@ -94,7 +94,8 @@ fn timed(device: Device, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Resu
     })
 }
 
-fn run_rank(env: &DistEnv, backend: Backend, timeout: Duration) -> anyhow::Result<()> {
+/// One rank's checks: rendezvous, all-reduce, broadcast and barrier; rank 0 prints the report.
+fn run_rank(env: &DistEnv, backend: Backend, timeout: Duration) -> Result<()> {
     let (rank, world) = (env.rank, env.world_size);
     tracing::info!(
         rank,
@@ -110,33 +111,8 @@ fn run_rank(env: &DistEnv, backend: Backend, timeout: Duration) -> anyhow::Resul
         Backend::Nccl => Device::Cuda(env.local_rank),
         Backend::Gloo => Device::Cpu,
     };
-
-    // all_reduce: every rank contributes rank+1, so each element must be 1+2+..+world.
-    let mut t = Tensor::full([4], (rank + 1) as f64, (Kind::Float, device));
-    let mut all_reduce = timed(device, || pg.all_reduce_sum(&mut t))?;
-    let want = (world * (world + 1) / 2) as f32;
-    let got: Vec<f32> = Vec::<f32>::try_from(t.to_device(Device::Cpu))?;
-    if got.iter().any(|&v| v != want) {
-        bail!(
-            "all_reduce on rank {rank} of {world}: expected {want} in every element, got {got:?}"
-        );
-    }
-    all_reduce.result = serde_json::json!(got);
-
-    // broadcast (int64, to cover an integer kind): rank 0's values replace the others' zeros.
-    let sent: [i64; 4] = [42, 7, -3, 1_000_000_007];
-    let mut b = if rank == 0 {
-        Tensor::from_slice(&sent).to_device(device)
-    } else {
-        Tensor::zeros([4], (Kind::Int64, device))
-    };
-    let mut broadcast = timed(device, || pg.broadcast(&mut b, 0))?;
-    let got: Vec<i64> = Vec::<i64>::try_from(b.to_device(Device::Cpu))?;
-    if got != sent {
-        bail!("broadcast from rank 0 to rank {rank} of {world}: expected {sent:?}, got {got:?}");
-    }
-    broadcast.result = serde_json::json!(got);
-
+    let all_reduce = check_all_reduce(&pg, device)?;
+    let broadcast = check_broadcast(&pg, device)?;
     let barrier = timed(device, || pg.barrier())?;
     tracing::info!(
         rank,
@@ -146,7 +122,6 @@ fn run_rank(env: &DistEnv, backend: Backend, timeout: Duration) -> anyhow::Resul
         "check-distributed rank ok"
     );
     pg.shutdown()?;
-
     if rank == 0 {
         let report = serde_json::json!({
             "world_size": world,
@@ -164,4 +139,38 @@ fn run_rank(env: &DistEnv, backend: Backend, timeout: Duration) -> anyhow::Resul
         println!("{report}");
     }
     Ok(())
+}
+
+/// all_reduce: every rank contributes rank+1, so each element must be 1+2+..+world.
+fn check_all_reduce(pg: &ProcessGroup, device: Device) -> Result<OpReport> {
+    let (rank, world) = (pg.rank(), pg.world_size());
+    let mut t = Tensor::full([4], (rank + 1) as f64, (Kind::Float, device));
+    let mut report = timed(device, || pg.all_reduce_sum(&mut t))?;
+    let want = (world * (world + 1) / 2) as f32;
+    let got: Vec<f32> = Vec::<f32>::try_from(t.to_device(Device::Cpu))?;
+    if got.iter().any(|&v| v != want) {
+        bail!(
+            "all_reduce on rank {rank} of {world}: expected {want} in every element, got {got:?}"
+        );
+    }
+    report.result = serde_json::json!(got);
+    Ok(report)
+}
+
+/// broadcast (int64, to cover an integer kind): rank 0's values replace the others' zeros.
+fn check_broadcast(pg: &ProcessGroup, device: Device) -> Result<OpReport> {
+    let (rank, world) = (pg.rank(), pg.world_size());
+    let sent: [i64; 4] = [42, 7, -3, 1_000_000_007];
+    let mut b = if rank == 0 {
+        Tensor::from_slice(&sent).to_device(device)
+    } else {
+        Tensor::zeros([4], (Kind::Int64, device))
+    };
+    let mut report = timed(device, || pg.broadcast(&mut b, 0))?;
+    let got: Vec<i64> = Vec::<i64>::try_from(b.to_device(Device::Cpu))?;
+    if got != sent {
+        bail!("broadcast from rank 0 to rank {rank} of {world}: expected {sent:?}, got {got:?}");
+    }
+    report.result = serde_json::json!(got);
+    Ok(report)
 }

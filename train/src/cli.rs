@@ -1,67 +1,22 @@
-//! `sasrec-train` flags. Names keep the Python prototype's spelling (`--batch_size`); the
+//! `sasrec-train` flags, the first link of the one-way chain flags → resolved settings
+//! ([`crate::settings`]) → the run's config ([`crate::config`]); only `main` and `settings`
+//! read these types. Names keep the Python prototype's spelling (`--batch_size`); the
 //! kebab-case spelling (`--batch-size`) works too.
 
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand};
 use sasrec_shared::config::{HresProjection, MhcConfig, TimeDropout};
+use sasrec_shared::dataset::{Columns, Format};
+use sasrec_shared::split::DEFAULT_MIN_HOLDOUT_LEN;
+use sasrec_shared::synthetic::SyntheticConfig;
 use sasrec_shared::time::TimeUnit;
 
-use crate::config::{DEFAULT_CE_CHUNK_SIZE, DEFAULT_GBCE_T};
-use crate::data_cmd::DataArgs;
+use crate::config::{
+    AmpChoice, LossKind, NegativeSamplerKind, Protocol, DEFAULT_CE_CHUNK_SIZE, DEFAULT_GBCE_T,
+};
 use crate::dist::Backend;
-
-/// `--amp_dtype` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AmpDtypeArg {
-    /// bf16 where the device computes it natively (CPU, CUDA compute capability ≥ 8), else fp16.
-    Auto,
-    /// bfloat16 (no loss scaling).
-    Bf16,
-    /// float16 with dynamic loss scaling.
-    Fp16,
-}
-
-/// The training objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum LossKind {
-    /// The reference: masked binary cross-entropy, one sampled negative per position.
-    Bce,
-    /// Full-softmax cross-entropy over all items (strongest under full ranking).
-    Ce,
-    /// Sampled softmax with `--num_negatives` negatives shared by the batch, drawn by
-    /// `--negative_sampler` (logQ-corrected when not uniform).
-    SampledSoftmax,
-    /// gBCE of gSASRec: BCE with `--num_negatives` uniform negatives per sequence and the
-    /// positive's probability raised to β (`--gbce_t`).
-    Gbce,
-}
-
-/// `--negative_sampler`: where the negatives of the sampled losses come from.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum NegativeSamplerKind {
-    /// Uniformly over the items.
-    #[default]
-    Uniform,
-    /// In proportion to each item's count in the training data, with the logQ correction.
-    Popularity,
-}
-
-/// Which protocol's validation NDCG@10 selects the best epoch and drives early stopping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// True item against 100 sampled negatives.
-    Sampled,
-    /// True item against all items (history excluded).
-    Full,
-}
 
 /// Everything `sasrec-train` accepts for training and evaluation.
 ///
@@ -274,8 +229,8 @@ pub struct TrainArgs {
     pub use_amp: bool,
     /// Autocast type with --use_amp: auto = bf16 where supported, else fp16 (which adds
     /// dynamic loss scaling, as torch.amp.GradScaler).
-    #[arg(long = "amp_dtype", alias = "amp-dtype", value_enum, default_value_t = AmpDtypeArg::Auto)]
-    pub amp_dtype: AmpDtypeArg,
+    #[arg(long = "amp_dtype", alias = "amp-dtype", value_enum, default_value_t = AmpChoice::Auto)]
+    pub amp_dtype: AmpChoice,
     /// Train every step eagerly instead of replaying a captured CUDA graph of the step (by
     /// default a single-process `--loss bce` run on CUDA captures one full-batch step after 3
     /// warm-up steps and replays it; the ragged last batch of an epoch always runs eagerly).
@@ -312,4 +267,105 @@ pub struct TrainArgs {
     /// Weights to evaluate (safetensors with the reference names).
     #[arg(long = "state_dict_path", alias = "state-dict-path")]
     pub state_dict_path: Option<PathBuf>,
+}
+
+/// Options that select and filter the interactions (shared with training).
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Interaction file, or NAME for data/NAME.txt(.gz); `.gz` is read directly. One event per
+    /// line (`user item [rating] [timestamp]`, separated by spaces, tabs, commas or `::`, an
+    /// optional header of column names in any order) or one user per line (`user item1 item2 …`
+    /// in time order, see --format).
+    // An `Option` only so that `sasrec-train data …` parses without it; clap enforces presence.
+    #[arg(long, required = true)]
+    pub dataset: Option<String>,
+    /// File layout: auto (detected), interactions (one event per line) or sequence (one user
+    /// per line, `user item1 item2 …` in time order). Auto reads a space-separated file as
+    /// sequences when its lines have different field counts and some line has more than 4;
+    /// a sequence file whose lines all have 2–4 fields needs `--format sequence`.
+    #[arg(
+        long,
+        default_value = "auto",
+        value_parser = PossibleValuesParser::new(Format::NAMES).try_map(|s| s.parse::<Format>())
+    )]
+    pub format: Format,
+    /// The role of each column in file order, e.g. `user,item,timestamp` or
+    /// `item_id,-,user_id,timestamp` (`-` = ignored; roles: user, item, rating, timestamp).
+    /// Overrides a header line; without it a header names the columns.
+    #[arg(long, value_parser = |s: &str| s.parse::<Columns>())]
+    pub columns: Option<Columns>,
+    /// Drop users with fewer interactions (k-core filtering; 0 = off).
+    #[arg(long = "min_user_count", alias = "min-user-count", default_value_t = 0)]
+    pub min_user_count: usize,
+    /// Drop items with fewer interactions (k-core filtering; 0 = off).
+    #[arg(long = "min_item_count", alias = "min-item-count", default_value_t = 0)]
+    pub min_item_count: usize,
+    /// Filter in one pass over the file's counts (the TiSASRec reference's 5-filter) instead of
+    /// iterating to a true k-core.
+    #[arg(long = "kcore_one_pass", alias = "kcore-one-pass")]
+    pub kcore_one_pass: bool,
+    /// Users with fewer interactions are training-only (not evaluated). The reference
+    /// SASRec uses 4, TiSASRec and the original TF code 3.
+    #[arg(long = "min_holdout_len", alias = "min-holdout-len", default_value_t = DEFAULT_MIN_HOLDOUT_LEN as u64,
+          value_parser = clap::value_parser!(u64).range(3..))]
+    pub min_holdout_len: u64,
+}
+
+/// Data commands.
+#[derive(Debug, Subcommand)]
+pub enum DataCmd {
+    /// Print dataset statistics (as JSON with --json).
+    Stats {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert MovieLens-1M `ratings.dat` (or `ml-1m.zip`) into `user item timestamp` lines.
+    #[command(name = "convert-ml1m")]
+    ConvertMl1m {
+        /// ratings.dat (plain or .gz) or the official ml-1m.zip.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output file (written atomically), e.g. data/ml-1m.txt.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Write the deterministic synthetic dataset (`user item timestamp`).
+    Synthetic {
+        /// Output file (written atomically), e.g. data/synthetic.txt.
+        #[arg(long)]
+        output: PathBuf,
+        /// Number of users.
+        #[arg(long, default_value_t = SyntheticConfig::default().users)]
+        users: usize,
+        /// Number of items.
+        #[arg(long, default_value_t = SyntheticConfig::default().items)]
+        items: usize,
+        /// Number of genres (blocks of consecutive items with their own successor chain).
+        #[arg(long, default_value_t = SyntheticConfig::default().genres)]
+        genres: usize,
+        /// Shortest user sequence.
+        #[arg(long = "min_len", default_value_t = SyntheticConfig::default().min_len)]
+        min_len: usize,
+        /// Longest user sequence.
+        #[arg(long = "max_len", default_value_t = SyntheticConfig::default().max_len)]
+        max_len: usize,
+        /// Zipf exponent s of the in-genre popularity, P(offset r) ∝ 1/(r + 1)^s (the long
+        /// tail of real catalogues); without it, the bundled quadratic skew.
+        #[arg(long, value_parser = zipf_exponent)]
+        zipf: Option<f64>,
+        /// Generator seed.
+        #[arg(long, default_value_t = SyntheticConfig::default().seed)]
+        seed: u64,
+    },
+}
+
+/// `--zipf`: a finite exponent ≥ 0.
+fn zipf_exponent(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("expected a finite number ≥ 0, got {s:?}")),
+    }
 }

@@ -1,16 +1,67 @@
-//! The resolved run configuration written to `config.json`.
+//! The run's configuration, written to `config.json`: the last link of the one-way chain
+//! flags ([`crate::cli`]) → resolved settings ([`crate::settings`]) → this. The value types
+//! the flags choose from live here (they derive `ValueEnum` so that the flags can name them).
 
-use anyhow::Result;
+use clap::ValueEnum;
 use sasrec_models::amp::AmpDtype;
-use sasrec_shared::config::ModelConfig;
 use sasrec_shared::dataset::Stats;
 use sasrec_shared::run::ModelSpec;
-use sasrec_shared::{KCore, Split};
+use sasrec_shared::KCore;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{LossKind, NegativeSamplerKind, Protocol};
 use crate::dist::Backend;
-use crate::settings::Settings;
+
+/// `--amp_dtype`: the autocast type asked for (resolved against the device by
+/// `device::resolve_amp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AmpChoice {
+    /// bf16 where the device computes it natively (CPU, CUDA compute capability ≥ 8), else fp16.
+    Auto,
+    /// bfloat16 (no loss scaling).
+    Bf16,
+    /// float16 with dynamic loss scaling.
+    Fp16,
+}
+
+/// The training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum LossKind {
+    /// The reference: masked binary cross-entropy, one sampled negative per position.
+    Bce,
+    /// Full-softmax cross-entropy over all items (strongest under full ranking).
+    Ce,
+    /// Sampled softmax with `--num_negatives` negatives shared by the batch, drawn by
+    /// `--negative_sampler` (logQ-corrected when not uniform).
+    SampledSoftmax,
+    /// gBCE of gSASRec: BCE with `--num_negatives` uniform negatives per sequence and the
+    /// positive's probability raised to β (`--gbce_t`).
+    Gbce,
+}
+
+/// `--negative_sampler`: where the negatives of the sampled losses come from.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NegativeSamplerKind {
+    /// Uniformly over the items.
+    #[default]
+    Uniform,
+    /// In proportion to each item's count in the training data, with the logQ correction.
+    Popularity,
+}
+
+/// Which protocol's validation NDCG@10 selects the best epoch and drives early stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// True item against 100 sampled negatives.
+    Sampled,
+    /// True item against all items (history excluded).
+    Full,
+}
 
 /// Optimisation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,31 +191,17 @@ pub struct Versions {
     pub libtorch: String,
 }
 
-impl RunConfig {
-    /// The settings resolved against the loaded data: the item count, the dataset's path and
-    /// statistics; the network is validated here.
-    pub fn resolve(s: &Settings, split: &Split, runtime: Runtime) -> Result<Self> {
-        let model = ModelConfig {
-            num_items: split.num_items(),
-            ..s.model.clone()
-        };
-        model.validate()?;
-        Ok(Self {
-            spec: ModelSpec::new(model, s.intervals),
-            optim: s.optim.clone(),
-            dataset: split.data.path.display().to_string(),
-            dataset_stats: split.data.stats(),
-            kcore: s.data.kcore(),
-            min_holdout_len: s.data.min_holdout_len as usize,
-            schedule: s.schedule.clone(),
-            versions: Versions {
-                sasrec_rs: env!("CARGO_PKG_VERSION").to_string(),
-                libtorch: "2.11.0".to_string(),
-            },
-            runtime,
-        })
+impl Versions {
+    /// This build's versions: the crate's, and libtorch's as its headers declare it.
+    pub fn current() -> Self {
+        Self {
+            sasrec_rs: env!("CARGO_PKG_VERSION").to_string(),
+            libtorch: crate::shim::torch_version(),
+        }
     }
+}
 
+impl RunConfig {
     /// Names of the settings that differ from `other`, ignoring those a resumed run may
     /// change (`num_epochs`, `early_stop_patience`, `runtime`).
     pub fn differences(&self, other: &RunConfig) -> Vec<String> {

@@ -13,10 +13,10 @@
 //! * Every rank then takes the same Adam step on the same averaged gradients, so the
 //!   parameters stay bit-identical without further communication.
 
-use anyhow::Result;
 use tch::{Kind, Tensor};
 
 use crate::dist::ProcessGroup;
+use crate::error::Result;
 use crate::optim::defined_grads;
 
 /// Elements per all-reduce bucket (25 Mi floats = 100 MB, DDP's default is 25 MB of

@@ -1,12 +1,12 @@
 //! Where a run executes: the device, the process group of a data-parallel rank, the autocast
 //! type, and host batches moved to the device.
 
-use anyhow::{bail, Result};
 use sasrec_models::amp::{self, AmpDtype};
 use tch::{Device, Tensor};
 
-use crate::cli::AmpDtypeArg;
+use crate::config::AmpChoice;
 use crate::dist::{Backend, DistEnv, ProcessGroup};
+use crate::error::{failed, usage, Result};
 use crate::settings::{DeviceRequest, Distributed};
 
 /// The `--device` spelling of a device: `cpu`, `cuda:N`.
@@ -36,7 +36,7 @@ pub fn resolve_device(request: DeviceRequest) -> Result<Device> {
         DeviceRequest::Cuda(Some(i)) if cuda && i < tch::Cuda::device_count() as usize => {
             Ok(Device::Cuda(i))
         }
-        DeviceRequest::Cuda(Some(i)) => bail!(
+        DeviceRequest::Cuda(Some(i)) => usage!(
             "--device cuda:{i}: no CUDA device {i} (found {})",
             tch::Cuda::device_count()
         ),
@@ -46,9 +46,8 @@ pub fn resolve_device(request: DeviceRequest) -> Result<Device> {
 /// The process group of a `--multi_gpu` rank and the device it trains on: NCCL ranks use
 /// `cuda:LOCAL_RANK`; Gloo ranks the `--device` choice (with `cuda:LOCAL_RANK` for CUDA).
 pub fn init_distributed(d: &Distributed, request: DeviceRequest) -> Result<(ProcessGroup, Device)> {
-    let env = DistEnv::from_env(d.master_port)?.ok_or_else(|| {
-        anyhow::anyhow!("--multi_gpu rank without RANK/WORLD_SIZE in the environment")
-    })?;
+    let env = DistEnv::from_env(d.master_port)?
+        .ok_or_else(|| failed!("--multi_gpu rank without RANK/WORLD_SIZE in the environment"))?;
     let cuda = tch::Cuda::is_available() && request != DeviceRequest::Cpu;
     let backend = d
         .backend
@@ -73,14 +72,14 @@ pub fn init_distributed(d: &Distributed, request: DeviceRequest) -> Result<(Proc
 }
 
 /// The autocast type of `--use_amp --amp_dtype A` on `device`, `None` for fp32.
-pub fn resolve_amp(arg: Option<AmpDtypeArg>, device: Device) -> Result<Option<AmpDtype>> {
+pub fn resolve_amp(arg: Option<AmpChoice>, device: Device) -> Result<Option<AmpDtype>> {
     let Some(arg) = arg else { return Ok(None) };
     Ok(Some(match arg {
-        AmpDtypeArg::Auto if amp::bf16_supported(device) => AmpDtype::Bf16,
-        AmpDtypeArg::Auto | AmpDtypeArg::Fp16 => AmpDtype::Fp16,
-        AmpDtypeArg::Bf16 if amp::bf16_supported(device) => AmpDtype::Bf16,
-        AmpDtypeArg::Bf16 => {
-            bail!("--amp_dtype bf16: {device:?} has no native bf16 (compute capability < 8); use --amp_dtype fp16")
+        AmpChoice::Auto if amp::bf16_supported(device) => AmpDtype::Bf16,
+        AmpChoice::Auto | AmpChoice::Fp16 => AmpDtype::Fp16,
+        AmpChoice::Bf16 if amp::bf16_supported(device) => AmpDtype::Bf16,
+        AmpChoice::Bf16 => {
+            usage!("--amp_dtype bf16: {device:?} has no native bf16 (compute capability < 8); use --amp_dtype fp16")
         }
     }))
 }

@@ -8,8 +8,7 @@ use std::ffi::{c_char, c_int, CString};
 use std::fmt;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
-
+use crate::error::{bail, usage, Error, Result};
 use crate::shim::last_error;
 
 /// A collective-communication backend.
@@ -83,7 +82,7 @@ impl DistEnv {
     /// From torchrun's / the launcher's environment (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE,
     /// MASTER_ADDR, MASTER_PORT, TORCHELASTIC_USE_AGENT_STORE, TORCHELASTIC_RESTART_COUNT);
     /// Ok(None) when RANK and WORLD_SIZE are both absent; a clear error naming the variable when one is malformed or rank >= world_size.
-    pub fn from_env(default_port: u16) -> anyhow::Result<Option<DistEnv>> {
+    pub fn from_env(default_port: u16) -> Result<Option<DistEnv>> {
         Self::from_vars(
             |k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()),
             default_port,
@@ -94,52 +93,29 @@ impl DistEnv {
     pub fn from_vars(
         get: impl Fn(&str) -> Option<String>,
         default_port: u16,
-    ) -> anyhow::Result<Option<DistEnv>> {
+    ) -> Result<Option<DistEnv>> {
         let (rank, world_size) = match (get("RANK"), get("WORLD_SIZE")) {
             (None, None) => return Ok(None),
-            (Some(_), None) => bail!("RANK is set but WORLD_SIZE is not"),
-            (None, Some(_)) => bail!("WORLD_SIZE is set but RANK is not"),
+            (Some(_), None) => usage!("RANK is set but WORLD_SIZE is not"),
+            (None, Some(_)) => usage!("WORLD_SIZE is set but RANK is not"),
             (Some(r), Some(w)) => (
                 parse_var::<usize>("RANK", &r)?,
                 parse_var::<usize>("WORLD_SIZE", &w)?,
             ),
         };
         if world_size == 0 {
-            bail!("WORLD_SIZE=0: it must be at least 1");
+            usage!("WORLD_SIZE=0: it must be at least 1");
         }
         if rank >= world_size {
-            bail!("RANK={rank} is out of range: it must be less than WORLD_SIZE={world_size}");
+            usage!("RANK={rank} is out of range: it must be less than WORLD_SIZE={world_size}");
         }
         let opt = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let local_world_size = match opt("LOCAL_WORLD_SIZE") {
-            Some(v) => parse_var::<usize>("LOCAL_WORLD_SIZE", &v)?,
-            None => world_size,
-        };
-        if local_world_size == 0 || local_world_size > world_size {
-            bail!("LOCAL_WORLD_SIZE={local_world_size} must be in 1..=WORLD_SIZE={world_size}");
-        }
-        let local_rank = match opt("LOCAL_RANK") {
-            Some(v) => parse_var::<usize>("LOCAL_RANK", &v)?,
-            None => rank % local_world_size,
-        };
-        if local_rank >= local_world_size {
-            bail!(
-                "LOCAL_RANK={local_rank} is out of range: it must be less than \
-                 LOCAL_WORLD_SIZE={local_world_size}"
-            );
-        }
+        let (local_rank, local_world_size) = local_placement(&opt, rank, world_size)?;
         let master_port = match opt("MASTER_PORT") {
             Some(v) => parse_var::<u16>("MASTER_PORT", &v)?,
             None => default_port,
         };
-        let agent_store = match opt("TORCHELASTIC_USE_AGENT_STORE") {
-            None => false,
-            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                _ => bail!("TORCHELASTIC_USE_AGENT_STORE={v:?} is not a boolean (True / False)"),
-            },
-        };
+        let agent_store = agent_store(opt("TORCHELASTIC_USE_AGENT_STORE"))?;
         let restart_count = match opt("TORCHELASTIC_RESTART_COUNT") {
             Some(v) => parse_var::<usize>("TORCHELASTIC_RESTART_COUNT", &v)?,
             None => 0,
@@ -157,14 +133,150 @@ impl DistEnv {
     }
 }
 
-fn parse_var<T: std::str::FromStr>(name: &str, value: &str) -> anyhow::Result<T>
+/// `LOCAL_RANK` and `LOCAL_WORLD_SIZE` (defaults: one node holding every rank).
+fn local_placement(
+    opt: &impl Fn(&str) -> Option<String>,
+    rank: usize,
+    world_size: usize,
+) -> Result<(usize, usize)> {
+    let local_world_size = match opt("LOCAL_WORLD_SIZE") {
+        Some(v) => parse_var::<usize>("LOCAL_WORLD_SIZE", &v)?,
+        None => world_size,
+    };
+    if local_world_size == 0 || local_world_size > world_size {
+        usage!("LOCAL_WORLD_SIZE={local_world_size} must be in 1..=WORLD_SIZE={world_size}");
+    }
+    let local_rank = match opt("LOCAL_RANK") {
+        Some(v) => parse_var::<usize>("LOCAL_RANK", &v)?,
+        None => rank % local_world_size,
+    };
+    if local_rank >= local_world_size {
+        usage!(
+            "LOCAL_RANK={local_rank} is out of range: it must be less than \
+             LOCAL_WORLD_SIZE={local_world_size}"
+        );
+    }
+    Ok((local_rank, local_world_size))
+}
+
+/// `TORCHELASTIC_USE_AGENT_STORE` as torchrun writes it (`True` / `False`).
+fn agent_store(value: Option<String>) -> Result<bool> {
+    Ok(match value {
+        None => false,
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => usage!("TORCHELASTIC_USE_AGENT_STORE={v:?} is not a boolean (True / False)"),
+        },
+    })
+}
+
+fn parse_var<T: std::str::FromStr>(name: &str, value: &str) -> Result<T>
 where
     T::Err: fmt::Display,
 {
     value
         .trim()
         .parse::<T>()
-        .map_err(|e| anyhow::anyhow!("{name}={value:?} is malformed: {e}"))
+        .map_err(|e| Error::Usage(format!("{name}={value:?} is malformed: {e}")))
+}
+
+/// NCCL needs this binary built with it, CUDA, and a device for this rank's LOCAL_RANK.
+fn check_nccl(env: &DistEnv) -> Result<()> {
+    // SAFETY: a plain query of the shim.
+    if unsafe { sasrec_c10d_has_nccl() } == 0 {
+        usage!(
+            "this binary was built without NCCL (it needs a CUDA libtorch and the \
+             nvidia-nccl / nvidia-cuda headers at build time); use --backend gloo"
+        );
+    }
+    if !tch::Cuda::is_available() {
+        usage!("the NCCL backend needs CUDA, but no CUDA device is available; use --backend gloo");
+    }
+    let n = tch::Cuda::device_count().max(0) as usize;
+    if env.local_rank >= n {
+        usage!(
+            "NCCL rank {} uses cuda:{} (LOCAL_RANK) but only {n} CUDA device(s) are visible",
+            env.rank,
+            env.local_rank
+        );
+    }
+    Ok(())
+}
+
+/// The environment in the C types of the shim's rendezvous.
+struct RendezvousArgs {
+    addr: CString,
+    rank: c_int,
+    world: c_int,
+    local_rank: c_int,
+    restarts: c_int,
+}
+
+impl RendezvousArgs {
+    /// Each value converted, or an error naming its variable.
+    fn new(env: &DistEnv) -> Result<Self> {
+        Ok(Self {
+            addr: CString::new(env.master_addr.as_str()).map_err(|_| {
+                Error::Usage(format!(
+                    "MASTER_ADDR={:?} contains a NUL byte",
+                    env.master_addr
+                ))
+            })?,
+            rank: to_c_int("RANK", env.rank)?,
+            world: to_c_int("WORLD_SIZE", env.world_size)?,
+            local_rank: to_c_int("LOCAL_RANK", env.local_rank)?,
+            restarts: to_c_int("TORCHELASTIC_RESTART_COUNT", env.restart_count)?,
+        })
+    }
+}
+
+/// The shim's rendezvous and backend creation: the handle, or the shim's message.
+fn rendezvous(
+    args: &RendezvousArgs,
+    env: &DistEnv,
+    backend: Backend,
+    timeout: std::time::Duration,
+) -> std::result::Result<*mut SasrecPg, String> {
+    let timeout_ms = i64::try_from(timeout.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let mut pg = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; the shim catches all C++ exceptions.
+    let rc = unsafe {
+        sasrec_c10d_init(
+            args.addr.as_ptr(),
+            env.master_port,
+            args.rank,
+            args.world,
+            args.local_rank,
+            env.agent_store as c_int,
+            args.restarts,
+            backend.id(),
+            timeout_ms,
+            &mut pg,
+        )
+    };
+    if rc != 0 || pg.is_null() {
+        return Err(last_error());
+    }
+    Ok(pg)
+}
+
+/// A failed rendezvous, saying whether it timed out waiting for the other ranks.
+fn rendezvous_error(env: &DistEnv, where_: &str, seconds: f64, msg: &str) -> Error {
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("timed out") || lower.contains("timeout") {
+        return Error::Failed(format!(
+            "rendezvous timed out after {seconds:.1}s on rank {}: waited for all {} ranks at \
+             {where_} (is every rank started, and MASTER_ADDR:MASTER_PORT reachable?): {msg}",
+            env.rank, env.world_size
+        ));
+    }
+    Error::Failed(format!(
+        "rendezvous failed on rank {} at {where_}: {msg}",
+        env.rank
+    ))
 }
 
 /// The shim's opaque process-group handle.
@@ -195,8 +307,8 @@ extern "C" {
     fn sasrec_c10d_free(pg: *mut SasrecPg);
 }
 
-fn to_c_int(name: &str, v: usize) -> anyhow::Result<c_int> {
-    c_int::try_from(v).with_context(|| format!("{name}={v} does not fit a C int"))
+fn to_c_int(name: &str, v: usize) -> Result<c_int> {
+    c_int::try_from(v).map_err(|_| Error::Usage(format!("{name}={v} does not fit a C int")))
 }
 
 /// A c10d process group (store + backend) owned through the C++ shim.
@@ -211,78 +323,22 @@ pub struct ProcessGroup {
 }
 
 impl ProcessGroup {
-    /// Rendezvous through a c10d::TCPStore and create the backend. timeout bounds both the rendezvous and every collective.
-    pub fn new(
-        env: &DistEnv,
-        backend: Backend,
-        timeout: std::time::Duration,
-    ) -> anyhow::Result<Self> {
+    /// Rendezvous through a c10d::TCPStore and create the backend: the backend checked
+    /// against this binary and its devices, then the shim's rendezvous. `timeout` bounds both
+    /// the rendezvous and every collective.
+    pub fn new(env: &DistEnv, backend: Backend, timeout: std::time::Duration) -> Result<Self> {
+        if backend == Backend::Nccl {
+            check_nccl(env)?;
+        }
         let where_ = format!(
             "{}:{} (world size {}, {backend})",
             env.master_addr, env.master_port, env.world_size
         );
-        if backend == Backend::Nccl {
-            if unsafe { sasrec_c10d_has_nccl() } == 0 {
-                bail!(
-                    "this binary was built without NCCL (it needs a CUDA libtorch and the \
-                     nvidia-nccl / nvidia-cuda headers at build time); use --backend gloo"
-                );
-            }
-            if !tch::Cuda::is_available() {
-                bail!("the NCCL backend needs CUDA, but no CUDA device is available; use --backend gloo");
-            }
-            let n = tch::Cuda::device_count().max(0) as usize;
-            if env.local_rank >= n {
-                bail!(
-                    "NCCL rank {} uses cuda:{} (LOCAL_RANK) but only {n} CUDA device(s) are visible",
-                    env.rank,
-                    env.local_rank
-                );
-            }
-        }
-        let addr = CString::new(env.master_addr.as_str())
-            .with_context(|| format!("MASTER_ADDR={:?} contains a NUL byte", env.master_addr))?;
-        let timeout_ms = i64::try_from(timeout.as_millis())
-            .unwrap_or(i64::MAX)
-            .max(1);
-        let (rank, world) = (
-            to_c_int("RANK", env.rank)?,
-            to_c_int("WORLD_SIZE", env.world_size)?,
-        );
-        let local_rank = to_c_int("LOCAL_RANK", env.local_rank)?;
-        let restarts = to_c_int("TORCHELASTIC_RESTART_COUNT", env.restart_count)?;
         tracing::debug!(rank = env.rank, at = %where_, agent_store = env.agent_store, "c10d rendezvous");
+        let args = RendezvousArgs::new(env)?;
         let started = Instant::now();
-        let mut pg = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; the shim catches all C++ exceptions.
-        let rc = unsafe {
-            sasrec_c10d_init(
-                addr.as_ptr(),
-                env.master_port,
-                rank,
-                world,
-                local_rank,
-                env.agent_store as c_int,
-                restarts,
-                backend.id(),
-                timeout_ms,
-                &mut pg,
-            )
-        };
-        if rc != 0 || pg.is_null() {
-            let msg = last_error();
-            let lower = msg.to_ascii_lowercase();
-            if lower.contains("timed out") || lower.contains("timeout") {
-                bail!(
-                    "rendezvous timed out after {:.1}s on rank {}: waited for all {} ranks at {where_} \
-                     (is every rank started, and MASTER_ADDR:MASTER_PORT reachable?): {msg}",
-                    started.elapsed().as_secs_f64(),
-                    env.rank,
-                    env.world_size
-                );
-            }
-            bail!("rendezvous failed on rank {} at {where_}: {msg}", env.rank);
-        }
+        let pg = rendezvous(&args, env, backend, timeout)
+            .map_err(|msg| rendezvous_error(env, &where_, started.elapsed().as_secs_f64(), &msg))?;
         tracing::debug!(
             rank = env.rank,
             seconds = started.elapsed().as_secs_f64(),
@@ -311,7 +367,7 @@ impl ProcessGroup {
         self.backend
     }
 
-    fn check(&self, rc: c_int, op: &str) -> anyhow::Result<()> {
+    fn check(&self, rc: c_int, op: &str) -> Result<()> {
         if rc == 0 {
             return Ok(());
         }
@@ -324,7 +380,7 @@ impl ProcessGroup {
         )
     }
 
-    fn check_tensor(&self, t: &tch::Tensor, op: &str) -> anyhow::Result<()> {
+    fn check_tensor(&self, t: &tch::Tensor, op: &str) -> Result<()> {
         if !t.is_contiguous() {
             bail!(
                 "{op} on rank {} of {}: the tensor must be contiguous",
@@ -353,7 +409,7 @@ impl ProcessGroup {
     }
 
     /// In-place sum over ranks of a contiguous tensor (any float/int kind).
-    pub fn all_reduce_sum(&self, t: &mut tch::Tensor) -> anyhow::Result<()> {
+    pub fn all_reduce_sum(&self, t: &mut tch::Tensor) -> Result<()> {
         self.check_tensor(t, "all_reduce")?;
         // SAFETY: `as_mut_ptr` is the tensor's `at::Tensor*`; the handle is live.
         let rc = unsafe { sasrec_c10d_all_reduce_sum(self.pg, t.as_mut_ptr()) };
@@ -361,7 +417,7 @@ impl ProcessGroup {
     }
 
     /// In-place broadcast from `root`.
-    pub fn broadcast(&self, t: &mut tch::Tensor, root: usize) -> anyhow::Result<()> {
+    pub fn broadcast(&self, t: &mut tch::Tensor, root: usize) -> Result<()> {
         self.check_tensor(t, "broadcast")?;
         if root >= self.world_size {
             bail!(
@@ -375,14 +431,14 @@ impl ProcessGroup {
     }
 
     /// Blocks until every rank has reached the barrier.
-    pub fn barrier(&self) -> anyhow::Result<()> {
+    pub fn barrier(&self) -> Result<()> {
         // SAFETY: the handle is live.
         let rc = unsafe { sasrec_c10d_barrier(self.pg) };
         self.check(rc, "barrier")
     }
 
     /// Clean shutdown (also done by Drop, ignoring errors there).
-    pub fn shutdown(mut self) -> anyhow::Result<()> {
+    pub fn shutdown(mut self) -> Result<()> {
         // SAFETY: the handle is live; Drop frees it afterwards.
         let rc = unsafe { sasrec_c10d_shutdown(self.pg) };
         let res = self.check(rc, "shutdown");
@@ -422,7 +478,7 @@ impl fmt::Debug for ProcessGroup {
 mod tests {
     use super::*;
 
-    fn env(vars: &[(&str, &str)]) -> anyhow::Result<Option<DistEnv>> {
+    fn env(vars: &[(&str, &str)]) -> Result<Option<DistEnv>> {
         let vars: Vec<(String, String)> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

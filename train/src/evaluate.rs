@@ -21,6 +21,7 @@ use sasrec_shared::metrics::{Accumulator, Metrics};
 use tch::{Device, Kind, Tensor};
 
 use crate::dist::ProcessGroup;
+use crate::error::Result;
 
 /// Metrics of one split part under both protocols.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -111,7 +112,7 @@ pub fn evaluate_sharded(
     set: &EvalSet,
     sizes: BlockSizes,
     pg: &ProcessGroup,
-) -> anyhow::Result<PartMetrics> {
+) -> Result<PartMetrics> {
     let (rank, world, n) = (pg.rank(), pg.world_size(), set.len());
     let share = shard(n, rank, world);
     let mine = rank_users(model, set, share.clone(), sizes)?;

@@ -32,12 +32,12 @@ use std::fmt;
 use std::os::raw::c_int;
 use std::panic::{self, AssertUnwindSafe};
 
-use anyhow::{anyhow, Result};
 use sasrec_shared::Batch;
 use tch::{Device, Kind, Tensor};
 
-use crate::cli::LossKind;
+use crate::config::LossKind;
 use crate::device::host_batch;
+use crate::error::{failed, Error, Result};
 use crate::optim::DeviceSchedule;
 use crate::shim::last_error;
 
@@ -145,7 +145,7 @@ pub fn step_mode(run: StepMode, rows: usize, full_rows: usize) -> StepMode {
 fn copy_async(dst: &mut Tensor, src: &mut Tensor) -> Result<()> {
     // SAFETY: both handles point at live tensors for the call; the copy writes `dst` only.
     if unsafe { sasrec_copy_async(dst.as_mut_ptr(), src.as_mut_ptr()) } != 0 {
-        return Err(anyhow!("copying a batch: {}", last_error()));
+        return Err(failed!("copying a batch: {}", last_error()));
     }
     Ok(())
 }
@@ -196,7 +196,7 @@ impl StaticInputs {
     pub fn load(&mut self, batch: &Batch) -> Result<()> {
         let (rows, t) = (self.seq.size()[0], self.seq.size()[1]);
         if batch.rows() as i64 != rows || batch.intervals.is_some() != self.tm.is_some() {
-            return Err(anyhow!(
+            return Err(failed!(
                 "a batch of {} rows (intervals: {}) for inputs of {rows} rows (intervals: {})",
                 batch.rows(),
                 batch.intervals.is_some(),
@@ -249,7 +249,7 @@ impl GraphStep {
     /// A graph for `device` (CUDA) with inputs of `rows` × `t` (and intervals).
     pub fn new(device: Device, rows: i64, t: i64, intervals: bool) -> Result<Self> {
         let Device::Cuda(index) = device else {
-            return Err(anyhow!("CUDA graphs need a CUDA device, not {device:?}"));
+            return Err(failed!("CUDA graphs need a CUDA device, not {device:?}"));
         };
         Ok(Self {
             graph: CudaGraph::new(index)?,
@@ -303,7 +303,7 @@ impl GraphStep {
             graph
                 .warm_up(&mut run)
                 .map_err(|e| e.context("CUDA graph warm-up step"))?;
-            return out.ok_or_else(|| anyhow!("the warm-up step returned nothing"));
+            return out.ok_or_else(|| failed!("the warm-up step returned nothing"));
         }
         if self.outputs.is_none() {
             graph.capture(&mut run).map_err(|e| {
@@ -317,7 +317,7 @@ impl GraphStep {
         let (loss, found_inf) = self
             .outputs
             .as_ref()
-            .ok_or_else(|| anyhow!("the captured step returned nothing"))?;
+            .ok_or_else(|| failed!("the captured step returned nothing"))?;
         Ok((loss.copy(), found_inf.as_ref().map(Tensor::copy)))
     }
 }
@@ -328,7 +328,7 @@ struct CudaGraph(*mut c_void);
 /// A Rust step called back by the shim, and its error.
 struct Body<'a> {
     f: &'a mut dyn FnMut() -> Result<()>,
-    err: Option<anyhow::Error>,
+    err: Option<Error>,
 }
 
 extern "C" fn run_body(ctx: *mut c_void) -> c_int {
@@ -348,7 +348,7 @@ extern "C" fn run_body(ctx: *mut c_void) -> c_int {
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            body.err = Some(anyhow!("the training step panicked: {msg}"));
+            body.err = Some(failed!("the training step panicked: {msg}"));
             -1
         }
     }
@@ -359,7 +359,7 @@ impl CudaGraph {
         let mut g = std::ptr::null_mut();
         // SAFETY: the shim writes a new graph into `g` or fails without writing.
         if unsafe { sasrec_cuda_graph_new(device as c_int, &mut g) } != 0 {
-            return Err(anyhow!("creating a CUDA graph: {}", last_error()));
+            return Err(failed!("creating a CUDA graph: {}", last_error()));
         }
         Ok(Self(g))
     }
@@ -381,7 +381,7 @@ impl CudaGraph {
         match (rc, body.err) {
             (0, _) => Ok(()),
             (_, Some(e)) => Err(e),
-            (_, None) => Err(anyhow!("{}", last_error())),
+            (_, None) => Err(failed!("{}", last_error())),
         }
     }
 
@@ -396,7 +396,7 @@ impl CudaGraph {
     fn replay(&mut self) -> Result<()> {
         // SAFETY: `self.0` is a live graph.
         if unsafe { sasrec_cuda_graph_replay(self.0) } != 0 {
-            return Err(anyhow!("replaying the CUDA graph: {}", last_error()));
+            return Err(failed!("replaying the CUDA graph: {}", last_error()));
         }
         Ok(())
     }

@@ -6,10 +6,12 @@
 pub mod check_dist;
 pub mod cli;
 pub mod config;
+pub mod data;
 pub mod data_cmd;
 pub mod ddp;
 pub mod device;
 pub mod dist;
+pub mod error;
 pub mod evaluate;
 pub mod graph;
 pub mod launch;

@@ -1,10 +1,11 @@
 use std::process::ExitCode;
 
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
-use sasrec_train::cli::TrainArgs;
-use sasrec_train::data_cmd::{self, DataCmd};
-use sasrec_train::settings::Settings;
-use sasrec_train::trainer;
+use sasrec_shared::logging::{self, LogFormat, Stream};
+use sasrec_train::cli::{DataCmd, TrainArgs};
+use sasrec_train::error::Result;
+use sasrec_train::{check_dist, data_cmd, settings, trainer};
 
 /// Train, evaluate and inspect SASRec / TiSASRec / mHC sequential recommenders.
 ///
@@ -22,6 +23,17 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     train: TrainArgs,
+    /// Log lines as text (colour only on a terminal; NO_COLOR turns it off) or as one JSON
+    /// object per line (for files and log shippers). RUST_LOG sets the level.
+    #[arg(
+        long = "log_format",
+        alias = "log-format",
+        global = true,
+        default_value = "text",
+        value_parser = clap::builder::PossibleValuesParser::new(LogFormat::NAMES)
+            .try_map(|s| s.parse::<LogFormat>())
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,15 +44,16 @@ enum Command {
     /// Check multi-process communication (Gloo / NCCL): launches --nproc_per_node ranks, or runs
     /// as one rank under torchrun, and prints a JSON report.
     #[command(name = "check-distributed")]
-    CheckDistributed(sasrec_train::check_dist::CheckDistArgs),
+    CheckDistributed(check_dist::CheckDistArgs),
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match (cli.command, cli.train) {
-        (Some(Command::Data(cmd)), _) => data_cmd::run(cmd),
-        (Some(Command::CheckDistributed(args)), _) => sasrec_train::check_dist::run(&args),
-        (None, args) => {
-            if let Some(out) = trainer::run(&Settings::resolve(&args)?)? {
+/// Resolves the flags (every check before any file is read), then does the work.
+fn run(command: Option<Command>, train: TrainArgs) -> Result<()> {
+    match command {
+        Some(Command::Data(cmd)) => data_cmd::run(&settings::data_job(cmd)?),
+        Some(Command::CheckDistributed(args)) => check_dist::run(&args),
+        None => {
+            if let Some(out) = trainer::run(&settings::Settings::resolve(&train)?)? {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
             Ok(())
@@ -49,23 +62,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     // Only rank 0 of a distributed run logs progress; the other ranks report warnings and errors.
     let default_level = match std::env::var("RANK") {
         Ok(r) if r.trim() != "0" => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    logging::init(cli.log_format, default_level, Stream::Stderr);
+    match run(cli.command, cli.train) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            eprintln!("error: {}", e.one_line());
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -6,7 +6,7 @@
 use sasrec_shared::Split;
 use tch::{Device, Kind, Tensor};
 
-use crate::cli::NegativeSamplerKind;
+use crate::config::NegativeSamplerKind;
 use crate::config::OptimConfig;
 
 /// The negatives of one step and the logQ table that corrects for how they were drawn.
@@ -229,7 +229,7 @@ mod tests {
             lr_decay_rate: 1.0,
             l2_emb: 0.0,
             batch_size: 2,
-            loss: crate::cli::LossKind::SampledSoftmax,
+            loss: crate::config::LossKind::SampledSoftmax,
             num_negatives: 6,
             negative_sampler: NegativeSamplerKind::Uniform,
             in_batch_negatives: in_batch,

@@ -15,9 +15,9 @@
 use std::os::raw::c_int;
 use std::ptr;
 
-use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
+use crate::error::{bail, failed, Error, Result};
 use crate::shim::{handles as ptrs, last_error};
 
 extern "C" {
@@ -39,8 +39,8 @@ extern "C" {
 }
 
 /// The shim's message after a failed call.
-fn shim_error(what: &str) -> anyhow::Error {
-    anyhow::anyhow!("{what}: {}", last_error())
+fn shim_error(what: &str) -> Error {
+    failed!("{what}: {}", last_error())
 }
 
 /// The defined gradients of `params` (a parameter outside the graph has none).

@@ -8,9 +8,10 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::error::{failed, Result};
 use crate::evaluate::PartMetrics;
 use crate::state::LoopState;
 
@@ -42,7 +43,7 @@ fn font_ready() -> bool {
 /// Draws the curves of `state` into `path` (written atomically, as every run-directory file).
 pub fn draw(path: &Path, title: &str, state: &LoopState) -> Result<()> {
     if !font_ready() {
-        return Err(anyhow!(
+        return Err(failed!(
             "no TrueType font found (set SASREC_FONT or install fonts-dejavu-core)"
         ));
     }
@@ -50,68 +51,82 @@ pub fn draw(path: &Path, title: &str, state: &LoopState) -> Result<()> {
     Ok(())
 }
 
-/// Renders the PNG into `tmp`.
-fn render(tmp: &Path, title: &str, state: &LoopState) -> Result<()> {
-    {
-        let root = BitMapBackend::new(tmp, (1200, 480)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let root = root.titled(title, ("sans-serif", 20))?;
-        let (left, right) = root.split_horizontally(600);
-        let n = state.losses.len().max(2) as f64;
-        let (lo, hi) = state
+/// plotters' errors, typed by its backend, as trait objects.
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+/// Renders the PNG into `tmp`: the training loss on the left, validation on the right.
+fn render(tmp: &Path, title: &str, state: &LoopState) -> DrawResult {
+    let root = BitMapBackend::new(tmp, (1200, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 20))?;
+    let (left, right) = root.split_horizontally(600);
+    draw_loss(&left, state)?;
+    draw_validation(&right, state)?;
+    root.present()?;
+    Ok(())
+}
+
+/// The training loss per epoch.
+fn draw_loss(area: &DrawingArea<BitMapBackend, Shift>, state: &LoopState) -> DrawResult {
+    let n = state.losses.len().max(2) as f64;
+    let (lo, hi) = state
+        .losses
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    let (lo, hi) = if lo <= hi {
+        (lo * 0.95, hi * 1.05 + 1e-9)
+    } else {
+        (0.0, 1.0)
+    };
+    let mut c = ChartBuilder::on(area)
+        .caption("training loss", ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(1f64..n, lo..hi)?;
+    c.configure_mesh().x_desc("epoch").y_desc("loss").draw()?;
+    c.draw_series(LineSeries::new(
+        state
             .losses
             .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-        let (lo, hi) = if lo <= hi {
-            (lo * 0.95, hi * 1.05 + 1e-9)
-        } else {
-            (0.0, 1.0)
-        };
-        let mut c = ChartBuilder::on(&left)
-            .caption("training loss", ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(1f64..n, lo..hi)?;
-        c.configure_mesh().x_desc("epoch").y_desc("loss").draw()?;
-        c.draw_series(LineSeries::new(
-            state
-                .losses
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| ((i + 1) as f64, l)),
-            &BLUE,
-        ))?;
-        let mut c = ChartBuilder::on(&right)
-            .caption("validation", ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0f64..n, 0f64..1f64)?;
-        c.configure_mesh().x_desc("epoch").y_desc("metric").draw()?;
-        type Pick = fn(&PartMetrics) -> f64;
-        let series: [(Pick, &str, RGBColor); 4] = [
-            (|m| m.sampled.ndcg, "NDCG@10 (sampled)", RED),
-            (|m| m.sampled.hr, "HR@10 (sampled)", MAGENTA),
-            (|m| m.full.ndcg, "NDCG@10 (full ranking)", GREEN),
-            (|m| m.full.hr, "HR@10 (full ranking)", CYAN),
-        ];
-        for (pick, label, color) in series {
-            let pts: Vec<(f64, f64)> = state
-                .evals
-                .iter()
-                .map(|e| (e.epoch as f64, pick(&e.valid)))
-                .collect();
-            c.draw_series(LineSeries::new(pts.clone(), &color))?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-            c.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
-        }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
-        root.present()?;
+            .enumerate()
+            .map(|(i, &l)| ((i + 1) as f64, l)),
+        &BLUE,
+    ))?;
+    Ok(())
+}
+
+/// Validation NDCG@10 and HR@10 under both protocols at each evaluated epoch.
+fn draw_validation(area: &DrawingArea<BitMapBackend, Shift>, state: &LoopState) -> DrawResult {
+    let n = state.losses.len().max(2) as f64;
+    let mut c = ChartBuilder::on(area)
+        .caption("validation", ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..n, 0f64..1f64)?;
+    c.configure_mesh().x_desc("epoch").y_desc("metric").draw()?;
+    type Pick = fn(&PartMetrics) -> f64;
+    let series: [(Pick, &str, RGBColor); 4] = [
+        (|m| m.sampled.ndcg, "NDCG@10 (sampled)", RED),
+        (|m| m.sampled.hr, "HR@10 (sampled)", MAGENTA),
+        (|m| m.full.ndcg, "NDCG@10 (full ranking)", GREEN),
+        (|m| m.full.hr, "HR@10 (full ranking)", CYAN),
+    ];
+    for (pick, label, color) in series {
+        let pts: Vec<(f64, f64)> = state
+            .evals
+            .iter()
+            .map(|e| (e.epoch as f64, pick(&e.valid)))
+            .collect();
+        c.draw_series(LineSeries::new(pts.clone(), &color))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        c.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
     }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     Ok(())
 }

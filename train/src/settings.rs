@@ -1,19 +1,27 @@
-//! The command line resolved once into typed [`Settings`]: past [`Settings::resolve`] nothing
-//! reads [`TrainArgs`], and what the process does ([`Job`]) is decided here, not in `main`.
+//! The command line resolved once into typed, plain settings — the middle link of the chain
+//! flags ([`crate::cli`]) → settings → the run's config ([`crate::config`]). Past
+//! [`Settings::resolve`] and [`data_job`] nothing reads a flag type; every flag is checked here,
+//! before any file is read, and what the process does ([`Job`]) is decided here, not in `main`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
 use clap::ValueEnum;
 use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig};
-use sasrec_shared::run::RunDir;
+use sasrec_shared::dataset::ReadOptions;
+use sasrec_shared::run::{ModelSpec, RunDir};
+use sasrec_shared::synthetic::SyntheticConfig;
 use sasrec_shared::time::Intervals;
+use sasrec_shared::{KCore, Split};
 
-use crate::cli::{AmpDtypeArg, LossKind, NegativeSamplerKind, TrainArgs};
-use crate::config::{OptimConfig, Schedule};
-use crate::data_cmd::DataArgs;
+use crate::cli::{DataArgs, DataCmd, TrainArgs};
+use crate::config::{
+    AmpChoice, LossKind, NegativeSamplerKind, OptimConfig, RunConfig, Runtime, Schedule, Versions,
+};
+use crate::data::DataSource;
+use crate::data_cmd::DataJob;
 use crate::dist::{Backend, DistEnv};
+use crate::error::{usage, Result};
 
 /// What this process does.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +60,7 @@ impl DeviceRequest {
             Some("cuda") => Self::Cuda(None),
             Some(other) => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(i)) => Self::Cuda(Some(i)),
-                _ => bail!("--device {other}: expected cpu, cuda or cuda:N"),
+                _ => usage!("--device {other}: expected cpu, cuda or cuda:N"),
             },
         })
     }
@@ -77,7 +85,7 @@ pub struct Settings {
     /// `--train_dir`.
     pub dir: RunDir,
     /// The data source and its filters.
-    pub data: DataArgs,
+    pub data: DataSource,
     /// The network; `num_items` is 0 here and set from the data by `RunConfig::resolve`.
     pub model: ModelConfig,
     /// TiSASRec intervals, `None` for SASRec.
@@ -95,7 +103,7 @@ pub struct Settings {
     /// `--device`.
     pub device: DeviceRequest,
     /// `--use_amp` with its `--amp_dtype`, `None` for fp32.
-    pub amp: Option<AmpDtypeArg>,
+    pub amp: Option<AmpChoice>,
     /// Whether full-batch CUDA steps may replay a captured graph (not `--no_cuda_graph`).
     pub cuda_graph: bool,
     /// `--multi_gpu`, `None` for one process.
@@ -110,86 +118,28 @@ impl Settings {
     /// Resolves and checks the flags; reads the torchrun environment to decide the [`Job`].
     pub fn resolve(args: &TrainArgs) -> Result<Self> {
         check_loss_flags(args)?;
-        let device = DeviceRequest::parse(args.device.as_deref())?;
+        let model = model_config(args);
+        check_sizes(args, &model)?;
         let distributed = args.multi_gpu.then(|| Distributed {
             backend: args.backend,
             master_port: args.master_port,
             timeout: Duration::from_secs(args.dist_timeout),
         });
-        let job = match (&args.state_dict_path, &distributed) {
-            (Some(w), _) if args.inference_only => Job::Evaluate { weights: w.clone() },
-            (_, Some(d)) if DistEnv::from_env(d.master_port)?.is_none() => Job::Launch {
-                nproc: match args.nproc_per_node {
-                    Some(n) => n,
-                    None if tch::Cuda::device_count() > 0 => tch::Cuda::device_count() as usize,
-                    None => bail!(
-                        "--multi_gpu without CUDA devices: pass --nproc_per_node N to train with \
-                         N Gloo ranks on the CPU"
-                    ),
-                },
-            },
-            _ => Job::Train,
-        };
-        let backbone = if args.no_time {
-            Backbone::Sasrec
-        } else {
-            Backbone::Tisasrec
-        };
-        let mhc = (!args.no_mhc).then_some(MhcConfig {
-            expansion_rate: args.mhc_expansion_rate,
-            sinkhorn_iter: args.mhc_sinkhorn_iter,
-            init_gate: args.mhc_init_gate,
-            no_amp: args.mhc_no_amp,
-            h_res: args.mhc_hres,
-        });
         Ok(Self {
-            job,
+            job: job(args, distributed.as_ref())?,
             dir: RunDir::new(args.train_dir.clone().unwrap_or_default()),
-            data: args.data.clone(),
-            model: ModelConfig {
-                backbone,
-                num_items: 0,
-                maxlen: args.maxlen,
-                hidden_units: args.hidden_units,
-                num_blocks: args.num_blocks,
-                num_heads: args.num_heads,
-                dropout_rate: args.dropout_rate,
-                norm_first: args.norm_first,
-                time_span: args.time_span,
-                mhc,
-                time_dropout: args.time_dropout,
-            },
+            data: data_source(&args.data),
+            model,
             intervals: (!args.no_time).then_some(Intervals {
                 unit: args.time_unit,
                 span: args.time_span,
             }),
-            optim: OptimConfig {
-                lr: args.lr,
-                warmup_steps: args.warmup_steps,
-                lr_decay_step: args.lr_decay_step,
-                lr_decay_rate: args.lr_decay_rate,
-                l2_emb: args.l2_emb,
-                batch_size: args.batch_size,
-                loss: args.loss,
-                num_negatives: args.num_negatives,
-                negative_sampler: args.negative_sampler,
-                in_batch_negatives: args.in_batch_negatives,
-                gbce_t: args.gbce_t,
-                ce_chunk_size: args.ce_chunk_size,
-            },
-            schedule: Schedule {
-                seed: args.seed,
-                eval_seed: args.eval_seed,
-                num_epochs: args.num_epochs,
-                eval_every: args.eval_every.max(1),
-                early_stop_patience: args.early_stop_patience,
-                select_protocol: args.select_protocol,
-                eval_max_users: args.eval_max_users,
-            },
+            optim: optim_config(args),
+            schedule: schedule(args),
             eval_batch_size: args.eval_batch_size,
             max_steps: args.max_steps,
             checkpoint_every_steps: args.checkpoint_every_steps,
-            device,
+            device: DeviceRequest::parse(args.device.as_deref())?,
             amp: args.use_amp.then_some(args.amp_dtype),
             cuda_graph: !args.no_cuda_graph,
             distributed,
@@ -197,6 +147,178 @@ impl Settings {
             dump_rank_weights: args.dump_rank_weights,
         })
     }
+
+    /// The run's configuration: these settings with the item count, the dataset's path and
+    /// statistics of the loaded data; the network is validated against the data here.
+    pub fn run_config(&self, split: &Split, runtime: Runtime) -> Result<RunConfig> {
+        let model = ModelConfig {
+            num_items: split.num_items(),
+            ..self.model.clone()
+        };
+        model.validate()?;
+        Ok(RunConfig {
+            spec: ModelSpec::new(model, self.intervals),
+            optim: self.optim.clone(),
+            dataset: split.data.path.display().to_string(),
+            dataset_stats: split.data.stats(),
+            kcore: self.data.kcore,
+            min_holdout_len: self.data.min_holdout_len,
+            schedule: self.schedule.clone(),
+            versions: Versions::current(),
+            runtime,
+        })
+    }
+}
+
+/// What this process does: evaluate given weights, launch the local ranks of a `--multi_gpu`
+/// run (outside torchrun), or train.
+fn job(args: &TrainArgs, distributed: Option<&Distributed>) -> Result<Job> {
+    Ok(match (&args.state_dict_path, distributed) {
+        (Some(w), _) if args.inference_only => Job::Evaluate { weights: w.clone() },
+        (_, Some(d)) if DistEnv::from_env(d.master_port)?.is_none() => Job::Launch {
+            nproc: match args.nproc_per_node {
+                Some(n) => n,
+                None if tch::Cuda::device_count() > 0 => tch::Cuda::device_count() as usize,
+                None => usage!(
+                    "--multi_gpu without CUDA devices: pass --nproc_per_node N to train with \
+                     N Gloo ranks on the CPU"
+                ),
+            },
+        },
+        _ => Job::Train,
+    })
+}
+
+/// The network flags; `num_items` is 0 until the data is read.
+fn model_config(args: &TrainArgs) -> ModelConfig {
+    ModelConfig {
+        backbone: if args.no_time {
+            Backbone::Sasrec
+        } else {
+            Backbone::Tisasrec
+        },
+        num_items: 0,
+        maxlen: args.maxlen,
+        hidden_units: args.hidden_units,
+        num_blocks: args.num_blocks,
+        num_heads: args.num_heads,
+        dropout_rate: args.dropout_rate,
+        norm_first: args.norm_first,
+        time_span: args.time_span,
+        mhc: (!args.no_mhc).then_some(MhcConfig {
+            expansion_rate: args.mhc_expansion_rate,
+            sinkhorn_iter: args.mhc_sinkhorn_iter,
+            init_gate: args.mhc_init_gate,
+            no_amp: args.mhc_no_amp,
+            h_res: args.mhc_hres,
+        }),
+        time_dropout: args.time_dropout,
+    }
+}
+
+/// The optimisation flags.
+fn optim_config(args: &TrainArgs) -> OptimConfig {
+    OptimConfig {
+        lr: args.lr,
+        warmup_steps: args.warmup_steps,
+        lr_decay_step: args.lr_decay_step,
+        lr_decay_rate: args.lr_decay_rate,
+        l2_emb: args.l2_emb,
+        batch_size: args.batch_size,
+        loss: args.loss,
+        num_negatives: args.num_negatives,
+        negative_sampler: args.negative_sampler,
+        in_batch_negatives: args.in_batch_negatives,
+        gbce_t: args.gbce_t,
+        ce_chunk_size: args.ce_chunk_size,
+    }
+}
+
+/// Seeds, epochs, evaluation and selection.
+fn schedule(args: &TrainArgs) -> Schedule {
+    Schedule {
+        seed: args.seed,
+        eval_seed: args.eval_seed,
+        num_epochs: args.num_epochs,
+        eval_every: args.eval_every.max(1),
+        early_stop_patience: args.early_stop_patience,
+        select_protocol: args.select_protocol,
+        eval_max_users: args.eval_max_users,
+    }
+}
+
+/// `--dataset` and its reading and filtering flags as a plain [`DataSource`].
+pub fn data_source(args: &DataArgs) -> DataSource {
+    let kcore = (args.min_user_count > 1 || args.min_item_count > 1).then_some(KCore {
+        min_user: args.min_user_count,
+        min_item: args.min_item_count,
+        iterative: !args.kcore_one_pass,
+    });
+    DataSource {
+        dataset: args.dataset.clone().unwrap_or_default(),
+        read: ReadOptions {
+            format: args.format,
+            columns: args.columns.clone(),
+        },
+        kcore,
+        min_holdout_len: args.min_holdout_len as usize,
+    }
+}
+
+/// A `sasrec-train data …` command resolved and checked (before any file is read).
+pub fn data_job(cmd: DataCmd) -> Result<DataJob> {
+    Ok(match cmd {
+        DataCmd::Stats { data, json } => DataJob::Stats {
+            source: data_source(&data),
+            json,
+        },
+        DataCmd::ConvertMl1m { input, output } => DataJob::ConvertMl1m { input, output },
+        DataCmd::Synthetic {
+            output,
+            users,
+            items,
+            genres,
+            min_len,
+            max_len,
+            zipf,
+            seed,
+        } => {
+            if items == 0 || genres == 0 || min_len == 0 {
+                usage!("--items, --genres and --min_len must be at least 1");
+            }
+            if min_len > max_len {
+                usage!("--min_len {min_len} is above --max_len {max_len}");
+            }
+            let config = SyntheticConfig {
+                users,
+                items,
+                genres,
+                min_len,
+                max_len,
+                zipf,
+                seed,
+                ..Default::default()
+            };
+            DataJob::Synthetic { output, config }
+        }
+    })
+}
+
+/// The sizes and the network, checked before any file is read (the item count, unknown until
+/// then, stands at 1).
+fn check_sizes(args: &TrainArgs, model: &ModelConfig) -> Result<()> {
+    if args.batch_size == 0 {
+        usage!("--batch_size must be at least 1");
+    }
+    if args.eval_batch_size == 0 {
+        usage!("--eval_batch_size must be at least 1");
+    }
+    ModelConfig {
+        num_items: 1,
+        ..model.clone()
+    }
+    .validate()?;
+    Ok(())
 }
 
 /// The loss flags that cannot work together.
@@ -207,7 +329,7 @@ fn check_loss_flags(args: &TrainArgs) -> Result<()> {
             .loss
             .to_possible_value()
             .expect("every loss has a name");
-        bail!(
+        usage!(
             "--num_negatives must be at least 1 for --loss {}",
             name.get_name()
         );
@@ -215,22 +337,22 @@ fn check_loss_flags(args: &TrainArgs) -> Result<()> {
     if args.negative_sampler == NegativeSamplerKind::Popularity
         && args.loss != LossKind::SampledSoftmax
     {
-        bail!(
+        usage!(
             "--negative_sampler popularity needs --loss sampled_softmax (gBCE's calibration \
              assumes uniform negatives; bce and ce draw none)"
         );
     }
     if args.in_batch_negatives > 0 && args.loss != LossKind::SampledSoftmax {
-        bail!(
+        usage!(
             "--in_batch_negatives needs --loss sampled_softmax (gBCE's calibration assumes \
              uniform negatives; bce and ce draw none)"
         );
     }
     if !(0.0..=1.0).contains(&args.gbce_t) {
-        bail!("--gbce_t {}: expected a value in [0, 1]", args.gbce_t);
+        usage!("--gbce_t {}: expected a value in [0, 1]", args.gbce_t);
     }
     if args.ce_chunk_size == 0 {
-        bail!("--ce_chunk_size must be at least 1");
+        usage!("--ce_chunk_size must be at least 1");
     }
     Ok(())
 }

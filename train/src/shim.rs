@@ -8,6 +8,7 @@ use tch::Tensor;
 
 extern "C" {
     fn sasrec_train_last_error() -> *const c_char;
+    fn sasrec_train_torch_version() -> *const c_char;
 }
 
 /// The shims' last error on this thread (without libtorch's C++ backtrace).
@@ -15,6 +16,15 @@ pub(crate) fn last_error() -> String {
     // SAFETY: the shim returns a NUL-terminated thread-local string, valid until the next
     // failing call on this thread; it is copied at once.
     unsafe { CStr::from_ptr(sasrec_train_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The libtorch version this binary was built against (`TORCH_VERSION_MAJOR.MINOR.PATCH` of
+/// its headers; tch refuses to build against any other libtorch than the one it links).
+pub(crate) fn torch_version() -> String {
+    // SAFETY: a pointer to a static NUL-terminated string.
+    unsafe { CStr::from_ptr(sasrec_train_torch_version()) }
         .to_string_lossy()
         .into_owned()
 }

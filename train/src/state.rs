@@ -11,10 +11,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::error::{bail, Context, Result};
 use crate::evaluate::PartMetrics;
 use crate::optim::Adam;
 

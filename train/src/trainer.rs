@@ -10,7 +10,6 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use sasrec_models::amp::{self, AmpDtype, GradScaler};
 use sasrec_models::{load_weights, loss, save_weights, SeqRecModel};
@@ -21,13 +20,14 @@ use sasrec_shared::{Batch, Error as DataError, Part, Sampler, SamplerConfig, Spl
 use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::cli::{LossKind, Protocol};
+use crate::config::{LossKind, Protocol};
 use crate::config::{RunConfig, Runtime};
 use crate::ddp;
 use crate::device::{
     device_name, host_batch, init_distributed, resolve_amp, resolve_device, to_device,
 };
 use crate::dist::ProcessGroup;
+use crate::error::{bail, Context, Result};
 use crate::evaluate::{evaluate, evaluate_sharded, BlockSizes, PartMetrics};
 use crate::graph::{self, GraphConditions, GraphStep, StaticInputs, StepMode, StepOutputs};
 use crate::launch;
@@ -94,6 +94,16 @@ pub fn inference_only(settings: &Settings, weights: &Path) -> Result<serde_json:
     Ok(out)
 }
 
+/// The running sums of an epoch on this rank (on the device: no synchronisation per step).
+struct EpochTally {
+    /// Σ loss over the recorded batches.
+    loss_sum: Tensor,
+    /// Recorded (non-padding) batches.
+    batches: usize,
+    /// Steps skipped by the fp16 loss scaler.
+    skipped: Tensor,
+}
+
 /// A training run in progress on this rank.
 struct Run<'a> {
     settings: &'a Settings,
@@ -124,17 +134,12 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    /// Everything before the first epoch: device and process group, data and configuration,
-    /// the run directory (rank 0), the model, the checkpoint to resume from (rank 0), and rank
-    /// 0's state on every rank.
+    /// Everything before the first epoch, in order: device and process group, data and
+    /// configuration, the run directory (rank 0), the model and optimiser, the checkpoint to
+    /// resume from (rank 0) and rank 0's state on every rank, the sampler and evaluation sets,
+    /// and the step mode (graph or eager).
     fn start(settings: &'a Settings) -> Result<Self> {
-        let (pg, device) = match &settings.distributed {
-            Some(d) => {
-                let (pg, device) = init_distributed(d, settings.device)?;
-                (Some(pg), device)
-            }
-            None => (None, resolve_device(settings.device)?),
-        };
+        let (pg, device) = open_devices(settings)?;
         let (rank, world) = pg.as_ref().map_or((0, 1), |p| (p.rank(), p.world_size()));
         let lead = rank == 0;
         let amp = resolve_amp(settings.amp, device)?;
@@ -149,105 +154,24 @@ impl<'a> Run<'a> {
         if lead {
             prepare_dir(dir, &cfg, &split)?;
         }
-
-        tch::manual_seed(epoch_seed(cfg.schedule.seed, usize::MAX >> 1) ^ 0x5eed);
-        let vs = nn::VarStore::new(device);
-        let model = SeqRecModel::new(&vs.root(), &cfg.spec.model)?;
-        let params = sorted_params(&vs);
+        let (vs, model, params, mut adam) = build_model(&cfg, device)?;
         let tensors: Vec<Tensor> = params.iter().map(|(_, p)| p.shallow_clone()).collect();
-        let mut adam = Adam::new(
-            params
-                .iter()
-                .map(|(n, p)| (n.clone(), p.shallow_clone()))
-                .collect(),
-        );
-        let ckpt = dir.checkpoint();
-        let mut st = if lead && ckpt.exists() {
-            let st = state::load(&ckpt, &params, &mut adam)?;
-            tracing::info!(
-                epochs_done = st.epochs_done,
-                step = st.step,
-                batches_into_epoch = st.partial.map_or(0, |p| p.batches),
-                "resuming from {}",
-                ckpt.display()
-            );
-            st
-        } else {
-            LoopState::default()
-        };
+        let mut st = resume(dir, lead, &params, &mut adam)?;
         if let Some(pg) = &pg {
             sync_from_rank0(pg, device, &tensors, &mut adam, &mut st)?;
         }
-        let scaler = (amp == Some(AmpDtype::Fp16)).then(|| {
-            let mut sc = GradScaler::new(device, 65536.0);
-            if let Some((scale, growth)) = st.grad_scale {
-                sc.restore(scale, growth);
-            }
-            sc
-        });
+        let scaler = grad_scaler(amp, device, &st);
         if lead {
             write_metrics(dir, &st)?;
         }
         let sampler = Sampler::new(
             split.clone(),
-            SamplerConfig {
-                batch_size: cfg.optim.batch_size,
-                maxlen: cfg.spec.model.maxlen,
-                seed: cfg.schedule.seed,
-                num_workers: settings.num_workers,
-                rank,
-                world_size: world,
-                intervals: cfg.spec.intervals,
-            },
+            sampler_config(&cfg, settings.num_workers, rank, world),
         )?;
         let (valid, test) = eval_sets(&cfg, &split)?;
         let negatives = Negatives::new(&cfg.optim, &split, device);
-        let graph_mode = graph::run_mode(&GraphConditions {
-            cuda: device.is_cuda(),
-            built: graph::BUILT_WITH_CUDA_GRAPHS,
-            disabled: !settings.cuda_graph,
-            world,
-            loss: cfg.optim.loss,
-        });
-        let graph = match graph_mode {
-            StepMode::Graph => {
-                tracing::info!(
-                    "CUDA graph: full batches replay one captured step (after {} warm-up \
-                     steps); the ragged last batch of an epoch runs eagerly",
-                    graph::WARM_UP_STEPS
-                );
-                let (rows, t) = (cfg.optim.batch_size as i64, cfg.spec.model.maxlen as i64);
-                Some(GraphStep::new(
-                    device,
-                    rows,
-                    t,
-                    cfg.spec.intervals.is_some(),
-                )?)
-            }
-            StepMode::Eager(why) => {
-                tracing::info!("eager steps: {why}");
-                None
-            }
-        };
-        tracing::info!(
-            kind = %cfg.spec.kind,
-            params = model.num_params(),
-            device = ?device,
-            amp = ?amp,
-            ranks = world,
-            batches_per_epoch = sampler.num_batches(),
-            valid_users = valid.len(),
-            "training"
-        );
-        if st.stopped_early && st.epochs_done < cfg.schedule.num_epochs && lead {
-            tracing::warn!(
-                "the run stopped early after epoch {} (no validation gain in \
-                 --early_stop_patience evaluations); a larger --num_epochs does not restart it: \
-                 train again in a new --train_dir",
-                st.epochs_done
-            );
-        }
-        Ok(Self {
+        let (graph_mode, graph) = choose_step_mode(settings, &cfg, device, world)?;
+        let run = Self {
             settings,
             cfg,
             dir,
@@ -269,7 +193,32 @@ impl<'a> Run<'a> {
             negatives,
             valid,
             test,
-        })
+        };
+        run.log_start();
+        Ok(run)
+    }
+
+    /// The run's opening log lines.
+    fn log_start(&self) {
+        let (cfg, st) = (&self.cfg, &self.st);
+        tracing::info!(
+            kind = %cfg.spec.kind,
+            params = self.model.num_params(),
+            device = ?self.device,
+            amp = ?self.amp,
+            ranks = self.world,
+            batches_per_epoch = self.sampler.num_batches(),
+            valid_users = self.valid.len(),
+            "training"
+        );
+        if st.stopped_early && st.epochs_done < cfg.schedule.num_epochs && self.lead() {
+            tracing::warn!(
+                "the run stopped early after epoch {} (no validation gain in \
+                 --early_stop_patience evaluations); a larger --num_epochs does not restart \
+                 it: train again in a new --train_dir",
+                st.epochs_done
+            );
+        }
     }
 
     fn lead(&self) -> bool {
@@ -303,19 +252,44 @@ impl<'a> Run<'a> {
     fn epoch(&mut self) -> Result<f64> {
         let epoch = self.st.epochs_done;
         let resumed = self.st.partial.take().unwrap_or_default();
-        let pb = self.progress_bar(epoch);
-        pb.set_position(resumed.batches as u64);
         let started = Instant::now();
-        // The global sums of a resumed partial epoch are carried by rank 0 alone.
+        let mut tally = self.carried_tally(&resumed);
+        self.run_batches(epoch, &resumed, started, &mut tally)?;
+        self.settle_step_count();
+        let (epoch_loss, batches) = self.global_loss(tally.loss_sum, tally.batches)?;
+        self.check_finite(epoch_loss, epoch, "")?;
+        let secs = resumed.seconds + started.elapsed().as_secs_f64();
+        self.record_epoch(epoch, epoch_loss, secs, batches, &tally.skipped);
+        Ok(epoch_loss)
+    }
+
+    /// The running sums of the epoch: those of a resumed partial epoch are carried by rank 0
+    /// alone (they are global sums).
+    fn carried_tally(&self, resumed: &PartialEpoch) -> EpochTally {
         let (carried_sum, carried_batches) = match self.lead() {
             true => (resumed.loss_sum, resumed.loss_batches),
             false => (0.0, 0),
         };
-        let mut loss_sum = Tensor::from(carried_sum)
-            .to_kind(Kind::Float)
-            .to_device(self.device);
-        let mut batches = carried_batches;
-        let mut skipped = Tensor::zeros([1], (Kind::Float, self.device));
+        EpochTally {
+            loss_sum: Tensor::from(carried_sum)
+                .to_kind(Kind::Float)
+                .to_device(self.device),
+            batches: carried_batches,
+            skipped: Tensor::zeros([1], (Kind::Float, self.device)),
+        }
+    }
+
+    /// The epoch's remaining batches, one optimiser step each, with the progress bar and the
+    /// mid-epoch checkpoints; stops at `--max_steps`.
+    fn run_batches(
+        &mut self,
+        epoch: usize,
+        resumed: &PartialEpoch,
+        started: Instant,
+        tally: &mut EpochTally,
+    ) -> Result<()> {
+        let pb = self.progress_bar(epoch);
+        pb.set_position(resumed.batches as u64);
         let sampler = self.sampler.clone();
         let mut done = resumed.batches;
         for batch in sampler.epoch(epoch as u64).skip(resumed.batches) {
@@ -330,32 +304,51 @@ impl<'a> Run<'a> {
             );
             let (l, overflow) = self.step(&batch)?;
             done += 1;
-            if let Some(f) = overflow {
-                skipped += f;
-            }
             pb.inc(1);
-            // An empty shard's padding row gives zero but defined gradients and all-reduce
-            // weight 0; its loss is not recorded.
-            if !batch.is_padding() {
-                loss_sum += l;
-                batches += 1;
-                if batches.is_multiple_of(10) {
-                    let mean = f64::try_from(&loss_sum)? / batches as f64;
-                    self.check_finite(mean, epoch, &format!(" on rank {}", self.rank))?;
-                    pb.set_message(format!("loss {mean:.4}"));
-                }
-            }
+            self.add_to_tally(tally, &batch, l, overflow, epoch, &pb)?;
             let every = self.settings.checkpoint_every_steps;
             if every.is_some_and(|n| self.st.step.is_multiple_of(n)) && done < sampler.num_batches()
             {
                 let seconds = resumed.seconds + started.elapsed().as_secs_f64();
-                self.checkpoint_mid_epoch(done, seconds, &loss_sum, batches)?;
+                self.checkpoint_mid_epoch(done, seconds, &tally.loss_sum, tally.batches)?;
             }
         }
         pb.finish_and_clear();
-        self.settle_step_count();
+        Ok(())
+    }
+
+    /// Adds a step's loss and overflow flag to the tally; every 10 batches the running mean
+    /// is checked and shown. An empty shard's padding row gives zero but defined gradients
+    /// and all-reduce weight 0; its loss is not recorded.
+    fn add_to_tally(
+        &self,
+        tally: &mut EpochTally,
+        batch: &Batch,
+        loss: Tensor,
+        overflow: Option<Tensor>,
+        epoch: usize,
+        pb: &ProgressBar,
+    ) -> Result<()> {
+        if let Some(f) = overflow {
+            tally.skipped += f;
+        }
+        if batch.is_padding() {
+            return Ok(());
+        }
+        tally.loss_sum += loss;
+        tally.batches += 1;
+        if tally.batches.is_multiple_of(10) {
+            let mean = f64::try_from(&tally.loss_sum)? / tally.batches as f64;
+            self.check_finite(mean, epoch, &format!(" on rank {}", self.rank))?;
+            pb.set_message(format!("loss {mean:.4}"));
+        }
+        Ok(())
+    }
+
+    /// The epoch's mean loss and batch count over all ranks, so that every rank takes the same
+    /// decisions.
+    fn global_loss(&self, mut loss_sum: Tensor, mut batches: usize) -> Result<(f64, usize)> {
         if let Some(pg) = &self.pg {
-            // The epoch loss over all ranks, so that every rank takes the same decisions.
             let mut v = Tensor::stack(
                 &[
                     loss_sum.shallow_clone(),
@@ -367,9 +360,18 @@ impl<'a> Run<'a> {
             loss_sum = v.get(0);
             batches = v.get(1).double_value(&[]) as usize;
         }
-        let epoch_loss = f64::try_from(&loss_sum)? / batches.max(1) as f64;
-        self.check_finite(epoch_loss, epoch, "")?;
-        let secs = resumed.seconds + started.elapsed().as_secs_f64();
+        Ok((f64::try_from(&loss_sum)? / batches.max(1) as f64, batches))
+    }
+
+    /// Records the finished epoch in the loop state and logs it.
+    fn record_epoch(
+        &mut self,
+        epoch: usize,
+        epoch_loss: f64,
+        secs: f64,
+        batches: usize,
+        skipped: &Tensor,
+    ) {
         let st = &mut self.st;
         st.train_seconds += secs;
         st.epochs_done += 1;
@@ -387,7 +389,6 @@ impl<'a> Run<'a> {
             skipped_steps = skipped.double_value(&[0]) as usize,
             "epoch done"
         );
-        Ok(epoch_loss)
     }
 
     /// One optimiser step on `batch`: a replay of the captured graph for a full batch of a
@@ -710,6 +711,120 @@ impl<'a> Run<'a> {
     }
 }
 
+/// The device of this process and, under `--multi_gpu`, its process group.
+fn open_devices(settings: &Settings) -> Result<(Option<ProcessGroup>, Device)> {
+    Ok(match &settings.distributed {
+        Some(d) => {
+            let (pg, device) = init_distributed(d, settings.device)?;
+            (Some(pg), device)
+        }
+        None => (None, resolve_device(settings.device)?),
+    })
+}
+
+/// The network with its seeded initialisation, its parameters sorted by name (checkpoint and
+/// all-reduce order) and their Adam state.
+fn build_model(
+    cfg: &RunConfig,
+    device: Device,
+) -> Result<(nn::VarStore, SeqRecModel, Vec<(String, Tensor)>, Adam)> {
+    tch::manual_seed(epoch_seed(cfg.schedule.seed, usize::MAX >> 1) ^ 0x5eed);
+    let vs = nn::VarStore::new(device);
+    let model = SeqRecModel::new(&vs.root(), &cfg.spec.model)?;
+    let params = sorted_params(&vs);
+    let adam = Adam::new(
+        params
+            .iter()
+            .map(|(n, p)| (n.clone(), p.shallow_clone()))
+            .collect(),
+    );
+    Ok((vs, model, params, adam))
+}
+
+/// The loop state of the checkpoint in `dir` (rank 0, when there is one: the weights and Adam
+/// moments are loaded in place), else a fresh one.
+fn resume(
+    dir: &RunDir,
+    lead: bool,
+    params: &[(String, Tensor)],
+    adam: &mut Adam,
+) -> Result<LoopState> {
+    let ckpt = dir.checkpoint();
+    if !(lead && ckpt.exists()) {
+        return Ok(LoopState::default());
+    }
+    let st = state::load(&ckpt, params, adam)?;
+    tracing::info!(
+        epochs_done = st.epochs_done,
+        step = st.step,
+        batches_into_epoch = st.partial.map_or(0, |p| p.batches),
+        "resuming from {}",
+        ckpt.display()
+    );
+    Ok(st)
+}
+
+/// fp16's dynamic loss scaler (as torch.amp.GradScaler), restored from the loop state.
+fn grad_scaler(amp: Option<AmpDtype>, device: Device, st: &LoopState) -> Option<GradScaler> {
+    (amp == Some(AmpDtype::Fp16)).then(|| {
+        let mut sc = GradScaler::new(device, 65536.0);
+        if let Some((scale, growth)) = st.grad_scale {
+            sc.restore(scale, growth);
+        }
+        sc
+    })
+}
+
+/// This rank's sampler settings.
+fn sampler_config(cfg: &RunConfig, num_workers: usize, rank: usize, world: usize) -> SamplerConfig {
+    SamplerConfig {
+        batch_size: cfg.optim.batch_size,
+        maxlen: cfg.spec.model.maxlen,
+        seed: cfg.schedule.seed,
+        num_workers,
+        rank,
+        world_size: world,
+        intervals: cfg.spec.intervals,
+    }
+}
+
+/// Whether full batches replay a captured CUDA graph ([`graph::run_mode`]), and the graph.
+fn choose_step_mode(
+    settings: &Settings,
+    cfg: &RunConfig,
+    device: Device,
+    world: usize,
+) -> Result<(StepMode, Option<GraphStep>)> {
+    let mode = graph::run_mode(&GraphConditions {
+        cuda: device.is_cuda(),
+        built: graph::BUILT_WITH_CUDA_GRAPHS,
+        disabled: !settings.cuda_graph,
+        world,
+        loss: cfg.optim.loss,
+    });
+    let graph = match &mode {
+        StepMode::Graph => {
+            tracing::info!(
+                "CUDA graph: full batches replay one captured step (after {} warm-up \
+                 steps); the ragged last batch of an epoch runs eagerly",
+                graph::WARM_UP_STEPS
+            );
+            let (rows, t) = (cfg.optim.batch_size as i64, cfg.spec.model.maxlen as i64);
+            Some(GraphStep::new(
+                device,
+                rows,
+                t,
+                cfg.spec.intervals.is_some(),
+            )?)
+        }
+        StepMode::Eager(why) => {
+            tracing::info!("eager steps: {why}");
+            None
+        }
+    };
+    Ok((mode, graph))
+}
+
 /// Loads the data and resolves the run configuration; `lead` (rank 0, or the only process)
 /// creates the run directory.
 fn load_data(settings: &Settings, runtime: Runtime, lead: bool) -> Result<(RunConfig, Split)> {
@@ -717,7 +832,7 @@ fn load_data(settings: &Settings, runtime: Runtime, lead: bool) -> Result<(RunCo
     if settings.intervals.is_some() && !split.data.has_timestamps() {
         return Err(DataError::no_timestamps(&split.data.path).into());
     }
-    let cfg = RunConfig::resolve(settings, &split, runtime)?;
+    let cfg = settings.run_config(&split, runtime)?;
     if lead {
         let root = settings.dir.root();
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;

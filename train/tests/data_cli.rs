@@ -191,3 +191,42 @@ fn sequence_files_and_column_maps_from_the_command_line() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown column role 'foo'"), "{err}");
 }
+
+#[test]
+fn convert_ml1m_creates_the_output_folder_and_names_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ratings = dir.path().join("ratings.dat");
+    std::fs::write(
+        &ratings,
+        "1::10::5::978300760\n1::20::4::978300761\n2::10::3::978300762\n",
+    )
+    .unwrap();
+    let out = dir.path().join("new/data/ml-1m.txt");
+    let (code, stdout, err) = run(&[
+        "data",
+        "convert-ml1m",
+        "--input",
+        ratings.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("3 interactions, 2 users, 2 items"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
+    let missing = dir.path().join("missing.dat");
+    let (code, _, err) = run(&[
+        "data",
+        "convert-ml1m",
+        "--input",
+        missing.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains(&format!("{}", missing.display())), "{err}");
+}

@@ -104,6 +104,8 @@ fn run_directory_holds_every_artifact() {
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["model"]["hidden_units"], 16);
     assert_eq!(cfg["dataset_stats"]["users"], 120);
+    // The libtorch version comes from libtorch's own headers (tch 0.24 binds torch 2.11.0).
+    assert_eq!(cfg["versions"]["libtorch"], "2.11.0");
     let png = std::fs::read(run.join("training_curve.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
@@ -659,4 +661,95 @@ fn every_loss_trains_and_bad_loss_flags_are_refused() {
         let e = err(small(&data, &dir.path().join("bad"), &args));
         assert!(e.contains(msg), "{flags:?}: {e}");
     }
+}
+
+#[test]
+fn flags_are_checked_before_any_file_is_read() {
+    // A dataset that does not exist: each bad flag must be named, not the missing file.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-file.txt");
+    for (flag, value, message) in [
+        ("--batch_size", "0", "--batch_size must be at least 1"),
+        (
+            "--eval_batch_size",
+            "0",
+            "--eval_batch_size must be at least 1",
+        ),
+        (
+            "--num_heads",
+            "3",
+            "--hidden_units 16 is not divisible by --num_heads 3",
+        ),
+        ("--maxlen", "0", "--maxlen must be at least 1"),
+        (
+            "--dropout_rate",
+            "1.5",
+            "--dropout_rate 1.5 is not in [0, 1)",
+        ),
+    ] {
+        let e = err(small(&missing, &dir.path().join("r"), &[flag, value]));
+        assert!(e.contains(message), "{flag} {value}: {e}");
+        assert!(
+            !e.contains("no-such-file"),
+            "{flag} {value} read the data first: {e}"
+        );
+    }
+    assert!(
+        !dir.path().join("r").exists(),
+        "no run directory for refused flags"
+    );
+}
+
+#[test]
+fn logs_are_plain_text_on_a_pipe_and_json_lines_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture(dir.path());
+    let run = dir.path().join("run");
+    let text = small_cmd(&data, &run, &["--no_time", "--no_mhc", "--num_epochs", "1"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&text.stderr);
+    assert!(text.status.success(), "{stderr}");
+    assert!(stderr.contains("epoch done"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "ANSI escapes on a pipe: {stderr:?}"
+    );
+    let json = small_cmd(
+        &data,
+        &dir.path().join("run-json"),
+        &[
+            "--no_time",
+            "--no_mhc",
+            "--num_epochs",
+            "1",
+            "--log_format",
+            "json",
+        ],
+    )
+    .env("RUST_LOG", "info")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&json.stderr);
+    assert!(json.status.success(), "{stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["fields"]["message"] == "epoch done"
+            && e["level"] == "INFO"
+            && e["fields"]["epoch"] == 1),
+        "{stderr}"
+    );
+    let other = stderr
+        .lines()
+        .filter(|l| !l.starts_with('{') && !l.trim().is_empty());
+    assert_eq!(
+        other.count(),
+        0,
+        "every log line is a JSON object: {stderr}"
+    );
 }

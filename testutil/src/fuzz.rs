@@ -1,45 +1,12 @@
 //! The fuzz harness shared by the fuzz targets (`shared/tests/fuzz.rs`,
-//! `serve/tests/fuzzgen/mod.rs`; included with `#[path]`): a seeded generator, the budget from
+//! `serve/tests/fuzzgen/mod.rs`): the seeded generator [`Rng`], the budget from
 //! the environment (`FUZZ_CASES` cases per target or `FUZZ_SECONDS` per target; `FUZZ_SEED`,
 //! default 0x5A5, picks the sequence; `FUZZ_CASE=N` replays case N alone) and the tally that
 //! prints the summary line scripts/fuzz.sh parses.
-#![allow(dead_code)] // each test binary uses a subset
 
 use std::time::{Duration, Instant};
 
-/// SplitMix64: small, seedable, the same on every platform.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True with probability `percent` / 100.
-    pub fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    /// One element of `xs`.
-    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-}
+pub use crate::Rng;
 
 /// How many cases a target runs, and from which seed.
 pub struct Budget {

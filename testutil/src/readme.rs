@@ -1,5 +1,4 @@
-// The README's flag tables against a binary's `--help`, for the tests of each binary
-// (included with `#[path = "../../testutil/readme_flags.rs"] mod readme_flags;`).
+//! The README's flag tables against a binary's `--help`, for the tests of each binary.
 
 use std::collections::BTreeSet;
 use std::path::Path;
