@@ -39,8 +39,8 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use ort::session::Session;
-use ort::value::Tensor;
+use ort::session::{Session, SessionOutputs};
+use ort::value::{PrimitiveTensorElementType, Tensor};
 use sasrec_shared::run::onnx_io::{EXCLUDE, K, SCORES, SEQ, TIME_MATRIX, TOPK_ITEMS, TOPK_SCORES};
 use tokio::sync::oneshot;
 
@@ -249,18 +249,64 @@ pub fn run_rows(
     rows: &[&Row],
     shape: Shape,
 ) -> Result<Vec<RowResult>, RunError> {
-    let b = rows.len();
-    let t = shape.maxlen;
-    if b == 0 {
+    if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let k = rows
-        .iter()
+    let k = graph_k(rows, shape);
+    let inputs = graph_inputs(rows, shape, k)?;
+    let with_candidates = rows.iter().any(|r| r.candidates.is_some());
+    let fetch: &[&str] = if with_candidates {
+        &[TOPK_SCORES, TOPK_ITEMS, SCORES]
+    } else {
+        &[TOPK_SCORES, TOPK_ITEMS]
+    };
+    run_bound(session, &inputs, fetch, |out| {
+        let (scores, items) = top_k_outputs(out, rows.len(), k)?;
+        let all_scores = if with_candidates {
+            output::<f32>(out, SCORES)?
+        } else {
+            &[]
+        };
+        Ok(answer_rows(rows, items, scores, k, all_scores))
+    })
+}
+
+/// The graph's `k` for `rows`: `max(k + |exclude|)` over the rows, clamped to 1..=I+1, so that
+/// every row keeps its best `k` after dropping its exclusions (module docs).
+fn graph_k(rows: &[&Row], shape: Shape) -> usize {
+    rows.iter()
         .map(|r| r.k + r.exclude.len())
         .max()
         .unwrap_or(1)
-        .clamp(1, shape.num_items + 1);
-    let mut seq = Vec::with_capacity(b * t);
+        .clamp(1, shape.num_items + 1)
+}
+
+/// The graph's inputs for the B `rows`: `seq` `[B, T]`, a zero-width `exclude` `[B, 0]`, `k`
+/// `[1]` and, for time-aware graphs, `time_matrix` `[B, T, T]`.
+fn graph_inputs(
+    rows: &[&Row],
+    shape: Shape,
+    k: usize,
+) -> Result<Vec<(&'static str, Tensor<i64>)>, RunError> {
+    let (b, t) = (rows.len(), shape.maxlen);
+    let mut inputs = vec![
+        (SEQ, Tensor::from_array(([b, t], stack_seqs(rows, t)?))?),
+        (
+            EXCLUDE,
+            Tensor::from_array(([b, 0usize], Vec::<i64>::new()))?,
+        ),
+        (K, Tensor::from_array(([1usize], vec![k as i64]))?),
+    ];
+    if shape.time_aware {
+        let tm = stack_time_matrices(rows, t)?;
+        inputs.push((TIME_MATRIX, Tensor::from_array(([b, t, t], tm))?));
+    }
+    Ok(inputs)
+}
+
+/// The rows' `seq`s one after the other (`[B, T]`), each checked to hold T entries.
+fn stack_seqs(rows: &[&Row], t: usize) -> Result<Vec<i64>, RunError> {
+    let mut seq = Vec::with_capacity(rows.len() * t);
     for (i, r) in rows.iter().enumerate() {
         if r.seq.len() != t {
             return Err(RunError::Shape(format!(
@@ -270,71 +316,78 @@ pub fn run_rows(
         }
         seq.extend_from_slice(&r.seq);
     }
-    let mut inputs = vec![
-        (SEQ, Tensor::from_array(([b, t], seq))?),
-        (
-            EXCLUDE,
-            Tensor::from_array(([b, 0usize], Vec::<i64>::new()))?,
-        ),
-        (K, Tensor::from_array(([1usize], vec![k as i64]))?),
-    ];
-    if shape.time_aware {
-        let mut tm = Vec::with_capacity(b * t * t);
-        for (i, r) in rows.iter().enumerate() {
-            match &r.time_matrix {
-                Some(m) if m.len() == t * t => tm.extend_from_slice(m),
-                _ => {
-                    return Err(RunError::Shape(format!(
-                        "row {i}: time_matrix missing or not {t}x{t}"
-                    )))
-                }
+    Ok(seq)
+}
+
+/// The rows' interval matrices one after the other (`[B, T, T]`), each checked to be T×T.
+fn stack_time_matrices(rows: &[&Row], t: usize) -> Result<Vec<i64>, RunError> {
+    let mut tm = Vec::with_capacity(rows.len() * t * t);
+    for (i, r) in rows.iter().enumerate() {
+        match &r.time_matrix {
+            Some(m) if m.len() == t * t => tm.extend_from_slice(m),
+            _ => {
+                return Err(RunError::Shape(format!(
+                    "row {i}: time_matrix missing or not {t}x{t}"
+                )))
             }
         }
-        inputs.push((TIME_MATRIX, Tensor::from_array(([b, t, t], tm))?));
     }
-    let with_candidates = rows.iter().any(|r| r.candidates.is_some());
-    let fetch: &[&str] = if with_candidates {
-        &[TOPK_SCORES, TOPK_ITEMS, SCORES]
-    } else {
-        &[TOPK_SCORES, TOPK_ITEMS]
-    };
-    run_bound(session, &inputs, fetch, |out| {
-        let output = |name: &str| {
-            out.get(name)
-                .ok_or_else(|| RunError::Shape(format!("no `{name}` output")))
-        };
-        let (_, scores) = output(TOPK_SCORES)?.try_extract_tensor::<f32>()?;
-        let (_, items) = output(TOPK_ITEMS)?.try_extract_tensor::<i64>()?;
-        if scores.len() != b * k || items.len() != b * k {
-            return Err(RunError::Shape(format!(
-                "top-k outputs have {} / {} entries, expected {}",
-                scores.len(),
-                items.len(),
-                b * k
-            )));
-        }
-        let all_scores = if with_candidates {
-            output(SCORES)?.try_extract_tensor::<f32>()?.1
-        } else {
-            &[]
-        };
-        let width = all_scores.len() / b;
-        Ok(rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| match &r.candidates {
-                Some(c) => {
-                    top_candidates(&all_scores[i * width..(i + 1) * width], c, &r.exclude, r.k)
-                }
-                None => top_allowed(
-                    &items[i * k..(i + 1) * k],
-                    &scores[i * k..(i + 1) * k],
-                    &r.exclude,
-                    r.k,
-                ),
-            })
-            .collect())
-    })
+    Ok(tm)
+}
+
+/// The fetched output `name`, flattened.
+fn output<'a, T: PrimitiveTensorElementType>(
+    out: &'a SessionOutputs<'_>,
+    name: &str,
+) -> Result<&'a [T], RunError> {
+    let value = out
+        .get(name)
+        .ok_or_else(|| RunError::Shape(format!("no `{name}` output")))?;
+    Ok(value.try_extract_tensor::<T>()?.1)
+}
+
+/// `topk_scores` and `topk_items`, each checked to hold `b × k` entries.
+fn top_k_outputs<'a>(
+    out: &'a SessionOutputs<'_>,
+    b: usize,
+    k: usize,
+) -> Result<(&'a [f32], &'a [i64]), RunError> {
+    let scores = output::<f32>(out, TOPK_SCORES)?;
+    let items = output::<i64>(out, TOPK_ITEMS)?;
+    if scores.len() != b * k || items.len() != b * k {
+        return Err(RunError::Shape(format!(
+            "top-k outputs have {} / {} entries, expected {}",
+            scores.len(),
+            items.len(),
+            b * k
+        )));
+    }
+    Ok((scores, items))
+}
+
+/// Each row's answer: from its `k` entries of the graph's top-k (`items`, `scores`: `[B, k]`)
+/// through [`top_allowed`], or, for a row with `candidates`, from its row of the `scores`
+/// matrix (`all_scores`: `[B, I+1]`) through [`top_candidates`].
+fn answer_rows(
+    rows: &[&Row],
+    items: &[i64],
+    scores: &[f32],
+    k: usize,
+    all_scores: &[f32],
+) -> Vec<RowResult> {
+    let width = all_scores.len() / rows.len();
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| match &r.candidates {
+            Some(c) => top_candidates(&all_scores[i * width..(i + 1) * width], c, &r.exclude, r.k),
+            None => top_allowed(
+                &items[i * k..(i + 1) * k],
+                &scores[i * k..(i + 1) * k],
+                &r.exclude,
+                r.k,
+            ),
+        })
+        .collect()
 }
 
 /// The first `k` entries of a row of the graph's top-k (`items`, `scores`: best first) that

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::{Parser, ValueEnum};
+use sasrec_shared::logging::LogFormat;
 
 /// Environment variable read for the bearer token when `--auth_token` is not given.
 pub const TOKEN_ENV: &str = "SASREC_SERVE_TOKEN";
@@ -99,6 +101,17 @@ pub struct Args {
     /// The ONNX Runtime shared library (default: `ORT_DYLIB_PATH`, then the project's venv).
     #[arg(long = "ort_lib", alias = "ort-lib")]
     pub ort_lib: Option<PathBuf>,
+    /// Log lines on standard output as text (colour only on a terminal; NO_COLOR turns it
+    /// off) or as one JSON object per line (Kubernetes, systemd, log shippers). RUST_LOG sets
+    /// the level.
+    #[arg(
+        long = "log_format",
+        alias = "log-format",
+        default_value = "text",
+        value_parser = clap::builder::PossibleValuesParser::new(LogFormat::NAMES)
+            .try_map(|s| s.parse::<LogFormat>())
+    )]
+    pub log_format: LogFormat,
 }
 
 /// How batches are formed (see [`crate::batcher`]).

@@ -7,6 +7,8 @@
 //! as a response extension ([`InternalError`]) and is logged by the middleware in
 //! [`crate::routes`], so `into_response` has no side effects (axum's error-handling example).
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,13 +16,14 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// An error answered to an HTTP client.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
-    /// 400 `invalid_json`: the body is not JSON.
+    /// 400 `invalid_json`: the body is not JSON, or JSON but not an object.
     #[error("{0}")]
     InvalidJson(String),
     /// 422 `invalid_request`: valid JSON of the wrong shape (missing field, wrong type,
@@ -190,6 +193,13 @@ impl From<JsonRejection> for ApiError {
 }
 
 /// `axum::Json` whose rejection is an [`ApiError`], so malformed bodies get our error shape.
+///
+/// As an extractor it takes only a JSON object: serde would also read a struct from a JSON
+/// array of its fields in order (`[[1, 2]]` as `{"history": [1, 2]}`), and any other JSON
+/// value (an array, a string, a number, `true`, `null`) is a 400 `invalid_json`, as a body that
+/// is not JSON at all. As a response it is `axum::Json`, except that a value that does not
+/// serialise is a 500 `internal` with our error body (logged by the middleware) rather than
+/// axum's plain-text 500.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AppJson<T>(pub T);
 
@@ -201,14 +211,90 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(AppJson(v))
+        match axum::Json::<JsonBody<T>>::from_request(req, state).await? {
+            axum::Json(JsonBody::Object(v)) => Ok(AppJson(v)),
+            axum::Json(JsonBody::Other(what)) => Err(ApiError::InvalidJson(format!(
+                "the request body must be a JSON object, not {what}"
+            ))),
+        }
     }
 }
 
 impl<T: Serialize> IntoResponse for AppJson<T> {
     fn into_response(self) -> Response {
-        axum::Json(self.0).into_response()
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
+            Err(e) => ApiError::Internal(format!("serialising the response: {e}")).into_response(),
+        }
+    }
+}
+
+/// A JSON request body: `T` read from a JSON object, or which other kind of JSON value it was.
+///
+/// `T` reads the object's entries exactly as it would on its own (same errors, same paths in
+/// them); only the other kinds, which serde would try as `T` too, are set apart.
+enum JsonBody<T> {
+    /// The body was an object.
+    Object(T),
+    /// The body was another JSON value: "an array", "a string", ...
+    Other(&'static str),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonBody<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonBodyVisitor(PhantomData))
+    }
+}
+
+/// Tells a JSON object from the other values for [`JsonBody`].
+struct JsonBodyVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for JsonBodyVisitor<T> {
+    type Value = JsonBody<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(JsonBody::Object)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // Read to the end, so that malformed JSON further on is still a syntax error.
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(JsonBody::Other("an array"))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(JsonBody::Other("a string"))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(JsonBody::Other("a boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(JsonBody::Other("a number"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(JsonBody::Other("a number"))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(JsonBody::Other("a number"))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(JsonBody::Other("null"))
     }
 }
 
@@ -266,4 +352,83 @@ pub enum RunError {
     /// A row or an output does not have the graph's shape.
     #[error("{0}")]
     Shape(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BatchRequest, RecommendRequest};
+
+    /// `AppJson`'s reading of a body: the status and error message it answers.
+    fn read<T: DeserializeOwned>(body: &str) -> Result<T, (StatusCode, String)> {
+        match axum::Json::<JsonBody<T>>::from_bytes(body.as_bytes()).map_err(ApiError::from) {
+            Ok(axum::Json(JsonBody::Object(v))) => Ok(v),
+            Ok(axum::Json(JsonBody::Other(what))) => Err((StatusCode::BAD_REQUEST, what.into())),
+            Err(e) => Err((e.status(), e.to_string())),
+        }
+    }
+
+    /// What plain `axum::Json` answers.
+    fn plain<T: DeserializeOwned>(body: &str) -> Result<T, (StatusCode, String)> {
+        axum::Json::<T>::from_bytes(body.as_bytes())
+            .map(|axum::Json(v)| v)
+            .map_err(|r| {
+                let e = ApiError::from(r);
+                (e.status(), e.to_string())
+            })
+    }
+
+    #[test]
+    fn objects_read_exactly_as_plain_json_does() {
+        let bodies = [
+            r#"{"history": [1, "a"], "k": 3, "timestamps": [5, 6]}"#,
+            r#"{"k": 5}"#,
+            r#"{"history": [1], "exclude_Seen": false}"#,
+            r#"{"history": [1], "k": "5"}"#,
+            r#"{"history": [1], "timestamps": [1.5]}"#,
+            r#"{"history": [1], "candidates": "x"}"#,
+            r#"{"history": [1] "k": 2}"#,
+            r#"{"history": [1]} trailing"#,
+            r#"{"history": [1], "history": [2]}"#,
+            r#"{"history": [1],"#,
+        ];
+        for body in bodies {
+            assert_eq!(
+                read::<RecommendRequest>(body),
+                plain::<RecommendRequest>(body),
+                "{body}"
+            );
+        }
+        for body in [r#"{"requests": [{"history": []}]}"#, r#"{"requests": 3}"#] {
+            assert_eq!(
+                read::<BatchRequest>(body),
+                plain::<BatchRequest>(body),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_json_values_are_invalid_json() {
+        // What serde alone does: a struct read from a JSON array of its fields in order.
+        assert!(plain::<RecommendRequest>("[[1, 2, 3]]").is_ok());
+        for (body, what) in [
+            ("[[1, 2, 3]]", "an array"),
+            ("[1]", "an array"),
+            ("[]", "an array"),
+            (r#""history""#, "a string"),
+            ("7", "a number"),
+            ("-7", "a number"),
+            ("7.5", "a number"),
+            ("true", "a boolean"),
+            ("null", "null"),
+        ] {
+            let got = read::<RecommendRequest>(body);
+            assert_eq!(got, Err((StatusCode::BAD_REQUEST, what.into())), "{body}");
+        }
+        // Syntax errors inside an array stay syntax errors.
+        let (status, msg) = read::<RecommendRequest>("[1, }").unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(msg.contains("expected value"), "{msg}");
+    }
 }

@@ -7,18 +7,20 @@ use anyhow::Context;
 use clap::Parser;
 use sasrec_serve::config::TOKEN_ENV;
 use sasrec_serve::{shutdown, AppState, Args};
+use sasrec_shared::error::report;
+use sasrec_shared::logging::{self, Stream};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "sasrec_serve=info,ort=warn,tower_http=warn".into()),
-        )
-        .init();
-    match run(Args::parse()) {
+    let args = Args::parse();
+    logging::init(
+        args.log_format,
+        "sasrec_serve=info,ort=warn,tower_http=warn",
+        Stream::Stdout,
+    );
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sasrec-serve: {e:#}");
+            eprintln!("sasrec-serve: {}", report(e.as_ref()));
             ExitCode::from(2)
         }
     }

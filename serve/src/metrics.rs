@@ -72,85 +72,79 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric.
+    /// Every metric, registered (in the order of the module docs' table).
     pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let requests = Family::<Labels, Counter>::default();
-        let latency = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
-        let batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
-        let inference = latency_histogram();
-        let queue_wait = latency_histogram();
-        let queue_depth = Gauge::default();
-        let rejected = Counter::default();
-        let unknown_items = Counter::default();
-        let reloads = Family::<Labels, Counter>::default();
-        let model_info = Family::<Labels, Gauge>::default();
+        let mut metrics = Self {
+            registry: Registry::default(),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            inference: latency_histogram(),
+            queue_wait: latency_histogram(),
+            queue_depth: Gauge::default(),
+            rejected: Counter::default(),
+            unknown_items: Counter::default(),
+            reloads: Family::default(),
+            model_info: Family::default(),
+            current_model: Mutex::new(None),
+        };
+        metrics.register();
+        metrics
+    }
+
+    /// Registers every handle with the registry that encodes them.
+    fn register(&mut self) {
+        let registry = &mut self.registry;
         registry.register(
             "sasrec_http_requests",
             "HTTP requests by route, method and status",
-            requests.clone(),
+            self.requests.clone(),
         );
         registry.register(
             "sasrec_http_request_duration_seconds",
             "HTTP request latency by route",
-            latency.clone(),
+            self.latency.clone(),
         );
         registry.register(
             "sasrec_batch_size",
             "Rows per ONNX Runtime run",
-            batch_size.clone(),
+            self.batch_size.clone(),
         );
         registry.register(
             "sasrec_inference_duration_seconds",
             "Duration of one ONNX Runtime run",
-            inference.clone(),
+            self.inference.clone(),
         );
         registry.register(
             "sasrec_queue_wait_seconds",
             "Time from enqueue to the start of the batch",
-            queue_wait.clone(),
+            self.queue_wait.clone(),
         );
         registry.register(
             "sasrec_queue_depth",
             "Jobs waiting for an inference worker",
-            queue_depth.clone(),
+            self.queue_depth.clone(),
         );
         registry.register(
             "sasrec_rejected",
             "Requests refused with 503 because the queue was full",
-            rejected.clone(),
+            self.rejected.clone(),
         );
         registry.register(
             "sasrec_unknown_items",
             "History entries not in the model's item map",
-            unknown_items.clone(),
+            self.unknown_items.clone(),
         );
         registry.register(
             "sasrec_model_reloads",
             "Model reloads by result",
-            reloads.clone(),
+            self.reloads.clone(),
         );
         registry.register(
             "sasrec_model_info",
             "The model being served (value 1)",
-            model_info.clone(),
+            self.model_info.clone(),
         );
-        Self {
-            registry,
-            requests,
-            latency,
-            batch_size,
-            inference,
-            queue_wait,
-            queue_depth,
-            rejected,
-            unknown_items,
-            reloads,
-            model_info,
-            current_model: Mutex::new(None),
-        }
     }
 
     /// Counts one finished request.

@@ -11,10 +11,67 @@ fn error_response(desc: &str) -> Value {
     json!({"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
-/// The document.
+/// The document: the API's metadata, its [`schemas`] and its [`paths`].
 pub fn document() -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "sasrec-serve",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Next-item recommendations from a SASRec / TiSASRec model exported by sasrec-export, on ONNX Runtime. Every error is {\"error\": {\"code\", \"message\"}}."
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas()
+        },
+        "paths": paths()
+    })
+}
+
+/// The request, response and error bodies (`components.schemas`).
+fn schemas() -> Value {
+    json!({
+        "RawId": {"description": "a raw item id as in the training data", "oneOf": [{"type": "integer"}, {"type": "number"}, {"type": "string"}]},
+        "RecommendRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["history"],
+            "properties": {
+                "history": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "oldest first; only the newest maxlen known items are used; unknown ids are skipped and reported"},
+                "timestamps": {"type": "array", "items": {"type": "integer", "format": "int64"}, "description": "unix seconds, one per history entry; required by time-aware models; when given the history is stably sorted by them"},
+                "k": {"type": "integer", "minimum": 1, "default": 10, "description": "at most the number of items"},
+                "exclude_seen": {"type": "boolean", "default": true, "description": "never recommend a known history item"},
+                "candidates": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/RawId"}, "description": "rank only these items (unknown ids are skipped and reported)"},
+                "exclude": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "never recommend these items (unknown ids are skipped and reported)"}
+            }
+        },
+        "ScoredItem": {"type": "object", "required": ["item", "score"], "properties": {
+            "item": {"description": "raw id: a JSON number when it is a canonical unsigned integer, else a string", "oneOf": [{"type": "integer"}, {"type": "string"}]},
+            "score": {"type": "number", "format": "float"}
+        }},
+        "RecommendResponse": {"type": "object", "required": ["items", "model", "unknown_items"], "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/ScoredItem"}, "description": "best first; fewer than k when exclusions leave fewer items"},
+            "model": {"type": "string", "description": "<kind>@<first 12 hex digits of the checkpoint SHA-256>"},
+            "unknown_items": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "history, candidates and exclude entries not in the item map"}
+        }},
+        "BatchRequest": {"type": "object", "additionalProperties": false, "required": ["requests"], "properties": {
+            "requests": {"type": "array", "items": {"$ref": "#/components/schemas/RecommendRequest"}}
+        }},
+        "BatchResponse": {"type": "object", "required": ["responses"], "properties": {
+            "responses": {"type": "array", "items": {"oneOf": [{"$ref": "#/components/schemas/RecommendResponse"}, {"$ref": "#/components/schemas/Error"}]}}
+        }},
+        "Error": {"type": "object", "required": ["error"], "properties": {
+            "error": {"type": "object", "required": ["code", "message"], "properties": {
+                "code": {"type": "string"}, "message": {"type": "string"}
+            }}
+        }}
+    })
+}
+
+/// Every route of [`crate::routes::routes`] with its answers.
+fn paths() -> Value {
     let client_errors = json!({
-        "400": error_response("`invalid_json`: the body is not JSON"),
+        "400": error_response("`invalid_json`: the body is not JSON, or not a JSON object"),
         "401": error_response("`unauthorized`: bearer token missing or wrong (only when the server has a token)"),
         "413": error_response("`payload_too_large`: body larger than --body_limit"),
         "415": error_response("`unsupported_media_type`: Content-Type is not application/json"),
@@ -27,81 +84,34 @@ pub fn document() -> Value {
     let mut batch_responses = client_errors;
     batch_responses["200"] = json!({"description": "one entry per request, in order; an invalid entry gets its own error object", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResponse"}}}});
     json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "sasrec-serve",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Next-item recommendations from a SASRec / TiSASRec model exported by sasrec-export, on ONNX Runtime. Every error is {\"error\": {\"code\", \"message\"}}."
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "RawId": {"description": "a raw item id as in the training data", "oneOf": [{"type": "integer"}, {"type": "number"}, {"type": "string"}]},
-                "RecommendRequest": {
-                    "type": "object",
-                    "additionalProperties": false,
-                    "required": ["history"],
-                    "properties": {
-                        "history": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "oldest first; only the newest maxlen known items are used; unknown ids are skipped and reported"},
-                        "timestamps": {"type": "array", "items": {"type": "integer", "format": "int64"}, "description": "unix seconds, one per history entry; required by time-aware models; when given the history is stably sorted by them"},
-                        "k": {"type": "integer", "minimum": 1, "default": 10, "description": "at most the number of items"},
-                        "exclude_seen": {"type": "boolean", "default": true, "description": "never recommend a known history item"},
-                        "candidates": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/RawId"}, "description": "rank only these items (unknown ids are skipped and reported)"},
-                        "exclude": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "never recommend these items (unknown ids are skipped and reported)"}
-                    }
-                },
-                "ScoredItem": {"type": "object", "required": ["item", "score"], "properties": {
-                    "item": {"description": "raw id: a JSON number when it is a canonical unsigned integer, else a string", "oneOf": [{"type": "integer"}, {"type": "string"}]},
-                    "score": {"type": "number", "format": "float"}
-                }},
-                "RecommendResponse": {"type": "object", "required": ["items", "model", "unknown_items"], "properties": {
-                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/ScoredItem"}, "description": "best first; fewer than k when exclusions leave fewer items"},
-                    "model": {"type": "string", "description": "<kind>@<first 12 hex digits of the checkpoint SHA-256>"},
-                    "unknown_items": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "history, candidates and exclude entries not in the item map"}
-                }},
-                "BatchRequest": {"type": "object", "additionalProperties": false, "required": ["requests"], "properties": {
-                    "requests": {"type": "array", "items": {"$ref": "#/components/schemas/RecommendRequest"}}
-                }},
-                "BatchResponse": {"type": "object", "required": ["responses"], "properties": {
-                    "responses": {"type": "array", "items": {"oneOf": [{"$ref": "#/components/schemas/RecommendResponse"}, {"$ref": "#/components/schemas/Error"}]}}
-                }},
-                "Error": {"type": "object", "required": ["error"], "properties": {
-                    "error": {"type": "object", "required": ["code", "message"], "properties": {
-                        "code": {"type": "string"}, "message": {"type": "string"}
-                    }}
-                }}
+        "/recommend": {"post": {
+            "summary": "Top-k next items for one history",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendRequest"}}}},
+            "responses": rec_responses
+        }},
+        "/recommend/batch": {"post": {
+            "summary": "Top-k next items for several histories",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}}},
+            "responses": batch_responses
+        }},
+        "/v1/model/reload": {"post": {
+            "summary": "Load --model from disk again; the old model keeps serving if that fails (also on SIGHUP)",
+            "security": [{"bearer": []}],
+            "responses": {
+                "200": {"description": "reloaded", "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}, "model": {"type": "string"}, "previous": {"type": "string"}}}}}},
+                "401": error_response("`unauthorized`"),
+                "500": error_response("`reload_failed`: the message says why; the previous model is still serving")
             }
-        },
-        "paths": {
-            "/recommend": {"post": {
-                "summary": "Top-k next items for one history",
-                "security": [{"bearer": []}],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendRequest"}}}},
-                "responses": rec_responses
-            }},
-            "/recommend/batch": {"post": {
-                "summary": "Top-k next items for several histories",
-                "security": [{"bearer": []}],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}}},
-                "responses": batch_responses
-            }},
-            "/v1/model/reload": {"post": {
-                "summary": "Load --model from disk again; the old model keeps serving if that fails (also on SIGHUP)",
-                "security": [{"bearer": []}],
-                "responses": {
-                    "200": {"description": "reloaded", "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}, "model": {"type": "string"}, "previous": {"type": "string"}}}}}},
-                    "401": error_response("`unauthorized`"),
-                    "500": error_response("`reload_failed`: the message says why; the previous model is still serving")
-                }
-            }},
-            "/v1/model": {"get": {"summary": "Metadata of the model serving (id, kind, maxlen, num_items, time_aware, intervals, device, paths, ONNX metadata_props, batching settings)",
-                "responses": {"200": {"description": "metadata", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "{\"status\": \"ok\"}"}}}},
-            "/readyz": {"get": {"summary": "Readiness: a model is loaded and the server is not shutting down",
-                "responses": {"200": {"description": "{\"status\": \"ready\", \"model\": ...}"}, "503": error_response("`unavailable`: shutting down")}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text)", "responses": {"200": {"description": "metrics", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.0 document"}}}}
-        }
+        }},
+        "/v1/model": {"get": {"summary": "Metadata of the model serving (id, kind, maxlen, num_items, time_aware, intervals, device, paths, ONNX metadata_props, batching settings)",
+            "responses": {"200": {"description": "metadata", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "{\"status\": \"ok\"}"}}}},
+        "/readyz": {"get": {"summary": "Readiness: a model is loaded and the server is not shutting down",
+            "responses": {"200": {"description": "{\"status\": \"ready\", \"model\": ...}"}, "503": error_response("`unavailable`: shutting down")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text)", "responses": {"200": {"description": "metrics", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.0 document"}}}}
     })
 }
 

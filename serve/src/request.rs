@@ -48,13 +48,35 @@ pub struct Prepared {
 }
 
 /// Validates `req` for the model `id` with `spec` and item map `items`, and builds its graph
-/// row (rules in the [module docs](self)).
+/// row (rules in the [module docs](self)). The steps run in the order of the rules, so the
+/// first rule a request breaks names its error.
 pub fn prepare(
     req: &RecommendRequest,
     spec: &ModelSpec,
     items: &IdMap,
     id: &str,
 ) -> Result<Prepared, ApiError> {
+    let k = check_k(req, spec)?;
+    check_timestamps(req, spec, id)?;
+    let mut unknown = Unknown::default();
+    let history = known_history(req, items, &mut unknown)?;
+    let (seq, time_matrix) = model_inputs(spec, &history);
+    let candidates = candidate_indices(req, items, &mut unknown)?;
+    let exclude = excluded_indices(req, items, &history.items, &mut unknown)?;
+    Ok(Prepared {
+        row: Row {
+            seq,
+            time_matrix,
+            exclude,
+            candidates,
+            k,
+        },
+        unknown: unknown.entries,
+    })
+}
+
+/// Rule 1: `k` (default 10) in 1..=number of items, else 422 `invalid_k`.
+fn check_k(req: &RecommendRequest, spec: &ModelSpec) -> Result<usize, ApiError> {
     let k = req.k.unwrap_or(api::DEFAULT_K);
     if k < 1 || k > spec.model.num_items as i64 {
         return Err(ApiError::invalid(
@@ -65,103 +87,166 @@ pub fn prepare(
             ),
         ));
     }
-    if let Some(ts) = &req.timestamps {
-        if ts.len() != req.history.len() {
-            return Err(ApiError::invalid(
-                "length_mismatch",
-                format!(
-                    "timestamps has {} entries but history has {}",
-                    ts.len(),
-                    req.history.len()
-                ),
-            ));
-        }
-    } else if spec.model.is_time_aware() {
-        return Err(ApiError::invalid(
+    Ok(k as usize)
+}
+
+/// Rule 3: one timestamp per history entry when given (422 `length_mismatch`), and given for
+/// time-aware models (422 `missing_timestamps`).
+fn check_timestamps(req: &RecommendRequest, spec: &ModelSpec, id: &str) -> Result<(), ApiError> {
+    match &req.timestamps {
+        Some(ts) if ts.len() != req.history.len() => Err(ApiError::invalid(
+            "length_mismatch",
+            format!(
+                "timestamps has {} entries but history has {}",
+                ts.len(),
+                req.history.len()
+            ),
+        )),
+        None if spec.model.is_time_aware() => Err(ApiError::invalid(
             "missing_timestamps",
             format!(
-                "model {} is time-aware: `timestamps` (unix seconds, one per history entry) \
-                 is required",
-                id
+                "model {id} is time-aware: `timestamps` (unix seconds, one per history entry) \
+                 is required"
             ),
-        ));
+        )),
+        _ => Ok(()),
     }
+}
+
+/// Entries not in the item map, each reported once (by item-map key), in the order met.
+#[derive(Debug, Default)]
+struct Unknown {
+    /// The raw entries, as the client wrote them.
+    entries: Vec<serde_json::Value>,
+    /// Their item-map keys.
+    seen: HashSet<String>,
+}
+
+impl Unknown {
+    /// Records `raw` (key `key`) unless an entry with that key was recorded before.
+    fn note(&mut self, key: &str, raw: &serde_json::Value) {
+        if self.seen.insert(key.to_string()) {
+            self.entries.push(raw.clone());
+        }
+    }
+}
+
+/// The known history entries in time order.
+#[derive(Debug, Default)]
+struct KnownHistory {
+    /// Item indices, oldest first.
+    items: Vec<i64>,
+    /// Their timestamps (empty when the request has none).
+    timestamps: Vec<i64>,
+}
+
+/// Rules 2–4: the history's item-map keys (422 `invalid_history` for an entry that is not a
+/// string or number), stably sorted by timestamp when given, split into known items (with
+/// their timestamps) and unknown entries (noted in `unknown`).
+fn known_history(
+    req: &RecommendRequest,
+    items: &IdMap,
+    unknown: &mut Unknown,
+) -> Result<KnownHistory, ApiError> {
     let keys = id_keys(&req.history, "history", "invalid_history")?;
-    // Stable sort by time, as training orders each user's events.
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    if let Some(ts) = &req.timestamps {
-        order.sort_by_key(|&i| ts[i]);
-    }
-    let mut known = Vec::with_capacity(keys.len());
-    let mut known_ts = Vec::with_capacity(keys.len());
-    let mut unknown = Vec::new();
-    let mut unknown_seen: HashSet<String> = HashSet::new();
-    for &i in &order {
+    let mut known = KnownHistory {
+        items: Vec::with_capacity(keys.len()),
+        timestamps: Vec::with_capacity(keys.len()),
+    };
+    for i in time_order(req.timestamps.as_deref(), keys.len()) {
         match items.index_of(&keys[i]) {
             Some(idx) => {
-                known.push(i64::from(idx));
+                known.items.push(i64::from(idx));
                 if let Some(ts) = &req.timestamps {
-                    known_ts.push(ts[i]);
+                    known.timestamps.push(ts[i]);
                 }
             }
-            None => {
-                if unknown_seen.insert(keys[i].clone()) {
-                    unknown.push(req.history[i].clone());
-                }
-            }
+            None => unknown.note(&keys[i], &req.history[i]),
         }
     }
+    Ok(known)
+}
+
+/// The positions `0..n`, stably sorted by `timestamps` when given, as training orders each
+/// user's events.
+fn time_order(timestamps: Option<&[i64]>, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if let Some(ts) = timestamps {
+        order.sort_by_key(|&i| ts[i]);
+    }
+    order
+}
+
+/// Rules 5–6: `seq`, the newest `maxlen` (T) known items left-padded with 0, and for
+/// time-aware models the T×T relation matrix `R[i][j] = min(|τᵢ − τⱼ|, k)` over the window,
+/// with τ = `time_codes(unit, timestamps of all known entries)` (docs/MODELS.md §2.3), built
+/// by `Intervals::window_matrix` as in training and evaluation.
+fn model_inputs(spec: &ModelSpec, history: &KnownHistory) -> (Vec<i64>, Option<Vec<i64>>) {
     let t = spec.model.maxlen;
     let mut seq = vec![0i64; t];
-    left_pad(&known, 0i64, &mut seq);
+    left_pad(&history.items, 0i64, &mut seq);
     let time_matrix = spec.intervals.map(|iv| {
         let mut out = vec![0i32; t * t];
-        iv.window_matrix(&time_codes(iv.unit, &known_ts), t, &mut out);
+        iv.window_matrix(&time_codes(iv.unit, &history.timestamps), t, &mut out);
         out.into_iter().map(i64::from).collect()
     });
-    let mut lookup = |field: &'static str, code: &'static str, ids: &[serde_json::Value]| {
-        let mut found = Vec::with_capacity(ids.len());
-        for (key, v) in id_keys(ids, field, code)?.iter().zip(ids) {
-            match items.index_of(key) {
-                Some(idx) => found.push(i64::from(idx)),
-                None if unknown_seen.insert(key.clone()) => unknown.push(v.clone()),
-                None => {}
-            }
-        }
-        found.sort_unstable();
-        found.dedup();
-        Ok::<_, ApiError>(found)
-    };
-    let candidates = match &req.candidates {
-        Some(c) if c.is_empty() => {
-            return Err(ApiError::invalid(
-                "invalid_candidates",
-                "candidates = []: name at least one item, or leave the field out to rank all",
-            ))
-        }
-        Some(c) => Some(lookup("candidates", "invalid_candidates", c)?),
-        None => None,
-    };
-    let mut exclude = lookup(
-        "exclude",
-        "invalid_exclude",
-        req.exclude.as_deref().unwrap_or_default(),
-    )?;
+    (seq, time_matrix)
+}
+
+/// Rule 8: the item indices of `candidates` (at least one entry, else 422
+/// `invalid_candidates`), `None` to rank every item.
+fn candidate_indices(
+    req: &RecommendRequest,
+    items: &IdMap,
+    unknown: &mut Unknown,
+) -> Result<Option<Vec<i64>>, ApiError> {
+    match &req.candidates {
+        Some(c) if c.is_empty() => Err(ApiError::invalid(
+            "invalid_candidates",
+            "candidates = []: name at least one item, or leave the field out to rank all",
+        )),
+        Some(c) => known_indices(c, "candidates", "invalid_candidates", items, unknown).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Rule 7: the item indices of `exclude` plus, when `exclude_seen` (default true), every known
+/// history item; sorted and distinct.
+fn excluded_indices(
+    req: &RecommendRequest,
+    items: &IdMap,
+    history: &[i64],
+    unknown: &mut Unknown,
+) -> Result<Vec<i64>, ApiError> {
+    let given = req.exclude.as_deref().unwrap_or_default();
+    let mut exclude = known_indices(given, "exclude", "invalid_exclude", items, unknown)?;
     if req.exclude_seen.unwrap_or(true) {
-        exclude.extend(known);
+        exclude.extend_from_slice(history);
         exclude.sort_unstable();
         exclude.dedup();
     }
-    Ok(Prepared {
-        row: Row {
-            seq,
-            time_matrix,
-            exclude,
-            candidates,
-            k: k as usize,
-        },
-        unknown,
-    })
+    Ok(exclude)
+}
+
+/// Rule 9: the sorted, distinct item indices of raw ids (`candidates`, `exclude`: 422 `code`
+/// for an entry that is not a string or number); ids not in the item map go to `unknown`.
+fn known_indices(
+    ids: &[serde_json::Value],
+    field: &'static str,
+    code: &'static str,
+    items: &IdMap,
+    unknown: &mut Unknown,
+) -> Result<Vec<i64>, ApiError> {
+    let mut found = Vec::with_capacity(ids.len());
+    for (key, raw) in id_keys(ids, field, code)?.iter().zip(ids) {
+        match items.index_of(key) {
+            Some(idx) => found.push(i64::from(idx)),
+            None => unknown.note(key, raw),
+        }
+    }
+    found.sort_unstable();
+    found.dedup();
+    Ok(found)
 }
 
 /// The item-map keys of a list of raw ids (`history`, `candidates`, `exclude`): JSON strings

@@ -25,12 +25,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::json;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{BatchItem, BatchRequest, BatchResponse, RecommendRequest, RecommendResponse};
 use crate::batcher::{JobResult, Row, RowResult, SubmitError};
 use crate::error::{ApiError, AppJson, InternalError};
+use crate::model::LoadedModel;
 use crate::state::AppState;
 
 /// One entry of the route table: what [`app`] serves and what the OpenAPI document must list.
@@ -89,10 +91,11 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `POST /recommend`: validate, queue the row, answer with raw item ids.
 async fn recommend(
     State(state): State<AppState>,
     AppJson(req): AppJson<RecommendRequest>,
-) -> Result<Json<RecommendResponse>, ApiError> {
+) -> Result<AppJson<RecommendResponse>, ApiError> {
     let model = state.model();
     let p = model.prepare(&req)?;
     state.metrics().unknown_items.inc_by(p.unknown.len() as u64);
@@ -103,18 +106,28 @@ async fn recommend(
     let row = rows
         .pop()
         .ok_or_else(|| ApiError::Internal("worker answered no rows".into()))?;
-    Ok(Json(model.answer(row, p.unknown)))
+    Ok(AppJson(model.answer(row, p.unknown)))
 }
 
-/// Entries are validated one by one: an invalid entry gets its own `{"error": ...}` in
-/// `responses` (the others are answered), while a body that is not a `{"requests": [...]}`
-/// object, more than `--max_batch_requests` entries (422 `too_many_requests_in_batch`) or a
-/// full queue (503) fail the whole batch. The valid entries travel as one job, so they share
-/// ONNX Runtime runs.
+/// `POST /recommend/batch`. Entries are validated one by one: an invalid entry gets its own
+/// `{"error": ...}` in `responses` (the others are answered), while a body that is not a
+/// `{"requests": [...]}` object, more than `--max_batch_requests` entries (422
+/// `too_many_requests_in_batch`) or a full queue (503) fail the whole batch. The valid entries
+/// travel as one job, so they share ONNX Runtime runs.
 async fn recommend_batch(
     State(state): State<AppState>,
     AppJson(req): AppJson<BatchRequest>,
-) -> Result<Json<BatchResponse>, ApiError> {
+) -> Result<AppJson<BatchResponse>, ApiError> {
+    check_batch_len(&state, &req)?;
+    let model = state.model();
+    let (rows, entries) = prepare_entries(&state, &model, &req.requests);
+    let results = run_job(&state, &model, rows).await?;
+    let responses = answer_entries(&model, entries, results)?;
+    Ok(AppJson(BatchResponse { responses }))
+}
+
+/// At most `--max_batch_requests` entries, else 422 `too_many_requests_in_batch`.
+fn check_batch_len(state: &AppState, req: &BatchRequest) -> Result<(), ApiError> {
     let max = state.config().max_batch_requests;
     if req.requests.len() > max {
         return Err(ApiError::invalid(
@@ -125,10 +138,21 @@ async fn recommend_batch(
             ),
         ));
     }
-    let model = state.model();
-    let mut rows: Vec<Row> = Vec::new();
-    let mut entries = Vec::with_capacity(req.requests.len());
-    for r in &req.requests {
+    Ok(())
+}
+
+/// A batch entry after validation: its unknown items, or the error it alone gets.
+type Entry = Result<Vec<serde_json::Value>, ApiError>;
+
+/// Validates every entry: the rows of the valid ones (in order) and one [`Entry`] per request.
+fn prepare_entries(
+    state: &AppState,
+    model: &LoadedModel,
+    requests: &[RecommendRequest],
+) -> (Vec<Row>, Vec<Entry>) {
+    let mut rows = Vec::new();
+    let mut entries = Vec::with_capacity(requests.len());
+    for r in requests {
         match model.prepare(r) {
             Ok(p) => {
                 state.metrics().unknown_items.inc_by(p.unknown.len() as u64);
@@ -138,29 +162,47 @@ async fn recommend_batch(
             Err(e) => entries.push(Err(e)),
         }
     }
-    let results: Vec<RowResult> = if rows.is_empty() {
-        Vec::new()
-    } else {
-        let n = rows.len();
-        let rx = model.submit(rows).map_err(|e| submit_error(&state, e))?;
-        let results = await_job(rx).await?;
-        if results.len() != n {
-            return Err(ApiError::Internal(format!(
-                "worker answered {} rows for {n}",
-                results.len()
-            )));
-        }
-        results
-    };
+    (rows, entries)
+}
+
+/// Runs `rows` as one job (none when there are no rows) and checks one result per row.
+async fn run_job(
+    state: &AppState,
+    model: &LoadedModel,
+    rows: Vec<Row>,
+) -> Result<Vec<RowResult>, ApiError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = rows.len();
+    let rx = model.submit(rows).map_err(|e| submit_error(state, e))?;
+    let results = await_job(rx).await?;
+    if results.len() != n {
+        return Err(ApiError::Internal(format!(
+            "worker answered {} rows for {n}",
+            results.len()
+        )));
+    }
+    Ok(results)
+}
+
+/// One [`BatchItem`] per entry: the valid entries take the results in order.
+fn answer_entries(
+    model: &LoadedModel,
+    entries: Vec<Entry>,
+    results: Vec<RowResult>,
+) -> Result<Vec<BatchItem>, ApiError> {
     let mut results = results.into_iter();
-    let responses = entries
+    entries
         .into_iter()
-        .map(|e| match e {
-            Ok(unknown) => BatchItem::Ok(model.answer(results.next().unwrap_or_default(), unknown)),
-            Err(e) => BatchItem::Err { error: e.detail() },
+        .map(|entry| match entry {
+            Ok(unknown) => results
+                .next()
+                .map(|r| BatchItem::Ok(model.answer(r, unknown)))
+                .ok_or_else(|| ApiError::Internal("worker answered too few rows".into())),
+            Err(e) => Ok(BatchItem::Err { error: e.detail() }),
         })
-        .collect();
-    Ok(Json(BatchResponse { responses }))
+        .collect()
 }
 
 fn submit_error(state: &AppState, e: SubmitError) -> ApiError {
@@ -213,16 +255,19 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn model_info(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let model = state.model();
-    let mut v = serde_json::to_value(model.info()).unwrap_or_default();
+/// `GET /v1/model`: [`ModelInfo`](crate::model::ModelInfo) plus the batching settings.
+async fn model_info(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut v = to_json(state.model().info())?;
     if let Some(o) = v.as_object_mut() {
-        o.insert(
-            "batching".into(),
-            serde_json::to_value(state.config().batch).unwrap_or_default(),
-        );
+        o.insert("batching".into(), to_json(&state.config().batch)?);
     }
-    Json(v)
+    Ok(Json(v))
+}
+
+/// `value` as JSON; a failure is a 500 `internal` whose message [`track`] logs.
+fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(value)
+        .map_err(|e| ApiError::Internal(format!("serialising {}: {e}", std::any::type_name::<T>())))
 }
 
 async fn openapi() -> Json<serde_json::Value> {

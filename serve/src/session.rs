@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::builder::SessionBuilder;
 use ort::session::{Session, SessionOutputs};
 use ort::value::Tensor;
 
@@ -25,66 +27,96 @@ pub fn read_metadata(session: &Session) -> Result<BTreeMap<String, String>, Stri
 
 /// One session on the requested device; returns it with the execution provider in use.
 pub fn build_session(
-    env: &ort::environment::Environment,
+    env: &Environment,
     onnx: &Path,
     cfg: &SessionConfig,
 ) -> Result<(Session, String), LoadError> {
-    let session_err = |msg: String| LoadError::Session {
-        path: onnx.to_path_buf(),
-        msg,
-    };
-    let base = || -> Result<ort::session::builder::SessionBuilder, LoadError> {
-        // Idle intra-op threads sleep instead of spinning: the cores are shared with the HTTP
-        // runtime, and a spinning pool delays it (tail latency at small models).
-        let b = Session::builder(env)
-            .map_err(|e| session_err(e.to_string()))?
-            .with_intra_op_spinning(false)
-            .map_err(|e| session_err(e.to_string()))?;
-        if cfg.intra_threads > 0 {
-            return b
-                .with_intra_threads(cfg.intra_threads)
-                .map_err(|e| session_err(e.to_string()));
-        }
-        Ok(b)
-    };
-    let commit = |mut b: ort::session::builder::SessionBuilder| {
-        b.commit_from_file(onnx)
-            .map_err(|e| session_err(e.to_string()))
-    };
-    if cfg.device == Device::Cuda {
-        let fallback = |why: String| -> Result<(Session, String), LoadError> {
-            if cfg.strict_device {
-                return Err(LoadError::Device(why));
-            }
-            tracing::warn!("--device cuda: {why}; falling back to the CPU execution provider");
-            Ok((commit(base()?)?, "cpu".into()))
-        };
-        match ep::CUDA::is_available() {
-            Ok(true) => {}
-            Ok(false) => {
-                return fallback(
-                    "this ONNX Runtime build has no CUDA execution provider (install \
-                     onnxruntime-gpu)"
-                        .into(),
-                )
-            }
-            Err(e) => return fallback(format!("cannot query the CUDA execution provider: {e}")),
-        }
-        let with_cuda = base()?
-            .with_execution_providers([ep::CUDA::default().build().error_on_failure()])
-            .map_err(|e| e.to_string());
-        return match with_cuda {
-            Ok(b) => match commit(b) {
-                Ok(s) => {
-                    tracing::info!("using the CUDA execution provider");
-                    Ok((s, "cuda".into()))
-                }
-                Err(e) => fallback(e.to_string()),
-            },
-            Err(e) => fallback(format!("registering the CUDA execution provider: {e}")),
-        };
+    match cfg.device {
+        Device::Cuda => cuda_session(env, onnx, cfg),
+        Device::Cpu => cpu_session(env, onnx, cfg),
     }
-    Ok((commit(base()?)?, "cpu".into()))
+}
+
+/// A session on the CUDA execution provider when this ONNX Runtime has it and it accepts the
+/// model; otherwise an error under `--strict_device`, else a CPU session (with a warning).
+fn cuda_session(
+    env: &Environment,
+    onnx: &Path,
+    cfg: &SessionConfig,
+) -> Result<(Session, String), LoadError> {
+    let fallback = |why: String| -> Result<(Session, String), LoadError> {
+        if cfg.strict_device {
+            return Err(LoadError::Device(why));
+        }
+        tracing::warn!("--device cuda: {why}; falling back to the CPU execution provider");
+        cpu_session(env, onnx, cfg)
+    };
+    match ep::CUDA::is_available() {
+        Ok(true) => {}
+        Ok(false) => {
+            return fallback(
+                "this ONNX Runtime build has no CUDA execution provider (install \
+                 onnxruntime-gpu)"
+                    .into(),
+            )
+        }
+        Err(e) => return fallback(format!("cannot query the CUDA execution provider: {e}")),
+    }
+    let with_cuda = builder(env, onnx, cfg)?
+        .with_execution_providers([ep::CUDA::default().build().error_on_failure()])
+        .map_err(|e| e.to_string());
+    match with_cuda {
+        Ok(b) => match commit(b, onnx) {
+            Ok(s) => {
+                tracing::info!("using the CUDA execution provider");
+                Ok((s, "cuda".into()))
+            }
+            Err(e) => fallback(e.to_string()),
+        },
+        Err(e) => fallback(format!("registering the CUDA execution provider: {e}")),
+    }
+}
+
+/// A session on the CPU execution provider.
+fn cpu_session(
+    env: &Environment,
+    onnx: &Path,
+    cfg: &SessionConfig,
+) -> Result<(Session, String), LoadError> {
+    Ok((commit(builder(env, onnx, cfg)?, onnx)?, "cpu".into()))
+}
+
+/// A session builder with the thread settings of `cfg`.
+fn builder(
+    env: &Environment,
+    onnx: &Path,
+    cfg: &SessionConfig,
+) -> Result<SessionBuilder, LoadError> {
+    // Idle intra-op threads sleep instead of spinning: the cores are shared with the HTTP
+    // runtime, and a spinning pool delays it (tail latency at small models).
+    let b = Session::builder(env)
+        .map_err(|e| session_err(onnx, e))?
+        .with_intra_op_spinning(false)
+        .map_err(|e| session_err(onnx, e))?;
+    if cfg.intra_threads > 0 {
+        return b
+            .with_intra_threads(cfg.intra_threads)
+            .map_err(|e| session_err(onnx, e));
+    }
+    Ok(b)
+}
+
+/// Loads `onnx` into the session `b` builds.
+fn commit(mut b: SessionBuilder, onnx: &Path) -> Result<Session, LoadError> {
+    b.commit_from_file(onnx).map_err(|e| session_err(onnx, e))
+}
+
+/// ONNX Runtime refused to build a session on `onnx`.
+fn session_err(onnx: &Path, e: impl std::fmt::Display) -> LoadError {
+    LoadError::Session {
+        path: onnx.to_path_buf(),
+        msg: e.to_string(),
+    }
 }
 
 /// One run of the graph through an ONNX Runtime I/O binding, the same code on every execution

@@ -54,11 +54,10 @@ fn export_external(run: &Path, dest: &Path) {
 }
 
 /// POSTs each body to both servers and asserts identical items, scores and model names.
-async fn assert_same_answers(inline: &Server, ext: &Server, bodies: &[serde_json::Value]) {
-    let c = client();
+async fn assert_same_answers(inline: &TestServer, ext: &TestServer, bodies: &[serde_json::Value]) {
     for body in bodies {
-        let (s1, want) = post(&c, &inline.url("/recommend"), body).await;
-        let (s2, got) = post(&c, &ext.url("/recommend"), body).await;
+        let (s1, want) = inline.post("/recommend", body).await;
+        let (s2, got) = ext.post("/recommend", body).await;
         assert_eq!((s1, s2), (200, 200), "{body}: {want} / {got}");
         assert_eq!(got["items"], want["items"], "{body}");
         assert_eq!(got["model"], want["model"], "{body}");
@@ -74,8 +73,8 @@ async fn external_data_export_serves_the_same_recommendations() {
     for (run, timed) in [(&f.sas, false), (&f.tis, true)] {
         let ext_dir = dest.path().join(run.file_name().unwrap());
         export_external(run, &ext_dir);
-        let inline = start(ServeConfig::new(run)).await;
-        let ext = start(ServeConfig::new(&ext_dir)).await;
+        let inline = TestServer::start(ServeConfig::new(run)).await;
+        let ext = TestServer::start(ServeConfig::new(&ext_dir)).await;
         let bodies: Vec<serde_json::Value> = users[..4]
             .iter()
             .enumerate()

@@ -80,8 +80,14 @@ fn check_exchange(
         }
         return check_error_body(status, &v).map(|()| false);
     }
-    // The body as the server's extractor reads it (serde also takes a struct as a JSON array
-    // of its fields in order, `[[1, 2]]` for `{"history": [1, 2]}`).
+    // Only a JSON object is answered (serde alone would also read a struct from a JSON array
+    // of its fields in order, `[[1, 2]]` as `{"history": [1, 2]}`).
+    if !serde_json::from_slice::<Value>(body).is_ok_and(|v| v.is_object()) {
+        return Err(format!(
+            "200 for a body that is not a JSON object: {}",
+            fuzzgen::show(body)
+        ));
+    }
     if path == "/recommend" {
         let sent: RecommendRequest = serde_json::from_slice(body)
             .map_err(|e| format!("200 for a body that does not parse: {e}"))?;
@@ -134,15 +140,12 @@ async fn fuzz_recommend_endpoints_over_http() {
     // of a limit.
     let mut conf = ServeConfig::new(&f.sas);
     conf.body_limit = 256 << 10;
-    let sas = start(conf).await;
-    let tis = start(ServeConfig::new(&f.tis)).await;
+    let sas = TestServer::start(conf).await;
+    let tis = TestServer::start(ServeConfig::new(&f.tis)).await;
     let servers = [(&sas, vocabulary(&f.sas)), (&tis, vocabulary(&f.tis))];
-    let c = client();
     let mut before = Vec::new();
     for (srv, vocab) in &servers {
-        let (st, v) = post(&c, &srv.url("/recommend"), &probe(vocab)).await;
-        assert_eq!(st, 200, "{v}");
-        before.push(v);
+        before.push(srv.post_ok("/recommend", &probe(vocab)).await);
     }
     let models: Vec<String> = before
         .iter()
@@ -170,7 +173,7 @@ async fn fuzz_recommend_endpoints_over_http() {
         } else {
             "/recommend"
         };
-        let mut rb = c.post(srv.url(path)).body(body.clone());
+        let mut rb = srv.client.post(srv.url(path)).body(body.clone());
         let ct = if rng.chance(75) {
             Some("application/json")
         } else {
@@ -219,11 +222,10 @@ async fn fuzz_recommend_endpoints_over_http() {
 
     // The server still answers, exactly as before, and counted no 5xx.
     for ((srv, vocab), was) in servers.iter().zip(&before) {
-        let (st, v) = post(&c, &srv.url("/recommend"), &probe(vocab)).await;
-        assert_eq!(st, 200, "{v}");
+        let v = srv.post_ok("/recommend", &probe(vocab)).await;
         assert_eq!(v["model"], was["model"]);
         assert_same(&pairs(&v), &pairs(was), 1e-6);
-        let m = metrics_text(&c, srv).await;
+        let m = srv.metrics_text().await;
         let fives: Vec<&str> = m
             .lines()
             .filter(|l| l.starts_with("sasrec_http_requests_total") && l.contains("status=\"5"))
@@ -242,9 +244,8 @@ async fn fuzz_recommend_endpoints_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extreme_timestamps_are_answered_over_http() {
     let f = fixtures();
-    let srv = start(ServeConfig::new(&f.tis)).await;
+    let srv = TestServer::start(ServeConfig::new(&f.tis)).await;
     let vocab = vocabulary(&f.tis);
-    let c = client();
     let hist: Vec<u64> = vocab.known[..4]
         .iter()
         .map(|r| r.parse().unwrap())
@@ -255,16 +256,11 @@ async fn extreme_timestamps_are_answered_over_http() {
         json!([i64::MAX, i64::MAX, i64::MAX, i64::MAX]),
     ] {
         let body = json!({"history": hist, "timestamps": ts, "k": 3});
-        let (st, v) = post(&c, &srv.url("/recommend"), &body).await;
-        assert_eq!(st, 200, "{v}");
+        let v = srv.post_ok("/recommend", &body).await;
         assert_eq!(pairs(&v).len(), 3, "{v}");
-        let (st, v) = post(
-            &c,
-            &srv.url("/recommend/batch"),
-            &json!({"requests": [body]}),
-        )
-        .await;
-        assert_eq!(st, 200, "{v}");
+        let v = srv
+            .post_ok("/recommend/batch", &json!({"requests": [body]}))
+            .await;
         assert_eq!(pairs(&v["responses"][0]).len(), 3, "{v}");
     }
     srv.shutdown().await;
@@ -279,9 +275,9 @@ async fn refusals_with_an_unread_body_close_the_connection() {
     let f = fixtures();
     let mut conf = ServeConfig::new(&f.sas);
     conf.body_limit = 64 << 10;
-    let srv = start(conf).await;
+    let srv = TestServer::start(conf).await;
     let vocab = vocabulary(&f.sas);
-    let c = client();
+    let c = &srv.client;
     let big = format!("{{\"history\":[{}]}}", vec!["1"; 60_000].join(","));
     let cases: [(&str, Option<&str>, u16, &str); 3] = [
         ("/recommend", None, 415, "unsupported_media_type"),
@@ -309,7 +305,7 @@ async fn refusals_with_an_unread_body_close_the_connection() {
             let v: Value = r.json().await.unwrap();
             assert_eq!(v["error"]["code"], code);
             // The same client's next request is answered.
-            let (st, v) = post(&c, &srv.url("/recommend"), &probe(&vocab)).await;
+            let (st, v) = srv.post("/recommend", &probe(&vocab)).await;
             assert_eq!(st, 200, "round {round}, after {path}: {v}");
         }
     }

@@ -23,8 +23,7 @@ fn histories() -> Vec<Vec<(u64, i64)>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recommend_matches_direct_onnx_run() {
     let f = fixtures();
-    let srv = start(cfg(&f.sas)).await;
-    let c = client();
+    let srv = TestServer::start(cfg(&f.sas)).await;
     let users = histories();
     // Short, exactly maxlen, longer than maxlen (truncated), with and without exclusion.
     let cases: Vec<(Vec<u64>, usize, bool)> = vec![
@@ -47,13 +46,12 @@ async fn recommend_matches_direct_onnx_run() {
         "need a history longer than maxlen"
     );
     for (hist, k, excl) in cases {
-        let (st, v) = post(
-            &c,
-            &srv.url("/recommend"),
-            &json!({"history": hist, "k": k, "exclude_seen": excl}),
-        )
-        .await;
-        assert_eq!(st, 200, "{v}");
+        let v = srv
+            .post_ok(
+                "/recommend",
+                &json!({"history": hist, "k": k, "exclude_seen": excl}),
+            )
+            .await;
         let want = direct_topk(&f.sas, &hist, None, k, excl);
         assert_same(&pairs(&v), &want, 1e-6);
         if excl {
@@ -82,8 +80,7 @@ async fn recommend_matches_direct_onnx_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_equal_the_reference_ranking_alone_and_batched() {
     let f = fixtures();
-    let srv = start(cfg(&f.sas)).await;
-    let c = client();
+    let srv = TestServer::start(cfg(&f.sas)).await;
     let users = histories();
     let n_items = items(&f.sas).len();
     let raw = |u: usize, n: usize| -> Vec<u64> { users[u].iter().take(n).map(|e| e.0).collect() };
@@ -122,18 +119,13 @@ async fn answers_equal_the_reference_ranking_alone_and_batched() {
         want[4].len()
     );
     for (case, want) in cases.iter().zip(&want) {
-        let (st, v) = post(&c, &srv.url("/recommend"), &body(case)).await;
-        assert_eq!(st, 200, "{v}");
+        let v = srv.post_ok("/recommend", &body(case)).await;
         assert_same(&pairs(&v), want, 1e-6);
     }
     let batch: Vec<serde_json::Value> = cases.iter().map(body).collect();
-    let (st, v) = post(
-        &c,
-        &srv.url("/recommend/batch"),
-        &json!({"requests": batch}),
-    )
-    .await;
-    assert_eq!(st, 200, "{v}");
+    let v = srv
+        .post_ok("/recommend/batch", &json!({"requests": batch}))
+        .await;
     let got = v["responses"].as_array().unwrap();
     assert_eq!(got.len(), cases.len());
     for (g, want) in got.iter().zip(&want) {
@@ -147,8 +139,7 @@ async fn answers_equal_the_reference_ranking_alone_and_batched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn candidates_and_exclude_restrict_the_full_ranking() {
     let f = fixtures();
-    let srv = start(cfg(&f.sas)).await;
-    let c = client();
+    let srv = TestServer::start(cfg(&f.sas)).await;
     let users = histories();
     let hist: Vec<u64> = users[0].iter().take(4).map(|e| e.0).collect();
     let all = direct_topk(&f.sas, &hist, None, items(&f.sas).len(), true);
@@ -161,33 +152,32 @@ async fn candidates_and_exclude_restrict_the_full_ranking() {
     cands.push(json!(hist[0]));
     cands.push(json!("no-such-item"));
     let excluded = all[25].0;
-    let (st, v) = post(
-        &c,
-        &srv.url("/recommend"),
-        &json!({"history": hist, "k": 4, "candidates": cands,
-                "exclude": [excluded, "gone"]}),
-    )
-    .await;
-    assert_eq!(st, 200, "{v}");
+    let v = srv
+        .post_ok(
+            "/recommend",
+            &json!({"history": hist, "k": 4, "candidates": cands,
+                    "exclude": [excluded, "gone"]}),
+        )
+        .await;
     let want: Vec<(u64, f32)> = [3, 10, 40, 60].iter().map(|&r| all[r]).collect();
     assert_same(&pairs(&v), &want, 1e-6);
     assert_eq!(v["unknown_items"], json!(["no-such-item", "gone"]));
     // k larger than what is left: the 5 remaining candidates, best first.
-    let (_, v) = post(
-        &c,
-        &srv.url("/recommend"),
-        &json!({"history": hist, "k": 20, "candidates": cands, "exclude": [excluded]}),
-    )
-    .await;
+    let (_, v) = srv
+        .post(
+            "/recommend",
+            &json!({"history": hist, "k": 20, "candidates": cands, "exclude": [excluded]}),
+        )
+        .await;
     let want: Vec<(u64, f32)> = [3, 10, 40, 60, 90].iter().map(|&r| all[r]).collect();
     assert_same(&pairs(&v), &want, 1e-6);
     // exclude alone: the full ranking without those items.
-    let (_, v) = post(
-        &c,
-        &srv.url("/recommend"),
-        &json!({"history": hist, "k": 5, "exclude": [all[0].0, all[2].0]}),
-    )
-    .await;
+    let (_, v) = srv
+        .post(
+            "/recommend",
+            &json!({"history": hist, "k": 5, "exclude": [all[0].0, all[2].0]}),
+        )
+        .await;
     let want: Vec<(u64, f32)> = [1, 3, 4, 5, 6].iter().map(|&r| all[r]).collect();
     assert_same(&pairs(&v), &want, 1e-6);
     srv.shutdown().await;
@@ -196,8 +186,7 @@ async fn candidates_and_exclude_restrict_the_full_ranking() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_aware_matches_direct_run_with_shared_time_intervals() {
     let f = fixtures();
-    let srv = start(cfg(&f.tis)).await;
-    let c = client();
+    let srv = TestServer::start(cfg(&f.tis)).await;
     let users = histories();
     let mut reversed_checked = 0;
     // A history longer than maxlen (truncation; personal scale over the whole history): three
@@ -212,13 +201,12 @@ async fn time_aware_matches_direct_run_with_shared_time_intervals() {
     for ev in [&users[0], long] {
         let hist: Vec<u64> = ev.iter().map(|e| e.0).collect();
         let ts: Vec<i64> = ev.iter().map(|e| e.1).collect();
-        let (st, v) = post(
-            &c,
-            &srv.url("/recommend"),
-            &json!({"history": hist, "timestamps": ts, "k": 10}),
-        )
-        .await;
-        assert_eq!(st, 200, "{v}");
+        let v = srv
+            .post_ok(
+                "/recommend",
+                &json!({"history": hist, "timestamps": ts, "k": 10}),
+            )
+            .await;
         assert!(v["model"].as_str().unwrap().starts_with("tisasrec@"));
         let want = direct_topk(&f.tis, &hist, Some(&ts), 10, true);
         assert_same(&pairs(&v), &want, 1e-6);
@@ -226,14 +214,13 @@ async fn time_aware_matches_direct_run_with_shared_time_intervals() {
         // Out-of-order input is sorted by timestamp (stable), as training does.
         let mut rev: Vec<(u64, i64)> = ev.clone();
         rev.reverse();
-        let (st, v2) = post(
-            &c,
-            &srv.url("/recommend"),
-            &json!({"history": rev.iter().map(|e| e.0).collect::<Vec<_>>(),
+        let v2 = srv
+            .post_ok(
+                "/recommend",
+                &json!({"history": rev.iter().map(|e| e.0).collect::<Vec<_>>(),
                     "timestamps": rev.iter().map(|e| e.1).collect::<Vec<_>>(), "k": 10}),
-        )
-        .await;
-        assert_eq!(st, 200);
+            )
+            .await;
         // Equal timestamps keep input order, so only compare when all are distinct.
         let mut distinct = ts.clone();
         distinct.sort_unstable();
@@ -256,12 +243,12 @@ async fn time_aware_matches_direct_run_with_shared_time_intervals() {
     for t in &mut ts[n - 3..] {
         *t += 30 * 86_400;
     }
-    let (_, v3) = post(
-        &c,
-        &srv.url("/recommend"),
-        &json!({"history": hist, "timestamps": ts, "k": 10}),
-    )
-    .await;
+    let (_, v3) = srv
+        .post(
+            "/recommend",
+            &json!({"history": hist, "timestamps": ts, "k": 10}),
+        )
+        .await;
     let shifted = pairs(&v3);
     assert_same(
         &shifted,
@@ -284,11 +271,11 @@ async fn bad_requests_get_4xx_with_error_body() {
     let f = fixtures();
     let mut c_sas = cfg(&f.sas);
     c_sas.body_limit = 4096;
-    let sas = start(c_sas).await;
-    let tis = start(cfg(&f.tis)).await;
-    let c = client();
+    let sas = TestServer::start(c_sas).await;
+    let tis = TestServer::start(cfg(&f.tis)).await;
+    let c = &sas.client;
     let item = user_events()[0][0].0;
-    let cases: Vec<(&str, &Server, serde_json::Value, u16, &str)> = vec![
+    let cases: Vec<(&str, &TestServer, serde_json::Value, u16, &str)> = vec![
         (
             "k = 0",
             &sas,
@@ -394,7 +381,7 @@ async fn bad_requests_get_4xx_with_error_body() {
             422,
             "invalid_request",
         ),
-        ("not an object", &sas, json!([1, 2]), 422, "invalid_request"),
+        ("not an object", &sas, json!([1, 2]), 400, "invalid_json"),
         (
             "mismatched lengths",
             &sas,
@@ -437,7 +424,7 @@ async fn bad_requests_get_4xx_with_error_body() {
         } else {
             "/recommend"
         };
-        let (st, v) = post(&c, &srv.url(path), &body).await;
+        let (st, v) = srv.post(path, &body).await;
         assert_eq!(st, status, "{name}: {v}");
         assert_eq!(v["error"]["code"], code, "{name}: {v}");
         assert!(
@@ -510,19 +497,70 @@ async fn bad_requests_get_4xx_with_error_body() {
     )
     .await;
     // The server still answers after all that.
-    let (st, _) = post(&c, &sas.url("/recommend"), &json!({"history": [item]})).await;
-    assert_eq!(st, 200);
+    sas.post_ok("/recommend", &json!({"history": [item]})).await;
     sas.shutdown().await;
     tis.shutdown().await;
+}
+
+/// A body that is JSON but not an object is a 400 `invalid_json` on every endpoint that takes
+/// an object, although serde would read the struct from a JSON array of its fields in order
+/// (`[[1, 2, 3]]` as `{"history": [1, 2, 3]}`, `[[{...}]]` as `{"requests": [{...}]}`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_that_are_not_objects_are_invalid_json() {
+    let srv = TestServer::start(cfg(&fixtures().sas)).await;
+    let item = user_events()[0][0].0;
+    let as_fields = [
+        ("/recommend", json!([[1, 2, 3]])),
+        ("/recommend", json!([[item], null, 5])),
+        ("/recommend/batch", json!([[{"history": [item]}]])),
+    ];
+    let others = ["/recommend", "/recommend/batch"]
+        .into_iter()
+        .flat_map(|path| {
+            [
+                json!([1]),
+                json!([]),
+                json!("history"),
+                json!(7),
+                json!(true),
+                json!(null),
+            ]
+            .map(|body| (path, body))
+        });
+    for (path, body) in as_fields.into_iter().chain(others) {
+        let (st, v) = srv.post(path, &body).await;
+        assert_eq!(st, 400, "{path} {body}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_json", "{path} {body}: {v}");
+    }
+    // A batch entry that is not an object is the request's shape at fault (422), named.
+    for entry in [json!([[item]]), json!(7)] {
+        let (st, v) = srv
+            .post(
+                "/recommend/batch",
+                &json!({"requests": [{"history": [item]}, entry]}),
+            )
+            .await;
+        assert_eq!(st, 422, "{entry}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_request", "{entry}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("requests[1] must be a JSON object"), "{msg}");
+    }
+    // The object forms of the same requests are answered.
+    srv.post_ok("/recommend", &json!({"history": [1, 2, 3]}))
+        .await;
+    srv.post_ok(
+        "/recommend/batch",
+        &json!({"requests": [{"history": [item]}]}),
+    )
+    .await;
+    srv.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_and_unknown_histories_are_answered() {
     let f = fixtures();
-    let srv = start(cfg(&f.sas)).await;
-    let c = client();
-    let (st, empty) = post(&c, &srv.url("/recommend"), &json!({"history": []})).await;
-    assert_eq!(st, 200, "{empty}");
+    let srv = TestServer::start(cfg(&f.sas)).await;
+    let empty = srv.post_ok("/recommend", &json!({"history": []})).await;
     assert_eq!(pairs(&empty).len(), 10);
     assert_same(
         &pairs(&empty),
@@ -530,34 +568,26 @@ async fn empty_and_unknown_histories_are_answered() {
         1e-6,
     );
     // Only unknown ids (numbers and strings): same ranking as empty, all reported once.
-    let (st, v) = post(
-        &c,
-        &srv.url("/recommend"),
-        &json!({"history": [999_999, "nope", 1.5, "nope", -3]}),
-    )
-    .await;
-    assert_eq!(st, 200);
+    let v = srv
+        .post_ok(
+            "/recommend",
+            &json!({"history": [999_999, "nope", 1.5, "nope", -3]}),
+        )
+        .await;
     assert_eq!(v["unknown_items"], json!([999_999, "nope", 1.5, -3]));
     assert_same(&pairs(&v), &pairs(&empty), 0.0);
     // A known id given as a string works like the number.
     let item = user_events()[0][0].0;
-    let (_, a) = post(&c, &srv.url("/recommend"), &json!({"history": [item]})).await;
-    let (_, b) = post(
-        &c,
-        &srv.url("/recommend"),
-        &json!({"history": [item.to_string()]}),
-    )
-    .await;
+    let (_, a) = srv.post("/recommend", &json!({"history": [item]})).await;
+    let (_, b) = srv
+        .post("/recommend", &json!({"history": [item.to_string()]}))
+        .await;
     assert_eq!(a["items"], b["items"]);
     // Time-aware model, empty history with empty timestamps.
-    let tis = start(cfg(&f.tis)).await;
-    let (st, v) = post(
-        &c,
-        &tis.url("/recommend"),
-        &json!({"history": [], "timestamps": []}),
-    )
-    .await;
-    assert_eq!(st, 200, "{v}");
+    let tis = TestServer::start(cfg(&f.tis)).await;
+    let v = tis
+        .post_ok("/recommend", &json!({"history": [], "timestamps": []}))
+        .await;
     assert_same(
         &pairs(&v),
         &direct_topk(&f.tis, &[], Some(&[]), 10, true),
@@ -572,21 +602,16 @@ async fn batch_endpoint_answers_per_entry() {
     let f = fixtures();
     let mut conf = cfg(&f.sas);
     conf.max_batch_requests = 8;
-    let srv = start(conf).await;
-    let c = client();
+    let srv = TestServer::start(conf).await;
     let users = histories();
     let reqs: Vec<serde_json::Value> = (0..5)
         .map(|u| json!({"history": users[u].iter().map(|e| e.0).collect::<Vec<_>>(), "k": 3 + u}))
         .collect();
     let mut batch = reqs.clone();
     batch.insert(2, json!({"history": [1], "k": 0}));
-    let (st, v) = post(
-        &c,
-        &srv.url("/recommend/batch"),
-        &json!({"requests": batch}),
-    )
-    .await;
-    assert_eq!(st, 200, "{v}");
+    let v = srv
+        .post_ok("/recommend/batch", &json!({"requests": batch}))
+        .await;
     let responses = v["responses"].as_array().unwrap();
     assert_eq!(responses.len(), 6);
     assert_eq!(responses[2]["error"]["code"], "invalid_k");
@@ -595,18 +620,15 @@ async fn batch_endpoint_answers_per_entry() {
         .filter(|r| r.get("error").is_none())
         .collect();
     for (r, req) in ok.iter().zip(&reqs) {
-        let (_, single) = post(&c, &srv.url("/recommend"), req).await;
+        let (_, single) = srv.post("/recommend", req).await;
         assert_same(&pairs(r), &pairs(&single), 1e-5);
     }
-    let (st, v) = post(&c, &srv.url("/recommend/batch"), &json!({"requests": []})).await;
+    let (st, v) = srv.post("/recommend/batch", &json!({"requests": []})).await;
     assert_eq!((st, v), (200, json!({"responses": []})));
     let too_many = vec![json!({"history": []}); 9];
-    let (st, v) = post(
-        &c,
-        &srv.url("/recommend/batch"),
-        &json!({"requests": too_many}),
-    )
-    .await;
+    let (st, v) = srv
+        .post("/recommend/batch", &json!({"requests": too_many}))
+        .await;
     assert_eq!(st, 422);
     assert_eq!(v["error"]["code"], "too_many_requests_in_batch");
     srv.shutdown().await;
@@ -622,8 +644,7 @@ async fn concurrent_requests_get_their_own_answers() {
         max_queue: 1024,
         workers: 2,
     };
-    let srv = start(conf).await;
-    let c = client();
+    let srv = TestServer::start(conf).await;
     let users = histories();
     let reqs: Vec<serde_json::Value> = (0..64)
         .map(|n| {
@@ -637,15 +658,13 @@ async fn concurrent_requests_get_their_own_answers() {
         .collect();
     let mut expected = Vec::new();
     for r in &reqs {
-        let (st, v) = post(&c, &srv.url("/recommend"), r).await;
-        assert_eq!(st, 200);
-        expected.push(v);
+        expected.push(srv.post_ok("/recommend", r).await);
     }
     let tasks: Vec<_> = reqs
         .iter()
         .cloned()
         .map(|r| {
-            let c = c.clone();
+            let c = srv.client.clone();
             let url = srv.url("/recommend");
             tokio::spawn(async move { post(&c, &url, &r).await })
         })
@@ -657,7 +676,7 @@ async fn concurrent_requests_get_their_own_answers() {
         assert_same(&pairs(&got), &pairs(want), 1e-5);
     }
     // Some runs held more than one row.
-    let m = metrics_text(&c, &srv).await;
+    let m = srv.metrics_text().await;
     let get = |name: &str| -> f64 {
         m.lines()
             .find(|l| l.starts_with(name))
@@ -686,8 +705,8 @@ async fn full_queue_answers_503_with_retry_after() {
         max_queue: 1,
         workers: 1,
     };
-    let srv = start(conf).await;
-    let c = client();
+    let srv = TestServer::start(conf).await;
+    let c = &srv.client;
     let ev = &histories()[0];
     let one = json!({"history": ev.iter().map(|e| e.0).collect::<Vec<_>>(),
                      "timestamps": ev.iter().map(|e| e.1).collect::<Vec<_>>()});
@@ -721,7 +740,7 @@ async fn full_queue_answers_503_with_retry_after() {
     assert_eq!(st, 200);
     assert_eq!(v["responses"].as_array().unwrap().len(), 3000);
     assert!(rejected >= 1, "no request was refused");
-    let m = metrics_text(&c, &srv).await;
+    let m = srv.metrics_text().await;
     assert!(m.contains("sasrec_rejected_total"), "{m}");
     srv.shutdown().await;
 }
@@ -736,8 +755,8 @@ async fn reload_swaps_the_model_and_keeps_the_old_one_on_failure() {
     }
     let mut conf = cfg(&live);
     conf.auth_token = Some("s3cret".into());
-    let srv = start(conf).await;
-    let c = client();
+    let srv = TestServer::start(conf).await;
+    let c = &srv.client;
     let auth = |r: reqwest::RequestBuilder| r.bearer_auth("s3cret");
     let item = user_events()[0][0].0;
     let body = json!({"history": [item], "timestamps": [978_300_000]});
@@ -788,9 +807,9 @@ async fn reload_swaps_the_model_and_keeps_the_old_one_on_failure() {
     let (st, after) = ask().await;
     assert_eq!(st, 200);
     assert_eq!(after["model"], v["model"]);
-    let info = get_json(&c, &srv.url("/v1/model")).await;
+    let info = srv.get_json("/v1/model").await;
     assert_eq!(info["time_aware"], true);
-    let m = metrics_text(&c, &srv).await;
+    let m = srv.metrics_text().await;
     assert!(
         m.contains("sasrec_model_reloads_total{result=\"error\"} 1"),
         "{m}"
@@ -807,8 +826,8 @@ async fn bearer_token_guards_recommend_and_reload_only() {
     let f = fixtures();
     let mut conf = cfg(&f.sas);
     conf.auth_token = Some("tok".into());
-    let srv = start(conf).await;
-    let c = client();
+    let srv = TestServer::start(conf).await;
+    let c = &srv.client;
     let body = json!({"history": []});
     for path in ["/recommend", "/recommend/batch", "/v1/model/reload"] {
         let b = if path == "/recommend/batch" {
@@ -855,8 +874,8 @@ async fn bearer_token_guards_recommend_and_reload_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operational_endpoints() {
     let f = fixtures();
-    let srv = start(cfg(&f.tis)).await;
-    let c = client();
+    let srv = TestServer::start(cfg(&f.tis)).await;
+    let c = &srv.client;
     let get = |p: &str| c.get(srv.url(p)).send();
     let v: serde_json::Value = get("/healthz").await.unwrap().json().await.unwrap();
     assert_eq!(v, json!({"status": "ok"}));
@@ -913,8 +932,8 @@ async fn graceful_shutdown_drains_in_flight_requests() {
     conf.max_batch_requests = 2000;
     conf.body_limit = 8 << 20;
     conf.batch.max_batch_size = 1;
-    let mut srv = start(conf).await;
-    let c = client();
+    let mut srv = TestServer::start(conf).await;
+    let c = srv.client.clone();
     let ev = &histories()[1];
     let one = json!({"history": ev.iter().map(|e| e.0).collect::<Vec<_>>(),
                      "timestamps": ev.iter().map(|e| e.1).collect::<Vec<_>>()});

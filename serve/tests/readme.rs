@@ -1,7 +1,6 @@
 //! The README's `sasrec-serve` flag table lists exactly the flags of `sasrec-serve --help`.
 
-#[path = "../../testutil/readme_flags.rs"]
-mod readme_flags;
+use sasrec_testutil::readme as readme_flags;
 
 #[test]
 fn readme_flag_table_matches_help() {

@@ -111,8 +111,7 @@ async fn reload_under_load_fails_no_request_and_answers_with_the_new_model() {
     let _ = std::fs::remove_dir_all(&live);
     std::fs::create_dir_all(&live).unwrap();
     install(&f.sas, &live);
-    let srv = start(ServeConfig::new(&live)).await;
-    let c = client();
+    let srv = TestServer::start(ServeConfig::new(&live)).await;
     let first = srv.state.model().id().to_string();
     assert!(first.starts_with("sasrec@"), "{first}");
 
@@ -170,7 +169,12 @@ async fn reload_under_load_fails_no_request_and_answers_with_the_new_model() {
     ];
 
     let reload = || async {
-        let r = c.post(srv.url("/v1/model/reload")).send().await.unwrap();
+        let r = srv
+            .client
+            .post(srv.url("/v1/model/reload"))
+            .send()
+            .await
+            .unwrap();
         let st = r.status().as_u16();
         (st, r.json::<Value>().await.unwrap())
     };
@@ -242,7 +246,7 @@ async fn reload_under_load_fails_no_request_and_answers_with_the_new_model() {
         shared.checked.lock().unwrap().iter().all(|&n| n > 0),
         "an epoch without a checked answer"
     );
-    let m = metrics_text(&c, &srv).await;
+    let m = srv.metrics_text().await;
     assert!(
         m.contains(&format!(
             "sasrec_model_reloads_total{{result=\"ok\"}} {ok_reloads}\n"

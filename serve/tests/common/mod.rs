@@ -152,30 +152,74 @@ pub fn user_events() -> Vec<Vec<(u64, i64)>> {
     users.into_iter().map(|(_, e)| e).collect()
 }
 
-/// A running server.
-pub struct Server {
+/// A server on `127.0.0.1:0` with a client of its own: [`TestServer::start`], requests by
+/// path ([`TestServer::post`], [`TestServer::get_json`], ...), then [`TestServer::shutdown`]
+/// (graceful, and checks that the server stopped cleanly). Dropped without it (a failed
+/// assertion), it is told to stop.
+pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its state (for reload, metrics).
     pub state: AppState,
+    /// A client for it (clones share the connection pool).
+    pub client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-impl Server {
+impl TestServer {
+    /// Loads `cfg` and serves it on `127.0.0.1:0`.
+    pub async fn start(cfg: ServeConfig) -> Self {
+        let state = tokio::task::spawn_blocking(move || AppState::load(cfg))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("loading the model: {e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(sasrec_serve::serve(listener, state.clone(), async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            state,
+            client: client(),
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
     /// `http://addr/path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// POSTs JSON to `path`: (status, body as JSON).
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        post(&self.client, &self.url(path), body).await
+    }
+
+    /// POSTs JSON to `path`, asserts a 200 and returns the body.
+    pub async fn post_ok(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let (status, v) = self.post(path, body).await;
+        assert_eq!(status, 200, "{path} {body}: {v}");
+        v
+    }
+
+    /// GETs `path` and returns its body as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        get_json(&self.client, &self.url(path)).await
+    }
+
+    /// The body of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let r = self.client.get(self.url("/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     /// Starts the graceful shutdown and waits for the server to stop.
     pub async fn shutdown(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            h.await.unwrap().unwrap();
-        }
+        self.trigger_shutdown().await.unwrap().unwrap();
     }
 
     /// Starts the graceful shutdown without waiting.
@@ -183,44 +227,21 @@ impl Server {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        self.handle.take().unwrap()
+        self.handle.take().expect("shut down once")
     }
 }
 
-/// Loads `cfg` and serves it on `127.0.0.1:0`.
-pub async fn start(cfg: ServeConfig) -> Server {
-    let state = tokio::task::spawn_blocking(move || AppState::load(cfg))
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("loading the model: {e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(sasrec_serve::serve(listener, state.clone(), async move {
-        let _ = rx.await;
-    }));
-    Server {
-        addr,
-        state,
-        stop: Some(tx),
-        handle: Some(handle),
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
     }
 }
 
 /// A client without connection-pool surprises.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
-}
-
-/// The body of `GET /metrics`.
-pub async fn metrics_text(c: &reqwest::Client, srv: &Server) -> String {
-    c.get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// GETs `url` and returns its body as JSON.

@@ -5,14 +5,12 @@
 //!
 //! Budget: `FUZZ_CASES` (cases per target) or `FUZZ_SECONDS` (run each target this long);
 //! `FUZZ_SEED` (default 0x5A5) picks the sequence, `FUZZ_CASE=N` replays case N alone.
-//! The harness itself (`testutil/fuzz_harness.rs`) is shared with shared/tests/fuzz.rs.
+//! The harness itself (`sasrec_testutil::fuzz`) is shared with shared/tests/fuzz.rs.
 #![allow(dead_code)] // each test binary uses a subset
 
 use serde_json::{json, Value};
 
-#[path = "../../../testutil/fuzz_harness.rs"]
-mod harness;
-pub use harness::*;
+pub use sasrec_testutil::fuzz::*;
 
 // ---------------------------------------------------------------------------------------------
 // Request bodies.
