@@ -333,33 +333,37 @@ pub enum DataCmd {
         output: PathBuf,
     },
     /// Write the deterministic synthetic dataset (`user item timestamp`).
-    Synthetic {
-        /// Output file (written atomically), e.g. data/synthetic.txt.
-        #[arg(long)]
-        output: PathBuf,
-        /// Number of users.
-        #[arg(long, default_value_t = SyntheticConfig::default().users)]
-        users: usize,
-        /// Number of items.
-        #[arg(long, default_value_t = SyntheticConfig::default().items)]
-        items: usize,
-        /// Number of genres (blocks of consecutive items with their own successor chain).
-        #[arg(long, default_value_t = SyntheticConfig::default().genres)]
-        genres: usize,
-        /// Shortest user sequence.
-        #[arg(long = "min_len", default_value_t = SyntheticConfig::default().min_len)]
-        min_len: usize,
-        /// Longest user sequence.
-        #[arg(long = "max_len", default_value_t = SyntheticConfig::default().max_len)]
-        max_len: usize,
-        /// Zipf exponent s of the in-genre popularity, P(offset r) ∝ 1/(r + 1)^s (the long
-        /// tail of real catalogues); without it, the bundled quadratic skew.
-        #[arg(long, value_parser = zipf_exponent)]
-        zipf: Option<f64>,
-        /// Generator seed.
-        #[arg(long, default_value_t = SyntheticConfig::default().seed)]
-        seed: u64,
-    },
+    Synthetic(SyntheticArgs),
+}
+
+/// Flags of `data synthetic`.
+#[derive(Debug, Clone, Args)]
+pub struct SyntheticArgs {
+    /// Output file (written atomically), e.g. data/synthetic.txt.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Number of users.
+    #[arg(long, default_value_t = SyntheticConfig::default().users)]
+    pub users: usize,
+    /// Number of items.
+    #[arg(long, default_value_t = SyntheticConfig::default().items)]
+    pub items: usize,
+    /// Number of genres (blocks of consecutive items with their own successor chain).
+    #[arg(long, default_value_t = SyntheticConfig::default().genres)]
+    pub genres: usize,
+    /// Shortest user sequence.
+    #[arg(long = "min_len", default_value_t = SyntheticConfig::default().min_len)]
+    pub min_len: usize,
+    /// Longest user sequence.
+    #[arg(long = "max_len", default_value_t = SyntheticConfig::default().max_len)]
+    pub max_len: usize,
+    /// Zipf exponent s of the in-genre popularity, P(offset r) ∝ 1/(r + 1)^s (the long
+    /// tail of real catalogues); without it, the bundled quadratic skew.
+    #[arg(long, value_parser = zipf_exponent)]
+    pub zipf: Option<f64>,
+    /// Generator seed.
+    #[arg(long, default_value_t = SyntheticConfig::default().seed)]
+    pub seed: u64,
 }
 
 /// `--zipf`: a finite exponent ≥ 0.

@@ -14,7 +14,7 @@ use sasrec_shared::synthetic::SyntheticConfig;
 use sasrec_shared::time::Intervals;
 use sasrec_shared::{KCore, Split};
 
-use crate::cli::{DataArgs, DataCmd, TrainArgs};
+use crate::cli::{DataArgs, DataCmd, SyntheticArgs, TrainArgs};
 use crate::config::{
     AmpChoice, LossKind, NegativeSamplerKind, OptimConfig, RunConfig, Runtime, Schedule, Versions,
 };
@@ -273,34 +273,31 @@ pub fn data_job(cmd: DataCmd) -> Result<DataJob> {
             json,
         },
         DataCmd::ConvertMl1m { input, output } => DataJob::ConvertMl1m { input, output },
-        DataCmd::Synthetic {
-            output,
-            users,
-            items,
-            genres,
-            min_len,
-            max_len,
-            zipf,
-            seed,
-        } => {
-            if items == 0 || genres == 0 || min_len == 0 {
-                usage!("--items, --genres and --min_len must be at least 1");
-            }
-            if min_len > max_len {
-                usage!("--min_len {min_len} is above --max_len {max_len}");
-            }
-            let config = SyntheticConfig {
-                users,
-                items,
-                genres,
-                min_len,
-                max_len,
-                zipf,
-                seed,
-                ..Default::default()
-            };
-            DataJob::Synthetic { output, config }
-        }
+        DataCmd::Synthetic(args) => synthetic_job(args)?,
+    })
+}
+
+/// `data synthetic`'s flags checked and turned into the generator's settings.
+fn synthetic_job(a: SyntheticArgs) -> Result<DataJob> {
+    if a.items == 0 || a.genres == 0 || a.min_len == 0 {
+        usage!("--items, --genres and --min_len must be at least 1");
+    }
+    if a.min_len > a.max_len {
+        usage!("--min_len {} is above --max_len {}", a.min_len, a.max_len);
+    }
+    let config = SyntheticConfig {
+        users: a.users,
+        items: a.items,
+        genres: a.genres,
+        min_len: a.min_len,
+        max_len: a.max_len,
+        zipf: a.zipf,
+        seed: a.seed,
+        ..Default::default()
+    };
+    Ok(DataJob::Synthetic {
+        output: a.output,
+        config,
     })
 }
 

@@ -20,6 +20,13 @@ const BASE: [(&str, &str); 9] = [
     ("--device", "cpu"),
 ];
 
+/// A temporary directory holding the standard fixture, and the fixture's path.
+fn fixture_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture(dir.path());
+    (dir, data)
+}
+
 /// The small CPU configuration; a flag in `extra` replaces the base value.
 fn small(data: &Path, run: &Path, extra: &[&str]) -> Output {
     small_cmd(data, run, extra).output().unwrap()
@@ -43,8 +50,7 @@ fn small_cmd(data: &Path, run: &Path, extra: &[&str]) -> std::process::Command {
 
 #[test]
 fn run_directory_holds_every_artifact() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = fixture(dir.path());
+    let (dir, data) = fixture_dir();
     let run = dir.path().join("run");
     let s = ok(small(
         &data,
@@ -112,8 +118,7 @@ fn run_directory_holds_every_artifact() {
 
 #[test]
 fn resume_after_interruption_equals_the_uninterrupted_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = fixture(dir.path());
+    let (dir, data) = fixture_dir();
     let flags = ["--time_unit", "personal", "--time_span", "32", "--no_mhc"];
     let straight = dir.path().join("straight");
     let a = ok(small(
@@ -278,8 +283,7 @@ impl Drop for Immutable<'_> {
 /// checkpoint stays intact and no temporary file is left behind.
 #[test]
 fn a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = fixture(dir.path());
+    let (dir, data) = fixture_dir();
     let run = dir.path().join("run");
     ok(small(
         &data,
@@ -329,8 +333,7 @@ fn a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one() {
 /// fails naming the file, and the file is left as it was for inspection.
 #[test]
 fn a_corrupt_checkpoint_is_an_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = fixture(dir.path());
+    let (dir, data) = fixture_dir();
     let flags = ["--no_time", "--no_mhc", "--num_epochs", "2"];
     let run = dir.path().join("run");
     ok(small(&data, &run, &flags));
@@ -353,8 +356,7 @@ fn a_corrupt_checkpoint_is_an_error_naming_it() {
 
 #[test]
 fn inference_only_reproduces_the_best_evaluation() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = fixture(dir.path());
+    let (dir, data) = fixture_dir();
     let run = dir.path().join("run");
     let s = ok(small(
         &data,
@@ -485,8 +487,7 @@ fn errors_are_clear() {
 /// early (as the README says): that run stays at its epoch and the warning says why.
 #[test]
 fn larger_num_epochs_extends_finished_runs_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = fixture(dir.path());
+    let (dir, data) = fixture_dir();
     let epochs = |v: &serde_json::Value| v["epochs"].as_u64().unwrap();
     let run = dir.path().join("finished");
     let flags = ["--eval_every", "1", "--num_epochs", "2"];
@@ -526,8 +527,7 @@ fn larger_num_epochs_extends_finished_runs_only() {
 /// evaluated and counted; 0 is refused by name.
 #[test]
 fn max_steps_ends_the_run_mid_epoch() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = fixture(dir.path());
+    let (dir, data) = fixture_dir();
     let flags = [
         "--no_time",
         "--no_mhc",
@@ -587,8 +587,7 @@ fn max_steps_ends_the_run_mid_epoch() {
 /// `config.json`), and the loss flags that cannot work together are refused by name.
 #[test]
 fn every_loss_trains_and_bad_loss_flags_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = fixture(dir.path());
+    let (dir, data) = fixture_dir();
     for (name, extra) in [
         ("ce", &["--loss", "ce", "--ce_chunk_size", "7"][..]),
         ("gbce", &["--loss", "gbce", "--num_negatives", "16"][..]),
@@ -702,8 +701,7 @@ fn flags_are_checked_before_any_file_is_read() {
 
 #[test]
 fn logs_are_plain_text_on_a_pipe_and_json_lines_on_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = fixture(dir.path());
+    let (dir, data) = fixture_dir();
     let run = dir.path().join("run");
     let text = small_cmd(&data, &run, &["--no_time", "--no_mhc", "--num_epochs", "1"])
         .env("RUST_LOG", "info")
