@@ -38,7 +38,8 @@
 //!
 //! Everything but the batch dimension is fixed: `maxlen` is baked into the position tables.
 
-use sasrec_models::{DType, Net, Ops, SeqRecModel};
+use sasrec_models::{DType, Ops, SeqRecModel};
+use sasrec_shared::config::ModelConfig;
 use sasrec_shared::run::onnx_io::{EXCLUDE, K, SCORES, SEQ, TIME_MATRIX, TOPK_ITEMS, TOPK_SCORES};
 use sasrec_shared::run::{ModelManifest, ModelSpec};
 use sasrec_shared::time::Intervals;
@@ -84,68 +85,108 @@ pub struct Source {
     pub intervals: Option<Intervals>,
 }
 
-/// Records the scoring graph of `model` (interface in the [module docs](self)).
+/// Records the scoring graph of `model` (interface in the [module docs](self)), in four phases:
+/// the graph inputs, the network's last hidden state, the scores with their top-k, the outputs.
 pub fn record(model: &SeqRecModel, variant: Variant) -> Result<GraphProto> {
     let cfg = model.config();
-    let t = cfg.maxlen as i64;
     let columns = cfg.num_items as i64 + 1;
-    let batch = || Dim::named("batch");
     let rec = OnnxRecorder::new();
+    let inputs = Inputs::declare(&rec, cfg);
+    let h = last_hidden(&rec, model, &inputs, variant)?; // (B, 1, C)
+    let scores = score_all_items_padded(&rec, &h, &rec.param(model.item_emb_param())); // (B, I+1)
+    let (top_s, top_i) = top_k_excluding(&rec, &scores, &inputs.exclude, &inputs.k, columns); // (B, k)
+    declare_outputs(&rec, columns, &scores, &top_s, &top_i);
+    rec.finish(&format!("{}_{}", cfg.kind(), variant.as_str()))
+}
 
-    let seq = rec.input(
-        SEQ,
-        DType::I64,
-        &[batch(), Dim::Fixed(t)],
-        "left-padded item indices (0 = padding), newest last",
-    );
-    let tm = cfg.is_time_aware().then(|| {
-        rec.input(
-            TIME_MATRIX,
+/// The graph inputs (names in [`sasrec_shared::run::onnx_io`]).
+struct Inputs {
+    /// `seq` (batch, maxlen) int64.
+    seq: Value,
+    /// `time_matrix` (batch, maxlen, maxlen) int64, time-aware models only.
+    tm: Option<Value>,
+    /// `exclude` (batch, num_exclude) int64.
+    exclude: Value,
+    /// `k` (1) int64.
+    k: Value,
+}
+
+impl Inputs {
+    /// Declares the inputs of a model of `cfg`, in interface order.
+    fn declare(rec: &OnnxRecorder, cfg: &ModelConfig) -> Self {
+        let t = cfg.maxlen as i64;
+        let seq = rec.input(
+            SEQ,
             DType::I64,
-            &[batch(), Dim::Fixed(t), Dim::Fixed(t)],
-            "interval buckets 0..=time_span from sasrec_shared::time (time_codes + \
-             Intervals::window_matrix)",
-        )
-    });
-    let exclude = rec.input(
-        EXCLUDE,
-        DType::I64,
-        &[batch(), Dim::named("num_exclude")],
-        "item indices set to -inf before top-k (0 = no-op)",
-    );
-    let k = rec.input(K, DType::I64, &[Dim::Fixed(1)], "number of items to return");
+            &[batch(), Dim::Fixed(t)],
+            "left-padded item indices (0 = padding), newest last",
+        );
+        let tm = cfg.is_time_aware().then(|| {
+            rec.input(
+                TIME_MATRIX,
+                DType::I64,
+                &[batch(), Dim::Fixed(t), Dim::Fixed(t)],
+                "interval buckets 0..=time_span from sasrec_shared::time (time_codes + \
+                 Intervals::window_matrix)",
+            )
+        });
+        let exclude = rec.input(
+            EXCLUDE,
+            DType::I64,
+            &[batch(), Dim::named("num_exclude")],
+            "item indices set to -inf before top-k (0 = no-op)",
+        );
+        let k = rec.input(K, DType::I64, &[Dim::Fixed(1)], "number of items to return");
+        Self {
+            seq,
+            tm,
+            exclude,
+            k,
+        }
+    }
+}
 
+/// The symbolic batch dimension of every input and output.
+fn batch() -> Dim {
+    Dim::named("batch")
+}
+
+/// `SeqRecModel::forward_with` in inference mode, reduced to the last position: (B, 1, C).
+/// [`Variant::LastPosition`] queries only that position in the last block;
+/// [`Variant::FullSequence`] computes every position and slices the last row.
+fn last_hidden(
+    rec: &OnnxRecorder,
+    model: &SeqRecModel,
+    inputs: &Inputs,
+    variant: Variant,
+) -> Result<Value> {
     let last_only = variant == Variant::LastPosition;
     let h = model
-        .forward_with(&rec, &seq, tm.as_ref(), last_only, false)
+        .forward_with(rec, &inputs.seq, inputs.tm.as_ref(), last_only, false)
         .map_err(|e| Error::Graph(e.to_string()))?; // (B, 1, C) or (B, T, C)
-    let h = match variant {
+    Ok(match variant {
         Variant::LastPosition => h,
         Variant::FullSequence => rec.slice(&h, 1, -1, i64::MAX), // (B, 1, C)
-    };
-    let item_emb = match model.net() {
-        Net::SasRec(m) => m.item_emb(),
-        Net::TiSasRec(m) => m.item_emb(),
-    };
-    let scores = score_all_items_padded(&rec, &h, &rec.param(item_emb)); // (B, I+1)
-    let (top_s, top_i) = top_k_excluding(&rec, &scores, &exclude, &k, columns); // (B, k)
+    })
+}
 
+/// Declares the outputs `scores` (batch, I+1), `topk_scores` and `topk_items` (batch, k).
+fn declare_outputs(rec: &OnnxRecorder, columns: i64, scores: &Value, top_s: &Value, top_i: &Value) {
     let scores_dims = [batch(), Dim::Fixed(columns)];
     let k_dims = [batch(), Dim::named("k")];
     rec.output(
-        &scores,
+        scores,
         SCORES,
         &scores_dims,
         "next-item scores, column = item index, column 0 = -inf; exclusions not applied",
     );
     rec.output(
-        &top_s,
+        top_s,
         TOPK_SCORES,
         &k_dims,
         "top-k scores after exclusion, descending",
     );
-    rec.output(&top_i, TOPK_ITEMS, &k_dims, "top-k item indices");
-    rec.finish(&format!("{}_{}", cfg.kind(), variant.as_str()))
+    rec.output(top_i, TOPK_ITEMS, &k_dims, "top-k item indices");
 }
 
 /// `score_all_items` in one `MatMul`: `[h, 1] · [Eᵀ; m]` with `m_0 = −∞`, `m_j = 0` (j ≥ 1),

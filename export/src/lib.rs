@@ -25,15 +25,9 @@
 pub mod error;
 pub mod external_data;
 pub mod graph;
+pub mod proto;
 pub mod recorder;
 pub mod run_dir;
-
-/// ONNX protobuf types, generated at build time from the `onnx.proto` of the PyPI `onnx`
-/// package (see `build.rs`).
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
-}
 
 pub use error::{Error, Result};
 pub use graph::{model_bytes, model_proto, Source, Variant};

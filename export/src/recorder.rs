@@ -304,6 +304,16 @@ impl OnnxRecorder {
         self.node("Shape", &[&x.name], attrs, DType::I64)
     }
 
+    /// A reduction over `dim` whose axes are an attribute (ReduceMean, ReduceMax below opset 18;
+    /// ReduceSum-13 takes them as an input instead).
+    fn reduce_with_axes_attr(&self, op: &str, x: &Value, dim: i64, keepdim: bool) -> Value {
+        let attrs = vec![
+            attr_ints("axes", &[dim]),
+            attr_int("keepdims", i64::from(keepdim)),
+        ];
+        self.node(op, &[&x.name], attrs, x.dtype)
+    }
+
     /// `Expand(idx, shape)`: broadcasts the index tensor to a concrete shape.
     fn expand(&self, x: &Value, shape: &Value) -> Value {
         self.node("Expand", &[&x.name, &shape.name], vec![], x.dtype)
@@ -632,27 +642,11 @@ impl Ops for OnnxRecorder {
     }
 
     fn mean(&self, x: &Value, dim: i64, keepdim: bool) -> Value {
-        self.node(
-            "ReduceMean",
-            &[&x.name],
-            vec![
-                attr_ints("axes", &[dim]),
-                attr_int("keepdims", i64::from(keepdim)),
-            ],
-            x.dtype,
-        )
+        self.reduce_with_axes_attr("ReduceMean", x, dim, keepdim)
     }
 
     fn max(&self, x: &Value, dim: i64, keepdim: bool) -> Value {
-        self.node(
-            "ReduceMax",
-            &[&x.name],
-            vec![
-                attr_ints("axes", &[dim]),
-                attr_int("keepdims", i64::from(keepdim)),
-            ],
-            x.dtype,
-        )
+        self.reduce_with_axes_attr("ReduceMax", x, dim, keepdim)
     }
 
     fn take_along_last(&self, x: &Value, idx: &Value) -> Value {
@@ -699,7 +693,7 @@ impl Ops for OnnxRecorder {
     }
 
     fn sinkhorn(&self, logits: &Value, iters: usize) -> Value {
-        sasrec_models::mhc::sinkhorn_unrolled(self, logits, iters)
+        sasrec_models::sinkhorn::sinkhorn_unrolled(self, logits, iters)
     }
 
     fn matmul(&self, a: &Value, b: &Value) -> Value {

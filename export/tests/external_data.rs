@@ -211,10 +211,6 @@ fn export_cmd(run_dir: &Path, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Through the binary: `--external_data_threshold 0` writes the pair into the run directory and
 /// says so; the default then writes one file and removes the stale data file, and says so.
 #[test]
@@ -224,16 +220,10 @@ fn cli_writes_external_data_and_removes_it_when_stale() {
     let data = run.path().join("model.onnx.data");
 
     let out = export_cmd(run.path(), &["--external_data_threshold", "0"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success(&out);
     assert_eq!(
         list(run.path()),
-        [
-            "config.json",
-            "items.tsv",
-            "model.onnx",
-            "model.onnx.data",
-            "model.safetensors"
-        ]
+        run_dir_files(&["model.onnx", "model.onnx.data"])
     );
     let data_len = std::fs::metadata(&data).unwrap().len();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -251,16 +241,8 @@ fn cli_writes_external_data_and_removes_it_when_stale() {
 
     // kebab-case alias and the default: inline again
     let out = export_cmd(run.path(), &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        list(run.path()),
-        [
-            "config.json",
-            "items.tsv",
-            "model.onnx",
-            "model.safetensors"
-        ]
-    );
+    assert_success(&out);
+    assert_eq!(list(run.path()), run_dir_files(&["model.onnx"]));
     let log = stderr(&out);
     assert!(
         log.contains(&format!("removed {}", data.display())),
@@ -276,7 +258,7 @@ fn cli_writes_external_data_and_removes_it_when_stale() {
         .all(|t| t.raw_data.is_some() && t.external_data.is_empty()));
 
     let out = export_cmd(run.path(), &["--external-data-threshold", "1"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success(&out);
     assert!(data.is_file());
 }
 

@@ -11,7 +11,7 @@ use std::os::raw::{c_char, c_int};
 
 use tch::{Device, Kind, Tensor};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 extern "C" {
     fn sasrec_autocast_is_enabled(device: c_int) -> c_int;

@@ -1,12 +1,12 @@
-//! Fused CPU kernels behind [`crate::TchOps`] (C++ in `csrc/`), each equal to the tensor-op
-//! definition it replaces (tested against it).
+//! Fused CPU kernels behind [`crate::tch_ops::TchOps`] (C++ in `csrc/`), each equal to the
+//! tensor-op definition it replaces (tested against it).
 
 use std::ffi::CStr;
 use std::os::raw::c_char;
 
 use tch::Tensor;
 
-use crate::mhc::SINKHORN_EPS;
+use crate::sinkhorn::SINKHORN_EPS;
 
 extern "C" {
     fn sasrec_sinkhorn(
@@ -21,7 +21,7 @@ extern "C" {
 /// The largest stream count n the fused Sinkhorn kernel handles (`kMaxStreams` in C++).
 pub(crate) const MAX_SINKHORN_STREAMS: i64 = 8;
 
-/// [`crate::mhc::sinkhorn_unrolled`] as one autograd node (`csrc/sinkhorn.cpp`): `K = exp(L −
+/// [`crate::sinkhorn::sinkhorn_unrolled`] as one autograd node (`csrc/sinkhorn.cpp`): `K = exp(L −
 /// max L)` per matrix by tensor ops, then the rounds and their hand-written backward per matrix.
 /// `logits` fp32 on the CPU, (…, n, n) with n ≤ [`MAX_SINKHORN_STREAMS`].
 pub(crate) fn sinkhorn_cpu(logits: &Tensor, iters: usize) -> Tensor {

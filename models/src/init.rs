@@ -52,15 +52,7 @@ pub struct Param {
 impl Param {
     /// Creates the variable `name` under `p` with shape `dims` and initialises it by `init`.
     pub fn new(p: &nn::Path, name: &str, dims: &[i64], init: ParamInit) -> Self {
-        let tensor = p.zeros(name, dims);
-        let param = Self {
-            name: p.path(name),
-            tensor,
-            init,
-            padding_idx: None,
-        };
-        param.reinit();
-        param
+        Self::embedding(p, name, dims, init, None)
     }
 
     /// Like [`Param::new`] for an embedding table whose row `padding_idx` is zero and gets no

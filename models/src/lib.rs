@@ -34,7 +34,10 @@ pub mod loss;
 pub mod mhc;
 pub mod model;
 pub mod ops;
+mod query;
 pub mod sasrec;
+pub mod sinkhorn;
+pub mod tch_ops;
 pub mod tisasrec;
 
 pub use checkpoint::{load_weights, read_shapes, save_weights};
@@ -42,7 +45,8 @@ pub use error::{Error, Result};
 pub use init::{Param, ParamInit};
 pub use layers::NormPlacement;
 pub use model::{Net, SeqRecModel};
-pub use ops::{DType, Ops, TchOps};
+pub use ops::{DType, Ops};
+pub use tch_ops::TchOps;
 
-#[cfg(test)]
-mod test_util;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;

@@ -123,7 +123,7 @@ fn chunked_softmax_ce(
 /// generalised positive probability `σ(z⁺)^β` and the negatives, averaged over the N + 1 terms
 /// of a position as in gSASRec. A negative equal to the position's positive is left out.
 ///
-/// Two departures from gSASRec's code, both measured on ML-1M (docs/MODELS.md §1.5):
+/// Two departures from gSASRec's code, with their ablation in docs/MODELS.md §1.5:
 /// * **The prior offset δ.** A calibrated model gives a random item the probability ≈ 1/I, so
 ///   the fixed offset starts σ at the prior π = 1/(I−1) instead of ½ — the prior
 ///   initialisation of a rare-class logit bias, `−ln((1 − π)/π)` (Lin et al., focal loss, ICCV

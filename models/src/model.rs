@@ -7,8 +7,9 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::init::Param;
 use crate::layers::NormPlacement;
-use crate::ops::{Ops, TchOps};
+use crate::ops::Ops;
 use crate::sasrec::SasRec;
+use crate::tch_ops::TchOps;
 use crate::tisasrec::TiSasRec;
 
 /// The backbone network.
@@ -115,7 +116,8 @@ impl SeqRecModel {
         self.item_emb_param().tensor()
     }
 
-    fn item_emb_param(&self) -> &Param {
+    /// The tied item table as a [`Param`] (what a graph recorder fetches by name).
+    pub fn item_emb_param(&self) -> &Param {
         match &self.net {
             Net::SasRec(m) => m.item_emb(),
             Net::TiSasRec(m) => m.item_emb(),

@@ -12,9 +12,7 @@ use tch::nn;
 
 use crate::init::{Param, ParamInit};
 use crate::layers::attention::causal_mask;
-use crate::layers::{
-    Block, LayerNorm, MultiHeadSelfAttention, NormPlacement, PointWiseFeedForward, Residual,
-};
+use crate::layers::{Block, LayerNorm, MultiHeadSelfAttention, NormPlacement};
 use crate::mhc::Streams;
 use crate::ops::{DType, Ops};
 
@@ -39,11 +37,7 @@ pub struct SasRec {
 impl SasRec {
     /// Builds the network under `p`; `norm_first` picks Pre-LN, otherwise Post-LN (pmixer).
     pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
-        let placement = if cfg.norm_first {
-            NormPlacement::Pre
-        } else {
-            NormPlacement::Post
-        };
+        let placement = NormPlacement::pre_if(cfg.norm_first, NormPlacement::Post);
         Self::with_placement(p, cfg, placement)
     }
 
@@ -66,17 +60,7 @@ impl SasRec {
             xavier.clone(),
             Some(0),
         );
-        let blocks = (0..cfg.num_blocks)
-            .map(|i| {
-                let h = cfg.num_heads as i64;
-                let attn_p = p / "attention_layers" / i;
-                let attn =
-                    MultiHeadSelfAttention::new(&attn_p, c, h, cfg.dropout_rate, xavier.clone());
-                let ffn_p = p / "forward_layers" / i;
-                let ffn = PointWiseFeedForward::new(&ffn_p, c, cfg.dropout_rate, xavier.clone());
-                Block::new(p, i, c, attn, ffn, Residual::new(p, i, c, cfg, placement))
-            })
-            .collect();
+        let blocks = Block::stack(p, cfg, placement, &xavier, MultiHeadSelfAttention::new);
         Self {
             item_emb,
             pos_emb,
@@ -150,7 +134,7 @@ pub(crate) mod tests {
     use sasrec_shared::config::ModelConfig;
     use tch::{nn, Device, Kind};
 
-    use crate::SeqRecModel;
+    use crate::model::SeqRecModel;
 
     /// pmixer's ML-1M setting: I = 3416, C = 50, T = 200, 2 blocks, 1 head.
     pub(crate) fn ml1m() -> ModelConfig {

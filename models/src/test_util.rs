@@ -1,21 +1,36 @@
-//! Helpers shared by the unit tests.
+//! Helpers shared by the unit tests of this crate and, behind the `test-util` feature, by the
+//! tests of the crates that build on it (the export tests use [`small_kind`] and
+//! [`random_model`]): the small model configurations, random inputs, and [`ShapeLog`].
 
 use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig, TimeDropout};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::SeqRecModel;
+use crate::init::Param;
+use crate::model::SeqRecModel;
+use crate::ops::{DType, Ops};
+use crate::tch_ops::TchOps;
 
-/// Items, window, hidden size and interval buckets of the small test models.
+/// Items of the small test models (other crates' tests pick their own with
+/// [`small_cfg_items`]).
 pub const I: usize = 20;
+/// Window (`maxlen`) of the small test models.
 pub const T: i64 = 8;
+/// Hidden size of the small test models.
 pub const C: usize = 16;
+/// Interval buckets (`time_span`) of the small test models.
 pub const K: usize = 5;
 
-/// A small config: 2 blocks, 2 heads, dropout 0.2.
+/// A small config with [`I`] items: 2 blocks, 2 heads, dropout 0.2.
 pub fn small_cfg(backbone: Backbone, mhc: Option<usize>) -> ModelConfig {
+    small_cfg_items(backbone, mhc, I)
+}
+
+/// [`small_cfg`] with `num_items` items: window [`T`], hidden size [`C`], span [`K`], 2 blocks,
+/// 2 heads, dropout 0.2 (inactive in inference), mHC with `mhc` streams when given.
+pub fn small_cfg_items(backbone: Backbone, mhc: Option<usize>, num_items: usize) -> ModelConfig {
     ModelConfig {
         backbone,
-        num_items: I,
+        num_items,
         maxlen: T as usize,
         hidden_units: C,
         num_blocks: 2,
@@ -31,14 +46,25 @@ pub fn small_cfg(backbone: Backbone, mhc: Option<usize>) -> ModelConfig {
     }
 }
 
+/// The four model kinds by name, in the order of [`all_kinds`].
+pub const KINDS: [&str; 4] = ["sasrec", "tisasrec", "sasrec-mhc", "tisasrec-mhc"];
+
+/// The model kind `name` (one of [`KINDS`]) at the small size with `num_items` items (mHC with
+/// n = 4).
+pub fn small_kind(name: &str, num_items: usize) -> ModelConfig {
+    let (backbone, mhc) = match name {
+        "sasrec" => (Backbone::Sasrec, None),
+        "tisasrec" => (Backbone::Tisasrec, None),
+        "sasrec-mhc" => (Backbone::Sasrec, Some(4)),
+        "tisasrec-mhc" => (Backbone::Tisasrec, Some(4)),
+        _ => panic!("unknown kind {name}"),
+    };
+    small_cfg_items(backbone, mhc, num_items)
+}
+
 /// The four model kinds at the small size (mHC with n = 4).
 pub fn all_kinds() -> Vec<ModelConfig> {
-    vec![
-        small_cfg(Backbone::Sasrec, None),
-        small_cfg(Backbone::Tisasrec, None),
-        small_cfg(Backbone::Sasrec, Some(4)),
-        small_cfg(Backbone::Tisasrec, Some(4)),
-    ]
+    KINDS.iter().map(|name| small_kind(name, I)).collect()
 }
 
 /// A model in its own CPU VarStore.
@@ -57,6 +83,15 @@ pub fn perturb(vs: &nn::VarStore) {
             let _ = v.g_add_(&noise);
         }
     });
+}
+
+/// A model with random weights: reference init under `seed`, then [`perturb`]ed, so that no
+/// bias, gate or φ is trivially zero.
+pub fn random_model(cfg: &ModelConfig, seed: i64) -> (nn::VarStore, SeqRecModel) {
+    tch::manual_seed(seed);
+    let (vs, m) = build(cfg);
+    perturb(&vs);
+    (vs, m)
 }
 
 /// Left-padded sequences (B, T): row b has `T − b` real items (at least 2).
@@ -81,7 +116,7 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-/// [`TchOps`](crate::TchOps) that also records the shape of every tensor it returns, to assert
+/// [`TchOps`] that also records the shape of every tensor it returns, to assert
 /// which tensors a formulation builds (not how long it takes).
 #[derive(Debug, Default)]
 pub struct ShapeLog {
@@ -103,15 +138,15 @@ impl ShapeLog {
 macro_rules! logged {
     ($($name:ident($($arg:ident: $ty:ty),*);)*) => {
         $(fn $name(&self, $($arg: $ty),*) -> Tensor {
-            self.log(crate::TchOps.$name($($arg),*))
+            self.log(TchOps.$name($($arg),*))
         })*
     };
 }
 
-impl crate::Ops for ShapeLog {
+impl Ops for ShapeLog {
     type T = Tensor;
-    fn param(&self, p: &crate::Param) -> Tensor {
-        self.log(crate::TchOps.param(p))
+    fn param(&self, p: &Param) -> Tensor {
+        self.log(TchOps.param(p))
     }
     logged! {
         identity(x: &Tensor);
@@ -122,7 +157,7 @@ impl crate::Ops for ShapeLog {
         unsqueeze(x: &Tensor, dim: i64);
         concat(xs: &[&Tensor], dim: i64);
         slice(x: &Tensor, dim: i64, start: i64, end: i64);
-        cast(x: &Tensor, dtype: crate::DType);
+        cast(x: &Tensor, dtype: DType);
         add(a: &Tensor, b: &Tensor);
         sub(a: &Tensor, b: &Tensor);
         mul(a: &Tensor, b: &Tensor);

@@ -21,12 +21,10 @@ use tch::nn;
 
 use crate::init::{Param, ParamInit};
 use crate::layers::attention::{causal_mask, split_heads_rel, Relation};
-use crate::layers::{
-    Block, LayerNorm, NormPlacement, PointWiseFeedForward, Residual, TimeAwareAttention,
-    TimeContext,
-};
+use crate::layers::{Block, LayerNorm, NormPlacement, TimeAwareAttention, TimeContext};
 use crate::mhc::Streams;
 use crate::ops::{DType, Ops};
+use crate::query::queries;
 
 /// The TiSASRec network.
 ///
@@ -65,11 +63,7 @@ pub enum RelationForm {
 impl TiSasRec {
     /// Builds the network under `p`; `norm_first` picks Pre-LN, otherwise the reference wiring.
     pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
-        let placement = if cfg.norm_first {
-            NormPlacement::Pre
-        } else {
-            NormPlacement::Original
-        };
+        let placement = NormPlacement::pre_if(cfg.norm_first, NormPlacement::Original);
         Self::with_placement(p, cfg, placement)
     }
 
@@ -82,16 +76,7 @@ impl TiSasRec {
         let table = |name: &str, rows: i64, pad: Option<i64>| {
             Param::embedding(&(p / name), "weight", &[rows, c], xavier.clone(), pad)
         };
-        let blocks = (0..cfg.num_blocks)
-            .map(|i| {
-                let h = cfg.num_heads as i64;
-                let attn_p = p / "attention_layers" / i;
-                let attn = TimeAwareAttention::new(&attn_p, c, h, cfg.dropout_rate, xavier.clone());
-                let ffn_p = p / "forward_layers" / i;
-                let ffn = PointWiseFeedForward::new(&ffn_p, c, cfg.dropout_rate, xavier.clone());
-                Block::new(p, i, c, attn, ffn, Residual::new(p, i, c, cfg, placement))
-            })
-            .collect();
+        let blocks = Block::stack(p, cfg, placement, &xavier, TimeAwareAttention::new);
         Self {
             item_emb: table("item_emb", cfg.num_items as i64 + 1, Some(0)),
             abs_pos_k: table("abs_pos_K_emb", t, None),
@@ -122,6 +107,7 @@ impl TiSasRec {
     /// The shared attention inputs (docs/MODELS.md, TiSASRec step 2): positions 0..T−1 for every
     /// column (padding included), the interval terms of `tm` (B, T, T) int64 in `form`, the
     /// position and interval dropouts, and the pmixer masks (padded query rows; `j > i`).
+    /// Phases: position embeddings, interval terms (`relation`), masks.
     pub fn time_context<O: Ops>(
         &self,
         o: &O,
@@ -130,22 +116,45 @@ impl TiSasRec {
         train: bool,
         form: RelationForm,
     ) -> TimeContext<O::T> {
-        let (h, dh, p) = (self.heads, self.c / self.heads, self.dropout);
         let pos = o.add(&o.mul_scalar(seq, 0.0), &o.range_of(seq, 1)); // (B, T): 0..T−1 per row
-        let pk = o.dropout(
-            &o.gather_rows(&o.param(&self.abs_pos_k), &pos, None),
-            p,
+        let pk = self.dropped_rows(o, &self.abs_pos_k, &pos, train); // (B, T, C)
+        let pv = self.dropped_rows(o, &self.abs_pos_v, &pos, train); // (B, T, C)
+        let rel = self.relation(o, seq, tm, train, form);
+        let pad = o.eq_scalar(seq, 0); // (B, T)
+        let row_pad = o.unsqueeze(&o.unsqueeze(&pad, 1), -1); // (B, 1, T, 1)
+        let causal = Some(causal_mask(o, seq)); // (T, T)
+        TimeContext {
+            pk,
+            pv,
+            rel,
+            row_pad,
+            causal,
+        }
+    }
+
+    /// `Dropout(table[ids])`: rows of an embedding table without padding index, dropped out.
+    fn dropped_rows<O: Ops>(&self, o: &O, table: &Param, ids: &O::T, train: bool) -> O::T {
+        o.dropout(
+            &o.gather_rows(&o.param(table), ids, None),
+            self.dropout,
             train,
-        );
-        let pv = o.dropout(
-            &o.gather_rows(&o.param(&self.abs_pos_v), &pos, None),
-            p,
-            train,
-        );
-        let rel = match form {
+        )
+    }
+
+    /// The interval terms of `tm` (B, T, T) in `form`, head-split (see [`Relation`]).
+    fn relation<O: Ops>(
+        &self,
+        o: &O,
+        seq: &O::T,
+        tm: &O::T,
+        train: bool,
+        form: RelationForm,
+    ) -> Relation<O::T> {
+        let (h, dh) = (self.heads, self.c / self.heads);
+        match form {
             RelationForm::Dense => {
-                let rk = o.dropout(&o.gather_rows(&o.param(&self.time_k), tm, None), p, train); // (B, T, T, C)
-                let rv = o.dropout(&o.gather_rows(&o.param(&self.time_v), tm, None), p, train); // (B, T, T, C)
+                let rk = self.dropped_rows(o, &self.time_k, tm, train); // (B, T, T, C)
+                let rv = self.dropped_rows(o, &self.time_v, tm, train); // (B, T, T, C)
                 Relation::Dense {
                     rk_t: o.transpose(&split_heads_rel(o, &rk, h, dh), &[0, 1, 2, 4, 3]), // (B, h, T, dh, T)
                     rv: split_heads_rel(o, &rv, h, dh), // (B, h, T, T, dh)
@@ -163,16 +172,6 @@ impl TiSasRec {
                     buckets: k1,
                 }
             }
-        };
-        let pad = o.eq_scalar(seq, 0); // (B, T)
-        let row_pad = o.unsqueeze(&o.unsqueeze(&pad, 1), -1); // (B, 1, T, 1)
-        let causal = Some(causal_mask(o, seq)); // (T, T)
-        TimeContext {
-            pk,
-            pv,
-            rel,
-            row_pad,
-            causal,
         }
     }
 
@@ -250,7 +249,7 @@ impl TiSasRec {
             // X·¬pad after every block, as pmixer. For mHC this equals masking after every
             // sub-layer (docs/MODELS.md §3.5) at real positions: the FFN sub-layer and its
             // coefficients are per token, so padded tokens only reach padded tokens in between.
-            let keep = crate::layers::block::queries(o, &keep, last); // (B, Tq)
+            let keep = queries(o, &keep, last); // (B, Tq)
             x = self.streams.mask(o, &x, &keep);
         }
         if last_only && nb == 0 {
@@ -288,8 +287,9 @@ mod tests {
     use tch::{nn, Device, Kind, Tensor};
 
     use super::{RelationForm, TiSasRec};
+    use crate::model::{Net, SeqRecModel};
+    use crate::tch_ops::TchOps;
     use crate::test_util::*;
-    use crate::{Net, SeqRecModel, TchOps};
 
     #[test]
     fn parameter_count_formula() {
@@ -367,9 +367,7 @@ mod tests {
     #[test]
     fn bucketed_equals_dense_in_eval() {
         for cfg in time_aware_cases() {
-            tch::manual_seed(21);
-            let (vs, m) = build(&cfg);
-            perturb(&vs);
+            let (_vs, m) = random_model(&cfg, 21);
             let (seq, tm) = (sequences(6), intervals(6));
             let net = tisasrec(&m);
             for last_only in [false, true] {
@@ -392,9 +390,7 @@ mod tests {
     fn bucketed_gradients_equal_dense_without_dropout() {
         for mut cfg in time_aware_cases() {
             cfg.dropout_rate = 0.0;
-            tch::manual_seed(22);
-            let (vs, m) = build(&cfg);
-            perturb(&vs);
+            let (vs, m) = random_model(&cfg, 22);
             let (seq, tm) = (sequences(6), intervals(6));
             let w = Tensor::randn([6, T, C as i64], (Kind::Float, Device::Cpu));
             let grads = |form| {

@@ -172,34 +172,38 @@ fn check_against_pytorch(cfg: &ModelConfig, label: &str) -> serde_json::Value {
     v
 }
 
+/// A plain backbone in both of its residual wirings (`norm_first` false and true).
+fn check_plain(backbone: Backbone, label: &str) {
+    for norm_first in [false, true] {
+        let cfg = config(backbone, norm_first, None);
+        check_against_pytorch(&cfg, &format!("{label} norm_first={norm_first}"));
+    }
+}
+
+/// A backbone with mHC, with both H_res projections (Sinkhorn-Knopp and mHC-lite).
+fn check_mhc(backbone: Backbone, label: &str) {
+    for h_res in [HresProjection::Sinkhorn, HresProjection::Lite] {
+        let cfg = config(backbone, false, Some(h_res));
+        check_against_pytorch(&cfg, &format!("{label} {}", h_res.as_str()));
+    }
+}
+
 #[test]
 fn sasrec_checkpoint_matches_pytorch_reference() {
-    for norm_first in [false, true] {
-        let cfg = config(Backbone::Sasrec, norm_first, None);
-        check_against_pytorch(&cfg, &format!("sasrec norm_first={norm_first}"));
-    }
+    check_plain(Backbone::Sasrec, "sasrec");
 }
 
 #[test]
 fn sasrec_mhc_checkpoint_matches_pytorch_reference() {
-    for h_res in [HresProjection::Sinkhorn, HresProjection::Lite] {
-        let cfg = config(Backbone::Sasrec, false, Some(h_res));
-        check_against_pytorch(&cfg, &format!("sasrec-mhc {}", h_res.as_str()));
-    }
+    check_mhc(Backbone::Sasrec, "sasrec-mhc");
 }
 
 #[test]
 fn tisasrec_checkpoint_matches_pytorch_reference() {
-    for norm_first in [false, true] {
-        let cfg = config(Backbone::Tisasrec, norm_first, None);
-        check_against_pytorch(&cfg, &format!("tisasrec norm_first={norm_first}"));
-    }
+    check_plain(Backbone::Tisasrec, "tisasrec");
 }
 
 #[test]
 fn tisasrec_mhc_checkpoint_matches_pytorch_reference() {
-    for h_res in [HresProjection::Sinkhorn, HresProjection::Lite] {
-        let cfg = config(Backbone::Tisasrec, false, Some(h_res));
-        check_against_pytorch(&cfg, &format!("tisasrec-mhc {}", h_res.as_str()));
-    }
+    check_mhc(Backbone::Tisasrec, "tisasrec-mhc");
 }

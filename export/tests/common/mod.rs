@@ -11,51 +11,25 @@ use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 use sasrec_export::external_data::DEFAULT_THRESHOLD;
 use sasrec_export::{export, ExportOptions, Exported, Variant};
+#[allow(unused_imports)] // not every test binary iterates over the kinds
+pub use sasrec_models::test_util::KINDS;
+use sasrec_models::test_util::{self, random_model};
 use sasrec_models::{save_weights, SeqRecModel};
-use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig, TimeDropout};
+use sasrec_shared::config::ModelConfig;
 use sasrec_shared::run::ModelSpec;
 use sasrec_shared::time::{left_pad, time_codes, Intervals, TimeUnit};
-use tch::{nn, Device, Tensor};
+use tch::{nn, Tensor};
 
-/// Items, window, hidden size and interval span of the small test models.
+/// Items of the export tests' small models (the rest of the size is `sasrec_models::test_util`'s).
 pub const I: usize = 40;
-pub const T: usize = 8;
-pub const C: usize = 16;
-pub const SPAN: usize = 5;
+/// Window (`maxlen`) of the small models.
+pub const T: usize = test_util::T as usize;
 
-/// A small config: 2 blocks, 2 heads, dropout 0.2 (inactive in inference).
-pub fn small_cfg(backbone: Backbone, mhc: Option<usize>) -> ModelConfig {
-    ModelConfig {
-        backbone,
-        num_items: I,
-        maxlen: T,
-        hidden_units: C,
-        num_blocks: 2,
-        num_heads: 2,
-        dropout_rate: 0.2,
-        norm_first: false,
-        time_span: SPAN,
-        mhc: mhc.map(|n| MhcConfig {
-            expansion_rate: n,
-            ..MhcConfig::default()
-        }),
-        time_dropout: TimeDropout::Table,
-    }
-}
-
-/// The model kind `name` at the small size (mHC with n = 4).
+/// The model kind `name` (one of [`KINDS`]) at the small size with [`I`] items (mHC with n = 4):
+/// 2 blocks, 2 heads, dropout 0.2 (inactive in inference).
 pub fn kind(name: &str) -> ModelConfig {
-    match name {
-        "sasrec" => small_cfg(Backbone::Sasrec, None),
-        "tisasrec" => small_cfg(Backbone::Tisasrec, None),
-        "sasrec-mhc" => small_cfg(Backbone::Sasrec, Some(4)),
-        "tisasrec-mhc" => small_cfg(Backbone::Tisasrec, Some(4)),
-        _ => panic!("unknown kind {name}"),
-    }
+    test_util::small_kind(name, I)
 }
-
-/// All four kinds.
-pub const KINDS: [&str; 4] = ["sasrec", "tisasrec", "sasrec-mhc", "tisasrec-mhc"];
 
 /// The interval settings used for a time-aware config (personal scale for plain TiSASRec, hours
 /// for TiSASRec + mHC, so both code paths of `sasrec_shared::time` are exercised).
@@ -68,21 +42,6 @@ pub fn intervals_for(cfg: &ModelConfig) -> Option<Intervals> {
         },
         span: cfg.time_span,
     })
-}
-
-/// A model with random weights: reference init under `seed`, then N(0, 0.1²) noise on every
-/// tensor, so that no bias, gate or φ is trivially zero.
-pub fn random_model(cfg: &ModelConfig, seed: i64) -> (nn::VarStore, SeqRecModel) {
-    tch::manual_seed(seed);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let m = SeqRecModel::new(&vs.root(), cfg).unwrap();
-    tch::no_grad(|| {
-        for (_, mut v) in vs.variables() {
-            let noise = Tensor::randn_like(&v) * 0.1;
-            let _ = v.g_add_(&noise);
-        }
-    });
-    (vs, m)
 }
 
 /// `config.json` as `sasrec-train` writes it: the [`ModelSpec`] head (the serialisation export
@@ -161,25 +120,7 @@ pub fn make_run(cfg: &ModelConfig, seed: i64) -> Run {
     }
 }
 
-/// A tiny deterministic generator (splitmix64), so batches do not depend on test order.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in lo..=hi.
-    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-}
+pub use sasrec_testutil::Rng;
 
 /// Model inputs for a batch of users, built the way the server will build them.
 pub struct Batch {
@@ -365,4 +306,23 @@ pub fn list(dir: &Path) -> Vec<String> {
 /// The `sasrec-export` binary.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sasrec-export"))
+}
+
+/// The files of a [`make_run`] directory after the binary wrote `written` into it (e.g.
+/// `model.onnx`), sorted as [`list`] returns them.
+pub fn run_dir_files(written: &[&str]) -> Vec<String> {
+    let made = ["config.json", "items.tsv", "model.safetensors"];
+    let mut v: Vec<String> = made.iter().chain(written).map(|f| f.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// The binary's stderr as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that the binary exited with status 0 (its stderr in the message otherwise).
+pub fn assert_success(out: &std::process::Output) {
+    assert!(out.status.success(), "{}", stderr(out));
 }

@@ -19,6 +19,45 @@ use crate::ops::Ops;
 /// row gives a uniform distribution instead of NaN. [`Ops::masked_fill`] clamps it in fp16.
 pub const MASK_VALUE: f64 = -4_294_967_295.0;
 
+/// The head geometry and attention dropout both wrappers share: C channels in `h` heads of
+/// `dh = C / h` channels each.
+#[derive(Debug, Clone, Copy)]
+struct Heads {
+    c: i64,
+    h: i64,
+    dropout: f64,
+}
+
+impl Heads {
+    fn new(c: i64, h: i64, dropout: f64) -> Self {
+        Self { c, h, dropout }
+    }
+
+    /// Channels per head.
+    fn dh(&self) -> i64 {
+        self.c / self.h
+    }
+
+    /// (B, T, C) → (B, h, T, dh).
+    fn split<O: Ops>(&self, o: &O, x: &O::T) -> O::T {
+        split_heads(o, x, self.h, self.dh())
+    }
+
+    /// [`attention_core`] on head-split `q`, `k`, `v` with this dropout, heads merged back:
+    /// (B, Tq, C).
+    fn attend<O: Ops>(
+        &self,
+        o: &O,
+        (q, k, v): (&O::T, &O::T, &O::T),
+        rel: Option<&Relation<O::T>>,
+        masks: &[&O::T],
+        train: bool,
+    ) -> O::T {
+        let a = attention_core(o, q, k, v, rel, masks, self.dh(), self.dropout, train);
+        merge_heads(o, &a, self.c) // (B, Tq, C)
+    }
+}
+
 /// (B, T, C) → (B, h, T, dh).
 fn split_heads<O: Ops>(o: &O, x: &O::T, h: i64, dh: i64) -> O::T {
     let x = o.reshape(x, &[0, 0, h, dh]); // (B, T, h, dh)
@@ -159,9 +198,7 @@ pub struct MultiHeadSelfAttention {
     in_proj_bias: Param,
     out_proj_weight: Param,
     out_proj_bias: Param,
-    c: i64,
-    heads: i64,
-    dropout: f64,
+    heads: Heads,
 }
 
 impl MultiHeadSelfAttention {
@@ -174,9 +211,7 @@ impl MultiHeadSelfAttention {
             in_proj_bias: Param::new(p, "in_proj_bias", &[3 * c], ParamInit::Const(0.0)),
             out_proj_weight: Param::new(&po, "weight", &[c, c], xavier),
             out_proj_bias: Param::new(&po, "bias", &[c], ParamInit::Const(0.0)),
-            c,
-            heads,
-            dropout,
+            heads: Heads::new(c, heads, dropout),
         }
     }
 
@@ -190,19 +225,17 @@ impl MultiHeadSelfAttention {
         mask: Option<&O::T>,
         train: bool,
     ) -> O::T {
-        let (c, h) = (self.c, self.heads);
-        let dh = c / h;
+        let (hd, c) = (&self.heads, self.heads.c);
         let w = o.param(&self.in_proj_weight); // (3C, C)
         let b = o.param(&self.in_proj_bias); // (3C)
         let (wq, bq) = (o.slice(&w, 0, 0, c), o.slice(&b, 0, 0, c)); // (C, C), (C)
         let (wk, bk) = (o.slice(&w, 0, c, 2 * c), o.slice(&b, 0, c, 2 * c));
         let (wv, bv) = (o.slice(&w, 0, 2 * c, 3 * c), o.slice(&b, 0, 2 * c, 3 * c));
-        let q = split_heads(o, &o.linear(q_in, &wq, Some(&bq)), h, dh); // (B, h, Tq, dh)
-        let k = split_heads(o, &o.linear(kv_in, &wk, Some(&bk)), h, dh); // (B, h, Tk, dh)
-        let v = split_heads(o, &o.linear(kv_in, &wv, Some(&bv)), h, dh); // (B, h, Tk, dh)
+        let q = hd.split(o, &o.linear(q_in, &wq, Some(&bq))); // (B, h, Tq, dh)
+        let k = hd.split(o, &o.linear(kv_in, &wk, Some(&bk))); // (B, h, Tk, dh)
+        let v = hd.split(o, &o.linear(kv_in, &wv, Some(&bv))); // (B, h, Tk, dh)
         let masks: Vec<&O::T> = mask.into_iter().collect();
-        let a = attention_core(o, &q, &k, &v, None, &masks, dh, self.dropout, train);
-        let a = merge_heads(o, &a, c); // (B, Tq, C)
+        let a = hd.attend(o, (&q, &k, &v), None, &masks, train); // (B, Tq, C)
         let wo = o.param(&self.out_proj_weight);
         o.linear(&a, &wo, Some(&o.param(&self.out_proj_bias))) // (B, Tq, C)
     }
@@ -260,9 +293,7 @@ pub struct TimeAwareAttention {
     k_b: Param,
     v_w: Param,
     v_b: Param,
-    c: i64,
-    heads: i64,
-    dropout: f64,
+    heads: Heads,
 }
 
 impl TimeAwareAttention {
@@ -285,9 +316,7 @@ impl TimeAwareAttention {
             k_b,
             v_w,
             v_b,
-            c,
-            heads,
-            dropout,
+            heads: Heads::new(c, heads, dropout),
         }
     }
 
@@ -301,19 +330,16 @@ impl TimeAwareAttention {
         ctx: &TimeContext<O::T>,
         train: bool,
     ) -> O::T {
-        let (c, h) = (self.c, self.heads);
-        let dh = c / h;
+        let hd = &self.heads;
         let q = o.linear(q_in, &o.param(&self.q_w), Some(&o.param(&self.q_b))); // (B, Tq, C)
         let k = o.linear(kv_in, &o.param(&self.k_w), Some(&o.param(&self.k_b))); // (B, Tk, C)
         let v = o.linear(kv_in, &o.param(&self.v_w), Some(&o.param(&self.v_b))); // (B, Tk, C)
-        let q = split_heads(o, &q, h, dh); // (B, h, Tq, dh)
-        let k = split_heads(o, &o.add(&k, &ctx.pk), h, dh); // (B, h, Tk, dh)  K + PK
-        let v = split_heads(o, &o.add(&v, &ctx.pv), h, dh); // (B, h, Tk, dh)  V + PV
+        let q = hd.split(o, &q); // (B, h, Tq, dh)
+        let k = hd.split(o, &o.add(&k, &ctx.pk)); // (B, h, Tk, dh)  K + PK
+        let v = hd.split(o, &o.add(&v, &ctx.pv)); // (B, h, Tk, dh)  V + PV
         let mut masks = vec![&ctx.row_pad];
         masks.extend(ctx.causal.as_ref());
-        let rel = Some(&ctx.rel);
-        let a = attention_core(o, &q, &k, &v, rel, &masks, dh, self.dropout, train);
-        merge_heads(o, &a, c) // (B, Tq, C)
+        hd.attend(o, (&q, &k, &v), Some(&ctx.rel), &masks, train) // (B, Tq, C)
     }
 
     /// The parameters, in state-dict order.

@@ -8,10 +8,12 @@
 use sasrec_shared::config::ModelConfig;
 use tch::nn;
 
-use crate::init::Param;
-use crate::layers::{LayerNorm, PointWiseFeedForward};
+use crate::init::{Param, ParamInit};
+use crate::layers::ffn::PointWiseFeedForward;
+use crate::layers::norm::LayerNorm;
 use crate::mhc::HyperConnection;
 use crate::ops::Ops;
+use crate::query::queries;
 
 /// Where the LayerNorms sit in a plain residual block (docs/MODELS.md §1.4 step 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +25,18 @@ pub enum NormPlacement {
     /// `Q = LN_att(X)`, `X ← Q + A(Q, X)`, `Y = LN_ffn(X)`, `X ← Y + FFN(Y)`: only the query is
     /// normalised and the residual comes from the normalised Q (original SASRec and TiSASRec).
     Original,
+}
+
+impl NormPlacement {
+    /// [`NormPlacement::Pre`] when `norm_first` (`--norm_first`), else `reference`, the
+    /// backbone's reference wiring.
+    pub fn pre_if(norm_first: bool, reference: Self) -> Self {
+        if norm_first {
+            Self::Pre
+        } else {
+            reference
+        }
+    }
 }
 
 /// The residual connection of a block.
@@ -58,15 +72,6 @@ impl Residual {
             },
             None => Self::Plain(placement),
         }
-    }
-}
-
-/// `x[:, -1:]` when only the last position is queried, else `x`.
-pub(crate) fn queries<O: Ops>(o: &O, x: &O::T, last_only: bool) -> O::T {
-    if last_only {
-        o.slice(x, 1, -1, i64::MAX) // (B, 1, …)
-    } else {
-        o.identity(x)
     }
 }
 
@@ -107,6 +112,30 @@ impl<A> Block<A> {
             ffn,
             residual,
         }
+    }
+
+    /// The `cfg.num_blocks` blocks of a backbone under `p`, the state-dict layout both backbones
+    /// share: block `i` gets the attention module `attention(attention_layers.{i}, C, heads,
+    /// dropout, init)`, the FFN `forward_layers.{i}` initialised by `init`, and the residual of
+    /// [`Residual::new`] with `placement` (parameters created in that order).
+    pub fn stack(
+        p: &nn::Path,
+        cfg: &ModelConfig,
+        placement: NormPlacement,
+        init: &ParamInit,
+        attention: impl Fn(&nn::Path, i64, i64, f64, ParamInit) -> A,
+    ) -> Vec<Self> {
+        let c = cfg.hidden_units as i64;
+        (0..cfg.num_blocks)
+            .map(|i| {
+                let h = cfg.num_heads as i64;
+                let attn_p = p / "attention_layers" / i;
+                let attn = attention(&attn_p, c, h, cfg.dropout_rate, init.clone());
+                let ffn_p = p / "forward_layers" / i;
+                let ffn = PointWiseFeedForward::new(&ffn_p, c, cfg.dropout_rate, init.clone());
+                Block::new(p, i, c, attn, ffn, Residual::new(p, i, c, cfg, placement))
+            })
+            .collect()
     }
 
     /// One block. `x` is (B, T, C) for a plain residual and (B, T, n, C) for mHC; `attend(a, q,
