@@ -6,15 +6,10 @@ use std::path::PathBuf;
 /// Errors from reading a run directory, recording the graph and writing the model.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read or written, or the data layer refused its content (the data
+    /// layer's error names the file).
+    #[error(transparent)]
+    Data(#[from] sasrec_shared::Error),
     /// `config.json` is missing a field, malformed, or describes an invalid model.
     #[error("{}: {msg}", path.display())]
     Config {
@@ -43,18 +38,12 @@ pub enum Error {
     /// express).
     #[error("recording the ONNX graph: {0}")]
     Graph(String),
-    /// Any other error of the data layer (already names what it concerns).
-    #[error("{0}")]
-    Shared(String),
 }
 
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Data(sasrec_shared::Error::io(path, source))
     }
 
     /// A checkpoint error on `path`; a leading `"<path>: "` in `msg` is dropped (the models
@@ -82,15 +71,6 @@ impl Error {
             None => msg.to_string(),
         };
         Self::Checkpoint { path, msg }
-    }
-}
-
-impl From<sasrec_shared::Error> for Error {
-    fn from(e: sasrec_shared::Error) -> Self {
-        match e {
-            sasrec_shared::Error::Io { path, source } => Self::Io { path, source },
-            other => Self::Shared(other.to_string()),
-        }
     }
 }
 

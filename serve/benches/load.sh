@@ -30,35 +30,15 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=serve/benches/common.sh
+source "$ROOT/serve/benches/common.sh"
 MODEL="${1:-/tmp/ml1m-serve}"
 SECS="${2:-12}"
 PORT="${PORT:-18181}"
-BIN="${SERVE_BIN:-$ROOT/target/release/sasrec-serve}"
-GEN="$ROOT/target/release/examples/loadgen"
-WORK="$(mktemp -d)"
 trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-[[ -x "$BIN" ]] || { echo "build first: cargo build --release -p sasrec-serve" >&2; exit 1; }
-[[ -x "$GEN" ]] || {
-  echo "build first: cargo build --release -p sasrec-serve --example loadgen" >&2; exit 1
-}
-[[ -f "$MODEL/model.onnx" ]] || { echo "no $MODEL/model.onnx (see the header of $0)" >&2; exit 1; }
-
-HIST=$(awk -F'\t' 'NR > 1 && NR <= 51 { printf "%s%s", sep, $2; sep = "," }' "$MODEL/items.tsv")
-echo "{\"history\": [$HIST], \"k\": 10, \"exclude_seen\": true}" >"$WORK/body.json"
-
-start_server() {
-  "$BIN" --model "$MODEL" --addr "127.0.0.1:$PORT" "$@" ${SERVE_FLAGS:-} >"$WORK/server.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 600); do
-    curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && return 0
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  cat "$WORK/server.log" >&2; exit 1
-}
-
-stop_server() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
+check_inputs
+write_body
 
 # load CLIENTS: prints "clients rps p50_ms p99_ms" (and the non-2xx/error counts if any).
 load() {

@@ -22,15 +22,14 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=serve/benches/common.sh
+source "$ROOT/serve/benches/common.sh"
 MODEL="${1:-/tmp/ml1m-serve}"
 SECS="${2:-60}"
 CLIENTS="${3:-64}"
 WARMUP="${WARMUP:-5}"
 PORT="${PORT:-18182}"
 MAX_GROWTH_PCT="${MAX_GROWTH_PCT:-10}"
-BIN="${SERVE_BIN:-$ROOT/target/release/sasrec-serve}"
-GEN="$ROOT/target/release/examples/loadgen"
-WORK="$(mktemp -d)"
 cleanup() {
   [[ -n ${SAMPLER_PID:-} ]] && kill "$SAMPLER_PID" 2>/dev/null
   [[ -n ${SERVER_PID:-} ]] && kill "$SERVER_PID" 2>/dev/null
@@ -38,23 +37,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-[[ -x "$BIN" ]] || { echo "build first: cargo build --release -p sasrec-serve" >&2; exit 1; }
-[[ -x "$GEN" ]] || {
-  echo "build first: cargo build --release -p sasrec-serve --example loadgen" >&2; exit 1
-}
-[[ -f "$MODEL/model.onnx" ]] || { echo "no $MODEL/model.onnx (see serve/benches/load.sh)" >&2; exit 1; }
-
-HIST=$(awk -F'\t' 'NR > 1 && NR <= 51 { printf "%s%s", sep, $2; sep = "," }' "$MODEL/items.tsv")
-echo "{\"history\": [$HIST], \"k\": 10, \"exclude_seen\": true}" >"$WORK/body.json"
-
-"$BIN" --model "$MODEL" --addr "127.0.0.1:$PORT" ${SERVE_FLAGS:-} >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 600); do
-  curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
-  sleep 0.1
-done
-curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
+check_inputs
+write_body
+start_server
 
 kib() { awk '/^'"$1"':/ { print $2 }' "/proc/$SERVER_PID/status"; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }

@@ -29,6 +29,7 @@ use rustc_hash::FxHashSet;
 use crate::error::Result;
 use crate::io::write_atomic;
 use crate::rng::{rng_for, Stream};
+use crate::{Dataset, Split};
 
 /// Generator settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -212,6 +213,16 @@ pub fn write(cfg: &SyntheticConfig, path: &Path) -> Result<usize> {
         Ok(())
     })?;
     Ok(lines)
+}
+
+/// Writes the dataset of `cfg` to `path` and reads it back, split leave-one-out with
+/// `min_holdout_len` (the small datasets the tests and examples train on).
+pub fn write_split(cfg: &SyntheticConfig, path: &Path, min_holdout_len: usize) -> Result<Split> {
+    write(cfg, path)?;
+    Ok(Split::new(
+        Dataset::read(path, None)?.into(),
+        min_holdout_len,
+    ))
 }
 
 #[cfg(test)]

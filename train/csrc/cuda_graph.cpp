@@ -74,13 +74,11 @@ void on_side_stream(Graph& g, F&& f) {
 extern "C" {
 
 // A new graph for CUDA device `device` in *out.
-int sasrec_cuda_graph_new(int device, void** out) {
+int sasrec_cuda_graph_new([[maybe_unused]] int device, [[maybe_unused]] void** out) {
   return guarded([&] {
 #ifdef SASREC_CUDA_GRAPHS
     *out = new Graph(static_cast<c10::DeviceIndex>(device));
 #else
-    (void)device;
-    (void)out;
     no_graphs();
 #endif
   });
@@ -88,25 +86,21 @@ int sasrec_cuda_graph_new(int device, void** out) {
 
 // Frees a graph from sasrec_cuda_graph_new (its private memory pool goes back to the caching
 // allocator).
-void sasrec_cuda_graph_free(void* graph) {
+void sasrec_cuda_graph_free([[maybe_unused]] void* graph) {
 #ifdef SASREC_CUDA_GRAPHS
   delete static_cast<Graph*>(graph);
-#else
-  (void)graph;
 #endif
 }
 
 // One eager step on the graph's side stream (the warm-up iterations before capture).
-int sasrec_cuda_graph_warm_up(void* graph, sasrec_step_fn body, void* ctx) {
+int sasrec_cuda_graph_warm_up([[maybe_unused]] void* graph, [[maybe_unused]] sasrec_step_fn body,
+                              [[maybe_unused]] void* ctx) {
   return guarded([&] {
 #ifdef SASREC_CUDA_GRAPHS
     on_side_stream(*static_cast<Graph*>(graph), [&] {
       if (body(ctx) != 0) step_failed();
     });
 #else
-    (void)graph;
-    (void)body;
-    (void)ctx;
     no_graphs();
 #endif
   });
@@ -115,7 +109,8 @@ int sasrec_cuda_graph_warm_up(void* graph, sasrec_step_fn body, void* ctx) {
 // Captures `body` into the graph: device synchronisation, then capture_begin (private pool,
 // global mode) and capture_end on the side stream. Nothing runs during capture: replay it to
 // take the step. A failed body ends the capture and the call fails.
-int sasrec_cuda_graph_capture(void* graph, sasrec_step_fn body, void* ctx) {
+int sasrec_cuda_graph_capture([[maybe_unused]] void* graph, [[maybe_unused]] sasrec_step_fn body,
+                              [[maybe_unused]] void* ctx) {
   return guarded([&] {
 #ifdef SASREC_CUDA_GRAPHS
     auto& g = *static_cast<Graph*>(graph);
@@ -133,21 +128,17 @@ int sasrec_cuda_graph_capture(void* graph, sasrec_step_fn body, void* ctx) {
       g.graph.capture_end();
     });
 #else
-    (void)graph;
-    (void)body;
-    (void)ctx;
     no_graphs();
 #endif
   });
 }
 
 // Replays the captured step on the current stream.
-int sasrec_cuda_graph_replay(void* graph) {
+int sasrec_cuda_graph_replay([[maybe_unused]] void* graph) {
   return guarded([&] {
 #ifdef SASREC_CUDA_GRAPHS
     static_cast<Graph*>(graph)->graph.replay();
 #else
-    (void)graph;
     no_graphs();
 #endif
   });

@@ -344,21 +344,9 @@ mod tests {
     fn block_wise_ranks_equal_the_full_score_matrix() {
         use sasrec_shared::config::{Backbone, ModelConfig, TimeDropout};
         use sasrec_shared::eval::EvalConfig;
-        use sasrec_shared::synthetic::{self, SyntheticConfig};
-        use sasrec_shared::{Dataset, Part, Split};
-        use std::sync::Arc;
+        use sasrec_shared::Part;
 
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("syn.txt");
-        let syn = SyntheticConfig {
-            users: 90,
-            items: 300,
-            min_len: 5,
-            max_len: 40,
-            ..Default::default()
-        };
-        synthetic::write(&syn, &path).unwrap();
-        let split = Split::new(Arc::new(Dataset::read(&path, None).unwrap()), 3);
+        let (_dir, split) = crate::test_support::synthetic_split(90, 300, 40);
         let maxlen = 12;
         let ecfg = EvalConfig {
             maxlen,

@@ -22,3 +22,6 @@ pub mod settings;
 mod shim;
 pub mod state;
 pub mod trainer;
+
+#[cfg(test)]
+mod test_support;

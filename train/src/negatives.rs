@@ -209,19 +209,7 @@ mod tests {
 
     /// A small split of generated data and sampled-softmax settings with N = 6.
     fn split_and_optim(in_batch: usize) -> (tempfile::TempDir, Split, OptimConfig) {
-        use sasrec_shared::synthetic::{self, SyntheticConfig};
-        use sasrec_shared::Dataset;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("syn.txt");
-        let syn = SyntheticConfig {
-            users: 30,
-            items: 40,
-            min_len: 5,
-            max_len: 20,
-            ..Default::default()
-        };
-        synthetic::write(&syn, &path).unwrap();
-        let split = Split::new(Dataset::read(&path, None).unwrap().into(), 3);
+        let (dir, split) = crate::test_support::synthetic_split(30, 40, 20);
         let optim = OptimConfig {
             lr: 0.001,
             warmup_steps: 0,
