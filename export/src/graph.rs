@@ -1,5 +1,6 @@
-//! The exported scoring graph: `SeqRecModel::forward_with` recorded on an [`OnnxRecorder`],
-//! followed by `score_all_items`, the exclusion of given items and `TopK`.
+//! The exported graphs: `SeqRecModel::forward_with` recorded on an [`OnnxRecorder`], followed
+//! by `score_all_items`, the exclusion of given items and `TopK` (the scoring model), or by
+//! nothing (the [user tower](self#user-tower)).
 //!
 //! # Interface
 //!
@@ -34,14 +35,32 @@
 //! load time, so a run makes one pass over the `(batch, I+1)` scores for the `MatMul` and one
 //! for the `TopK`.
 //!
-//! The names are [`sasrec_shared::run::onnx_io`]'s, the metadata [`ModelManifest`]'s.
+//! # User tower
+//!
+//! [`record_user_tower`] records the same forward up to the user vector, the row that the
+//! scoring graph multiplies with the item table:
+//!
+//! | name | type | shape | meaning |
+//! | --- | --- | --- | --- |
+//! | input `seq` | int64 | `[batch, maxlen]` | as above |
+//! | input `time_matrix` (time-aware models only) | int64 | `[batch, maxlen, maxlen]` | as above |
+//! | output `user_vector` | float32 | `[batch, d]` | the last position's hidden state, d = `hidden_units` |
+//!
+//! so `scores[b, i] = user_vector[b] · item_vectors[i]` for every item i ≥ 1 (the table is
+//! `item_vectors.safetensors`, [`crate::item_vectors`]; docs/MODELS.md §5). The tower holds the
+//! item table too (its input side is tied), so it takes the same external-data path as the
+//! scoring model.
+//!
+//! The names are [`sasrec_shared::run::onnx_io`]'s and [`two_tower`]'s, the metadata
+//! [`ModelManifest`]'s (the tower's with `tower` = `user` and its own `inputs` / `outputs`).
 //!
 //! Everything but the batch dimension is fixed: `maxlen` is baked into the position tables.
 
 use sasrec_models::{DType, Ops, SeqRecModel};
 use sasrec_shared::config::ModelConfig;
 use sasrec_shared::run::onnx_io::{EXCLUDE, K, SCORES, SEQ, TIME_MATRIX, TOPK_ITEMS, TOPK_SCORES};
-use sasrec_shared::run::{ModelManifest, ModelSpec};
+use sasrec_shared::run::two_tower::{self, USER_VECTOR};
+use sasrec_shared::run::{GraphRole, ModelManifest, ModelSpec};
 use sasrec_shared::time::Intervals;
 
 use crate::error::{Error, Result};
@@ -86,33 +105,46 @@ pub struct Source {
 }
 
 /// Records the scoring graph of `model` (interface in the [module docs](self)), in four phases:
-/// the graph inputs, the network's last hidden state, the scores with their top-k, the outputs.
+/// the graph inputs, the user vector, the scores with their top-k, the outputs.
 pub fn record(model: &SeqRecModel, variant: Variant) -> Result<GraphProto> {
     let cfg = model.config();
     let columns = cfg.num_items as i64 + 1;
     let rec = OnnxRecorder::new();
     let inputs = Inputs::declare(&rec, cfg);
-    let h = last_hidden(&rec, model, &inputs, variant)?; // (B, 1, C)
-    let scores = score_all_items_padded(&rec, &h, &rec.param(model.item_emb_param())); // (B, I+1)
+    let u = user_vector(&rec, model, &inputs.history, variant)?; // (B, C)
+    let scores = score_all_items_padded(&rec, &u, &rec.param(model.item_emb_param())); // (B, I+1)
     let (top_s, top_i) = top_k_excluding(&rec, &scores, &inputs.exclude, &inputs.k, columns); // (B, k)
     declare_outputs(&rec, columns, &scores, &top_s, &top_i);
     rec.finish(&format!("{}_{}", cfg.kind(), variant.as_str()))
 }
 
-/// The graph inputs (names in [`sasrec_shared::run::onnx_io`]).
-struct Inputs {
+/// Records the user tower of `model` ([module docs](self#user-tower)): the history inputs and
+/// the user vector of [`record`]'s graph as the output `user_vector` `(batch, d)`.
+pub fn record_user_tower(model: &SeqRecModel, variant: Variant) -> Result<GraphProto> {
+    let cfg = model.config();
+    let rec = OnnxRecorder::new();
+    let history = History::declare(&rec, cfg);
+    let u = user_vector(&rec, model, &history, variant)?; // (B, C)
+    let dims = [batch(), Dim::Fixed(cfg.hidden_units as i64)];
+    rec.output(
+        &u,
+        USER_VECTOR,
+        &dims,
+        "the last position's hidden state; score of item i = user_vector · item_vectors[i]",
+    );
+    rec.finish(&format!("{}_user_tower_{}", cfg.kind(), variant.as_str()))
+}
+
+/// The inputs that describe the users' histories, shared by both graphs.
+struct History {
     /// `seq` (batch, maxlen) int64.
     seq: Value,
     /// `time_matrix` (batch, maxlen, maxlen) int64, time-aware models only.
     tm: Option<Value>,
-    /// `exclude` (batch, num_exclude) int64.
-    exclude: Value,
-    /// `k` (1) int64.
-    k: Value,
 }
 
-impl Inputs {
-    /// Declares the inputs of a model of `cfg`, in interface order.
+impl History {
+    /// Declares `seq` and, for time-aware models, `time_matrix`.
     fn declare(rec: &OnnxRecorder, cfg: &ModelConfig) -> Self {
         let t = cfg.maxlen as i64;
         let seq = rec.input(
@@ -130,6 +162,24 @@ impl Inputs {
                  Intervals::window_matrix)",
             )
         });
+        Self { seq, tm }
+    }
+}
+
+/// The scoring graph's inputs (names in [`sasrec_shared::run::onnx_io`]).
+struct Inputs {
+    /// `seq` and `time_matrix`.
+    history: History,
+    /// `exclude` (batch, num_exclude) int64.
+    exclude: Value,
+    /// `k` (1) int64.
+    k: Value,
+}
+
+impl Inputs {
+    /// Declares the inputs of a model of `cfg`, in interface order.
+    fn declare(rec: &OnnxRecorder, cfg: &ModelConfig) -> Self {
+        let history = History::declare(rec, cfg);
         let exclude = rec.input(
             EXCLUDE,
             DType::I64,
@@ -138,8 +188,7 @@ impl Inputs {
         );
         let k = rec.input(K, DType::I64, &[Dim::Fixed(1)], "number of items to return");
         Self {
-            seq,
-            tm,
+            history,
             exclude,
             k,
         }
@@ -151,23 +200,24 @@ fn batch() -> Dim {
     Dim::named("batch")
 }
 
-/// `SeqRecModel::forward_with` in inference mode, reduced to the last position: (B, 1, C).
-/// [`Variant::LastPosition`] queries only that position in the last block;
+/// `SeqRecModel::forward_with` in inference mode, reduced to the last position: the user
+/// vector (B, C). [`Variant::LastPosition`] queries only that position in the last block;
 /// [`Variant::FullSequence`] computes every position and slices the last row.
-fn last_hidden(
+fn user_vector(
     rec: &OnnxRecorder,
     model: &SeqRecModel,
-    inputs: &Inputs,
+    history: &History,
     variant: Variant,
 ) -> Result<Value> {
     let last_only = variant == Variant::LastPosition;
     let h = model
-        .forward_with(rec, &inputs.seq, inputs.tm.as_ref(), last_only, false)
+        .forward_with(rec, &history.seq, history.tm.as_ref(), last_only, false)
         .map_err(|e| Error::Graph(e.to_string()))?; // (B, 1, C) or (B, T, C)
-    Ok(match variant {
+    let h = match variant {
         Variant::LastPosition => h,
         Variant::FullSequence => rec.slice(&h, 1, -1, i64::MAX), // (B, 1, C)
-    })
+    };
+    Ok(rec.reshape(&h, &[0, -1])) // (B, C)
 }
 
 /// Declares the outputs `scores` (batch, I+1), `topk_scores` and `topk_items` (batch, k).
@@ -192,14 +242,13 @@ fn declare_outputs(rec: &OnnxRecorder, columns: i64, scores: &Value, top_s: &Val
 /// `score_all_items` in one `MatMul`: `[h, 1] · [Eᵀ; m]` with `m_0 = −∞`, `m_j = 0` (j ≥ 1),
 /// so `scores[b, 0] = h_b·E_0 − ∞ = −∞` and `scores[b, j] = h_b·E_j + 0` for the items.
 ///
-/// `h` is `(B, 1, C)`, `E` the `(I+1, C)` item table. Everything right of the `MatMul` depends
+/// `h` is the `(B, C)` user vector, `E` the `(I+1, C)` item table. Everything right of the `MatMul` depends
 /// only on initializers, so ONNX Runtime folds it into one `(C+1, I+1)` constant at load time;
 /// at run time this is a single pass over the `(B, I+1)` scores instead of a `MatMul` followed by
 /// a broadcast `Where` over the whole matrix (what dominated a run at a million items).
 fn score_all_items_padded(rec: &OnnxRecorder, h: &Value, table: &Value) -> Value {
-    let h = rec.reshape(h, &[0, -1]); // (B, C)
-    let ones = rec.full_like(&rec.slice(&h, 1, 0, 1), DType::F32, 1.0); // (B, 1)
-    let h1 = rec.concat(&[&h, &ones], 1); // (B, C+1)
+    let ones = rec.full_like(&rec.slice(h, 1, 0, 1), DType::F32, 1.0); // (B, 1)
+    let h1 = rec.concat(&[h, &ones], 1); // (B, C+1)
     let pad = rec.eq_scalar(&rec.range_of(table, 0), 0); // (I+1)
     let zeros = rec.full_like(&pad, DType::F32, 0.0);
     let m = rec.unsqueeze(&rec.masked_fill(&zeros, &pad, f64::NEG_INFINITY), 0); // (1, I+1)
@@ -241,21 +290,63 @@ fn top_k_excluding(
     (top_s, rec.take_along_last(&i, &pos))
 }
 
-/// The manifest of an exported model: its spec, source digest and graph variant
-/// (`metadata_props` keys in [`ModelManifest::to_metadata`]).
+/// The manifest of the exported scoring model: its spec, source digest, graph variant and the
+/// two-tower files written beside it (`metadata_props` keys in [`ModelManifest::to_metadata`]).
 pub fn manifest(model: &SeqRecModel, source: &Source, variant: Variant) -> ModelManifest {
     ModelManifest::new(
         ModelSpec::new(model.config().clone(), source.intervals),
         source.sha256.clone(),
         variant.as_str(),
     )
+    .with_two_tower(two_tower::Files::default())
 }
 
-/// The complete model: the recorded graph, opset 17, IR version 10, producer `sasrec-rs`, and
-/// the [`manifest`]'s metadata.
+/// The complete scoring model: the recorded graph, opset 17, IR version 10, producer
+/// `sasrec-rs`, and the [`manifest`]'s metadata.
 pub fn model_proto(model: &SeqRecModel, source: &Source, variant: Variant) -> Result<ModelProto> {
+    let doc = format!(
+        "{} next-item scoring exported by sasrec-export ({}); inputs {}, exclude [batch, n] \
+         int64, k [1] int64; outputs scores, topk_scores, topk_items",
+        model.config().kind(),
+        variant.as_str(),
+        history_doc(model.config()),
+    );
     let graph = record(model, variant)?;
-    let metadata_props = manifest(model, source, variant)
+    Ok(wrap(graph, &manifest(model, source, variant), doc))
+}
+
+/// The complete user tower ([module docs](self#user-tower)): as [`model_proto`], with the
+/// [`manifest`] of the user tower's role.
+pub fn user_tower_proto(
+    model: &SeqRecModel,
+    source: &Source,
+    variant: Variant,
+) -> Result<ModelProto> {
+    let doc = format!(
+        "{} user tower exported by sasrec-export ({}); inputs {}; output user_vector [batch, \
+         {}] float32, scored against item_vectors.safetensors",
+        model.config().kind(),
+        variant.as_str(),
+        history_doc(model.config()),
+        model.config().hidden_units,
+    );
+    let graph = record_user_tower(model, variant)?;
+    let manifest = manifest(model, source, variant).with_role(GraphRole::UserTower);
+    Ok(wrap(graph, &manifest, doc))
+}
+
+/// The history inputs for a `doc_string`.
+fn history_doc(cfg: &ModelConfig) -> &'static str {
+    if cfg.is_time_aware() {
+        "seq [batch, maxlen] int64, time_matrix [batch, maxlen, maxlen] int64"
+    } else {
+        "seq [batch, maxlen] int64"
+    }
+}
+
+/// `graph` as a model: opset 17, IR version 10, producer `sasrec-rs`, `manifest` as metadata.
+fn wrap(graph: GraphProto, manifest: &ModelManifest, doc: String) -> ModelProto {
+    let metadata_props = manifest
         .to_metadata()
         .into_iter()
         .map(|(key, value)| StringStringEntryProto {
@@ -263,7 +354,7 @@ pub fn model_proto(model: &SeqRecModel, source: &Source, variant: Variant) -> Re
             value: Some(value),
         })
         .collect();
-    Ok(ModelProto {
+    ModelProto {
         ir_version: Some(IR_VERSION),
         opset_import: vec![OperatorSetIdProto {
             domain: Some(String::new()),
@@ -271,22 +362,11 @@ pub fn model_proto(model: &SeqRecModel, source: &Source, variant: Variant) -> Re
         }],
         producer_name: Some(PRODUCER.into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-        doc_string: Some(format!(
-            "{} next-item scoring exported by sasrec-export ({}); inputs seq [batch, maxlen] \
-             int64{}, exclude [batch, n] int64, k [1] int64; outputs scores, topk_scores, \
-             topk_items",
-            model.config().kind(),
-            variant.as_str(),
-            if model.config().is_time_aware() {
-                ", time_matrix [batch, maxlen, maxlen] int64"
-            } else {
-                ""
-            }
-        )),
+        doc_string: Some(doc),
         graph: Some(graph),
         metadata_props,
         ..Default::default()
-    })
+    }
 }
 
 /// [`model_proto`] serialised to protobuf bytes (the content of a `.onnx` file).

@@ -9,6 +9,12 @@
 //! directory and writes the model atomically, with its initializers in `<model>.onnx.data`
 //! ([`external_data`]) when they exceed `--external_data_threshold`.
 //!
+//! Beside the model go the two-tower files of retrieval, from the same model code: the user
+//! tower `user_tower.onnx` (the same forward, output `user_vector` `[batch, d]`,
+//! [`graph::record_user_tower`]) and the item table it is scored against,
+//! `item_vectors.safetensors` ([`item_vectors`]); `user_vector · item_vectors[i]` is the
+//! model's `scores[:, i]`.
+//!
 //! ```no_run
 //! use sasrec_export::{export, ExportOptions, Variant};
 //! let out = export(&ExportOptions {
@@ -18,6 +24,7 @@
 //!     external_data_threshold: sasrec_export::external_data::DEFAULT_THRESHOLD,
 //! })?;
 //! println!("{} ({} bytes)", out.onnx.display(), out.bytes);
+//! println!("{} and {}", out.user_tower.path.display(), out.item_vectors.display());
 //! # Ok::<(), sasrec_export::Error>(())
 //! ```
 #![deny(missing_docs)]
@@ -25,11 +32,12 @@
 pub mod error;
 pub mod external_data;
 pub mod graph;
+pub mod item_vectors;
 pub mod proto;
 pub mod recorder;
 pub mod run_dir;
 
 pub use error::{Error, Result};
-pub use graph::{model_bytes, model_proto, Source, Variant};
+pub use graph::{model_bytes, model_proto, user_tower_proto, Source, Variant};
 pub use recorder::OnnxRecorder;
-pub use run_dir::{export, load, ExportOptions, Exported};
+pub use run_dir::{export, load, ExportOptions, Exported, OnnxFile};

@@ -1,13 +1,14 @@
 //! `sasrec-export --onnx --train_dir DIR [--output FILE] [--full_sequence]
 //! [--external_data_threshold BYTES]`: a trained run directory to an ONNX model (plus its item
-//! map, and its weights in `FILE.data` when they are large) for `sasrec-serve`.
+//! map, its two-tower files, and its weights in `FILE.data` when they are large) for
+//! `sasrec-serve`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
-use sasrec_export::external_data::DEFAULT_THRESHOLD;
+use sasrec_export::external_data::{ExternalFile, DEFAULT_THRESHOLD};
 use sasrec_export::{export, ExportOptions, Variant};
 use sasrec_shared::logging::{self, LogFormat, Stream};
 
@@ -16,7 +17,10 @@ use sasrec_shared::logging::{self, LogFormat, Stream};
 /// Reads DIR/config.json and DIR/model.safetensors, writes FILE (default DIR/model.onnx) and
 /// copies DIR/items.tsv beside it. The graph takes `seq` [batch, maxlen] int64 (plus
 /// `time_matrix` [batch, maxlen, maxlen] for time-aware models), `exclude` [batch, n] int64 and
-/// `k` [1] int64, and returns `scores`, `topk_scores` and `topk_items`.
+/// `k` [1] int64, and returns `scores`, `topk_scores` and `topk_items`. Beside it go the
+/// two-tower files: user_tower.onnx (same inputs but `exclude` and `k`; output `user_vector`
+/// [batch, d]) and item_vectors.safetensors (`item_vectors` [num_items + 1, d]), with
+/// user_vector · item_vectors[i] = scores[:, i].
 #[derive(Debug, Parser)]
 #[command(name = "sasrec-export", version)]
 struct Args {
@@ -26,7 +30,8 @@ struct Args {
     /// The training run directory (`sasrec-train --train_dir`).
     #[arg(long = "train_dir", alias = "train-dir", value_name = "DIR")]
     train_dir: PathBuf,
-    /// Output file [default: DIR/model.onnx].
+    /// Output file [default: DIR/model.onnx]; items.tsv, user_tower.onnx and
+    /// item_vectors.safetensors are written beside it.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Record the full-sequence forward (every position in every block, then the last row)
@@ -77,20 +82,19 @@ fn main() -> ExitCode {
     };
     match export(&opts) {
         Ok(out) => {
-            let external = out.external.map_or(String::new(), |x| {
-                format!(
-                    ", {} ({} bytes, {} tensors)",
-                    x.path.display(),
-                    x.bytes,
-                    x.tensors
-                )
-            });
             println!(
-                "wrote {} ({} bytes, {}, source sha256 {}){external} and {}",
+                "wrote {} ({} bytes, {}, source sha256 {}){}, the user tower {} ({} bytes){}, \
+                 the item vectors {} ({} bytes) and {}",
                 out.onnx.display(),
                 out.bytes,
                 out.kind,
                 out.source_sha256,
+                external_note(&out.external),
+                out.user_tower.path.display(),
+                out.user_tower.bytes,
+                external_note(&out.user_tower.external),
+                out.item_vectors.display(),
+                out.item_vectors_bytes,
                 out.items.display()
             );
             ExitCode::SUCCESS
@@ -101,4 +105,16 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `, FILE.data (N bytes, T tensors)` for a model written with external data, else nothing.
+fn external_note(external: &Option<ExternalFile>) -> String {
+    external.as_ref().map_or(String::new(), |x| {
+        format!(
+            ", {} ({} bytes, {} tensors)",
+            x.path.display(),
+            x.bytes,
+            x.tensors
+        )
+    })
 }

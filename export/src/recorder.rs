@@ -430,6 +430,26 @@ impl OnnxRecorder {
     }
 }
 
+/// The dims of `t` and its values as float32 little-endian bytes (ONNX `raw_data`, safetensors
+/// `F32`), from any device or float kind. libtorch copies the values' bytes straight into the
+/// buffer (one copy, no intermediate `Vec<f32>`: this matters for multi-GB item tables); they
+/// are in native byte order, which is little-endian on every target this builds for.
+pub fn f32_le_bytes(t: &tch::Tensor) -> std::result::Result<(Vec<i64>, Vec<u8>), tch::TchError> {
+    const _: () = assert!(
+        cfg!(target_endian = "little"),
+        "ONNX raw_data and safetensors are little-endian"
+    );
+    let t = t
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
+    let numel = t.numel();
+    let mut raw = vec![0u8; numel * std::mem::size_of::<f32>()];
+    t.f_copy_data_u8(&mut raw, numel)?;
+    Ok((t.size(), raw))
+}
+
 impl Ops for OnnxRecorder {
     type T = Value;
 
@@ -442,26 +462,10 @@ impl Ops for OnnxRecorder {
         if self.state.borrow().initializer_names.contains(&name) {
             return value;
         }
-        let t = p
-            .tensor()
-            .detach()
-            .to_device(Device::Cpu)
-            .to_kind(Kind::Float)
-            .contiguous();
-        let dims = t.size();
-        // libtorch copies the float32 values' bytes straight into `raw_data` (one copy, no
-        // intermediate `Vec<f32>`: this matters for multi-GB item tables); they are in native
-        // byte order, which is ONNX's little-endian on every target this builds for.
-        const _: () = assert!(
-            cfg!(target_endian = "little"),
-            "ONNX raw_data is little-endian"
-        );
-        let numel = t.numel();
-        let mut raw = vec![0u8; numel * std::mem::size_of::<f32>()];
-        if let Err(e) = t.f_copy_data_u8(&mut raw, numel) {
+        let (dims, raw) = f32_le_bytes(p.tensor()).unwrap_or_else(|e| {
             self.fail(format!("parameter `{name}`: {e}"));
-            raw.clear();
-        }
+            (p.tensor().size(), Vec::new())
+        });
         let init = TensorProto {
             dims,
             data_type: Some(onnx_type(DType::F32)),

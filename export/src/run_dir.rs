@@ -5,8 +5,10 @@
 //! its [`ModelSpec`] head is read here), `model.safetensors` (reference tensor names) and
 //! `items.tsv` (index ↔ raw id).
 //! Everything is read and checked before anything is written, and each output is written
-//! atomically (temporary file, then rename): a failed export leaves no file behind. Large
-//! models get their weights in a second file, `<output>.data` ([`crate::external_data`]).
+//! atomically (temporary file, then rename): a failed export leaves no file behind. Beside the
+//! model go the two-tower files, `user_tower.onnx` and `item_vectors.safetensors`
+//! ([`two_tower`], [`crate::item_vectors`]). Large models get their weights in a second file,
+//! `<output>.data` ([`crate::external_data`]), and so does a large user tower.
 
 use std::path::{Path, PathBuf};
 
@@ -14,11 +16,12 @@ use sha2::{Digest, Sha256};
 use tch::{nn, Device};
 
 use sasrec_models::SeqRecModel;
-use sasrec_shared::run::{ModelKind, ModelSpec, RunDir};
+use sasrec_shared::run::{files, two_tower, ModelKind, ModelSpec, RunDir};
 
 use crate::error::{Error, Result};
 use crate::external_data::{ExternalFile, ModelFiles};
 use crate::graph::{self, Source, Variant};
+use crate::item_vectors;
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -79,14 +82,26 @@ pub fn load(train_dir: &Path) -> Result<LoadedRun> {
 pub struct ExportOptions {
     /// The training run directory.
     pub train_dir: PathBuf,
-    /// The `.onnx` file to write; default `<train_dir>/model.onnx`.
+    /// The `.onnx` file to write; default `<train_dir>/model.onnx`. The item map and the
+    /// two-tower files ([`two_tower`]) are written beside it.
     pub output: Option<PathBuf>,
-    /// Which forward to record.
+    /// Which forward to record (in both the scoring model and the user tower).
     pub variant: Variant,
-    /// Initializer bytes above which the weights go to `<output>.data`
+    /// Initializer bytes above which the weights of each `.onnx` go to `<file>.data`
     /// ([`external_data`](crate::external_data); default
     /// [`DEFAULT_THRESHOLD`](crate::external_data::DEFAULT_THRESHOLD)).
     pub external_data_threshold: u64,
+}
+
+/// A `.onnx` file [`export`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnnxFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: usize,
+    /// Its external data file, when the initializers were moved out.
+    pub external: Option<ExternalFile>,
 }
 
 /// What [`export`] wrote.
@@ -100,53 +115,109 @@ pub struct Exported {
     pub bytes: usize,
     /// The external data file beside the `.onnx`, when the initializers were moved out.
     pub external: Option<ExternalFile>,
+    /// The user tower beside the model ([`two_tower::USER_TOWER_FILE`]).
+    pub user_tower: OnnxFile,
+    /// The item vectors beside the model ([`two_tower::ITEM_VECTORS_FILE`]).
+    pub item_vectors: PathBuf,
+    /// Size of the item vectors file in bytes.
+    pub item_vectors_bytes: u64,
     /// SHA-256 of the source checkpoint.
     pub source_sha256: String,
     /// The model kind.
     pub kind: ModelKind,
 }
 
-/// `sasrec-export --onnx`: loads the run, records the graph and lays out the model files
+/// `sasrec-export --onnx`: loads the run, records both graphs and lays out their files
 /// ([`ModelFiles`]), then writes `items.tsv` (when the output is outside the run directory),
-/// the external data file (when there is one) and the `.onnx`, each atomically. Nothing is
-/// written unless the config, checkpoint, item map, output path and graph are all valid.
+/// the user tower, the item vectors and last the model, whose metadata names the others, each
+/// atomically. Nothing is written unless the config, checkpoint, item map, output path and
+/// graphs are all valid.
 pub fn export(opts: &ExportOptions) -> Result<Exported> {
     let run = load(&opts.train_dir)?;
-    let dir = RunDir::new(&opts.train_dir);
-    let items_src = dir.items();
+    let layout = Layout::new(&opts.train_dir, opts.output.clone())?;
+    let items_src = RunDir::new(&opts.train_dir).items();
     let items = std::fs::read(&items_src).map_err(|e| Error::io(&items_src, e))?;
-    let output = opts.output.clone().unwrap_or_else(|| dir.onnx());
-    if output.is_dir() {
-        return Err(Error::Output {
-            path: output,
-            msg: "is a directory (--output names the .onnx file)".into(),
-        });
-    }
     let source = Source {
         sha256: run.sha256.clone(),
         intervals: run.spec.intervals,
     };
+    let threshold = opts.external_data_threshold;
     let model = graph::model_proto(&run.model, &source, opts.variant)?;
-    let files = ModelFiles::new(model, &output, opts.external_data_threshold)?;
+    let model = ModelFiles::new(model, &layout.onnx, threshold)?;
+    let tower = graph::user_tower_proto(&run.model, &source, opts.variant)?;
+    let tower = ModelFiles::new(tower, &layout.user_tower, threshold)?;
 
-    let out_dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
-    let items_dst = RunDir::new(&out_dir).items();
-    if !same_file(&items_src, &items_dst) {
-        sasrec_shared::io::write_atomic(&items_dst, |w| std::io::Write::write_all(w, &items))?;
+    std::fs::create_dir_all(&layout.dir).map_err(|e| Error::io(&layout.dir, e))?;
+    if !same_file(&items_src, &layout.items) {
+        sasrec_shared::io::write_atomic(&layout.items, |w| std::io::Write::write_all(w, &items))?;
     }
-    let written = files.write()?;
+    let tower = tower.write()?; // dropped before the item table is copied
+    let item_vectors_bytes = item_vectors::write(&run.model, &run.sha256, &layout.item_vectors)?;
+    let written = model.write()?;
     Ok(Exported {
-        onnx: output,
-        items: items_dst,
+        onnx: layout.onnx,
+        items: layout.items,
         bytes: written.onnx_bytes,
         external: written.external,
+        user_tower: OnnxFile {
+            path: layout.user_tower,
+            bytes: tower.onnx_bytes,
+            external: tower.external,
+        },
+        item_vectors: layout.item_vectors,
+        item_vectors_bytes,
         source_sha256: run.sha256,
         kind: run.spec.kind,
     })
+}
+
+/// Where [`export`] writes: the model and, in its directory, the item map and the two-tower
+/// files.
+struct Layout {
+    onnx: PathBuf,
+    dir: PathBuf,
+    items: PathBuf,
+    user_tower: PathBuf,
+    item_vectors: PathBuf,
+}
+
+impl Layout {
+    /// The files for `output` (default `<train_dir>/model.onnx`); refuses a directory and a
+    /// model named like a file written beside it.
+    fn new(train_dir: &Path, output: Option<PathBuf>) -> Result<Self> {
+        let onnx = output.unwrap_or_else(|| RunDir::new(train_dir).onnx());
+        let refuse = |msg: &str| {
+            Err(Error::Output {
+                path: onnx.clone(),
+                msg: msg.into(),
+            })
+        };
+        if onnx.is_dir() {
+            return refuse("is a directory (--output names the .onnx file)");
+        }
+        let name = onnx.file_name().and_then(|n| n.to_str());
+        if [
+            two_tower::USER_TOWER_FILE,
+            two_tower::ITEM_VECTORS_FILE,
+            files::ITEMS,
+        ]
+        .iter()
+        .any(|f| name == Some(*f))
+        {
+            return refuse("is the name of a file written beside the model (--output)");
+        }
+        let dir = match onnx.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(Self {
+            items: RunDir::new(&dir).items(),
+            user_tower: dir.join(two_tower::USER_TOWER_FILE),
+            item_vectors: dir.join(two_tower::ITEM_VECTORS_FILE),
+            onnx,
+            dir,
+        })
+    }
 }
 
 /// Whether `a` and `b` are the same existing file (so copying would be a no-op).

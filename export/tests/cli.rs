@@ -34,7 +34,7 @@ fn default_output_goes_into_the_run_directory() {
     let run = make_run(&kind("sasrec"), 40);
     let out = export_cmd(&["--onnx", "--train_dir", path_str(run.path())]);
     assert_success(&out);
-    assert_eq!(list(run.path()), run_dir_files(&["model.onnx"]));
+    assert_eq!(list(run.path()), run_dir_files(&EXPORTED));
     python_check(&run.path().join("model.onnx"));
 }
 
@@ -52,7 +52,15 @@ fn output_elsewhere_gets_the_item_map_and_kebab_flags_work() {
         "--full-sequence",
     ]);
     assert_success(&out);
-    assert_eq!(list(&dest.path().join("serving")), ["items.tsv", "m.onnx"]);
+    assert_eq!(
+        list(&dest.path().join("serving")),
+        [
+            "item_vectors.safetensors",
+            "items.tsv",
+            "m.onnx",
+            "user_tower.onnx"
+        ]
+    );
     assert_eq!(
         std::fs::read(run.path().join("items.tsv")).unwrap(),
         std::fs::read(dest.path().join("serving").join("items.tsv")).unwrap()

@@ -127,15 +127,9 @@ fn external_data_export_round_trips() {
         let ext = run.export_with_threshold(Variant::LastPosition, Some(ext_path.clone()), 0);
 
         // files
-        assert_eq!(
-            list(&out.path().join("inline")),
-            ["items.tsv", "model.onnx"]
-        );
+        assert_eq!(list(&out.path().join("inline")), beside_model(&[]));
         assert_eq!(inline.external, None);
-        assert_eq!(
-            list(&out.path().join("ext")),
-            ["items.tsv", "model.onnx", "model.onnx.data"]
-        );
+        assert_eq!(list(&out.path().join("ext")), beside_model(&EXTERNAL));
         let data_path = out.path().join("ext").join("model.onnx.data");
         let data = std::fs::read(&data_path).unwrap();
         let ext_model = decode(&ext_path);
@@ -193,13 +187,10 @@ fn threshold_is_the_total_initializer_size() {
     assert_eq!(inline.external, None);
     let at = run.export_with_threshold(Variant::LastPosition, Some(path.clone()), total);
     assert_eq!(at.external, None);
-    assert_eq!(list(out.path()), ["items.tsv", "model.onnx"]);
+    assert_eq!(list(out.path()), beside_model(&[]));
     let below = run.export_with_threshold(Variant::LastPosition, Some(path.clone()), total - 1);
     assert!(below.external.is_some());
-    assert_eq!(
-        list(out.path()),
-        ["items.tsv", "model.onnx", "model.onnx.data"]
-    );
+    assert_eq!(list(out.path()), beside_model(&EXTERNAL));
 }
 
 fn export_cmd(run_dir: &Path, extra: &[&str]) -> std::process::Output {
@@ -223,7 +214,7 @@ fn cli_writes_external_data_and_removes_it_when_stale() {
     assert_success(&out);
     assert_eq!(
         list(run.path()),
-        run_dir_files(&["model.onnx", "model.onnx.data"])
+        run_dir_files(&[&EXPORTED[..], &EXTERNAL].concat())
     );
     let data_len = std::fs::metadata(&data).unwrap().len();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -242,7 +233,7 @@ fn cli_writes_external_data_and_removes_it_when_stale() {
     // kebab-case alias and the default: inline again
     let out = export_cmd(run.path(), &[]);
     assert_success(&out);
-    assert_eq!(list(run.path()), run_dir_files(&["model.onnx"]));
+    assert_eq!(list(run.path()), run_dir_files(&EXPORTED));
     let log = stderr(&out);
     assert!(
         log.contains(&format!("removed {}", data.display())),
@@ -295,7 +286,7 @@ const LARGE_ITEMS: usize = 16_800_000;
 /// the default threshold writes external data that passes the checker (path form), and ONNX
 /// Runtime's scores equal tch's within 1e-5.
 #[test]
-#[ignore = "needs ~10 GB of memory, ~5 GB of disk and minutes; run with `cargo test -p \
+#[ignore = "needs ~10 GB of memory, ~9 GB of disk and minutes; run with `cargo test -p \
             sasrec-export --test external_data -- --ignored`"]
 fn just_over_the_protobuf_limit() {
     let mut cfg = kind("sasrec");

@@ -4,8 +4,9 @@
 //! `config.json` starts with a [`ModelSpec`] (kind, network, intervals); `sasrec-export` reads
 //! that spec and writes an ONNX graph with the I/O names of [`onnx_io`] and a
 //! [`ModelManifest`] as its `metadata_props`; `sasrec-serve` reads the manifest back with
-//! [`ModelManifest::from_metadata`]. Renaming a file, a graph input or a metadata key is a
-//! one-line change here.
+//! [`ModelManifest::from_metadata`]. Beside the model go the [`two_tower`] files (the user
+//! tower and the item vectors), which the manifest names. Renaming a file, a graph input or a
+//! metadata key is a one-line change here.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -161,12 +162,201 @@ pub mod onnx_io {
     /// The outputs, in graph order.
     pub const OUTPUTS: [&str; 3] = [SCORES, TOPK_SCORES, TOPK_ITEMS];
 
-    /// The inputs, in graph order.
+    /// The inputs, in graph order: the [`history_inputs`], then `exclude` and `k`.
     pub fn inputs(time_aware: bool) -> Vec<&'static str> {
+        let mut v = history_inputs(time_aware);
+        v.extend([EXCLUDE, K]);
+        v
+    }
+
+    /// The inputs that describe the user's history: `seq`, and `time_matrix` for time-aware
+    /// models (the whole input of the user tower).
+    pub fn history_inputs(time_aware: bool) -> Vec<&'static str> {
         if time_aware {
-            vec![SEQ, TIME_MATRIX, EXCLUDE, K]
+            vec![SEQ, TIME_MATRIX]
         } else {
-            vec![SEQ, EXCLUDE, K]
+            vec![SEQ]
+        }
+    }
+}
+
+/// The two-tower artifacts `sasrec-export --onnx` writes beside `model.onnx`, from the same
+/// model code: `score(u, i) = user_vector(u) · item_vectors[i]`, equal to `model.onnx`'s
+/// `scores` (docs/MODELS.md §5). `model.onnx`'s metadata names them ([`two_tower::Files`]);
+/// the server finds them with [`ModelManifest::two_tower_paths`].
+pub mod two_tower {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use crate::error::{Error, Result};
+
+    /// The user tower: `seq` (and `time_matrix` for time-aware models) → [`USER_VECTOR`].
+    pub const USER_TOWER_FILE: &str = "user_tower.onnx";
+    /// Output of the user tower: the hidden state at the last position, float32 `[batch, d]`.
+    pub const USER_VECTOR: &str = "user_vector";
+    /// The user tower's outputs, in graph order.
+    pub const OUTPUTS: [&str; 1] = [USER_VECTOR];
+    /// The scoring table: a safetensors file holding [`ITEM_VECTORS_TENSOR`], float32
+    /// `[num_items + 1, d]`, row = item index, row 0 = padding (never recommended).
+    pub const ITEM_VECTORS_FILE: &str = "item_vectors.safetensors";
+    /// The tensor's name in [`ITEM_VECTORS_FILE`].
+    pub const ITEM_VECTORS_TENSOR: &str = "item_vectors";
+    /// The approximate nearest-neighbour index over rows 1..=I of the item vectors (key = item
+    /// index, metric = inner product), built by `sasrec-export --ann` or by the server.
+    pub const ANN_INDEX_FILE: &str = "items.usearch";
+
+    /// Metadata key of the scoring model naming its user tower.
+    pub const USER_TOWER_KEY: &str = "user_tower";
+    /// Metadata key of the scoring model naming its item vectors.
+    pub const ITEM_VECTORS_KEY: &str = "item_vectors";
+
+    /// The `__metadata__` keys of [`ITEM_VECTORS_FILE`] (values are text, as in every
+    /// safetensors header).
+    pub mod meta {
+        /// Lower-case hex SHA-256 of the `model.safetensors` the table came from.
+        pub const SOURCE_SHA256: &str = "source_sha256";
+        /// I, the number of items (the table has I + 1 rows).
+        pub const NUM_ITEMS: &str = "num_items";
+        /// d, the size of a vector (`hidden_units`).
+        pub const DIM: &str = "dim";
+        /// The model kind (`sasrec`, `tisasrec-mhc`, …).
+        pub const KIND: &str = "kind";
+    }
+
+    /// The user tower's inputs, in graph order: `model.onnx`'s without `exclude` and `k`.
+    pub fn inputs(time_aware: bool) -> Vec<&'static str> {
+        super::onnx_io::history_inputs(time_aware)
+    }
+
+    /// The two-tower file names an exported model lists in its metadata (keys
+    /// [`USER_TOWER_KEY`] and [`ITEM_VECTORS_KEY`]), relative to the model's directory.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Files {
+        /// The user tower (`.onnx`).
+        pub user_tower: String,
+        /// The item vectors (`.safetensors`).
+        pub item_vectors: String,
+    }
+
+    impl Default for Files {
+        /// [`USER_TOWER_FILE`] and [`ITEM_VECTORS_FILE`], what `sasrec-export` writes.
+        fn default() -> Self {
+            Self {
+                user_tower: USER_TOWER_FILE.into(),
+                item_vectors: ITEM_VECTORS_FILE.into(),
+            }
+        }
+    }
+
+    /// The two-tower files of a model directory, each checked to exist.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Paths {
+        /// The user tower (its `.onnx.data`, when split, lies beside it).
+        pub user_tower: PathBuf,
+        /// The item vectors.
+        pub item_vectors: PathBuf,
+    }
+
+    impl Files {
+        /// The metadata entries (`user_tower`, `item_vectors`).
+        pub(super) fn put(&self, m: &mut BTreeMap<String, String>) {
+            m.insert(USER_TOWER_KEY.into(), self.user_tower.clone());
+            m.insert(ITEM_VECTORS_KEY.into(), self.item_vectors.clone());
+        }
+
+        /// The names in `metadata`: `None` when neither key is there (a model exported before
+        /// the two-tower files), an error when only one is or a value is not a plain file name.
+        pub(super) fn from_metadata(
+            metadata: &BTreeMap<String, String>,
+        ) -> std::result::Result<Option<Self>, String> {
+            let name = |key: &str| match metadata.get(key) {
+                Some(v) if is_plain_name(v) => Ok(Some(v.clone())),
+                Some(v) => Err(format!("metadata `{key}` = `{v}` is not a file name")),
+                None => Ok(None),
+            };
+            match (name(USER_TOWER_KEY)?, name(ITEM_VECTORS_KEY)?) {
+                (Some(user_tower), Some(item_vectors)) => Ok(Some(Self {
+                    user_tower,
+                    item_vectors,
+                })),
+                (None, None) => Ok(None),
+                (Some(_), None) => Err(format!(
+                    "metadata has `{USER_TOWER_KEY}` but no `{ITEM_VECTORS_KEY}`"
+                )),
+                (None, Some(_)) => Err(format!(
+                    "metadata has `{ITEM_VECTORS_KEY}` but no `{USER_TOWER_KEY}`"
+                )),
+            }
+        }
+
+        /// The files in `dir`, each checked to be an existing file; the error names the missing
+        /// one and says how to make it.
+        pub fn locate(&self, dir: &Path) -> Result<Paths> {
+            let find = |name: &str| {
+                let path = dir.join(name);
+                if path.is_file() {
+                    return Ok(path);
+                }
+                Err(Error::io(
+                    &path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "two-tower file named in the model's metadata is missing (copy it with \
+                         the model, or export again with sasrec-export --onnx)",
+                    ),
+                ))
+            };
+            Ok(Paths {
+                user_tower: find(&self.user_tower)?,
+                item_vectors: find(&self.item_vectors)?,
+            })
+        }
+    }
+
+    /// A bare file name: no directory part, not `.` or `..`.
+    fn is_plain_name(v: &str) -> bool {
+        !v.is_empty() && !v.contains(['/', '\\']) && v != "." && v != ".."
+    }
+}
+
+/// Which graph an exported file holds; the metadata key `tower` is `user` for the user tower
+/// and absent for the scoring model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GraphRole {
+    /// `model.onnx`: scores and top-k ([`onnx_io`]).
+    #[default]
+    Scoring,
+    /// `user_tower.onnx`: the user vector ([`two_tower`]).
+    UserTower,
+}
+
+impl GraphRole {
+    /// The graph's inputs, in graph order.
+    pub fn inputs(self, time_aware: bool) -> Vec<&'static str> {
+        match self {
+            GraphRole::Scoring => onnx_io::inputs(time_aware),
+            GraphRole::UserTower => two_tower::inputs(time_aware),
+        }
+    }
+
+    /// The graph's outputs, in graph order.
+    pub fn outputs(self) -> &'static [&'static str] {
+        match self {
+            GraphRole::Scoring => &onnx_io::OUTPUTS,
+            GraphRole::UserTower => &two_tower::OUTPUTS,
+        }
+    }
+
+    /// The role named by `metadata`'s `tower` key (absent: the scoring model).
+    fn from_metadata(metadata: &BTreeMap<String, String>) -> std::result::Result<Self, String> {
+        match metadata.get(keys::TOWER).map(String::as_str) {
+            None => Ok(GraphRole::Scoring),
+            Some(keys::USER) => Ok(GraphRole::UserTower),
+            Some(v) => Err(format!(
+                "metadata `{}` = `{v}` is not `{}`",
+                keys::TOWER,
+                keys::USER
+            )),
         }
     }
 }
@@ -179,6 +369,9 @@ mod keys {
     pub const SOURCE_SHA256: &str = "source_sha256";
     pub const GRAPH_VARIANT: &str = "graph_variant";
     pub const VERSION: &str = "sasrec_rs_version";
+    /// Present (= [`USER`]) on the user tower only ([`super::GraphRole`]).
+    pub const TOWER: &str = "tower";
+    pub const USER: &str = "user";
 }
 
 /// What an exported model says about itself (its ONNX `metadata_props`).
@@ -192,6 +385,10 @@ pub struct ModelManifest {
     pub graph_variant: String,
     /// The sasrec-rs version that wrote it.
     pub version: String,
+    /// Which graph the file holds (the scoring model or the user tower).
+    pub role: GraphRole,
+    /// The two-tower files beside the model; `None` for models exported before them.
+    pub two_tower: Option<two_tower::Files>,
 }
 
 impl ModelManifest {
@@ -202,6 +399,36 @@ impl ModelManifest {
             source_sha256,
             graph_variant: graph_variant.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            role: GraphRole::Scoring,
+            two_tower: None,
+        }
+    }
+
+    /// This manifest naming the two-tower files `files` beside the model.
+    pub fn with_two_tower(self, files: two_tower::Files) -> Self {
+        Self {
+            two_tower: Some(files),
+            ..self
+        }
+    }
+
+    /// This manifest for the graph `role` of the same model.
+    pub fn with_role(self, role: GraphRole) -> Self {
+        Self { role, ..self }
+    }
+
+    /// The two-tower files of the model in `dir` (the directory of the `.onnx` this manifest
+    /// was read from), each checked to exist; errors name the missing file, or the directory
+    /// when the model was exported before the two-tower files.
+    pub fn two_tower_paths(&self, dir: &Path) -> Result<two_tower::Paths> {
+        match &self.two_tower {
+            Some(files) => files.locate(dir),
+            None => Err(Error::Data(format!(
+                "{}: the model {} names no two-tower files (exported before them): export it \
+                 again with sasrec-export --onnx",
+                dir.display(),
+                self.id()
+            ))),
         }
     }
 
@@ -218,7 +445,8 @@ impl ModelManifest {
     /// (`true`/`false`) and, for mHC, `mhc_expansion_rate`, `mhc_sinkhorn_iter`, `mhc_hres`,
     /// `mhc_init_gate`, `mhc_no_amp`; `model_config` and `intervals` (JSON, as in
     /// `config.json`), `source_sha256`, `source_file`, `sasrec_rs_version`, `graph_variant`,
-    /// and the interface names `inputs` / `outputs`.
+    /// the interface names `inputs` / `outputs` (the [`GraphRole`]'s), `tower` = `user` on
+    /// the user tower, and the two-tower file names `user_tower` / `item_vectors` when set.
     pub fn to_metadata(&self) -> BTreeMap<String, String> {
         let mut m = self.derived();
         let json = |v: serde_json::Result<String>| v.expect("config types serialise");
@@ -233,12 +461,20 @@ impl ModelManifest {
         m.insert(keys::SOURCE_SHA256.into(), self.source_sha256.clone());
         m.insert(keys::GRAPH_VARIANT.into(), self.graph_variant.clone());
         m.insert(keys::VERSION.into(), self.version.clone());
+        if self.role == GraphRole::UserTower {
+            m.insert(keys::TOWER.into(), keys::USER.into());
+        }
+        if let Some(files) = &self.two_tower {
+            files.put(&mut m);
+        }
         m
     }
 
     /// The manifest of `metadata`, rebuilt from `model_config`, `intervals`, `source_sha256`,
-    /// `graph_variant` and `sasrec_rs_version`, validated, and with every derived key
-    /// (`kind`, `maxlen`, `inputs`, …) checked against them. Extra keys are allowed.
+    /// `graph_variant`, `sasrec_rs_version`, `tower` and the two-tower file names (the last
+    /// two optional: models exported before them read as the scoring model without them),
+    /// validated, and with every derived key (`kind`, `maxlen`, `inputs`, …) checked against
+    /// them. Extra keys are allowed.
     pub fn from_metadata(metadata: &BTreeMap<String, String>) -> std::result::Result<Self, String> {
         let get = |k: &str| {
             metadata
@@ -261,6 +497,8 @@ impl ModelManifest {
             source_sha256: get(keys::SOURCE_SHA256)?,
             graph_variant: get(keys::GRAPH_VARIANT)?,
             version: get(keys::VERSION)?,
+            role: GraphRole::from_metadata(metadata)?,
+            two_tower: two_tower::Files::from_metadata(metadata)?,
         };
         for (k, want) in manifest.derived() {
             let got = get(&k)?;
@@ -304,8 +542,8 @@ impl ModelManifest {
             put("mhc_no_amp", h.no_amp.to_string());
         }
         put("source_file", files::MODEL.into());
-        put("inputs", onnx_io::inputs(cfg.is_time_aware()).join(","));
-        put("outputs", onnx_io::OUTPUTS.join(","));
+        put("inputs", self.role.inputs(cfg.is_time_aware()).join(","));
+        put("outputs", self.role.outputs().join(","));
         m
     }
 }
@@ -370,6 +608,90 @@ mod tests {
             ModelManifest::from_metadata(&md).unwrap_err(),
             "metadata: `tisasrec-mhc` is time-aware but `intervals` (time unit and span) is \
              missing"
+        );
+    }
+
+    #[test]
+    fn manifest_names_the_two_tower_files_and_the_tower() {
+        let m = ModelManifest::new(tisasrec_mhc(), "ab".repeat(32), "last_position")
+            .with_two_tower(two_tower::Files::default());
+        let md = m.to_metadata();
+        assert_eq!(md["user_tower"], "user_tower.onnx");
+        assert_eq!(md["item_vectors"], "item_vectors.safetensors");
+        assert!(!md.contains_key("tower"));
+        assert_eq!(ModelManifest::from_metadata(&md).unwrap(), m);
+
+        let tower = m.clone().with_role(GraphRole::UserTower);
+        let md = tower.to_metadata();
+        assert_eq!(md["tower"], "user");
+        assert_eq!(md["inputs"], "seq,time_matrix");
+        assert_eq!(md["outputs"], "user_vector");
+        assert_eq!(ModelManifest::from_metadata(&md).unwrap(), tower);
+
+        // a tower's metadata with the scoring model's interface is refused
+        let mut md = m.to_metadata();
+        md.insert("tower".into(), "user".into());
+        assert_eq!(
+            ModelManifest::from_metadata(&md).unwrap_err(),
+            "metadata `inputs` = `seq,time_matrix,exclude,k` disagrees with `model_config` \
+             (which gives `seq,time_matrix`)"
+        );
+        md.insert("tower".into(), "item".into());
+        assert_eq!(
+            ModelManifest::from_metadata(&md).unwrap_err(),
+            "metadata `tower` = `item` is not `user`"
+        );
+    }
+
+    #[test]
+    fn old_models_read_without_two_tower_files_and_half_a_pair_is_refused() {
+        let m = ModelManifest::new(tisasrec_mhc(), "ab".repeat(32), "last_position");
+        let old = ModelManifest::from_metadata(&m.to_metadata()).unwrap();
+        assert_eq!(old.two_tower, None);
+        assert_eq!(old.role, GraphRole::Scoring);
+        let err = old.two_tower_paths(Path::new("/models/a")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/models/a: the model tisasrec-mhc@abababababab names no two-tower files (exported \
+             before them): export it again with sasrec-export --onnx"
+        );
+
+        let full = m.with_two_tower(two_tower::Files::default()).to_metadata();
+        let mut md = full.clone();
+        md.remove("item_vectors");
+        assert_eq!(
+            ModelManifest::from_metadata(&md).unwrap_err(),
+            "metadata has `user_tower` but no `item_vectors`"
+        );
+        for bad in ["../user_tower.onnx", "/etc/passwd", "", ".."] {
+            let mut md = full.clone();
+            md.insert("user_tower".into(), bad.into());
+            assert_eq!(
+                ModelManifest::from_metadata(&md).unwrap_err(),
+                format!("metadata `user_tower` = `{bad}` is not a file name")
+            );
+        }
+    }
+
+    #[test]
+    fn two_tower_paths_name_the_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = ModelManifest::new(tisasrec_mhc(), "ab".repeat(32), "last_position")
+            .with_two_tower(two_tower::Files::default());
+        std::fs::write(dir.path().join(two_tower::USER_TOWER_FILE), b"onnx").unwrap();
+        let err = m.two_tower_paths(dir.path()).unwrap_err().to_string();
+        let missing = dir.path().join(two_tower::ITEM_VECTORS_FILE);
+        assert!(
+            err.starts_with(&format!("{}: two-tower file", missing.display())),
+            "{err}"
+        );
+        std::fs::write(&missing, b"st").unwrap();
+        assert_eq!(
+            m.two_tower_paths(dir.path()).unwrap(),
+            two_tower::Paths {
+                user_tower: dir.path().join("user_tower.onnx"),
+                item_vectors: missing,
+            }
         );
     }
 

@@ -2,12 +2,13 @@
 //! directories, input batches built with `sasrec_shared::time`, and an ONNX Runtime session.
 #![allow(dead_code)] // each test binary uses a subset
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
 
-use ort::session::Session;
+use ort::session::{Session, SessionInputValue};
 use ort::value::Tensor as OrtTensor;
 use sasrec_export::external_data::DEFAULT_THRESHOLD;
 use sasrec_export::{export, ExportOptions, Exported, Variant};
@@ -213,25 +214,27 @@ pub struct OnnxOut {
     pub topk_items: Vec<i64>,
 }
 
+/// The graph inputs `seq` (B, T) and, for time-aware batches, `time_matrix` (B, T, T), named.
+fn history_inputs(batch: &Batch, t: usize) -> Vec<(Cow<'static, str>, SessionInputValue<'static>)> {
+    let b = batch.b;
+    let seq = OrtTensor::from_array(([b, t], batch.seq.clone())).unwrap();
+    let mut inputs = ort::inputs!["seq" => seq];
+    if let Some(tm) = &batch.tm {
+        let tm = OrtTensor::from_array(([b, t, t], tm.clone())).unwrap();
+        inputs.push(("time_matrix".into(), tm.into()));
+    }
+    inputs
+}
+
 /// Runs the exported graph; `exclude` is (B, E) row-major.
 pub fn run_onnx(s: &mut Session, batch: &Batch, exclude: &[i64], k: i64, t: usize) -> OnnxOut {
     let b = batch.b;
     let e = exclude.len() / b;
-    let seq = OrtTensor::from_array(([b, t], batch.seq.clone())).unwrap();
     let exc = OrtTensor::from_array(([b, e], exclude.to_vec())).unwrap();
     let kk = OrtTensor::from_array(([1usize], vec![k])).unwrap();
-    let out = match &batch.tm {
-        Some(tm) => {
-            let tm = OrtTensor::from_array(([b, t, t], tm.clone())).unwrap();
-            s.run(ort::inputs![
-                "seq" => seq, "time_matrix" => tm, "exclude" => exc, "k" => kk
-            ])
-            .unwrap()
-        }
-        None => s
-            .run(ort::inputs!["seq" => seq, "exclude" => exc, "k" => kk])
-            .unwrap(),
-    };
+    let mut inputs = history_inputs(batch, t);
+    inputs.extend(ort::inputs!["exclude" => exc, "k" => kk]);
+    let out = s.run(inputs).unwrap();
     let f = |name: &str| {
         let (shape, data) = out[name].try_extract_tensor::<f32>().unwrap();
         (shape.to_vec(), data.to_vec())
@@ -247,6 +250,15 @@ pub fn run_onnx(s: &mut Session, batch: &Batch, exclude: &[i64], k: i64, t: usiz
         topk_scores,
         topk_items: topk_items.to_vec(),
     }
+}
+
+/// Runs the user tower on `batch`: `user_vector` (B, d) row-major, and d.
+pub fn run_user_tower(s: &mut Session, batch: &Batch, t: usize) -> (Vec<f32>, usize) {
+    let out = s.run(history_inputs(batch, t)).unwrap();
+    let (shape, data) = out["user_vector"].try_extract_tensor::<f32>().unwrap();
+    assert_eq!(shape.len(), 2, "user_vector shape {shape:?}");
+    assert_eq!(shape[0], batch.b as i64, "user_vector shape {shape:?}");
+    (data.to_vec(), shape[1] as usize)
 }
 
 /// Runs `onnx.checker.check_model(path, full_check=True)` (the path form, which also checks
@@ -311,10 +323,27 @@ pub fn bin() -> PathBuf {
 /// The files of a [`make_run`] directory after the binary wrote `written` into it (e.g.
 /// `model.onnx`), sorted as [`list`] returns them.
 pub fn run_dir_files(written: &[&str]) -> Vec<String> {
-    let made = ["config.json", "items.tsv", "model.safetensors"];
-    let mut v: Vec<String> = made.iter().chain(written).map(|f| f.to_string()).collect();
+    sorted(&[&["config.json", "items.tsv", "model.safetensors"], written])
+}
+
+/// The names of `groups`, sorted.
+fn sorted(groups: &[&[&str]]) -> Vec<String> {
+    let mut v: Vec<String> = groups.concat().iter().map(|f| f.to_string()).collect();
     v.sort();
     v
+}
+
+/// What an export with the default output adds to a run directory: the model and the two-tower
+/// files.
+pub const EXPORTED: [&str; 3] = ["item_vectors.safetensors", "model.onnx", "user_tower.onnx"];
+
+/// The external data files of the model and its user tower (`--external_data_threshold 0`).
+pub const EXTERNAL: [&str; 2] = ["model.onnx.data", "user_tower.onnx.data"];
+
+/// The files of a directory that an export to `<dir>/model.onnx` wrote into: the item map,
+/// [`EXPORTED`] and `extra` (e.g. [`EXTERNAL`]), sorted as [`list`] returns them.
+pub fn beside_model(extra: &[&str]) -> Vec<String> {
+    sorted(&[&["items.tsv"], &EXPORTED, extra])
 }
 
 /// The binary's stderr as text.

@@ -1,0 +1,277 @@
+//! The two-tower files beside `model.onnx`: for every model kind and both graph variants,
+//! `user_vector · item_vectors[i]` (ONNX Runtime on `user_tower.onnx`, the safetensors table)
+//! equals `model.onnx`'s `scores[:, i]` within 1e-5 on batches with empty, short, full and
+//! truncated histories; the table is the model's item table with its metadata; both `.onnx`
+//! files pass the full checker and carry the manifest (the model's naming the two-tower files);
+//! the user tower takes the external-data path; the CLI names the files.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use safetensors::{Dtype, SafeTensors};
+use sasrec_export::external_data::DEFAULT_THRESHOLD;
+use sasrec_export::Variant;
+use sasrec_shared::run::two_tower::{
+    self, ITEM_VECTORS_FILE, ITEM_VECTORS_TENSOR, USER_TOWER_FILE,
+};
+use sasrec_shared::run::{GraphRole, ModelManifest};
+use serde_json::json;
+
+const TOL: f32 = 1e-5;
+
+/// History lengths of the test batch: empty, short, full window, longer than the window.
+fn lens() -> Vec<usize> {
+    vec![0, 1, 3, T, 3 * T, 0, T - 1]
+}
+
+/// `item_vectors.safetensors` read with the `safetensors` crate: the one tensor's values
+/// (row-major) and shape, after checking its name and dtype; and the `__metadata__`.
+fn read_item_vectors(path: &Path) -> (Vec<f32>, Vec<usize>, BTreeMap<String, String>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.names(), [ITEM_VECTORS_TENSOR], "{}", path.display());
+    let t = st.tensor(ITEM_VECTORS_TENSOR).unwrap();
+    assert_eq!(t.dtype(), Dtype::F32);
+    let values = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap_or_default();
+    (values, t.shape().to_vec(), meta.into_iter().collect())
+}
+
+/// Asserts `scores[b, i] = user[b] · table[i]` for i in 1..=I (1e-5 absolute, relative above
+/// 1) and `scores[b, 0] = −∞`; returns the largest |score| (to rule out a vacuous test).
+fn assert_dot_products(scores: &[f32], user: &[f32], table: &[f32], d: usize, what: &str) -> f32 {
+    let cols = table.len() / d;
+    let (mut biggest, mut worst) = (0f32, 0f32);
+    for (b, u) in user.chunks_exact(d).enumerate() {
+        let row = &scores[b * cols..(b + 1) * cols];
+        assert_eq!(row[0], f32::NEG_INFINITY, "{what} row {b}: padding column");
+        for (i, e) in table.chunks_exact(d).enumerate().skip(1) {
+            let dot = u
+                .iter()
+                .zip(e)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum::<f64>();
+            let (got, want) = (dot as f32, row[i]);
+            assert!(
+                (got - want).abs() <= TOL * want.abs().max(1.0),
+                "{what} row {b} item {i}: user_vector · item_vectors = {got}, scores = {want}"
+            );
+            biggest = biggest.max(want.abs());
+            worst = worst.max((got - want).abs());
+        }
+    }
+    eprintln!(
+        "{what}: max |user_vector · item_vectors − scores| = {worst:e} (max |score| {biggest})"
+    );
+    biggest
+}
+
+/// One kind and variant: exports into a fresh directory and checks the tower against the model.
+fn check_two_tower(run: &Run, variant: Variant, seed: u64) {
+    let what = format!("{} {variant:?}", run.cfg.kind());
+    let dir = tempfile::tempdir().unwrap();
+    let out = run.export(variant, Some(dir.path().join("model.onnx")));
+    assert_eq!(out.user_tower.path, dir.path().join(USER_TOWER_FILE));
+    assert_eq!(out.item_vectors, dir.path().join(ITEM_VECTORS_FILE));
+    assert_eq!(list(dir.path()), beside_model(&[]), "{what}");
+
+    let (table, shape, meta) = read_item_vectors(&out.item_vectors);
+    let (i, d) = (run.cfg.num_items, run.cfg.hidden_units);
+    assert_eq!(shape, [i + 1, d], "{what}");
+    let want = Vec::<f32>::try_from(&run.model.item_emb().reshape([-1])).unwrap();
+    assert_eq!(
+        table, want,
+        "{what}: item_vectors is not the model's item table"
+    );
+    let want_meta = [
+        ("source_sha256", out.source_sha256.clone()),
+        ("num_items", i.to_string()),
+        ("dim", d.to_string()),
+        ("kind", run.cfg.kind().to_string()),
+    ];
+    let want_meta = BTreeMap::from(want_meta.map(|(k, v)| (k.to_string(), v)));
+    assert_eq!(meta, want_meta, "{what}");
+
+    let mut rng = Rng::new(seed);
+    let b = batch(&run.cfg, run.intervals, &lens(), &mut rng);
+    let none = vec![0i64; b.b];
+    let scores = run_onnx(&mut session(&out.onnx), &b, &none, 5, T).scores;
+    let (user, dim) = run_user_tower(&mut session(&out.user_tower.path), &b, T);
+    assert_eq!(dim, d, "{what}");
+    let biggest = assert_dot_products(&scores, &user, &table, d, &what);
+    assert!(biggest > 0.5, "{what}: scores all near 0 (max {biggest})");
+}
+
+#[test]
+fn user_vector_times_item_vectors_equals_the_scores_for_every_kind() {
+    for (k, name) in KINDS.iter().enumerate() {
+        let run = make_run(&kind(name), 80 + k as i64);
+        for variant in [Variant::LastPosition, Variant::FullSequence] {
+            check_two_tower(&run, variant, 80 + k as u64);
+        }
+    }
+}
+
+/// The metadata of an exported `.onnx` as the server reads it.
+fn metadata(header: &serde_json::Value) -> BTreeMap<String, String> {
+    serde_json::from_value(header["metadata"].clone()).unwrap()
+}
+
+#[test]
+fn both_files_pass_the_checker_and_the_model_names_the_two_tower_files() {
+    for (k, name) in KINDS.iter().enumerate() {
+        let cfg = kind(name);
+        let run = make_run(&cfg, 90 + k as i64);
+        let out = run.export(Variant::LastPosition, None);
+        let model = metadata(&python_check(&out.onnx));
+        let tower_header = python_check(&out.user_tower.path);
+        let tower = metadata(&tower_header);
+
+        assert_eq!(model["user_tower"], USER_TOWER_FILE, "{name}");
+        assert_eq!(model["item_vectors"], ITEM_VECTORS_FILE, "{name}");
+        assert!(!model.contains_key("tower"), "{name}");
+        let manifest = ModelManifest::from_metadata(&model).unwrap();
+        assert_eq!(manifest.role, GraphRole::Scoring);
+        assert_eq!(manifest.two_tower, Some(two_tower::Files::default()));
+        let paths = manifest.two_tower_paths(run.path()).unwrap();
+        assert_eq!(paths.user_tower, out.user_tower.path);
+        assert_eq!(paths.item_vectors, out.item_vectors);
+
+        // the tower: the same manifest, its own role and interface
+        assert_eq!(tower["tower"], "user", "{name}");
+        let tower_manifest = ModelManifest::from_metadata(&tower).unwrap();
+        assert_eq!(tower_manifest, manifest.with_role(GraphRole::UserTower));
+        let t = cfg.maxlen as i64;
+        let mut inputs = json!({"seq": [7, ["batch", t]]});
+        if cfg.is_time_aware() {
+            inputs["time_matrix"] = json!([7, ["batch", t, t]]);
+        }
+        assert_eq!(tower_header["inputs"], inputs, "{name}");
+        let d = cfg.hidden_units as i64;
+        let outputs = json!({"user_vector": [1, ["batch", d]]});
+        assert_eq!(tower_header["outputs"], outputs, "{name}");
+    }
+}
+
+/// `--external_data_threshold 0` splits the tower like the model; ONNX Runtime reads the pair,
+/// and the inline export that follows gives the same vectors and removes the stale data file.
+#[test]
+fn the_user_tower_takes_the_external_data_path() {
+    let cfg = kind("tisasrec-mhc");
+    let run = make_run(&cfg, 95);
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("model.onnx");
+    let ext = run.export_with_threshold(Variant::LastPosition, Some(onnx.clone()), 0);
+    assert_eq!(list(dir.path()), beside_model(&EXTERNAL));
+    let data = dir.path().join("user_tower.onnx.data");
+    let file = ext
+        .user_tower
+        .external
+        .clone()
+        .expect("user tower external data");
+    assert_eq!(file.path, data);
+    assert_eq!(file.bytes, std::fs::metadata(&data).unwrap().len());
+    assert!(file.tensors > 0);
+    python_check(&ext.user_tower.path);
+
+    let mut rng = Rng::new(95);
+    let b = batch(&cfg, run.intervals, &lens(), &mut rng);
+    let got = run_user_tower(&mut session(&ext.user_tower.path), &b, T);
+    let inline = run.export(Variant::LastPosition, Some(onnx));
+    assert_eq!(inline.user_tower.external, None);
+    assert_eq!(list(dir.path()), beside_model(&[]));
+    let want = run_user_tower(&mut session(&inline.user_tower.path), &b, T);
+    assert_eq!(got, want);
+}
+
+/// A standard reader (Python's `safetensors`, numpy) loads the table and its metadata.
+#[test]
+fn python_safetensors_reads_the_item_vectors() {
+    const SCRIPT: &str = r#"
+import json, sys
+from safetensors import safe_open
+with safe_open(sys.argv[1], framework="numpy") as f:
+    t = f.get_tensor("item_vectors")
+    print(json.dumps({"keys": list(f.keys()), "dtype": str(t.dtype), "shape": list(t.shape),
+                      "sum": float(t.astype("float64").sum()), "metadata": f.metadata()}))
+"#;
+    let cfg = kind("sasrec");
+    let run = make_run(&cfg, 96);
+    let out = run.export(Variant::LastPosition, None);
+    let got: serde_json::Value =
+        serde_json::from_slice(&python(SCRIPT, &[&out.item_vectors], "safetensors")).unwrap();
+    assert_eq!(got["keys"], json!(["item_vectors"]));
+    assert_eq!(got["dtype"], "float32");
+    assert_eq!(got["shape"], json!([cfg.num_items + 1, cfg.hidden_units]));
+    assert_eq!(got["metadata"]["kind"], "sasrec");
+    assert_eq!(got["metadata"]["source_sha256"], out.source_sha256.as_str());
+    let sum: f64 = Vec::<f32>::try_from(&run.model.item_emb().reshape([-1]))
+        .unwrap()
+        .iter()
+        .map(|&x| f64::from(x))
+        .sum();
+    assert!((got["sum"].as_f64().unwrap() - sum).abs() < 1e-9);
+}
+
+#[test]
+fn cli_names_the_two_tower_files() {
+    let run = make_run(&kind("tisasrec"), 97);
+    let dir = run.path();
+    let out = Command::new(bin())
+        .args(["--onnx", "--external_data_threshold", "0", "--train_dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let size = |f: &str| std::fs::metadata(dir.join(f)).unwrap().len();
+    for (name, note) in [
+        ("user_tower.onnx", "the user tower"),
+        ("user_tower.onnx.data", ""),
+        ("item_vectors.safetensors", "the item vectors"),
+    ] {
+        let want = format!("{note} {} ({} bytes", dir.join(name).display(), size(name));
+        assert!(
+            stdout.contains(want.trim_start()),
+            "`{want}` not in: {stdout}"
+        );
+    }
+    assert_eq!(
+        list(dir),
+        run_dir_files(&[&EXPORTED[..], &EXTERNAL].concat())
+    );
+}
+
+/// `--output` may not take the name of a file written beside the model; nothing is written.
+#[test]
+fn output_named_like_a_two_tower_file_is_refused() {
+    let run = make_run(&kind("sasrec"), 98);
+    let dest = tempfile::tempdir().unwrap();
+    for name in [USER_TOWER_FILE, ITEM_VECTORS_FILE] {
+        let path = dest.path().join(name);
+        let err = sasrec_export::export(&sasrec_export::ExportOptions {
+            train_dir: run.path().to_path_buf(),
+            output: Some(path.clone()),
+            variant: Variant::LastPosition,
+            external_data_threshold: DEFAULT_THRESHOLD,
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: is the name of a file written beside the model (--output)",
+                path.display()
+            )
+        );
+        assert!(list(dest.path()).is_empty());
+    }
+}
