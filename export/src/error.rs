@@ -34,6 +34,9 @@ pub enum Error {
         /// What is wrong and which flag to change.
         msg: String,
     },
+    /// The approximate nearest-neighbour index could not be built or written (names the file).
+    #[error(transparent)]
+    Ann(#[from] sasrec_ann::Error),
     /// The recorded graph is invalid (a bug: the networks used an operation the recorder cannot
     /// express).
     #[error("recording the ONNX graph: {0}")]

@@ -29,6 +29,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod ann;
 pub mod error;
 pub mod external_data;
 pub mod graph;

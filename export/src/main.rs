@@ -8,8 +8,10 @@ use std::process::ExitCode;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
+use sasrec_ann::{AnnParams, Quantization};
+use sasrec_export::ann::AnnIndexFile;
 use sasrec_export::external_data::{ExternalFile, DEFAULT_THRESHOLD};
-use sasrec_export::{export, ExportOptions, Variant};
+use sasrec_export::{export, ExportOptions, Exported, Variant};
 use sasrec_shared::logging::{self, LogFormat, Stream};
 
 /// Export a trained SASRec / TiSASRec / mHC model to ONNX (opset 17, IR version 10).
@@ -61,6 +63,29 @@ struct Args {
         value_parser = PossibleValuesParser::new(LogFormat::NAMES).try_map(|s| s.parse::<LogFormat>())
     )]
     log_format: LogFormat,
+    /// Also build the approximate nearest-neighbour index over the item vectors (inner
+    /// product, HNSW) and save it beside the model as items.usearch + items.usearch.json, for
+    /// `sasrec-serve --retrieval ann`.
+    #[arg(long)]
+    ann: bool,
+    /// --ann: HNSW links per item (M).
+    #[arg(long = "ann_connectivity", alias = "ann-connectivity", default_value_t = AnnParams::default().connectivity)]
+    ann_connectivity: usize,
+    /// --ann: candidate list size while building (efConstruction).
+    #[arg(long = "ann_expansion_add", alias = "ann-expansion-add", default_value_t = AnnParams::default().expansion_add)]
+    ann_expansion_add: usize,
+    /// --ann: how the index stores the vectors (the exact re-scoring always reads the f32
+    /// item vectors).
+    #[arg(
+        long = "ann_quantization",
+        alias = "ann-quantization",
+        default_value = "f16",
+        value_parser = PossibleValuesParser::new(["f32", "f16", "i8"]).try_map(|s| s.parse::<Quantization>())
+    )]
+    ann_quantization: Quantization,
+    /// --ann: build threads (0 = one per core).
+    #[arg(long = "ann_threads", alias = "ann-threads", default_value_t = 0)]
+    ann_threads: usize,
 }
 
 fn main() -> ExitCode {
@@ -70,33 +95,13 @@ fn main() -> ExitCode {
         eprintln!("error: nothing to do: pass --onnx (the only export format)");
         return ExitCode::from(2);
     }
-    let opts = ExportOptions {
-        train_dir: args.train_dir,
-        output: args.output,
-        variant: if args.full_sequence {
-            Variant::FullSequence
-        } else {
-            Variant::LastPosition
-        },
-        external_data_threshold: args.external_data_threshold,
-    };
-    match export(&opts) {
-        Ok(out) => {
-            println!(
-                "wrote {} ({} bytes, {}, source sha256 {}){}, the user tower {} ({} bytes){}, \
-                 the item vectors {} ({} bytes) and {}",
-                out.onnx.display(),
-                out.bytes,
-                out.kind,
-                out.source_sha256,
-                external_note(&out.external),
-                out.user_tower.path.display(),
-                out.user_tower.bytes,
-                external_note(&out.user_tower.external),
-                out.item_vectors.display(),
-                out.item_vectors_bytes,
-                out.items.display()
-            );
+    let result = export(&export_options(&args)).and_then(|out| {
+        let index = args.ann.then(|| build_index(&args, &out)).transpose()?;
+        Ok((out, index))
+    });
+    match result {
+        Ok((out, index)) => {
+            report(&out, index.as_ref());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -104,6 +109,58 @@ fn main() -> ExitCode {
             eprintln!("error: {}", e.to_string().replace('\n', " "));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The flags as the library's options.
+fn export_options(args: &Args) -> ExportOptions {
+    ExportOptions {
+        train_dir: args.train_dir.clone(),
+        output: args.output.clone(),
+        variant: if args.full_sequence {
+            Variant::FullSequence
+        } else {
+            Variant::LastPosition
+        },
+        external_data_threshold: args.external_data_threshold,
+    }
+}
+
+/// `--ann`: the index over the exported item vectors, saved beside them.
+fn build_index(args: &Args, out: &Exported) -> sasrec_export::Result<AnnIndexFile> {
+    let params = AnnParams {
+        connectivity: args.ann_connectivity,
+        expansion_add: args.ann_expansion_add,
+        quantization: args.ann_quantization,
+    };
+    sasrec_export::ann::build(&out.item_vectors, &params, args.ann_threads)
+}
+
+/// The success lines: every file written, with its size.
+fn report(out: &Exported, index: Option<&AnnIndexFile>) {
+    println!(
+        "wrote {} ({} bytes, {}, source sha256 {}){}, the user tower {} ({} bytes){}, \
+         the item vectors {} ({} bytes) and {}",
+        out.onnx.display(),
+        out.bytes,
+        out.kind,
+        out.source_sha256,
+        external_note(&out.external),
+        out.user_tower.path.display(),
+        out.user_tower.bytes,
+        external_note(&out.user_tower.external),
+        out.item_vectors.display(),
+        out.item_vectors_bytes,
+        out.items.display()
+    );
+    if let Some(ix) = index {
+        println!(
+            "wrote {} ({} bytes, {} items, built in {:.1} s)",
+            ix.path.display(),
+            ix.bytes,
+            ix.items,
+            ix.build_seconds
+        );
     }
 }
 

@@ -191,3 +191,52 @@ fn without_onnx_flag_nothing_happens() {
     assert_fails(&out, "--onnx", "no --onnx");
     assert_eq!(list(run.path()), run_dir_files(&[]));
 }
+
+/// `--ann` builds the inner-product index beside the model; it opens against the exported item
+/// vectors and, on this small catalogue, its re-scored answers equal the exact ones.
+#[test]
+fn ann_flag_writes_an_index_that_opens_against_the_item_vectors() {
+    let run = make_run(&kind("sasrec"), 44);
+    let out = export_cmd(&[
+        "--onnx",
+        "--train_dir",
+        path_str(run.path()),
+        "--ann",
+        "--ann_quantization",
+        "f32",
+        "--ann_threads",
+        "1",
+    ]);
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("items.usearch ("), "{stdout}");
+    assert_eq!(
+        list(run.path()),
+        run_dir_files(&[&EXPORTED[..], &["items.usearch", "items.usearch.json"]].concat())
+    );
+    let vectors =
+        sasrec_ann::ItemVectors::open(&run.path().join("item_vectors.safetensors")).unwrap();
+    let index = sasrec_ann::ItemIndex::open(&run.path().join("items.usearch"), &vectors).unwrap();
+    assert_eq!(index.info().num_items, vectors.num_items());
+    for item in 1..=vectors.num_items() {
+        let query = vectors.row(item).to_vec();
+        let exact = sasrec_ann::exact_top_k(&query, &vectors, 5, |i| i != item as u64);
+        let ann = index
+            .recommend(&query, &vectors, 5, 10, 64, |i| i != item as u64)
+            .unwrap();
+        assert_eq!(ann, exact, "item {item}");
+    }
+    let bad = export_cmd(&[
+        "--onnx",
+        "--train_dir",
+        path_str(run.path()),
+        "--ann_quantization",
+        "f8",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("--ann_quantization"),
+        "{}",
+        stderr(&bad)
+    );
+}
