@@ -1,4 +1,5 @@
-//! Request and response bodies of `POST /recommend` and `POST /recommend/batch`.
+//! Request and response bodies of `POST /recommend`, `POST /recommend/batch` and
+//! `POST /similar`.
 
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +55,35 @@ pub struct RecommendResponse {
     pub model: String,
     /// History, `candidates` and `exclude` entries not in the model's item map (skipped), in
     /// that order, without duplicates.
+    pub unknown_items: Vec<serde_json::Value>,
+}
+
+/// `POST /similar`: the items nearest to one item by the item vectors (unknown fields are
+/// rejected, as for `/recommend`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SimilarRequest {
+    /// The raw id of the item (JSON number or string).
+    pub item: serde_json::Value,
+    /// How many items to return, 1..=number of items (default 10).
+    #[serde(default)]
+    pub k: Option<i64>,
+    /// Never return these items (raw ids); unknown ones are skipped and reported.
+    #[serde(default)]
+    pub exclude: Option<Vec<serde_json::Value>>,
+}
+
+/// The answer to `POST /similar`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SimilarResponse {
+    /// `<kind>@<first 12 hex digits of the checkpoint's SHA-256>`.
+    pub model: String,
+    /// The item asked about (raw id).
+    pub item: serde_json::Value,
+    /// The nearest items, best first, without the item itself: `score` is `v_a · v_i`
+    /// (`--similar_metric ip`) or `v_a · v_i / (|v_a| |v_i|)` (`cosine`).
+    pub items: Vec<ScoredItem>,
+    /// `exclude` entries not in the model's item map (skipped), without duplicates.
     pub unknown_items: Vec<serde_json::Value>,
 }
 

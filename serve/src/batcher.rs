@@ -27,6 +27,11 @@
 //! to the host; the `(rows, I+1)` `scores` matrix is fetched only for a chunk holding a row
 //! with `candidates` (under CUDA the full matrix otherwise never leaves the GPU).
 //!
+//! Under `--retrieval ann` the workers run the user tower instead ([`crate::tower`]): the same
+//! rows, batched the same way, give one user vector each, and each row is then ranked from the
+//! item vectors ([`crate::retrieval`]). A worker runs its chunks through a [`RowRunner`]:
+//! [`ExactRunner`] (the graph above) or [`crate::tower::TowerRunner`].
+//!
 //! With `max_batch_size = 1` (`--no_batching`) every run has one row. Jobs whose client has
 //! gone away (the receiver was dropped, e.g. after a timeout) are skipped.
 //!
@@ -62,6 +67,21 @@ pub struct Row {
     pub candidates: Option<Vec<i64>>,
     /// How many items to return (1..=number of items).
     pub k: usize,
+}
+
+impl Row {
+    /// An all-padding row asking for one item: what warm-up runs use.
+    pub fn probe(shape: Shape) -> Self {
+        Row {
+            seq: vec![0; shape.maxlen],
+            time_matrix: shape
+                .time_aware
+                .then(|| vec![0; shape.maxlen * shape.maxlen]),
+            exclude: Vec::new(),
+            candidates: None,
+            k: 1,
+        }
+    }
 }
 
 /// The answer for one row: `(item index, score)`, best first.
@@ -100,6 +120,27 @@ pub struct Shape {
     pub num_items: usize,
 }
 
+/// What a worker runs each chunk of at most `max_batch_size` rows through: one answer per
+/// row, in order, or the error every row of the chunk gets.
+pub trait RowRunner: Send + 'static {
+    /// Ranks `rows`.
+    fn run(&mut self, rows: &[&Row]) -> Result<Vec<RowResult>, RunError>;
+}
+
+/// `model.onnx`: every item scored and the top k taken in the graph ([`run_rows`]).
+pub struct ExactRunner {
+    /// A session on `model.onnx`.
+    pub session: Session,
+    /// The graph's dimensions.
+    pub shape: Shape,
+}
+
+impl RowRunner for ExactRunner {
+    fn run(&mut self, rows: &[&Row]) -> Result<Vec<RowResult>, RunError> {
+        run_rows(&mut self.session, rows, self.shape)
+    }
+}
+
 /// The sending side of the job queue; dropping the last handle stops the workers.
 #[derive(Debug)]
 pub struct Batcher {
@@ -109,22 +150,21 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts one worker thread per session.
+    /// Starts one worker thread per runner.
     pub fn spawn(
-        sessions: Vec<Session>,
-        shape: Shape,
+        runners: Vec<Box<dyn RowRunner>>,
         cfg: BatchConfig,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
         let capacity = cfg.max_queue.max(1);
         let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
-        let mut workers = Vec::with_capacity(sessions.len());
-        for (n, session) in sessions.into_iter().enumerate() {
+        let mut workers = Vec::with_capacity(runners.len());
+        for (n, runner) in runners.into_iter().enumerate() {
             let rx = rx.clone();
             let metrics = metrics.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("sasrec-infer-{n}"))
-                .spawn(move || worker(session, rx, shape, cfg, &metrics))?;
+                .spawn(move || worker(runner, rx, cfg, &metrics))?;
             workers.push(handle);
         }
         Ok(Self {
@@ -160,13 +200,7 @@ impl Batcher {
     }
 }
 
-fn worker(
-    mut session: Session,
-    rx: Receiver<Job>,
-    shape: Shape,
-    cfg: BatchConfig,
-    metrics: &Metrics,
-) {
+fn worker(mut runner: Box<dyn RowRunner>, rx: Receiver<Job>, cfg: BatchConfig, metrics: &Metrics) {
     let max_rows = cfg.max_batch_size.max(1);
     while let Ok(first) = rx.recv() {
         let deadline = first.enqueued + cfg.max_queue_delay;
@@ -187,13 +221,13 @@ fn worker(
                 None => break,
             }
         }
-        run_jobs(&mut session, jobs, shape, max_rows, metrics);
+        run_jobs(runner.as_mut(), jobs, max_rows, metrics);
     }
     tracing::debug!("inference worker stopped");
 }
 
 /// Runs the rows of `jobs` in chunks of `max_rows` and answers every job.
-fn run_jobs(session: &mut Session, jobs: Vec<Job>, shape: Shape, max_rows: usize, m: &Metrics) {
+fn run_jobs(runner: &mut dyn RowRunner, jobs: Vec<Job>, max_rows: usize, m: &Metrics) {
     let started = Instant::now();
     // Skip jobs nobody waits for any more.
     let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
@@ -214,7 +248,7 @@ fn run_jobs(session: &mut Session, jobs: Vec<Job>, shape: Shape, max_rows: usize
     for chunk in refs.chunks(max_rows) {
         let rows: Vec<&Row> = chunk.iter().map(|(_, r)| *r).collect();
         let t0 = Instant::now();
-        let out = run_rows(session, &rows, shape);
+        let out = runner.run(&rows);
         m.inference.observe(t0.elapsed().as_secs_f64());
         m.batch_size.observe(rows.len() as f64);
         match out {
@@ -226,7 +260,7 @@ fn run_jobs(session: &mut Session, jobs: Vec<Job>, shape: Shape, max_rows: usize
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, rows = rows.len(), "ONNX Runtime run failed");
+                tracing::error!(error = %e, rows = rows.len(), "inference run failed");
                 let msg = e.to_string();
                 for (j, _) in chunk {
                     results[*j] = Err(msg.clone());
@@ -281,22 +315,30 @@ fn graph_k(rows: &[&Row], shape: Shape) -> usize {
         .clamp(1, shape.num_items + 1)
 }
 
-/// The graph's inputs for the B `rows`: `seq` `[B, T]`, a zero-width `exclude` `[B, 0]`, `k`
-/// `[1]` and, for time-aware graphs, `time_matrix` `[B, T, T]`.
+/// The graph's inputs for the B `rows`: the [`history_inputs`], a zero-width `exclude`
+/// `[B, 0]` and `k` `[1]`.
 fn graph_inputs(
     rows: &[&Row],
     shape: Shape,
     k: usize,
 ) -> Result<Vec<(&'static str, Tensor<i64>)>, RunError> {
+    let mut inputs = history_inputs(rows, shape)?;
+    inputs.push((
+        EXCLUDE,
+        Tensor::from_array(([rows.len(), 0usize], Vec::<i64>::new()))?,
+    ));
+    inputs.push((K, Tensor::from_array(([1usize], vec![k as i64]))?));
+    Ok(inputs)
+}
+
+/// The inputs describing the B `rows`' histories, shared by `model.onnx` and the user tower:
+/// `seq` `[B, T]` and, for time-aware graphs, `time_matrix` `[B, T, T]`.
+pub fn history_inputs(
+    rows: &[&Row],
+    shape: Shape,
+) -> Result<Vec<(&'static str, Tensor<i64>)>, RunError> {
     let (b, t) = (rows.len(), shape.maxlen);
-    let mut inputs = vec![
-        (SEQ, Tensor::from_array(([b, t], stack_seqs(rows, t)?))?),
-        (
-            EXCLUDE,
-            Tensor::from_array(([b, 0usize], Vec::<i64>::new()))?,
-        ),
-        (K, Tensor::from_array(([1usize], vec![k as i64]))?),
-    ];
+    let mut inputs = vec![(SEQ, Tensor::from_array(([b, t], stack_seqs(rows, t)?))?)];
     if shape.time_aware {
         let tm = stack_time_matrices(rows, t)?;
         inputs.push((TIME_MATRIX, Tensor::from_array(([b, t, t], tm))?));
@@ -336,7 +378,7 @@ fn stack_time_matrices(rows: &[&Row], t: usize) -> Result<Vec<i64>, RunError> {
 }
 
 /// The fetched output `name`, flattened.
-fn output<'a, T: PrimitiveTensorElementType>(
+pub(crate) fn output<'a, T: PrimitiveTensorElementType>(
     out: &'a SessionOutputs<'_>,
     name: &str,
 ) -> Result<&'a [T], RunError> {

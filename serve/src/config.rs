@@ -7,12 +7,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::TypedValueParser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
+use sasrec_ann::{AnnParams, Quantization, DEFAULT_EF};
 use sasrec_shared::logging::LogFormat;
 
 /// Environment variable read for the bearer token when `--auth_token` is not given.
 pub const TOKEN_ENV: &str = "SASREC_SERVE_TOKEN";
+
+/// Default of `--ann_candidates`: candidates beyond `k + |exclude|` re-scored exactly.
+pub const DEFAULT_ANN_CANDIDATES: usize = 100;
 
 /// Where ONNX Runtime runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -35,17 +39,16 @@ pub enum Device {
 pub struct Args {
     /// A `.onnx` file (with `items.tsv` beside it) or a directory holding `model.onnx` and
     /// `items.tsv` (a `--train_dir` after `sasrec-export --onnx`).
-    #[arg(long)]
-    pub model: PathBuf,
+    // An `Option` only so that `sasrec-serve recommend …` parses without it; clap enforces
+    // presence when no subcommand is given.
+    #[arg(long, required = true)]
+    pub model: Option<PathBuf>,
     /// Address to listen on (loopback unless told otherwise).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
-    /// Execution provider.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    pub device: Device,
-    /// With `--device cuda`: fail instead of falling back to the CPU.
-    #[arg(long = "strict_device", alias = "strict-device")]
-    pub strict_device: bool,
+    /// Execution provider and ONNX Runtime library.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// ONNX Runtime intra-op threads per session (0 = ONNX Runtime's default, one per core).
     /// The default suits one worker: at a large catalogue a run is one big `MatMul` + `TopK`
     /// that ONNX Runtime splits over the cores; with several `--workers`, give each fewer.
@@ -94,24 +97,216 @@ pub struct Args {
         default_value_t = 10_000
     )]
     pub request_timeout_ms: u64,
-    /// Bearer token required on `/recommend*` and `/v1/model/reload` (default: the
-    /// `SASREC_SERVE_TOKEN` environment variable; none = open).
+    /// Bearer token required on `/recommend*`, `/similar` and `/v1/model/reload` (default:
+    /// the `SASREC_SERVE_TOKEN` environment variable; none = open).
     #[arg(long = "auth_token", alias = "auth-token")]
     pub auth_token: Option<String>,
-    /// The ONNX Runtime shared library (default: `ORT_DYLIB_PATH`, then the project's venv).
-    #[arg(long = "ort_lib", alias = "ort-lib")]
-    pub ort_lib: Option<PathBuf>,
-    /// Log lines on standard output as text (colour only on a terminal; NO_COLOR turns it
-    /// off) or as one JSON object per line (Kubernetes, systemd, log shippers). RUST_LOG sets
-    /// the level.
+    /// How `/recommend` ranks the items, and the ANN index settings.
+    #[command(flatten)]
+    pub retrieval: RetrievalArgs,
+    /// With `--retrieval ann`: the fraction (0..=1) of ANN-answered rows re-scored exactly in
+    /// the background to measure recall (gauge `sasrec_ann_recall_at_k`); rows are picked
+    /// deterministically, the n-th when ⌊(n+1)·R⌋ > ⌊n·R⌋.
+    #[arg(
+        long = "ann_shadow_rate",
+        alias = "ann-shadow-rate",
+        default_value_t = 0.0,
+        value_parser = unit_fraction
+    )]
+    pub ann_shadow_rate: f64,
+    /// The similarity of `POST /similar`.
+    #[command(flatten)]
+    pub similar: SimilarMetricArgs,
+    /// Log lines on standard output (standard error for the subcommands) as text (colour only
+    /// on a terminal; NO_COLOR turns it off) or as one JSON object per line (Kubernetes,
+    /// systemd, log shippers). RUST_LOG sets the level.
     #[arg(
         long = "log_format",
         alias = "log-format",
+        global = true,
         default_value = "text",
         value_parser = clap::builder::PossibleValuesParser::new(LogFormat::NAMES)
             .try_map(|s| s.parse::<LogFormat>())
     )]
     pub log_format: LogFormat,
+}
+
+/// Where ONNX Runtime runs (shared by the server and its subcommands).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeArgs {
+    /// Execution provider.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// With `--device cuda`: fail instead of falling back to the CPU.
+    #[arg(long = "strict_device", alias = "strict-device")]
+    pub strict_device: bool,
+    /// The ONNX Runtime shared library (default: `ORT_DYLIB_PATH`, then the project's venv).
+    #[arg(long = "ort_lib", alias = "ort-lib")]
+    pub ort_lib: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    /// The session settings with `intra_threads` ONNX Runtime threads per session.
+    pub fn session(&self, intra_threads: usize) -> SessionConfig {
+        SessionConfig {
+            device: self.device,
+            strict_device: self.strict_device,
+            intra_threads,
+            ort_lib: self.ort_lib.clone(),
+        }
+    }
+}
+
+/// How recommendations are ranked (`--retrieval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retrieval {
+    /// `model.onnx` scores every item and takes the top k in the graph (exact).
+    #[default]
+    Exact,
+    /// `user_tower.onnx` gives the user vector `q`; an HNSW index over the item vectors finds
+    /// `k + |exclude| + --ann_candidates` candidates, re-scored exactly as `q · v_i`.
+    Ann,
+}
+
+/// The similarity of `POST /similar` and `sasrec-serve similar` (`--similar_metric`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SimilarMetric {
+    /// Inner product `v_a · v_b`, the model's own score.
+    #[default]
+    Ip,
+    /// Cosine `v_a · v_b / (|v_a| |v_b|)` (0 when a norm is 0).
+    Cosine,
+}
+
+/// `--retrieval` and the ANN flags (shared by the server and its subcommands).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetrievalArgs {
+    /// `exact`: `model.onnx` scores every item. `ann`: `user_tower.onnx` gives the user
+    /// vector, an HNSW index over the item vectors (`items.usearch` beside the model, built at
+    /// start when missing) finds candidates, re-scored exactly.
+    #[arg(long, value_enum, default_value_t = Retrieval::Exact)]
+    pub retrieval: Retrieval,
+    /// With `--retrieval ann`: the search beam width (HNSW `ef`); usearch widens it to the
+    /// number of candidates asked for when that is larger.
+    #[arg(long = "ann_ef", alias = "ann-ef", default_value_t = DEFAULT_EF)]
+    pub ann_ef: usize,
+    /// With `--retrieval ann`: candidates asked of the index beyond `k + |exclude|`, all
+    /// re-scored exactly (more = better recall, slower).
+    #[arg(long = "ann_candidates", alias = "ann-candidates", default_value_t = DEFAULT_ANN_CANDIDATES)]
+    pub ann_candidates: usize,
+    /// Graph edges per item (HNSW `M`) of an index the server builds.
+    #[arg(
+        long = "ann_connectivity",
+        alias = "ann-connectivity",
+        default_value_t = AnnParams::default().connectivity
+    )]
+    pub ann_connectivity: usize,
+    /// Beam width while inserting (HNSW `efConstruction`) of an index the server builds.
+    #[arg(
+        long = "ann_expansion_add",
+        alias = "ann-expansion-add",
+        default_value_t = AnnParams::default().expansion_add
+    )]
+    pub ann_expansion_add: usize,
+    /// How an index the server builds stores the vectors: f32, f16 or i8 (candidates are
+    /// re-scored from the float32 table either way).
+    #[arg(
+        long = "ann_quantization",
+        alias = "ann-quantization",
+        default_value_t = AnnParams::default().quantization,
+        value_parser = PossibleValuesParser::new(["f32", "f16", "i8"])
+            .try_map(|s| s.parse::<Quantization>())
+    )]
+    pub ann_quantization: Quantization,
+}
+
+/// `--similar_metric` (shared by the server and `sasrec-serve similar`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimilarMetricArgs {
+    /// The similarity of item-to-item answers: `ip` (inner product of item vectors) or
+    /// `cosine`; under `--retrieval ann`, cosine re-ranks candidates found by inner product.
+    #[arg(
+        long = "similar_metric",
+        alias = "similar-metric",
+        value_enum,
+        default_value_t = SimilarMetric::Ip
+    )]
+    pub similar_metric: SimilarMetric,
+}
+
+/// `v` when it is at least `min`, else an error naming `--flag`.
+fn at_least(flag: &'static str, v: usize, min: usize) -> Result<usize, ConfigError> {
+    if v < min {
+        return Err(ConfigError {
+            flag,
+            msg: format!("must be at least {min}"),
+        });
+    }
+    Ok(v)
+}
+
+/// A fraction in 0..=1.
+fn unit_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("expected a number between 0 and 1, got {s:?}")),
+    }
+}
+
+/// The validated retrieval settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrievalConfig {
+    /// Exact or ANN.
+    pub mode: Retrieval,
+    /// HNSW search beam width.
+    pub ef: usize,
+    /// Candidates beyond `k + |exclude|`.
+    pub candidates: usize,
+    /// How a missing index is built.
+    pub params: AnnParams,
+    /// Fraction of ANN rows re-scored exactly in the background.
+    pub shadow_rate: f64,
+    /// The similarity of `/similar`.
+    pub similar_metric: SimilarMetric,
+}
+
+impl Default for RetrievalConfig {
+    /// What the flags give by default: exact retrieval, inner-product similarity.
+    fn default() -> Self {
+        Self {
+            mode: Retrieval::Exact,
+            ef: DEFAULT_EF,
+            candidates: DEFAULT_ANN_CANDIDATES,
+            params: AnnParams::default(),
+            shadow_rate: 0.0,
+            similar_metric: SimilarMetric::Ip,
+        }
+    }
+}
+
+impl RetrievalArgs {
+    /// The settings, with `shadow_rate` (checked by its parser) and `similar_metric`; the
+    /// beam width and the build parameters must be positive (usearch needs them so).
+    pub fn resolve(
+        &self,
+        shadow_rate: f64,
+        similar_metric: SimilarMetric,
+    ) -> Result<RetrievalConfig, ConfigError> {
+        Ok(RetrievalConfig {
+            mode: self.retrieval,
+            ef: at_least("ann_ef", self.ann_ef, 1)?,
+            candidates: self.ann_candidates,
+            params: AnnParams {
+                connectivity: at_least("ann_connectivity", self.ann_connectivity, 2)?,
+                expansion_add: at_least("ann_expansion_add", self.ann_expansion_add, 1)?,
+                quantization: self.ann_quantization,
+            },
+            shadow_rate,
+            similar_metric,
+        })
+    }
 }
 
 /// How batches are formed (see [`crate::batcher`]).
@@ -164,6 +359,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Bearer token, if any.
     pub auth_token: Option<String>,
+    /// Retrieval and `/similar` settings.
+    pub retrieval: RetrievalConfig,
 }
 
 impl ServeConfig {
@@ -179,8 +376,41 @@ mod tests {
     use super::*;
 
     fn open(extra: &[&str]) -> bool {
-        let args = Args::try_parse_from([&["sasrec-serve", "--model", "m"], extra].concat());
-        args.unwrap().resolve().unwrap().is_open_to_the_network()
+        parse(extra).unwrap().is_open_to_the_network()
+    }
+
+    fn parse(extra: &[&str]) -> Result<ServeConfig, String> {
+        let args = Args::try_parse_from([&["sasrec-serve", "--model", "m"], extra].concat())
+            .map_err(|e| e.to_string())?;
+        args.resolve().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn retrieval_flags_default_to_exact_and_are_checked() {
+        assert_eq!(parse(&[]).unwrap().retrieval, RetrievalConfig::default());
+        let ann = parse(&[
+            "--retrieval",
+            "ann",
+            "--ann_ef",
+            "200",
+            "--ann_shadow_rate",
+            "0.5",
+        ]);
+        let r = ann.unwrap().retrieval;
+        assert_eq!((r.mode, r.ef, r.shadow_rate), (Retrieval::Ann, 200, 0.5));
+        let q = parse(&["--ann_quantization", "i8", "--similar_metric", "cosine"]).unwrap();
+        assert_eq!(q.retrieval.params.quantization, Quantization::I8);
+        assert_eq!(q.retrieval.similar_metric, SimilarMetric::Cosine);
+        for (bad, needle) in [
+            (&["--ann_shadow_rate", "1.5"][..], "between 0 and 1"),
+            (&["--ann_ef", "0"][..], "--ann_ef"),
+            (&["--ann_connectivity", "1"][..], "--ann_connectivity"),
+            (&["--ann_quantization", "f8"][..], "f8"),
+            (&["--retrieval", "fuzzy"][..], "fuzzy"),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains(needle), "{bad:?}: {err}");
+        }
     }
 
     #[test]
@@ -223,21 +453,15 @@ pub struct ConfigError {
 impl Args {
     /// Validates the flags; the token falls back to `$SASREC_SERVE_TOKEN`.
     pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
-        let positive = |flag: &'static str, v: usize| {
-            if v == 0 {
-                Err(ConfigError {
-                    flag,
-                    msg: "must be at least 1".into(),
-                })
-            } else {
-                Ok(v)
-            }
-        };
-        positive("workers", self.workers)?;
-        positive("max_batch_size", self.max_batch_size)?;
-        positive("max_queue", self.max_queue)?;
-        positive("body_limit", self.body_limit)?;
-        positive("max_batch_requests", self.max_batch_requests)?;
+        let model = self.model.clone().ok_or_else(|| ConfigError {
+            flag: "model",
+            msg: "is required".into(),
+        })?;
+        at_least("workers", self.workers, 1)?;
+        at_least("max_batch_size", self.max_batch_size, 1)?;
+        at_least("max_queue", self.max_queue, 1)?;
+        at_least("body_limit", self.body_limit, 1)?;
+        at_least("max_batch_requests", self.max_batch_requests, 1)?;
         if self.request_timeout_ms == 0 {
             return Err(ConfigError {
                 flag: "request_timeout_ms",
@@ -249,14 +473,9 @@ impl Args {
             .or_else(|| std::env::var(TOKEN_ENV).ok())
             .filter(|t| !t.is_empty());
         Ok(ServeConfig {
-            model: self.model,
+            model,
             addr: self.addr,
-            session: SessionConfig {
-                device: self.device,
-                strict_device: self.strict_device,
-                intra_threads: self.intra_threads,
-                ort_lib: self.ort_lib,
-            },
+            session: self.runtime.session(self.intra_threads),
             batch: BatchConfig {
                 max_batch_size: if self.no_batching {
                     1
@@ -275,6 +494,9 @@ impl Args {
             max_batch_requests: self.max_batch_requests,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             auth_token,
+            retrieval: self
+                .retrieval
+                .resolve(self.ann_shadow_rate, self.similar.similar_metric)?,
         })
     }
 }

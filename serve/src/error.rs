@@ -32,7 +32,7 @@ pub enum ApiError {
     InvalidRequest(String),
     /// 422 with a specific code: a field is well-typed but invalid (`invalid_k`,
     /// `invalid_history`, `invalid_candidates`, `invalid_exclude`, `missing_timestamps`,
-    /// `length_mismatch`, `too_many_requests_in_batch`).
+    /// `length_mismatch`, `too_many_requests_in_batch`, `invalid_item`, `unknown_item`).
     #[error("{message}")]
     Invalid {
         /// Machine-readable code.
@@ -52,6 +52,10 @@ pub enum ApiError {
     /// 404 `not_found`.
     #[error("no route for {0}")]
     NotFound(String),
+    /// 404 `no_item_vectors`: `POST /similar` on a model whose item vectors are missing or
+    /// unusable (exported before the two-tower files); the message says why.
+    #[error("{0}")]
+    NoItemVectors(String),
     /// 405 `method_not_allowed`.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -111,7 +115,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NoItemVectors(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -129,6 +133,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound(_) => "not_found",
+            ApiError::NoItemVectors(_) => "no_item_vectors",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Unavailable(_) => "unavailable",
@@ -341,6 +346,10 @@ pub enum LoadError {
     /// `--device cuda --strict_device` and CUDA could not be used.
     #[error("--device cuda: {0}")]
     Device(String),
+    /// The two-tower files (user tower, item vectors) or the ANN index cannot be used; the
+    /// message names the file.
+    #[error("{0}")]
+    Retrieval(String),
 }
 
 /// Why one inference run failed (the job's clients get a 500, the message is logged).
@@ -352,6 +361,9 @@ pub enum RunError {
     /// A row or an output does not have the graph's shape.
     #[error("{0}")]
     Shape(String),
+    /// The ANN search refused a query.
+    #[error("ANN search: {0}")]
+    Retrieval(#[from] sasrec_ann::Error),
 }
 
 #[cfg(test)]

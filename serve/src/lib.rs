@@ -7,6 +7,11 @@
 //!   (time intervals from [`sasrec_shared::time`], exactly as in training);
 //! * [`batcher`]: dynamic batching — handlers queue jobs, worker threads that own the ONNX
 //!   Runtime sessions coalesce them into one run;
+//! * [`retrieval`]: the two-tower side — the item vectors and the ANN index
+//!   (`--retrieval ann`, run by [`tower`]), `/similar`, and [`shadow`] scoring of the ANN
+//!   recall;
+//! * [`cli`] and [`offline`]: the command line, and the `recommend` / `similar` subcommands
+//!   that write JSON lines for a whole file through the same preparation and workers;
 //! * [`routes`]: the axum router ([`app`]), handlers and middleware; [`error`]: the
 //!   `{"error": {"code", "message"}}` body; [`metrics`]: Prometheus; [`state`]: the current
 //!   model behind a swap point (hot reload keeps the old model on failure).
@@ -24,17 +29,22 @@
 pub mod api;
 pub mod artifacts;
 pub mod batcher;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod offline;
 pub mod openapi;
 pub mod request;
+pub mod retrieval;
 pub mod routes;
 pub mod runtime;
 pub mod session;
+pub mod shadow;
 pub mod shutdown;
 pub mod state;
+pub mod tower;
 
 use std::future::Future;
 

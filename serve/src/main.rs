@@ -1,23 +1,32 @@
 //! `sasrec-serve --model PATH [--addr 127.0.0.1:8080] [--device cpu|cuda]`: parse the flags,
 //! load the model, serve until Ctrl-C / SIGTERM (SIGHUP reloads the model).
+//! `sasrec-serve recommend …` / `sasrec-serve similar …` write JSON lines for a whole file
+//! instead ([`sasrec_serve::offline`]). Any error: a message on standard error, exit code 2.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use sasrec_serve::cli::Cli;
 use sasrec_serve::config::TOKEN_ENV;
-use sasrec_serve::{shutdown, AppState, Args};
+use sasrec_serve::{offline, shutdown, AppState, Args};
 use sasrec_shared::error::report;
 use sasrec_shared::logging::{self, Stream};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    logging::init(
-        args.log_format,
-        "sasrec_serve=info,ort=warn,tower_http=warn",
-        Stream::Stdout,
-    );
-    match run(args) {
+    let cli = Cli::parse();
+    // The subcommands keep standard output for their final line.
+    let stream = match cli.command {
+        Some(_) => Stream::Stderr,
+        None => Stream::Stdout,
+    };
+    let filter = "sasrec_serve=info,ort=warn,tower_http=warn";
+    logging::init(cli.serve.log_format, filter, stream);
+    let result = match cli.command {
+        Some(command) => offline::run(command),
+        None => run(cli.serve),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sasrec-serve: {}", report(e.as_ref()));
@@ -48,6 +57,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         items = info.num_items,
         time_aware = info.time_aware,
         device = %info.device,
+        retrieval = ?info.retrieval.mode,
         "model loaded"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -16,7 +16,11 @@
 //! | `sasrec_unknown_items_total` | counter (history entries not in the item map) | |
 //! | `sasrec_model_reloads_total` | counter | `result` = `ok` / `error` |
 //! | `sasrec_model_info` | gauge = 1 | `model` |
+//! | `sasrec_ann_recall_at_k` | gauge (EMA of shadow recall@k; only with `--ann_shadow_rate` > 0) | |
+//! | `sasrec_ann_shadow_total` | counter (ANN rows re-scored exactly in the background) | |
+//! | `sasrec_ann_shadow_dropped_total` | counter (shadow rows dropped: the shadow queue was full) | |
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
@@ -56,8 +60,20 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     /// The model being served.
     pub model_info: Family<Labels, Gauge>,
+    /// Shadow recall@k of ANN answers ([`Metrics::observe_ann_recall`]).
+    pub ann_recall: Gauge<f64, AtomicU64>,
+    /// ANN rows re-scored exactly in the background.
+    pub ann_shadow: Counter,
+    /// Shadow rows dropped because the shadow queue was full.
+    pub ann_shadow_dropped: Counter,
     current_model: Mutex<Option<String>>,
+    /// The running mean behind `ann_recall` (`None` before the first shadow row).
+    ann_recall_mean: Mutex<Option<f64>>,
 }
+
+/// Weight of the newest shadow row in the exponential moving average `sasrec_ann_recall_at_k`
+/// (about the last 1/α = 50 rows count).
+pub const ANN_RECALL_ALPHA: f64 = 0.02;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,7 +102,11 @@ impl Metrics {
             unknown_items: Counter::default(),
             reloads: Family::default(),
             model_info: Family::default(),
+            ann_recall: Gauge::default(),
+            ann_shadow: Counter::default(),
+            ann_shadow_dropped: Counter::default(),
             current_model: Mutex::new(None),
+            ann_recall_mean: Mutex::new(None),
         };
         metrics.register();
         metrics
@@ -147,6 +167,45 @@ impl Metrics {
         );
     }
 
+    /// Registers the ANN shadow metrics (`--retrieval ann` with `--ann_shadow_rate` > 0), so
+    /// that a server without shadow scoring exports no recall it never measured.
+    pub fn with_ann_shadow(mut self) -> Self {
+        self.registry.register(
+            "sasrec_ann_recall_at_k",
+            format!(
+                "Recall@k of ANN answers against exact scoring on the rows sampled by \
+                 --ann_shadow_rate, r = |ann top k ∩ exact top k| / |exact top k|: an \
+                 exponential moving average, m ← m + {ANN_RECALL_ALPHA} (r − m), the first row \
+                 setting m"
+            ),
+            self.ann_recall.clone(),
+        );
+        self.registry.register(
+            "sasrec_ann_shadow",
+            "ANN-answered rows re-scored exactly in the background (shadow scoring)",
+            self.ann_shadow.clone(),
+        );
+        self.registry.register(
+            "sasrec_ann_shadow_dropped",
+            "Shadow rows dropped because the shadow queue was full",
+            self.ann_shadow_dropped.clone(),
+        );
+        self
+    }
+
+    /// Records one shadow row's recall `r`: the mean becomes `m + α (r − m)` with
+    /// α = [`ANN_RECALL_ALPHA`] (the first row sets `m = r`).
+    pub fn observe_ann_recall(&self, r: f64) {
+        let mut mean = self
+            .ann_recall_mean
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let m = mean.map_or(r, |m| m + ANN_RECALL_ALPHA * (r - m));
+        *mean = Some(m);
+        self.ann_recall.set(m);
+        self.ann_shadow.inc();
+    }
+
     /// Counts one finished request.
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
         self.requests
@@ -159,6 +218,11 @@ impl Metrics {
         self.latency
             .get_or_create(&vec![("route", route.to_string())])
             .observe(seconds);
+    }
+
+    /// Counts `n` request entries (history, candidates, exclude) not in the item map.
+    pub fn count_unknown(&self, n: usize) {
+        self.unknown_items.inc_by(n as u64);
     }
 
     /// Records a reload attempt.

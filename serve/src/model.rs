@@ -1,6 +1,12 @@
-//! A loaded model: ONNX Runtime sessions (inside the [`Batcher`]), the item map and the
-//! [`ModelManifest`]; requests are validated by [`request::prepare`] and answered with raw item
-//! ids.
+//! A loaded model: ONNX Runtime sessions (inside the [`Batcher`]), the item map, the
+//! [`ModelManifest`] and the two-tower [`Retriever`]; requests are validated by
+//! [`request::prepare`] and answered with raw item ids.
+//!
+//! Under `--retrieval exact` (the default) the workers run `model.onnx`, and the item vectors
+//! are opened only for `/similar` (when they are missing or unusable the model still loads,
+//! and `/similar` answers 404 `no_item_vectors` saying why). Under `--retrieval ann`
+//! `model.onnx` is opened once for its metadata (which names the two-tower files), the workers
+//! run `user_tower.onnx`, and a missing or unusable two-tower file or index is a load error.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -14,14 +20,19 @@ use sasrec_shared::IdMap;
 use serde::Serialize;
 
 use crate::api::{self, RecommendRequest, RecommendResponse, ScoredItem};
+use crate::api::{SimilarRequest, SimilarResponse};
 use crate::artifacts::resolve_paths;
-use crate::batcher::{Batcher, JobResult, Row, RowResult, Shape, SubmitError};
-use crate::config::{BatchConfig, SessionConfig};
+use crate::batcher::{
+    Batcher, ExactRunner, JobResult, Row, RowResult, RowRunner, Shape, SubmitError,
+};
+use crate::config::{BatchConfig, Retrieval, RetrievalConfig, SessionConfig, SimilarMetric};
 use crate::error::{ApiError, LoadError};
 use crate::metrics::Metrics;
-use crate::request::{self, Prepared};
+use crate::request::{self, Prepared, SimilarQuery};
+use crate::retrieval::{IndexReport, Retriever};
 use crate::runtime;
 use crate::session::{build_session, read_metadata};
+use crate::tower::{check_tower, TowerRunner};
 
 /// What `GET /v1/model` shows.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -52,6 +63,25 @@ pub struct ModelInfo {
     pub loaded_at: u64,
     /// Every `metadata_props` entry of the ONNX file.
     pub metadata: BTreeMap<String, String>,
+    /// How `/recommend` ranks and what `/similar` uses.
+    pub retrieval: RetrievalInfo,
+}
+
+/// The retrieval part of `GET /v1/model`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RetrievalInfo {
+    /// `exact` or `ann` (`--retrieval`).
+    pub mode: Retrieval,
+    /// The user tower the workers run (under `--retrieval ann`).
+    pub user_tower_path: Option<PathBuf>,
+    /// The item vectors, when they are usable.
+    pub item_vectors_path: Option<PathBuf>,
+    /// The similarity of `/similar` (`--similar_metric`).
+    pub similar_metric: SimilarMetric,
+    /// Why `/similar` answers 404 `no_item_vectors`, when it does.
+    pub similar_unavailable: Option<String>,
+    /// The ANN index and its search settings (under `--retrieval ann`).
+    pub index: Option<IndexReport>,
 }
 
 impl ModelInfo {
@@ -60,9 +90,9 @@ impl ModelInfo {
     fn new(
         manifest: &ModelManifest,
         (onnx_path, items_path): (PathBuf, PathBuf),
-        device: String,
-        workers: usize,
+        (device, workers): (String, usize),
         metadata: BTreeMap<String, String>,
+        retrieval: RetrievalInfo,
     ) -> Self {
         let model = &manifest.spec.model;
         Self {
@@ -82,6 +112,7 @@ impl ModelInfo {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             metadata,
+            retrieval,
         }
     }
 }
@@ -117,6 +148,16 @@ fn build_sessions(
         device = d;
     }
     Ok((sessions, device))
+}
+
+/// Settings for a session that is only read for its metadata: the CPU, one thread.
+fn metadata_only(scfg: &SessionConfig) -> SessionConfig {
+    SessionConfig {
+        device: crate::config::Device::Cpu,
+        strict_device: false,
+        intra_threads: 1,
+        ort_lib: scfg.ort_lib.clone(),
+    }
 }
 
 /// The item map has one entry per item the model scores (I).
@@ -155,22 +196,138 @@ fn graph_shape(manifest: &ModelManifest) -> Shape {
 }
 
 /// One run of an all-padding row per session, so that a model ONNX Runtime cannot run fails
-/// here (and a reload keeps the old model) rather than on a request.
-fn warm_up(sessions: &mut [Session], shape: Shape) -> Result<(), String> {
-    let probe = Row {
-        seq: vec![0; shape.maxlen],
-        time_matrix: shape
-            .time_aware
-            .then(|| vec![0; shape.maxlen * shape.maxlen]),
-        exclude: Vec::new(),
-        candidates: None,
-        k: 1,
-    };
-    for s in sessions {
-        crate::batcher::run_rows(s, &[&probe], shape)
-            .map_err(|e| format!("warm-up run failed: {e}"))?;
+/// here (and a reload keeps the old model) rather than on a request; then one
+/// [`ExactRunner`] per session.
+fn exact_runners(
+    sessions: Vec<Session>,
+    shape: Shape,
+    onnx: &Path,
+) -> Result<Vec<Box<dyn RowRunner>>, LoadError> {
+    let probe = Row::probe(shape);
+    let mut runners: Vec<Box<dyn RowRunner>> = Vec::with_capacity(sessions.len());
+    for mut session in sessions {
+        crate::batcher::run_rows(&mut session, &[&probe], shape).map_err(|e| {
+            LoadError::Metadata {
+                path: onnx.to_path_buf(),
+                msg: format!("warm-up run failed: {e}"),
+            }
+        })?;
+        runners.push(Box::new(ExactRunner { session, shape }));
     }
-    Ok(())
+    Ok(runners)
+}
+
+/// The manifest of the `model.onnx` session `session` (with all its metadata), checked
+/// against the item map and the graph's inputs.
+fn read_manifest(
+    session: &Session,
+    onnx: &Path,
+    items: &IdMap,
+    items_path: &Path,
+) -> Result<(BTreeMap<String, String>, ModelManifest), LoadError> {
+    let metadata_err = |msg: String| LoadError::Metadata {
+        path: onnx.to_path_buf(),
+        msg,
+    };
+    let metadata = read_metadata(session).map_err(metadata_err)?;
+    let manifest = ModelManifest::from_metadata(&metadata).map_err(metadata_err)?;
+    check_item_map(&manifest, items, items_path).map_err(metadata_err)?;
+    check_inputs(session, &manifest).map_err(metadata_err)?;
+    Ok((metadata, manifest))
+}
+
+/// The model's two-tower side.
+enum TwoTower {
+    /// `--retrieval exact`: the retriever of `/similar`, or why there is none.
+    Similar(Result<Arc<Retriever>, String>),
+    /// `--retrieval ann`: the retriever of every row and the user tower the workers run.
+    Ann {
+        retriever: Arc<Retriever>,
+        user_tower: PathBuf,
+    },
+}
+
+impl TwoTower {
+    /// Opens the two-tower files the manifest of `onnx` names (module docs: a failure is an
+    /// error under `--retrieval ann`, a logged warning and no `/similar` otherwise).
+    fn open(
+        manifest: &ModelManifest,
+        onnx: &Path,
+        rcfg: &RetrievalConfig,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, LoadError> {
+        let dir = onnx.parent().unwrap_or_else(|| Path::new("."));
+        let opened = manifest
+            .two_tower_paths(dir)
+            .map_err(|e| e.to_string())
+            .and_then(|paths| {
+                let r = Retriever::open(&paths.item_vectors, manifest, dir, rcfg, metrics)?;
+                Ok((Arc::new(r), paths.user_tower))
+            });
+        match (rcfg.mode, opened) {
+            (Retrieval::Ann, Ok((retriever, user_tower))) => Ok(TwoTower::Ann {
+                retriever,
+                user_tower,
+            }),
+            (Retrieval::Ann, Err(e)) => Err(LoadError::Retrieval(format!("--retrieval ann: {e}"))),
+            (Retrieval::Exact, opened) => {
+                if let Err(e) = &opened {
+                    tracing::warn!(error = %e, "POST /similar is unavailable: no usable item vectors");
+                }
+                Ok(TwoTower::Similar(opened.map(|(r, _)| r)))
+            }
+        }
+    }
+
+    /// The retriever, or why `/similar` is unavailable.
+    fn retriever(&self) -> Result<Arc<Retriever>, String> {
+        match self {
+            TwoTower::Similar(r) => r.clone(),
+            TwoTower::Ann { retriever, .. } => Ok(retriever.clone()),
+        }
+    }
+
+    /// What `GET /v1/model` shows of it.
+    fn info(&self, rcfg: &RetrievalConfig) -> RetrievalInfo {
+        let retriever = self.retriever();
+        RetrievalInfo {
+            mode: rcfg.mode,
+            user_tower_path: match self {
+                TwoTower::Ann { user_tower, .. } => Some(user_tower.clone()),
+                TwoTower::Similar(_) => None,
+            },
+            item_vectors_path: retriever.as_ref().ok().map(|r| r.vectors_path().into()),
+            similar_metric: rcfg.similar_metric,
+            similar_unavailable: retriever.as_ref().err().cloned(),
+            index: retriever.ok().and_then(|r| r.index_report()),
+        }
+    }
+}
+
+/// Under `--retrieval ann`: `n` sessions on the user tower (the first checked against the
+/// model, each warmed up), one [`TowerRunner`] each, and the execution provider in use.
+fn tower_runners(
+    env: &ort::environment::Environment,
+    (path, retriever): (&Path, &Arc<Retriever>),
+    scfg: &SessionConfig,
+    n: usize,
+    (shape, manifest): (Shape, &ModelManifest),
+) -> Result<(Vec<Box<dyn RowRunner>>, String), LoadError> {
+    let (sessions, device) = build_sessions(env, path, scfg, n)?;
+    check_tower(&sessions[0], manifest).map_err(|msg| LoadError::Metadata {
+        path: path.to_path_buf(),
+        msg,
+    })?;
+    let mut runners: Vec<Box<dyn RowRunner>> = Vec::with_capacity(n);
+    for session in sessions {
+        runners.push(Box::new(TowerRunner::new(
+            session,
+            shape,
+            retriever.clone(),
+            path,
+        )?));
+    }
+    Ok((runners, device))
 }
 
 /// A model ready to serve.
@@ -180,41 +337,66 @@ pub struct LoadedModel {
     manifest: ModelManifest,
     items: IdMap,
     batcher: Batcher,
+    retriever: Result<Arc<Retriever>, String>,
 }
 
 impl LoadedModel {
-    /// Loads `path` (a `.onnx` file or a directory with `model.onnx`), creates one session per
-    /// worker, reads the manifest, checks the item map and the interface, runs one warm-up
-    /// inference per session and starts the workers.
+    /// [`LoadedModel::load_with`] under `--retrieval exact` with the default settings.
     pub fn load(
         path: &Path,
         scfg: &SessionConfig,
         bcfg: &BatchConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, LoadError> {
+        Self::load_with(path, scfg, bcfg, &RetrievalConfig::default(), metrics)
+    }
+
+    /// Loads `path` (a `.onnx` file or a directory with `model.onnx`): reads the manifest,
+    /// checks the item map and the interface, opens the two-tower files ([module
+    /// docs](self)), creates one session per worker (on `model.onnx`, or on the user tower
+    /// under `--retrieval ann`), runs one warm-up inference per session and starts the
+    /// workers.
+    pub fn load_with(
+        path: &Path,
+        scfg: &SessionConfig,
+        bcfg: &BatchConfig,
+        rcfg: &RetrievalConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, LoadError> {
         let (onnx, items_path) = resolve_paths(path)?;
         let env = runtime::environment(&runtime::resolve_dylib(scfg.ort_lib.as_deref())?)?;
         let items = load_items(&items_path)?;
-        let (mut sessions, device) = build_sessions(env, &onnx, scfg, bcfg.workers.max(1))?;
-        let metadata_err = |msg: String| LoadError::Metadata {
-            path: onnx.clone(),
-            msg,
+        let workers = bcfg.workers.max(1);
+        let (sessions, device) = match rcfg.mode {
+            Retrieval::Exact => build_sessions(env, &onnx, scfg, workers)?,
+            // Only its metadata is read: one session on the CPU, one thread.
+            Retrieval::Ann => build_sessions(env, &onnx, &metadata_only(scfg), 1)?,
         };
-        let metadata = read_metadata(&sessions[0]).map_err(metadata_err)?;
-        let manifest = ModelManifest::from_metadata(&metadata).map_err(metadata_err)?;
-        check_item_map(&manifest, &items, &items_path).map_err(metadata_err)?;
-        check_inputs(&sessions[0], &manifest).map_err(metadata_err)?;
+        let (metadata, manifest) = read_manifest(&sessions[0], &onnx, &items, &items_path)?;
         let shape = graph_shape(&manifest);
-        warm_up(&mut sessions, shape).map_err(metadata_err)?;
-        let batcher = Batcher::spawn(sessions, shape, *bcfg, metrics)
+        let two_tower = TwoTower::open(&manifest, &onnx, rcfg, &metrics)?;
+        let (runners, device) = match &two_tower {
+            TwoTower::Similar(_) => (exact_runners(sessions, shape, &onnx)?, device),
+            TwoTower::Ann {
+                retriever,
+                user_tower,
+            } => {
+                drop(sessions);
+                let tower = (user_tower.as_path(), retriever);
+                tower_runners(env, tower, scfg, workers, (shape, &manifest))?
+            }
+        };
+        let batcher = Batcher::spawn(runners, *bcfg, metrics)
             .map_err(|e| LoadError::Runtime(format!("starting worker threads: {e}")))?;
-        let files = (onnx, items_path);
-        let info = ModelInfo::new(&manifest, files, device, batcher.workers(), metadata);
+        let run = (device, batcher.workers());
+        let retrieval = two_tower.info(rcfg);
+        let info = ModelInfo::new(&manifest, (onnx, items_path), run, metadata, retrieval);
         Ok(Self {
             info,
             manifest,
             items,
             batcher,
+            retriever: two_tower.retriever(),
         })
     }
 
@@ -249,18 +431,64 @@ impl LoadedModel {
     /// The response for one row's result.
     pub fn answer(&self, result: RowResult, unknown: Vec<serde_json::Value>) -> RecommendResponse {
         RecommendResponse {
-            items: result
-                .into_iter()
-                .filter_map(|(idx, score)| {
-                    let raw = self.items.raw_of(u32::try_from(idx).ok()?)?;
-                    Some(ScoredItem {
-                        item: api::raw_id_json(raw),
-                        score,
-                    })
-                })
-                .collect(),
+            items: self.scored_items(result),
             model: self.info.id.clone(),
             unknown_items: unknown,
         }
+    }
+
+    /// The item map (index ↔ raw id).
+    pub fn items(&self) -> &IdMap {
+        &self.items
+    }
+
+    /// Validates a `/similar` request ([`request::prepare_similar`]); 404 `no_item_vectors`
+    /// first when the model has no usable item vectors.
+    pub fn prepare_similar(&self, req: &SimilarRequest) -> Result<SimilarQuery, ApiError> {
+        self.retriever()?;
+        request::prepare_similar(req, &self.items)
+    }
+
+    /// The answer to a prepared `/similar` query ([`Retriever::similar`]). Blocking: under
+    /// `--retrieval exact` it scores every item.
+    pub fn similar(&self, query: SimilarQuery) -> Result<SimilarResponse, ApiError> {
+        let found = self
+            .retriever()?
+            .similar(query.item, query.k, &query.exclude)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let raw = self.items.raw_of(query.item).unwrap_or_default();
+        Ok(SimilarResponse {
+            model: self.info.id.clone(),
+            item: api::raw_id_json(raw),
+            items: self.scored_items(found),
+            unknown_items: query.unknown,
+        })
+    }
+
+    /// The retriever of `/similar`, or 404 `no_item_vectors` saying why there is none.
+    fn retriever(&self) -> Result<&Retriever, ApiError> {
+        self.retriever.as_deref().map_err(|why| {
+            ApiError::NoItemVectors(format!(
+                "the model {} has no usable item vectors for POST /similar: {why}",
+                self.info.id
+            ))
+        })
+    }
+
+    /// `(item index, score)` pairs as raw ids; indices outside the item map are dropped.
+    fn scored_items<I: TryInto<u32>>(
+        &self,
+        ranked: impl IntoIterator<Item = (I, f32)>,
+    ) -> Vec<ScoredItem> {
+        ranked
+            .into_iter()
+            .filter_map(|(idx, score)| {
+                let raw = self.items.raw_of(idx.try_into().ok()?)?;
+                Some(ScoredItem {
+                    item: api::raw_id_json(raw),
+                    score,
+                })
+            })
+            .collect()
     }
 }

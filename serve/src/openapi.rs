@@ -54,6 +54,22 @@ fn schemas() -> Value {
             "model": {"type": "string", "description": "<kind>@<first 12 hex digits of the checkpoint SHA-256>"},
             "unknown_items": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "history, candidates and exclude entries not in the item map"}
         }},
+        "SimilarRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["item"],
+            "properties": {
+                "item": {"$ref": "#/components/schemas/RawId"},
+                "k": {"type": "integer", "minimum": 1, "default": 10, "description": "at most the number of items"},
+                "exclude": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "never return these items (unknown ids are skipped and reported)"}
+            }
+        },
+        "SimilarResponse": {"type": "object", "required": ["model", "item", "items", "unknown_items"], "properties": {
+            "model": {"type": "string", "description": "<kind>@<first 12 hex digits of the checkpoint SHA-256>"},
+            "item": {"description": "the item asked about (raw id)", "oneOf": [{"type": "integer"}, {"type": "string"}]},
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/ScoredItem"}, "description": "nearest first, without the item itself; score = v_a · v_i (--similar_metric ip) or v_a · v_i / (|v_a| |v_i|) (cosine); exact under --retrieval exact, from the ANN index under --retrieval ann"},
+            "unknown_items": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "exclude entries not in the item map"}
+        }},
         "BatchRequest": {"type": "object", "additionalProperties": false, "required": ["requests"], "properties": {
             "requests": {"type": "array", "items": {"$ref": "#/components/schemas/RecommendRequest"}}
         }},
@@ -81,6 +97,10 @@ fn paths() -> Value {
     });
     let mut rec_responses = client_errors.clone();
     rec_responses["200"] = json!({"description": "top-k items", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendResponse"}}}});
+    let mut similar_responses = client_errors.clone();
+    similar_responses["200"] = json!({"description": "the k nearest items", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SimilarResponse"}}}});
+    similar_responses["404"] = error_response("`no_item_vectors`: the model has no usable item vectors (exported before the two-tower files); the message says why");
+    similar_responses["422"] = error_response("`invalid_request` (wrong shape or type, unknown field), `invalid_k`, `invalid_item` (not a string or number), `unknown_item` (not in the item map; the message names it), `invalid_exclude`");
     let mut batch_responses = client_errors;
     batch_responses["200"] = json!({"description": "one entry per request, in order; an invalid entry gets its own error object", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResponse"}}}});
     json!({
@@ -96,6 +116,12 @@ fn paths() -> Value {
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}}},
             "responses": batch_responses
         }},
+        "/similar": {"post": {
+            "summary": "The k items nearest to one item by the model's item vectors (inner product or cosine, --similar_metric)",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SimilarRequest"}}}},
+            "responses": similar_responses
+        }},
         "/v1/model/reload": {"post": {
             "summary": "Load --model from disk again; the old model keeps serving if that fails (also on SIGHUP)",
             "security": [{"bearer": []}],
@@ -105,7 +131,7 @@ fn paths() -> Value {
                 "500": error_response("`reload_failed`: the message says why; the previous model is still serving")
             }
         }},
-        "/v1/model": {"get": {"summary": "Metadata of the model serving (id, kind, maxlen, num_items, time_aware, intervals, device, paths, ONNX metadata_props, batching settings)",
+        "/v1/model": {"get": {"summary": "Metadata of the model serving (id, kind, maxlen, num_items, time_aware, intervals, device, paths, ONNX metadata_props, batching settings, retrieval: mode, user tower, item vectors, similar metric, ANN index parameters)",
             "responses": {"200": {"description": "metadata", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "{\"status\": \"ok\"}"}}}},
         "/readyz": {"get": {"summary": "Readiness: a model is loaded and the server is not shutting down",
@@ -138,7 +164,7 @@ mod tests {
                     .map(move |m| (m.clone(), path.clone()))
             })
             .collect();
-        assert_eq!(served.len(), 8);
+        assert_eq!(served.len(), 9);
         let undocumented: Vec<_> = served.difference(&documented).collect();
         let not_served: Vec<_> = documented.difference(&served).collect();
         assert!(

@@ -27,6 +27,12 @@
 //! An empty known history (no entries, or only unknown ones) is not an error: the model
 //! scores the all-padding sequence, which gives a fixed, history-independent ranking (what
 //! the model learned as a prior); `unknown_items` tells the client why.
+//!
+//! # `/similar`
+//!
+//! [`prepare_similar`] applies rule 1 to `k`, then requires `item` to be a JSON string or
+//! number (422 `invalid_item`) in the item map (422 `unknown_item`, naming it), then rule 9 to
+//! `exclude`.
 
 use std::collections::HashSet;
 
@@ -34,7 +40,7 @@ use sasrec_shared::run::ModelSpec;
 use sasrec_shared::time::{left_pad, time_codes};
 use sasrec_shared::IdMap;
 
-use crate::api::{self, RecommendRequest};
+use crate::api::{self, RecommendRequest, SimilarRequest};
 use crate::batcher::Row;
 use crate::error::ApiError;
 
@@ -56,7 +62,7 @@ pub fn prepare(
     items: &IdMap,
     id: &str,
 ) -> Result<Prepared, ApiError> {
-    let k = check_k(req, spec)?;
+    let k = check_k(req.k, spec.model.num_items)?;
     check_timestamps(req, spec, id)?;
     let mut unknown = Unknown::default();
     let history = known_history(req, items, &mut unknown)?;
@@ -75,16 +81,55 @@ pub fn prepare(
     })
 }
 
-/// Rule 1: `k` (default 10) in 1..=number of items, else 422 `invalid_k`.
-fn check_k(req: &RecommendRequest, spec: &ModelSpec) -> Result<usize, ApiError> {
-    let k = req.k.unwrap_or(api::DEFAULT_K);
-    if k < 1 || k > spec.model.num_items as i64 {
+/// A `/similar` request after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarQuery {
+    /// The item index whose neighbours are asked for.
+    pub item: u32,
+    /// How many neighbours.
+    pub k: usize,
+    /// Item indices never returned (sorted, distinct).
+    pub exclude: Vec<i64>,
+    /// `exclude` entries not in the item map.
+    pub unknown: Vec<serde_json::Value>,
+}
+
+/// Validates a `/similar` request against the item map `items` ([module docs](self)).
+pub fn prepare_similar(req: &SimilarRequest, items: &IdMap) -> Result<SimilarQuery, ApiError> {
+    let k = check_k(req.k, items.len())?;
+    let key = api::history_key(&req.item).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_item",
+            format!(
+                "item = {}: item ids must be JSON strings or numbers",
+                req.item
+            ),
+        )
+    })?;
+    let item = items.index_of(&key).ok_or_else(|| {
+        ApiError::invalid(
+            "unknown_item",
+            format!("item {}: not in the model's item map", req.item),
+        )
+    })?;
+    let mut unknown = Unknown::default();
+    let given = req.exclude.as_deref().unwrap_or_default();
+    let exclude = known_indices(given, "exclude", "invalid_exclude", items, &mut unknown)?;
+    Ok(SimilarQuery {
+        item,
+        k,
+        exclude,
+        unknown: unknown.entries,
+    })
+}
+
+/// Rule 1: `k` (default 10) in 1..=`num_items`, else 422 `invalid_k`.
+fn check_k(k: Option<i64>, num_items: usize) -> Result<usize, ApiError> {
+    let k = k.unwrap_or(api::DEFAULT_K);
+    if k < 1 || k > num_items as i64 {
         return Err(ApiError::invalid(
             "invalid_k",
-            format!(
-                "k = {k}: must be between 1 and {} (the number of items)",
-                spec.model.num_items
-            ),
+            format!("k = {k}: must be between 1 and {num_items} (the number of items)"),
         ));
     }
     Ok(k as usize)

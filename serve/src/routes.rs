@@ -4,6 +4,7 @@
 //! | --- | --- | --- |
 //! | `POST /recommend` | bearer (if configured) | top-k for one history |
 //! | `POST /recommend/batch` | bearer (if configured) | top-k for several histories |
+//! | `POST /similar` | bearer (if configured) | the items nearest to one item (item vectors) |
 //! | `POST /v1/model/reload` | bearer (if configured) | load `--model` again, keep the old one on failure |
 //! | `GET /v1/model` | | metadata of the model serving |
 //! | `GET /healthz` | | 200 while the process runs |
@@ -30,6 +31,7 @@ use serde_json::json;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{BatchItem, BatchRequest, BatchResponse, RecommendRequest, RecommendResponse};
+use crate::api::{SimilarRequest, SimilarResponse};
 use crate::batcher::{JobResult, Row, RowResult, SubmitError};
 use crate::error::{ApiError, AppJson, InternalError};
 use crate::model::LoadedModel;
@@ -57,6 +59,7 @@ pub fn routes() -> Vec<Route> {
     vec![
         route("post", "/recommend", true, post(recommend)),
         route("post", "/recommend/batch", true, post(recommend_batch)),
+        route("post", "/similar", true, post(similar)),
         route("post", "/v1/model/reload", true, post(reload)),
         route("get", "/v1/model", false, get(model_info)),
         route("get", "/healthz", false, get(healthz)),
@@ -98,7 +101,7 @@ async fn recommend(
 ) -> Result<AppJson<RecommendResponse>, ApiError> {
     let model = state.model();
     let p = model.prepare(&req)?;
-    state.metrics().unknown_items.inc_by(p.unknown.len() as u64);
+    state.metrics().count_unknown(p.unknown.len());
     let rx = model
         .submit(vec![p.row])
         .map_err(|e| submit_error(&state, e))?;
@@ -107,6 +110,21 @@ async fn recommend(
         .pop()
         .ok_or_else(|| ApiError::Internal("worker answered no rows".into()))?;
     Ok(AppJson(model.answer(row, p.unknown)))
+}
+
+/// `POST /similar`: validate, then rank on a blocking thread (exact mode scores every item),
+/// answer with raw item ids.
+async fn similar(
+    State(state): State<AppState>,
+    AppJson(req): AppJson<SimilarRequest>,
+) -> Result<AppJson<SimilarResponse>, ApiError> {
+    let model = state.model();
+    let query = model.prepare_similar(&req)?;
+    state.metrics().count_unknown(query.unknown.len());
+    let answer = tokio::task::spawn_blocking(move || model.similar(query))
+        .await
+        .map_err(|e| ApiError::Internal(format!("similar task failed: {e}")))??;
+    Ok(AppJson(answer))
 }
 
 /// `POST /recommend/batch`. Entries are validated one by one: an invalid entry gets its own
@@ -155,7 +173,7 @@ fn prepare_entries(
     for r in requests {
         match model.prepare(r) {
             Ok(p) => {
-                state.metrics().unknown_items.inc_by(p.unknown.len() as u64);
+                state.metrics().count_unknown(p.unknown.len());
                 rows.push(p.row);
                 entries.push(Ok(p.unknown));
             }

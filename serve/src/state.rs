@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::config::ServeConfig;
+use crate::config::{Retrieval, ServeConfig};
 use crate::error::LoadError;
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
@@ -35,13 +35,13 @@ pub struct Reloaded {
 impl AppState {
     /// Loads the model of `config` (blocking: creates sessions and runs a warm-up).
     pub fn load(config: ServeConfig) -> Result<Self, LoadError> {
-        let metrics = Arc::new(Metrics::new());
-        let model = LoadedModel::load(
-            &config.model,
-            &config.session,
-            &config.batch,
-            metrics.clone(),
-        )?;
+        let mut metrics = Metrics::new();
+        let r = &config.retrieval;
+        if r.mode == Retrieval::Ann && r.shadow_rate > 0.0 {
+            metrics = metrics.with_ann_shadow();
+        }
+        let metrics = Arc::new(metrics);
+        let model = load_model(&config, metrics.clone())?;
         metrics.set_model(model.id());
         Ok(Self {
             inner: Arc::new(Inner {
@@ -80,11 +80,9 @@ impl AppState {
         let _guard = self.inner.reload.lock().await;
         let cfg = self.inner.config.clone();
         let metrics = self.inner.metrics.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            LoadedModel::load(&cfg.model, &cfg.session, &cfg.batch, metrics)
-        })
-        .await
-        .unwrap_or_else(|e| Err(LoadError::Runtime(format!("reload task failed: {e}"))));
+        let loaded = tokio::task::spawn_blocking(move || load_model(&cfg, metrics))
+            .await
+            .unwrap_or_else(|e| Err(LoadError::Runtime(format!("reload task failed: {e}"))));
         match loaded {
             Ok(model) => {
                 let new_id = model.id().to_string();
@@ -117,4 +115,15 @@ impl AppState {
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::SeqCst)
     }
+}
+
+/// Loads `--model` with the settings of `config`.
+fn load_model(config: &ServeConfig, metrics: Arc<Metrics>) -> Result<LoadedModel, LoadError> {
+    LoadedModel::load_with(
+        &config.model,
+        &config.session,
+        &config.batch,
+        &config.retrieval,
+        metrics,
+    )
 }

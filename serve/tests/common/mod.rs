@@ -439,3 +439,35 @@ pub fn assert_same(got: &[(u64, f32)], want: &[(u64, f32)], tol: f32) {
         assert!((g.1 - w.1).abs() <= tol, "score {} vs {}", g.1, w.1);
     }
 }
+
+/// A fresh copy of the fixture model directory `src` (model, user tower, item vectors, item
+/// map; no ANN index) named `name`, for tests that build or damage an index: parallel tests
+/// never share one index file.
+pub fn copy_model(src: &Path, name: &str) -> PathBuf {
+    let dir = fixtures().root.join("copies").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in [
+        "model.onnx",
+        "items.tsv",
+        "user_tower.onnx",
+        "item_vectors.safetensors",
+    ] {
+        std::fs::copy(src.join(file), dir.join(file))
+            .unwrap_or_else(|e| panic!("{}: {e}", src.join(file).display()));
+    }
+    dir
+}
+
+/// Asserts that `got` ranks like `want`: scores within `tol` position by position, and the
+/// same item at each position except where `want` holds another item whose score ties with
+/// the position's within `tol` (float rounding may swap such items).
+pub fn assert_same_ranking(got: &[(u64, f32)], want: &[(u64, f32)], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for ((item, score), (w_item, w_score)) in got.iter().zip(want) {
+        assert!((score - w_score).abs() <= tol, "{got:?} vs {want:?}");
+        let own = want.iter().find(|(i, _)| i == item).map(|p| p.1);
+        let tie = own.is_some_and(|s| (s - w_score).abs() <= tol);
+        assert!(item == w_item || tie, "{got:?} vs {want:?}");
+    }
+}
