@@ -12,7 +12,7 @@ use sasrec_ann::{AnnParams, Quantization};
 use sasrec_export::ann::AnnIndexFile;
 use sasrec_export::external_data::{ExternalFile, DEFAULT_THRESHOLD};
 use sasrec_export::{export, ExportOptions, Exported, Variant};
-use sasrec_shared::logging::{self, LogFormat, Stream};
+use sasrec_shared::logging::{self, LogArgs, Stream};
 
 /// Export a trained SASRec / TiSASRec / mHC model to ONNX (opset 17, IR version 10).
 ///
@@ -54,15 +54,8 @@ struct Args {
         default_value_t = DEFAULT_THRESHOLD
     )]
     external_data_threshold: u64,
-    /// Log lines as text (colour only on a terminal; NO_COLOR turns it off) or as one JSON
-    /// object per line (for files and log shippers). RUST_LOG sets the level.
-    #[arg(
-        long = "log_format",
-        alias = "log-format",
-        default_value = "text",
-        value_parser = PossibleValuesParser::new(LogFormat::NAMES).try_map(|s| s.parse::<LogFormat>())
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     /// Also build the approximate nearest-neighbour index over the item vectors (inner
     /// product, HNSW) and save it beside the model as items.usearch + items.usearch.json, for
     /// `sasrec-serve --retrieval ann`.
@@ -90,7 +83,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    logging::init(args.log_format, "sasrec_export=info", Stream::Stderr);
+    logging::init(args.log.log_format, "sasrec_export=info", Stream::Stderr);
     if !args.onnx {
         eprintln!("error: nothing to do: pass --onnx (the only export format)");
         return ExitCode::from(2);

@@ -197,16 +197,10 @@ fn without_onnx_flag_nothing_happens() {
 #[test]
 fn ann_flag_writes_an_index_that_opens_against_the_item_vectors() {
     let run = make_run(&kind("sasrec"), 44);
-    let out = export_cmd(&[
-        "--onnx",
-        "--train_dir",
-        path_str(run.path()),
-        "--ann",
-        "--ann_quantization",
-        "f32",
-        "--ann_threads",
-        "1",
-    ]);
+    let export_run = |flags: &[&str]| {
+        export_cmd(&[&["--onnx", "--train_dir", path_str(run.path())], flags].concat())
+    };
+    let out = export_run(&["--ann", "--ann_quantization", "f32", "--ann_threads", "1"]);
     assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("items.usearch ("), "{stdout}");
@@ -226,13 +220,7 @@ fn ann_flag_writes_an_index_that_opens_against_the_item_vectors() {
             .unwrap();
         assert_eq!(ann, exact, "item {item}");
     }
-    let bad = export_cmd(&[
-        "--onnx",
-        "--train_dir",
-        path_str(run.path()),
-        "--ann_quantization",
-        "f8",
-    ]);
+    let bad = export_run(&["--ann_quantization", "f8"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(
         stderr(&bad).contains("--ann_quantization"),

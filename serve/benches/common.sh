@@ -1,7 +1,9 @@
 # Shared by serve/benches/load.sh and soak.sh (sourced once ROOT is set; the functions read
-# MODEL and PORT): the binaries and a work folder, the build and model checks, the request
+# PORT): the binaries and a work folder, the build and model checks, the request
 # body, and the server's start and stop.
 
+# The model directory: the script's first argument (sourcing keeps the caller's arguments).
+MODEL="${1:-/tmp/ml1m-serve}"
 BIN="${SERVE_BIN:-$ROOT/target/release/sasrec-serve}"
 GEN="$ROOT/target/release/examples/loadgen"
 WORK="$(mktemp -d)"

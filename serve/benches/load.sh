@@ -32,7 +32,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 # shellcheck source=serve/benches/common.sh
 source "$ROOT/serve/benches/common.sh"
-MODEL="${1:-/tmp/ml1m-serve}"
 SECS="${2:-12}"
 PORT="${PORT:-18181}"
 trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT

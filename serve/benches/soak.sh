@@ -24,7 +24,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 # shellcheck source=serve/benches/common.sh
 source "$ROOT/serve/benches/common.sh"
-MODEL="${1:-/tmp/ml1m-serve}"
 SECS="${2:-60}"
 CLIENTS="${3:-64}"
 WARMUP="${WARMUP:-5}"

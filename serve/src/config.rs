@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use sasrec_ann::{AnnParams, Quantization, DEFAULT_EF};
-use sasrec_shared::logging::LogFormat;
+use sasrec_shared::logging::LogArgs;
 
 /// Environment variable read for the bearer token when `--auth_token` is not given.
 pub const TOKEN_ENV: &str = "SASREC_SERVE_TOKEN";
@@ -117,18 +117,9 @@ pub struct Args {
     /// The similarity of `POST /similar`.
     #[command(flatten)]
     pub similar: SimilarMetricArgs,
-    /// Log lines on standard output (standard error for the subcommands) as text (colour only
-    /// on a terminal; NO_COLOR turns it off) or as one JSON object per line (Kubernetes,
-    /// systemd, log shippers). RUST_LOG sets the level.
-    #[arg(
-        long = "log_format",
-        alias = "log-format",
-        global = true,
-        default_value = "text",
-        value_parser = clap::builder::PossibleValuesParser::new(LogFormat::NAMES)
-            .try_map(|s| s.parse::<LogFormat>())
-    )]
-    pub log_format: LogFormat,
+    /// `--log_format`.
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// Where ONNX Runtime runs (shared by the server and its subcommands).

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         None => Stream::Stdout,
     };
     let filter = "sasrec_serve=info,ort=warn,tower_http=warn";
-    logging::init(cli.serve.log_format, filter, stream);
+    logging::init(cli.serve.log.log_format, filter, stream);
     let result = match cli.command {
         Some(command) => offline::run(command),
         None => run(cli.serve),

@@ -104,24 +104,9 @@ fn paths() -> Value {
     let mut batch_responses = client_errors;
     batch_responses["200"] = json!({"description": "one entry per request, in order; an invalid entry gets its own error object", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResponse"}}}});
     json!({
-        "/recommend": {"post": {
-            "summary": "Top-k next items for one history",
-            "security": [{"bearer": []}],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendRequest"}}}},
-            "responses": rec_responses
-        }},
-        "/recommend/batch": {"post": {
-            "summary": "Top-k next items for several histories",
-            "security": [{"bearer": []}],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}}},
-            "responses": batch_responses
-        }},
-        "/similar": {"post": {
-            "summary": "The k items nearest to one item by the model's item vectors (inner product or cosine, --similar_metric)",
-            "security": [{"bearer": []}],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SimilarRequest"}}}},
-            "responses": similar_responses
-        }},
+        "/recommend": json_post("Top-k next items for one history", "RecommendRequest", rec_responses),
+        "/recommend/batch": json_post("Top-k next items for several histories", "BatchRequest", batch_responses),
+        "/similar": json_post("The k items nearest to one item by the model's item vectors (inner product or cosine, --similar_metric)", "SimilarRequest", similar_responses),
         "/v1/model/reload": {"post": {
             "summary": "Load --model from disk again; the old model keeps serving if that fails (also on SIGHUP)",
             "security": [{"bearer": []}],
@@ -187,4 +172,14 @@ mod tests {
             );
         }
     }
+}
+
+/// A POST operation guarded by the bearer token whose JSON body is the component `schema`.
+fn json_post(summary: &str, schema: &str, responses: Value) -> Value {
+    json!({"post": {
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}},
+        "responses": responses
+    }})
 }

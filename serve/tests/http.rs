@@ -780,14 +780,7 @@ async fn reload_swaps_the_model_and_keeps_the_old_one_on_failure() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 500);
     let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "reload_failed");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("model.onnx"),
-        "{v}"
-    );
+    assert_error(&v, "reload_failed", "model.onnx");
     let (st, after_fail) = ask().await;
     assert_eq!(st, 200);
     assert_eq!(after_fail, before);

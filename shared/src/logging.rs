@@ -50,6 +50,25 @@ impl FromStr for LogFormat {
     }
 }
 
+/// `--log_format`, flattened into each binary's flags (feature `cli`).
+#[cfg(feature = "cli")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log lines as text (colour only on a terminal; NO_COLOR turns it off) or as one JSON
+    /// object per line (for files and log shippers). RUST_LOG sets the level.
+    #[arg(
+        long = "log_format",
+        alias = "log-format",
+        global = true,
+        default_value = "text",
+        value_parser = clap::builder::TypedValueParser::try_map(
+            clap::builder::PossibleValuesParser::new(LogFormat::NAMES),
+            |s| s.parse::<LogFormat>()
+        )
+    )]
+    pub log_format: LogFormat,
+}
+
 /// Where the events go: the process's standard error or standard output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {

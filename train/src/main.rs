@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
-use sasrec_shared::logging::{self, LogFormat, Stream};
+use sasrec_shared::logging::{self, LogArgs, Stream};
 use sasrec_train::cli::{DataCmd, TrainArgs};
 use sasrec_train::error::Result;
 use sasrec_train::{check_dist, data_cmd, settings, trainer};
@@ -23,17 +23,8 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     train: TrainArgs,
-    /// Log lines as text (colour only on a terminal; NO_COLOR turns it off) or as one JSON
-    /// object per line (for files and log shippers). RUST_LOG sets the level.
-    #[arg(
-        long = "log_format",
-        alias = "log-format",
-        global = true,
-        default_value = "text",
-        value_parser = clap::builder::PossibleValuesParser::new(LogFormat::NAMES)
-            .try_map(|s| s.parse::<LogFormat>())
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,7 +59,7 @@ fn main() -> ExitCode {
         Ok(r) if r.trim() != "0" => "warn",
         _ => "info",
     };
-    logging::init(cli.log_format, default_level, Stream::Stderr);
+    logging::init(cli.log.log_format, default_level, Stream::Stderr);
     match run(cli.command, cli.train) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

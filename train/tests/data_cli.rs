@@ -1,6 +1,10 @@
 //! `sasrec-train data …` end to end: exit codes and messages of the real binary.
 
+mod common;
+
 use std::process::Command;
+
+use common::write_text;
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sasrec-train"))
@@ -100,8 +104,7 @@ fn synthetic_scale_flags() {
 #[test]
 fn bad_inputs_exit_non_zero_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.txt");
-    std::fs::write(&bad, "1 2 3\n1 2 later\n").unwrap();
+    let bad = write_text(dir.path(), "bad.txt", "1 2 3\n1 2 later\n");
     let (code, _, err) = run(&["data", "stats", "--dataset", bad.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert_eq!(
@@ -138,8 +141,7 @@ fn bad_inputs_exit_non_zero_with_one_line() {
 #[test]
 fn kebab_case_flags_work_too() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("k.txt");
-    std::fs::write(&p, "1 a\n1 b\n2 a\n2 b\n3 c\n").unwrap();
+    let p = write_text(dir.path(), "k.txt", "1 a\n1 b\n2 a\n2 b\n3 c\n");
     let (code, out, err) = run(&[
         "data",
         "stats",
@@ -161,10 +163,12 @@ fn kebab_case_flags_work_too() {
 #[test]
 fn sequence_files_and_column_maps_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let seq = dir.path().join("seq.txt");
-    std::fs::write(&seq, "u1 10 11 12\nu2 11 12 13\n").unwrap();
-    let csv = dir.path().join("shuffled.csv");
-    std::fs::write(&csv, "10,u1\n11,u1\n12,u1\n11,u2\n12,u2\n13,u2\n").unwrap();
+    let seq = write_text(dir.path(), "seq.txt", "u1 10 11 12\nu2 11 12 13\n");
+    let csv = write_text(
+        dir.path(),
+        "shuffled.csv",
+        "10,u1\n11,u1\n12,u1\n11,u2\n12,u2\n13,u2\n",
+    );
     let stats = |args: &[&str]| {
         let (code, out, err) = run(&[&["data", "stats", "--json"], args].concat());
         assert_eq!(code, 0, "{err}");
@@ -195,12 +199,11 @@ fn sequence_files_and_column_maps_from_the_command_line() {
 #[test]
 fn convert_ml1m_creates_the_output_folder_and_names_each_cause_once() {
     let dir = tempfile::tempdir().unwrap();
-    let ratings = dir.path().join("ratings.dat");
-    std::fs::write(
-        &ratings,
+    let ratings = write_text(
+        dir.path(),
+        "ratings.dat",
         "1::10::5::978300760\n1::20::4::978300761\n2::10::3::978300762\n",
-    )
-    .unwrap();
+    );
     let out = dir.path().join("new/data/ml-1m.txt");
     let (code, stdout, err) = run(&[
         "data",

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{bin, err, fixture, ok};
+use common::{bin, err, fixture, ok, write_text};
 
 const BASE: [(&str, &str); 9] = [
     ("--maxlen", "16"),
@@ -419,14 +419,8 @@ fn inference_only_reproduces_the_best_evaluation() {
 #[test]
 fn errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
-    let untimed = dir.path().join("untimed.txt");
-    std::fs::write(
-        &untimed,
-        (1..=40)
-            .map(|i| format!("{} {}\n", i % 5 + 1, i))
-            .collect::<String>(),
-    )
-    .unwrap();
+    let events: String = (1..=40).map(|i| format!("{} {}\n", i % 5 + 1, i)).collect();
+    let untimed = write_text(dir.path(), "untimed.txt", &events);
     let e = err(small(&untimed, &dir.path().join("r1"), &["--no_mhc"]));
     assert!(
         e.contains("has no timestamps") && e.contains("--no_time"),

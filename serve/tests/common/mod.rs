@@ -471,3 +471,11 @@ pub fn assert_same_ranking(got: &[(u64, f32)], want: &[(u64, f32)], tol: f32) {
         assert!(item == w_item || tie, "{got:?} vs {want:?}");
     }
 }
+
+/// Asserts an error body `{"error": {"code", "message"}}` with `code` whose message contains
+/// `needle`.
+pub fn assert_error(v: &serde_json::Value, code: &str, needle: &str) {
+    assert_eq!(v["error"]["code"], code, "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "`{needle}` not in {v}");
+}

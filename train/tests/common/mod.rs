@@ -74,3 +74,10 @@ pub fn as_rank(cmd: &mut Command, rank: usize, world: usize, port: u16) -> &mut 
         .env("MASTER_ADDR", "127.0.0.1")
         .env("MASTER_PORT", port.to_string())
 }
+
+/// Writes `text` to `dir/name`; returns the path.
+pub fn write_text(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
