@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
 use sasrec_shared::logging::{self, LogArgs, Stream};
 use sasrec_train::cli::{DataCmd, TrainArgs};
