@@ -1,12 +1,5 @@
-//! The approximate index: a usearch HNSW graph over the item vectors (keys = item indices
-//! 1..=I), whose candidates are re-scored exactly.
-//!
-//! Maximum inner product search is turned into nearest-neighbour search by the standard
-//! augmentation (Bachrach et al., RecSys 2014): each item `v_i` is stored as
-//! `v'_i = [v_i, √(M² − |v_i|²)]` with `M = max_i |v_i|`, and a query `q` as `q' = [q, 0]`, so
-//! `|q' − v'_i|² = |q|² + M² − 2 q·v_i`: the nearest items in L2 are exactly those of highest
-//! `q·v_i`. An HNSW graph built on the inner product itself (not a metric) leaves low-norm items
-//! unreachable: on ML-1M recall@10 stayed at 0.95 for any `ef` (docs/RESULTS.md).
+//! The approximate index: a usearch HNSW graph over the item vectors with the inner-product
+//! metric (keys = item indices 1..=I), whose candidates are re-scored exactly.
 
 use std::path::Path;
 use std::time::Instant;
@@ -81,9 +74,10 @@ impl std::str::FromStr for Quantization {
 ///
 /// Defaults: `connectivity` 16 (HNSW's `M`; 12–48 is the usual range: 16 costs 2·16 links of
 /// 4 bytes per item on the base layer and, on the tests' clustered catalogue of 20,000 items
-/// of d 32, gives recall@10 0.991 after re-scoring at [`DEFAULT_EF`] with 100 extra candidates
-/// (the server's default margin), 0.9965 with 30% of the items excluded; on ML-1M's trained
-/// SASRec vectors 0.997), `expansion_add` 128
+/// of d 32, gives recall@10 0.999 after re-scoring at [`DEFAULT_EF`] with 10 extra candidates,
+/// 0.9965 with 30% of the items excluded; on ML-1M's trained SASRec vectors with the
+/// server's 100 extra candidates 0.953 in f16, 0.983 in f32 with `expansion_add` 256 and 0.993
+/// with `connectivity` 48 — see docs/RESULTS.md for these and the L2 reduction tried instead), `expansion_add` 128
 /// (`efConstruction`, usearch's own default: wider beams build slower for little recall),
 /// `quantization` [`Quantization::F16`] (half the memory of f32, with a rounding error far
 /// below the score gaps that decide the top k; re-scoring in f32 makes the final order exact
@@ -109,8 +103,8 @@ impl Default for AnnParams {
     }
 }
 
-/// A usearch HNSW index over the item vectors `v_1..v_I`, ranked by inner product through the
-/// L2 augmentation of the [module docs](self), key = item index. Searches may run concurrently from
+/// A usearch HNSW index over the item vectors `v_1..v_I` with the inner-product metric
+/// (usearch's distance is `1 − q·v_i`), key = item index. Searches may run concurrently from
 /// any number of threads (see [`ItemIndex::search`]).
 pub struct ItemIndex {
     index: Index,
@@ -194,13 +188,13 @@ impl ItemIndex {
         index
             .view(utf8(path)?)
             .map_err(|e| Error::file(path, format!("usearch cannot map the index: {e}")))?;
-        if index.size() != info.num_items || index.dimensions() != info.dim + 1 {
+        if index.size() != info.num_items || index.dimensions() != info.dim {
             return Err(Error::file(
                 path,
                 format!(
                     "holds {} vectors of dim {}, the sidecar records {} of dim {}",
                     index.size(),
-                    index.dimensions() - 1,
+                    index.dimensions(),
                     info.num_items,
                     info.dim
                 ),
@@ -283,20 +277,21 @@ impl ItemIndex {
             return Ok(Vec::new());
         }
         let set_ef = |ef| self.index.change_expansion_search(ef);
-        let q: Vec<f32> = query.iter().copied().chain([0.0]).collect(); // q' = [q, 0]
         let keys = self.gate.run(ef, set_ef, || match self.info.quantization {
-            Quantization::I8 => search_typed(&self.index, &quantize_query(&q), count, allowed),
-            Quantization::F32 | Quantization::F16 => search_typed(&self.index, &q, count, allowed),
+            Quantization::I8 => search_typed(&self.index, &quantize_query(query), count, allowed),
+            Quantization::F32 | Quantization::F16 => {
+                search_typed(&self.index, query, count, allowed)
+            }
         });
         keys.map_err(|e| Error::Invalid(format!("usearch search failed: {e}")))
     }
 }
 
-/// An empty usearch index for `info` (squared L2 over the augmented vectors, one per key).
+/// An empty usearch index for `info` (inner product, one vector per key).
 fn new_index(info: &IndexInfo) -> Result<Index> {
     let options = IndexOptions {
-        dimensions: info.dim + 1,
-        metric: MetricKind::L2sq,
+        dimensions: info.dim,
+        metric: MetricKind::IP,
         quantization: info.quantization.scalar_kind(),
         connectivity: info.connectivity,
         expansion_add: info.expansion_add,
@@ -314,19 +309,15 @@ fn add_all(
     quant: Quantization,
     threads: usize,
 ) -> Result<()> {
-    let m = max_norm(vectors);
     let scale = match quant {
-        // The augmented coordinate is at most M, every other at most max |x|.
-        Quantization::I8 => i8_scale(
-            (1..=vectors.num_items())
-                .flat_map(|i| vectors.row(i).iter().copied())
-                .chain([m]),
-        ),
+        Quantization::I8 => {
+            i8_scale((1..=vectors.num_items()).flat_map(|i| vectors.row(i).iter().copied()))
+        }
         Quantization::F32 | Quantization::F16 => 1.0,
     };
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
-            .map(|t| s.spawn(move || add_stride(index, vectors, (quant, scale, m), t, threads)))
+            .map(|t| s.spawn(move || add_stride(index, vectors, quant, scale, t, threads)))
             .collect();
         workers
             .into_iter()
@@ -334,25 +325,24 @@ fn add_all(
     })
 }
 
-/// Inserts the augmented items `1 + first`, `1 + first + step`, … (`(quantization, i8 scale,
-/// M)`; i8 rows scaled by the scale).
+/// Inserts items `1 + first`, `1 + first + step`, … (i8 rows scaled by `scale`).
 fn add_stride(
     index: &Index,
     vectors: &ItemVectors,
-    (quant, scale, m): (Quantization, f32, f32),
+    quant: Quantization,
+    scale: f32,
     first: usize,
     step: usize,
 ) -> Result<()> {
-    let mut aug = Vec::with_capacity(vectors.dim() + 1);
-    let mut buf = Vec::with_capacity(vectors.dim() + 1);
+    let mut buf = Vec::with_capacity(vectors.dim());
     for i in (1 + first..=vectors.num_items()).step_by(step) {
-        augment_item(vectors.row(i), m, &mut aug);
+        let row = vectors.row(i);
         let added = match quant {
             Quantization::I8 => {
-                quantize_i8(&aug, scale, &mut buf);
+                quantize_i8(row, scale, &mut buf);
                 index.add(i as u64, &buf)
             }
-            Quantization::F32 | Quantization::F16 => index.add(i as u64, &aug),
+            Quantization::F32 | Quantization::F16 => index.add(i as u64, row),
         };
         added.map_err(|e| Error::Invalid(format!("usearch could not add item {i}: {e}")))?;
     }
@@ -371,21 +361,6 @@ fn search_typed<T: VectorType>(
         None => index.search(query, count),
     };
     matches.map(|m| m.keys).map_err(|e| e.to_string())
-}
-
-/// `M = max_i |v_i|` over the items 1..=I.
-fn max_norm(vectors: &ItemVectors) -> f32 {
-    (1..=vectors.num_items())
-        .map(|i| crate::exact::dot(vectors.row(i), vectors.row(i)))
-        .fold(0.0f32, f32::max)
-        .sqrt()
-}
-
-/// `v' = [v, √(M² − |v|²)]` into `out` (the last coordinate clamped at 0 against rounding).
-fn augment_item(v: &[f32], m: f32, out: &mut Vec<f32>) {
-    out.clear();
-    out.extend_from_slice(v);
-    out.push((m * m - crate::exact::dot(v, v)).max(0.0).sqrt());
 }
 
 /// `127 / max |x|` over `values` (1 when all are zero).
@@ -408,8 +383,8 @@ fn quantize_i8(values: &[f32], scale: f32, out: &mut Vec<i8>) {
     );
 }
 
-/// The augmented query in i8, scaled by its own largest component (a positive factor c:
-/// `|c q' − s v'_i|² = c²|q|² + s²M² − 2cs q·v_i` keeps the order of `q · v_i`).
+/// The query in i8, scaled by its own largest component (a positive factor, which keeps the
+/// order of `q · v_i`).
 fn quantize_query(query: &[f32]) -> Vec<i8> {
     let mut out = Vec::with_capacity(query.len());
     quantize_i8(query, i8_scale(query.iter().copied()), &mut out);

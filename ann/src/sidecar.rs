@@ -16,11 +16,11 @@ use crate::vectors::ItemVectors;
 /// The sidecar's `format` value.
 pub const FORMAT: &str = "sasrec-ann/usearch";
 /// The sidecar's `format_version`; bumped on any incompatible change of index or sidecar.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 1;
 /// The usearch version the index files are written with (the dependency is pinned to it).
 pub const USEARCH_VERSION: &str = "2.26.6";
 /// The sidecar's `metric`: inner product.
-pub const METRIC: &str = "ip-as-l2sq";
+pub const METRIC: &str = "ip";
 
 /// What an index was built from and with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
