@@ -22,6 +22,7 @@ pub mod error;
 pub mod exact;
 mod gate;
 pub mod index;
+pub mod params;
 pub mod sidecar;
 pub mod vectors;
 

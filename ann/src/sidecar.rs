@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::index::Quantization;
+use crate::params::Quantization;
 use crate::vectors::ItemVectors;
 
 /// The sidecar's `format` value.
@@ -184,11 +184,4 @@ pub fn file_digest(path: &Path) -> Result<(u64, String)> {
         .map(|b| format!("{b:02x}"))
         .collect();
     Ok((len, hex))
-}
-
-/// Whether `s` is 64 lower-case hex digits (a SHA-256 as this project writes it).
-pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

@@ -295,7 +295,7 @@ fn check_metadata(
 ) -> Result<(), String> {
     let get = |k: &str| meta.get(k).ok_or_else(|| format!("metadata has no {k:?}"));
     let digest = get(keys::SOURCE_SHA256)?;
-    if !crate::sidecar::is_sha256_hex(digest) {
+    if !is_sha256_hex(digest) {
         return Err(format!(
             "metadata source_sha256 {digest:?} is not 64 lower-case hex digits"
         ));
@@ -312,4 +312,11 @@ fn check_metadata(
         }
     }
     Ok(())
+}
+
+/// Whether `s` is 64 lower-case hex digits (a SHA-256 as this project writes it).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
