@@ -14,8 +14,8 @@ use crate::sidecar::{file_digest, IndexInfo, Sidecar};
 use crate::vectors::ItemVectors;
 
 /// The beam width of a search (HNSW `ef`) used where the caller has no reason to pick
-/// another; the tests measure recall@10 ≥ 0.99 at it with the default [`AnnParams`] and 10
-/// extra candidates. usearch widens the beam to the number of candidates asked for when that
+/// another; the recall test holds it to recall@10 ≥ 0.99 on a generated catalogue with the
+/// default [`AnnParams`] and the server's 100 extra candidates. usearch widens the beam to the number of candidates asked for when that
 /// is larger.
 pub const DEFAULT_EF: usize = 64;
 
