@@ -97,37 +97,14 @@ pub struct BatchRequest {
 }
 
 /// A list of requests in which each entry is a JSON object: serde alone would also read a
-/// request from an array of its fields in order (`[[1, 2]]` as `{"history": [1, 2]}`).
+/// request from an array of its fields in order (`[[1, 2]]` as `{"history": [1, 2]}`). Each
+/// entry is read once, through the same object-only reader as whole bodies
+/// ([`crate::error::object_entries`]).
 fn objects<'de, D>(deserializer: D) -> Result<Vec<RecommendRequest>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    use serde::de::Error;
-    let entries = Vec::<serde_json::Value>::deserialize(deserializer)?;
-    entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, entry)| match entry {
-            serde_json::Value::Object(_) => serde_json::from_value(entry)
-                .map_err(|e| D::Error::custom(format!("requests[{i}]: {e}"))),
-            other => Err(D::Error::custom(format!(
-                "requests[{i}] must be a JSON object, not {}",
-                kind(&other)
-            ))),
-        })
-        .collect()
-}
-
-/// The kind of a JSON value, for messages.
-fn kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
+    crate::error::object_entries(deserializer, "requests")
 }
 
 /// One entry of a batch answer: a response, or the error this entry alone caused.

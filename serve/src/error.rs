@@ -258,6 +258,26 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonBody<T> {
     }
 }
 
+/// A JSON array whose entries must be objects, each read as `T` by [`JsonBody`] (one pass, no
+/// intermediate `serde_json::Value`); an entry of another kind is an error naming
+/// `{field}[i]` and its kind.
+pub(crate) fn object_entries<'de, D, T>(deserializer: D, field: &str) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Vec::<JsonBody<T>>::deserialize(deserializer)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| match entry {
+            JsonBody::Object(v) => Ok(v),
+            JsonBody::Other(what) => Err(de::Error::custom(format!(
+                "{field}[{i}] must be a JSON object, not {what}"
+            ))),
+        })
+        .collect()
+}
+
 /// Tells a JSON object from the other values for [`JsonBody`].
 struct JsonBodyVisitor<T>(PhantomData<T>);
 
