@@ -137,6 +137,8 @@ pub struct ModelFiles {
     encoded: Vec<u8>,
     initializer_bytes: u64,
     threshold: u64,
+    /// Why the initializers go where they go, for the log.
+    always_external: bool,
     data: DataFile,
 }
 
@@ -169,11 +171,20 @@ impl ModelFiles {
             encoded: model.encode_to_vec(),
             initializer_bytes,
             threshold,
+            always_external: false,
             data: DataFile {
                 path: data_path,
                 tensors,
             },
         })
+    }
+
+    /// Splits every initializer of at least [`MIN_TENSOR_BYTES`] of `model` into the data
+    /// file whatever their total (threshold 0), as for a user tower (`crate::run_dir`).
+    pub fn always_external(model: ModelProto, onnx: &Path) -> Result<Self> {
+        let mut files = Self::new(model, onnx, 0)?;
+        files.always_external = true;
+        Ok(files)
     }
 
     /// Writes the data file (when there is one) and then the `.onnx`, each atomically, or
@@ -205,14 +216,19 @@ impl ModelFiles {
             };
             tracing::info!(
                 "wrote {} ({} bytes) with external data {} ({} bytes, {} of {} initializer \
-                 bytes in {} tensors): above --external_data_threshold {t}",
+                 bytes in {} tensors): {}",
                 self.onnx.display(),
                 self.encoded.len(),
                 file.path.display(),
                 file.bytes,
                 self.data.tensors.iter().map(|(e, _)| e.length).sum::<u64>(),
                 b,
-                file.tensors
+                file.tensors,
+                if self.always_external {
+                    "always, for a user tower".to_string()
+                } else {
+                    format!("above --external_data_threshold {t}")
+                }
             );
             Some(file)
         };

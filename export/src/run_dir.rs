@@ -8,7 +8,11 @@
 //! atomically (temporary file, then rename): a failed export leaves no file behind. Beside the
 //! model go the two-tower files, `user_tower.onnx` and `item_vectors.safetensors`
 //! ([`two_tower`], [`crate::item_vectors`]). Large models get their weights in a second file,
-//! `<output>.data` ([`crate::external_data`]), and so does a large user tower.
+//! `<output>.data` ([`crate::external_data`]). The user tower always does
+//! (`user_tower.onnx.data`): ONNX Runtime memory-maps external initializers, so the item table
+//! inside the tower, which a request reads only at its history's rows, costs a server only the
+//! pages of those rows instead of a resident copy of the whole table per session (at 10M items
+//! × d 32, 1.28 GB each).
 
 use std::path::{Path, PathBuf};
 
@@ -145,7 +149,7 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
     let model = graph::model_proto(&run.model, &source, opts.variant)?;
     let model = ModelFiles::new(model, &layout.onnx, threshold)?;
     let tower = graph::user_tower_proto(&run.model, &source, opts.variant)?;
-    let tower = ModelFiles::new(tower, &layout.user_tower, threshold)?;
+    let tower = ModelFiles::always_external(tower, &layout.user_tower)?;
 
     std::fs::create_dir_all(&layout.dir).map_err(|e| Error::io(&layout.dir, e))?;
     if !same_file(&items_src, &layout.items) {

@@ -58,7 +58,8 @@ fn output_elsewhere_gets_the_item_map_and_kebab_flags_work() {
             "item_vectors.safetensors",
             "items.tsv",
             "m.onnx",
-            "user_tower.onnx"
+            "user_tower.onnx",
+            "user_tower.onnx.data"
         ]
     );
     assert_eq!(

@@ -162,8 +162,10 @@ fn both_files_pass_the_checker_and_the_model_names_the_two_tower_files() {
     }
 }
 
-/// `--external_data_threshold 0` splits the tower like the model; ONNX Runtime reads the pair,
-/// and the inline export that follows gives the same vectors and removes the stale data file.
+/// The user tower always keeps its weights in `user_tower.onnx.data`, whatever
+/// `--external_data_threshold` says of the model; ONNX Runtime reads the pair, and an inline
+/// export of the model that follows gives the same vectors, removes the model's stale data
+/// file and keeps the tower's.
 #[test]
 fn the_user_tower_takes_the_external_data_path() {
     let cfg = kind("tisasrec-mhc");
@@ -187,7 +189,9 @@ fn the_user_tower_takes_the_external_data_path() {
     let b = batch(&cfg, run.intervals, &lens(), &mut rng);
     let got = run_user_tower(&mut session(&ext.user_tower.path), &b, T);
     let inline = run.export(Variant::LastPosition, Some(onnx));
-    assert_eq!(inline.user_tower.external, None);
+    assert_eq!(inline.external, None);
+    let tower_data = inline.user_tower.external.as_ref().expect("tower data");
+    assert_eq!(tower_data.path, data);
     assert_eq!(list(dir.path()), beside_model(&[]));
     let want = run_user_tower(&mut session(&inline.user_tower.path), &b, T);
     assert_eq!(got, want);

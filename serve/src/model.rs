@@ -5,8 +5,10 @@
 //! Under `--retrieval exact` (the default) the workers run `model.onnx`, and the item vectors
 //! are opened only for `/similar` (when they are missing or unusable the model still loads,
 //! and `/similar` answers 404 `no_item_vectors` saying why). Under `--retrieval ann`
-//! `model.onnx` is opened once for its metadata (which names the two-tower files), the workers
-//! run `user_tower.onnx`, and a missing or unusable two-tower file or index is a load error.
+//! `model.onnx` is not opened at all (its scoring table would cost memory the ANN mode exists
+//! to save): the workers run `user_tower.onnx` beside it, whose metadata carries the same
+//! manifest (with `tower` = `user`) and names the item vectors; a missing or unusable
+//! two-tower file or index is a load error.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ort::session::Session;
-use sasrec_shared::run::{onnx_io, ModelKind, ModelManifest};
+use sasrec_shared::run::{onnx_io, two_tower, ModelKind, ModelManifest};
 use sasrec_shared::time::Intervals;
 use sasrec_shared::IdMap;
 use serde::Serialize;
@@ -150,16 +152,6 @@ fn build_sessions(
     Ok((sessions, device))
 }
 
-/// Settings for a session that is only read for its metadata: the CPU, one thread.
-fn metadata_only(scfg: &SessionConfig) -> SessionConfig {
-    SessionConfig {
-        device: crate::config::Device::Cpu,
-        strict_device: false,
-        intra_threads: 1,
-        ort_lib: scfg.ort_lib.clone(),
-    }
-}
-
 /// The item map has one entry per item the model scores (I).
 fn check_item_map(manifest: &ModelManifest, items: &IdMap, path: &Path) -> Result<(), String> {
     let num_items = manifest.spec.model.num_items;
@@ -217,13 +209,13 @@ fn exact_runners(
     Ok(runners)
 }
 
-/// The manifest of the `model.onnx` session `session` (with all its metadata), checked
-/// against the item map and the graph's inputs.
+/// The manifest of `session` (loaded from `onnx`, with all its metadata), checked against the
+/// item map and by `check` (the graph's interface).
 fn read_manifest(
     session: &Session,
     onnx: &Path,
-    items: &IdMap,
-    items_path: &Path,
+    (items, items_path): (&IdMap, &Path),
+    check: fn(&Session, &ModelManifest) -> Result<(), String>,
 ) -> Result<(BTreeMap<String, String>, ModelManifest), LoadError> {
     let metadata_err = |msg: String| LoadError::Metadata {
         path: onnx.to_path_buf(),
@@ -232,7 +224,7 @@ fn read_manifest(
     let metadata = read_metadata(session).map_err(metadata_err)?;
     let manifest = ModelManifest::from_metadata(&metadata).map_err(metadata_err)?;
     check_item_map(&manifest, items, items_path).map_err(metadata_err)?;
-    check_inputs(session, &manifest).map_err(metadata_err)?;
+    check(session, &manifest).map_err(metadata_err)?;
     Ok((metadata, manifest))
 }
 
@@ -248,35 +240,56 @@ enum TwoTower {
 }
 
 impl TwoTower {
-    /// Opens the two-tower files the manifest of `onnx` names (module docs: a failure is an
-    /// error under `--retrieval ann`, a logged warning and no `/similar` otherwise).
-    fn open(
+    /// Opens the two-tower files the manifest names, in `dir`: the retriever over the item
+    /// vectors and the user tower's path.
+    fn locate(
         manifest: &ModelManifest,
-        onnx: &Path,
+        dir: &Path,
+        rcfg: &RetrievalConfig,
+        metrics: &Arc<Metrics>,
+    ) -> Result<(Arc<Retriever>, PathBuf), String> {
+        let paths = manifest.two_tower_paths(dir).map_err(|e| e.to_string())?;
+        let r = Retriever::open(&paths.item_vectors, manifest, dir, rcfg, metrics)?;
+        Ok((Arc::new(r), paths.user_tower))
+    }
+
+    /// `--retrieval exact`: the retriever of `/similar`; when the files are missing or
+    /// unusable, a logged warning and no `/similar`.
+    fn similar(
+        manifest: &ModelManifest,
+        dir: &Path,
+        rcfg: &RetrievalConfig,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
+        let opened = Self::locate(manifest, dir, rcfg, metrics);
+        if let Err(e) = &opened {
+            tracing::warn!(error = %e, "POST /similar is unavailable: no usable item vectors");
+        }
+        TwoTower::Similar(opened.map(|(r, _)| r))
+    }
+
+    /// `--retrieval ann`: the retriever of every row, for the user tower `tower` the workers
+    /// run, which must be the one the manifest names; anything missing is an error.
+    fn ann(
+        manifest: &ModelManifest,
+        tower: &Path,
         rcfg: &RetrievalConfig,
         metrics: &Arc<Metrics>,
     ) -> Result<Self, LoadError> {
-        let dir = onnx.parent().unwrap_or_else(|| Path::new("."));
-        let opened = manifest
-            .two_tower_paths(dir)
-            .map_err(|e| e.to_string())
-            .and_then(|paths| {
-                let r = Retriever::open(&paths.item_vectors, manifest, dir, rcfg, metrics)?;
-                Ok((Arc::new(r), paths.user_tower))
-            });
-        match (rcfg.mode, opened) {
-            (Retrieval::Ann, Ok((retriever, user_tower))) => Ok(TwoTower::Ann {
-                retriever,
-                user_tower,
-            }),
-            (Retrieval::Ann, Err(e)) => Err(LoadError::Retrieval(format!("--retrieval ann: {e}"))),
-            (Retrieval::Exact, opened) => {
-                if let Err(e) = &opened {
-                    tracing::warn!(error = %e, "POST /similar is unavailable: no usable item vectors");
-                }
-                Ok(TwoTower::Similar(opened.map(|(r, _)| r)))
-            }
+        let dir = tower.parent().unwrap_or_else(|| Path::new("."));
+        let (retriever, user_tower) = Self::locate(manifest, dir, rcfg, metrics)
+            .map_err(|e| LoadError::Retrieval(format!("--retrieval ann: {e}")))?;
+        if user_tower != tower {
+            return Err(LoadError::Retrieval(format!(
+                "--retrieval ann: {} names the user tower {}, not itself",
+                tower.display(),
+                user_tower.display()
+            )));
         }
+        Ok(TwoTower::Ann {
+            retriever,
+            user_tower,
+        })
     }
 
     /// The retriever, or why `/similar` is unavailable.
@@ -304,30 +317,74 @@ impl TwoTower {
     }
 }
 
-/// Under `--retrieval ann`: `n` sessions on the user tower (the first checked against the
-/// model, each warmed up), one [`TowerRunner`] each, and the execution provider in use.
-fn tower_runners(
-    env: &ort::environment::Environment,
-    (path, retriever): (&Path, &Arc<Retriever>),
-    scfg: &SessionConfig,
-    n: usize,
-    (shape, manifest): (Shape, &ModelManifest),
-) -> Result<(Vec<Box<dyn RowRunner>>, String), LoadError> {
-    let (sessions, device) = build_sessions(env, path, scfg, n)?;
-    check_tower(&sessions[0], manifest).map_err(|msg| LoadError::Metadata {
-        path: path.to_path_buf(),
-        msg,
-    })?;
-    let mut runners: Vec<Box<dyn RowRunner>> = Vec::with_capacity(n);
+/// The workers' side of a loaded model: one runner per session, the execution provider, the
+/// metadata and manifest of the graph they run, and the two-tower side.
+struct Workers {
+    runners: Vec<Box<dyn RowRunner>>,
+    device: String,
+    metadata: BTreeMap<String, String>,
+    manifest: ModelManifest,
+    two_tower: TwoTower,
+}
+
+/// What every load needs: the ONNX Runtime environment, the item map and its path, the
+/// session settings and the number of workers.
+struct LoadCtx<'a> {
+    env: &'a ort::environment::Environment,
+    items: (&'a IdMap, &'a Path),
+    scfg: &'a SessionConfig,
+    workers: usize,
+}
+
+/// `--retrieval exact`: `workers` sessions on `model.onnx` (`onnx`), checked against the item
+/// map and the interface and warmed up; the item vectors only for `/similar`.
+fn exact_workers(
+    ctx: &LoadCtx,
+    onnx: &Path,
+    rcfg: &RetrievalConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<Workers, LoadError> {
+    let (sessions, device) = build_sessions(ctx.env, onnx, ctx.scfg, ctx.workers)?;
+    let (metadata, manifest) = read_manifest(&sessions[0], onnx, ctx.items, check_inputs)?;
+    let dir = onnx.parent().unwrap_or_else(|| Path::new("."));
+    let two_tower = TwoTower::similar(&manifest, dir, rcfg, metrics);
+    let runners = exact_runners(sessions, graph_shape(&manifest), onnx)?;
+    Ok(Workers {
+        runners,
+        device,
+        metadata,
+        manifest,
+        two_tower,
+    })
+}
+
+/// `--retrieval ann`: `workers` sessions on the user tower beside `onnx` (read for the
+/// manifest and checked with [`check_tower`]), the retriever over the item vectors, and one
+/// warmed-up [`TowerRunner`] per session.
+fn ann_workers(
+    ctx: &LoadCtx,
+    onnx: &Path,
+    rcfg: &RetrievalConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<Workers, LoadError> {
+    let tower = onnx.with_file_name(two_tower::USER_TOWER_FILE);
+    let (sessions, device) = build_sessions(ctx.env, &tower, ctx.scfg, ctx.workers)?;
+    let (metadata, manifest) = read_manifest(&sessions[0], &tower, ctx.items, check_tower)?;
+    let two_tower = TwoTower::ann(&manifest, &tower, rcfg, metrics)?;
+    let retriever = two_tower.retriever().map_err(LoadError::Retrieval)?;
+    let shape = graph_shape(&manifest);
+    let mut runners: Vec<Box<dyn RowRunner>> = Vec::with_capacity(sessions.len());
     for session in sessions {
-        runners.push(Box::new(TowerRunner::new(
-            session,
-            shape,
-            retriever.clone(),
-            path,
-        )?));
+        let runner = TowerRunner::new(session, shape, retriever.clone(), &tower)?;
+        runners.push(Box::new(runner));
     }
-    Ok((runners, device))
+    Ok(Workers {
+        runners,
+        device,
+        metadata,
+        manifest,
+        two_tower,
+    })
 }
 
 /// A model ready to serve.
@@ -351,11 +408,11 @@ impl LoadedModel {
         Self::load_with(path, scfg, bcfg, &RetrievalConfig::default(), metrics)
     }
 
-    /// Loads `path` (a `.onnx` file or a directory with `model.onnx`): reads the manifest,
-    /// checks the item map and the interface, opens the two-tower files ([module
-    /// docs](self)), creates one session per worker (on `model.onnx`, or on the user tower
-    /// under `--retrieval ann`), runs one warm-up inference per session and starts the
-    /// workers.
+    /// Loads `path` (a `.onnx` file or a directory with `model.onnx`): creates one session
+    /// per worker (on `model.onnx`, or on the user tower beside it under `--retrieval ann`),
+    /// reads the manifest from the first, checks the item map and the interface, opens the
+    /// two-tower files ([module docs](self)), runs one warm-up inference per session and
+    /// starts the workers.
     pub fn load_with(
         path: &Path,
         scfg: &SessionConfig,
@@ -366,37 +423,28 @@ impl LoadedModel {
         let (onnx, items_path) = resolve_paths(path)?;
         let env = runtime::environment(&runtime::resolve_dylib(scfg.ort_lib.as_deref())?)?;
         let items = load_items(&items_path)?;
-        let workers = bcfg.workers.max(1);
-        let (sessions, device) = match rcfg.mode {
-            Retrieval::Exact => build_sessions(env, &onnx, scfg, workers)?,
-            // Only its metadata is read: one session on the CPU, one thread.
-            Retrieval::Ann => build_sessions(env, &onnx, &metadata_only(scfg), 1)?,
+        let ctx = LoadCtx {
+            env,
+            items: (&items, &items_path),
+            scfg,
+            workers: bcfg.workers.max(1),
         };
-        let (metadata, manifest) = read_manifest(&sessions[0], &onnx, &items, &items_path)?;
-        let shape = graph_shape(&manifest);
-        let two_tower = TwoTower::open(&manifest, &onnx, rcfg, &metrics)?;
-        let (runners, device) = match &two_tower {
-            TwoTower::Similar(_) => (exact_runners(sessions, shape, &onnx)?, device),
-            TwoTower::Ann {
-                retriever,
-                user_tower,
-            } => {
-                drop(sessions);
-                let tower = (user_tower.as_path(), retriever);
-                tower_runners(env, tower, scfg, workers, (shape, &manifest))?
-            }
+        let w = match rcfg.mode {
+            Retrieval::Exact => exact_workers(&ctx, &onnx, rcfg, &metrics)?,
+            Retrieval::Ann => ann_workers(&ctx, &onnx, rcfg, &metrics)?,
         };
-        let batcher = Batcher::spawn(runners, *bcfg, metrics)
+        let batcher = Batcher::spawn(w.runners, *bcfg, metrics)
             .map_err(|e| LoadError::Runtime(format!("starting worker threads: {e}")))?;
-        let run = (device, batcher.workers());
-        let retrieval = two_tower.info(rcfg);
-        let info = ModelInfo::new(&manifest, (onnx, items_path), run, metadata, retrieval);
+        let run = (w.device, batcher.workers());
+        let retrieval = w.two_tower.info(rcfg);
+        let files = (onnx, items_path.clone());
+        let info = ModelInfo::new(&w.manifest, files, run, w.metadata, retrieval);
         Ok(Self {
             info,
-            manifest,
+            manifest: w.manifest,
             items,
             batcher,
-            retriever: two_tower.retriever(),
+            retriever: w.two_tower.retriever(),
         })
     }
 

@@ -153,7 +153,8 @@ async fn ann_answers_equal_exact_mode_time_aware() {
 }
 
 /// A missing index is built at start (and reported with its build time), saved, and loaded on
-/// the next start, which answers the same.
+/// the next start, which answers the same without reading `model.onnx` (overwritten here
+/// with bytes no ONNX parser accepts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_index_is_built_saved_then_loaded() {
     let dir = copy_model(&fixtures().sas, "build-then-load");
@@ -176,6 +177,7 @@ async fn missing_index_is_built_saved_then_loaded() {
     let built = batch(&first, &bodies).await;
     first.shutdown().await;
 
+    std::fs::write(dir.join("model.onnx"), b"not an ONNX file").unwrap();
     let second = TestServer::start(config(&dir, Retrieval::Ann, SimilarMetric::Ip)).await;
     let info = second.get_json("/v1/model").await;
     assert_eq!(info["retrieval"]["index"]["build_seconds"], Value::Null);
@@ -390,6 +392,25 @@ async fn without_item_vectors_similar_is_404_and_ann_refuses() {
     assert!(
         err.to_string().contains("item_vectors.safetensors"),
         "{err}"
+    );
+}
+
+/// Under `--retrieval ann` the file beside the model named `user_tower.onnx` must be a user
+/// tower: `model.onnx` copied there is refused, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ann_refuses_a_scoring_model_as_user_tower() {
+    let dir = copy_model(&fixtures().sas, "not-a-tower");
+    let tower = dir.join("user_tower.onnx");
+    std::fs::copy(dir.join("model.onnx"), &tower).unwrap();
+    let cfg = config(&dir, Retrieval::Ann, SimilarMetric::Ip);
+    let err = tokio::task::spawn_blocking(move || AppState::load(cfg))
+        .await
+        .unwrap()
+        .expect_err("model.onnx is no user tower");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&tower.display().to_string()) && msg.contains("not a user tower"),
+        "{msg}"
     );
 }
 

@@ -334,11 +334,16 @@ fn sorted(groups: &[&[&str]]) -> Vec<String> {
 }
 
 /// What an export with the default output adds to a run directory: the model and the two-tower
-/// files.
-pub const EXPORTED: [&str; 3] = ["item_vectors.safetensors", "model.onnx", "user_tower.onnx"];
+/// files (the user tower always with its external data).
+pub const EXPORTED: [&str; 4] = [
+    "item_vectors.safetensors",
+    "model.onnx",
+    "user_tower.onnx",
+    "user_tower.onnx.data",
+];
 
-/// The external data files of the model and its user tower (`--external_data_threshold 0`).
-pub const EXTERNAL: [&str; 2] = ["model.onnx.data", "user_tower.onnx.data"];
+/// The model's external data file (`--external_data_threshold 0`).
+pub const EXTERNAL: [&str; 1] = ["model.onnx.data"];
 
 /// The files of a directory that an export to `<dir>/model.onnx` wrote into: the item map,
 /// [`EXPORTED`] and `extra` (e.g. [`EXTERNAL`]), sorted as [`list`] returns them.

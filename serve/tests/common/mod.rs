@@ -451,6 +451,7 @@ pub fn copy_model(src: &Path, name: &str) -> PathBuf {
         "model.onnx",
         "items.tsv",
         "user_tower.onnx",
+        "user_tower.onnx.data",
         "item_vectors.safetensors",
     ] {
         std::fs::copy(src.join(file), dir.join(file))
