@@ -5,15 +5,17 @@
 # trained for STEPS steps), on the machine it runs on (its CPU and the date head the output):
 #   export    seconds of `sasrec-export --onnx --ann` and of the index build, index size
 #   recall    recall@10 and recall@100 of ANN against exact on the histories of QUERIES users of
-#             the data (real user vectors), from `sasrec-serve recommend` in each mode, and its
-#             users/s (batch scoring)
+#             the data (real user vectors), from `sasrec-serve recommend` in each mode (k = 10
+#             and k = 100 requests), and its users/s (batch scoring, k = 100)
 #   serve     p50/p99 at 1 client and requests/s at 32 clients for each mode (loadgen, LOAD_SECS
 #             per point, one real history with exclude_seen), the server's start time and
 #             peak RSS
 # then a table with ANN's ratios to exact.
 #
 # Usage: [ITEMS="100000 1000000"] [USERS=60000] [STEPS=30] [QUERIES=2000] [LOAD_SECS=8]
-#        [EF=64] [MARGIN=100] benches/ann.sh [OUT_DIR]
+#        [EF=64] [MARGIN=100] [REUSE=1] benches/ann.sh [OUT_DIR]
+# REUSE=1 keeps OUT_DIR's trained and exported runs (with their index) and exact-mode results,
+# appends to results.jsonl and measures ANN again (e.g. with another EF, no rebuild).
 # Needs release builds: cargo build --release -p sasrec-train -p sasrec-export -p sasrec-serve \
 #   && cargo build --release -p sasrec-serve --example loadgen
 set -euo pipefail
@@ -30,7 +32,8 @@ port=${PORT:-18291}
 py=${PYTHON:-$root/.venv/bin/python}
 mkdir -p "$out"
 results=$out/results.jsonl
-: > "$results"
+reuse=${REUSE:-0}
+[[ $reuse == 1 ]] || : > "$results"
 for b in sasrec-train sasrec-export sasrec-serve examples/loadgen; do
   [[ -x $bin/$b ]] || { echo "build first (see the header of $0): no $bin/$b" >&2; exit 1; }
 done
@@ -78,13 +81,10 @@ PY
 )"
 }
 
-echo "# $(nproc)-core CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%F)"
-for items in "${sizes[@]}"; do
-  tag=i${items}u$users
-  data=$out/$tag.txt
-  echo "== $items items, $users users"
-  [[ -f $data ]] || "$bin/sasrec-train" data synthetic --output "$data" --users "$users" \
-    --items "$items" --genres 16 --min_len 20 --max_len 80 --zipf 0.7 > /dev/null
+# train_and_export TAG DATA: trains the model of TAG on DATA, exports it with its index and
+# records the export's time, index build time and size.
+train_and_export() {
+  local tag=$1 data=$2 secs rss build bytes n
   rm -rf "$out/$tag-run"
   echo "   train ($steps steps)"
   timed "$tag-train" "$bin/sasrec-train" --dataset "$data" --no_time --no_mhc --maxlen 50 \
@@ -97,6 +97,20 @@ for items in "${sizes[@]}"; do
   bytes=$(stat -c %s "$out/$tag-run/items.usearch")
   n=$(( $(wc -l < "$out/$tag-run/items.tsv") - 1 ))
   record "{\"name\": \"$tag-export\", \"items\": $n, \"seconds\": $secs, \"index_build_s\": $build, \"index_mb\": $(( bytes / 1048576 )), \"peak_rss_mb\": $rss}"
+}
+
+echo "# $(nproc)-core CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%F)"
+for items in "${sizes[@]}"; do
+  tag=i${items}u$users
+  data=$out/$tag.txt
+  echo "== $items items, $users users"
+  [[ -f $data ]] || "$bin/sasrec-train" data synthetic --output "$data" --users "$users" \
+    --items "$items" --genres 16 --min_len 20 --max_len 80 --zipf 0.7 > /dev/null
+  if [[ $reuse == 1 && -f $out/$tag-run/items.usearch ]]; then
+    echo "   reusing $out/$tag-run and its index"
+  else
+    train_and_export "$tag" "$data"
+  fi
   # The histories of the last QUERIES users of the file (real user vectors), and one of them as
   # the load generator's request.
   awk '{ print $1 }' "$data" | uniq | tail -n "$queries" > "$out/$tag-users.txt"
@@ -112,24 +126,30 @@ for line in open(sys.argv[1]):
 print('{"history": [%s], "k": 10, "exclude_seen": true}' % ", ".join(f'"{i}"' for i in hist[-50:]))
 PY
   for mode in exact ann; do
+    [[ $reuse == 1 && $mode == exact && -f $out/$tag-exact.jsonl ]] && continue
     echo "   recommend --retrieval $mode ($queries users)"
     read -r secs rss <<< "$(timed "$tag-batch-$mode" "$bin/sasrec-serve" recommend --model "$out/$tag-run" \
       --input "$out/$tag-queries.txt" --output "$out/$tag-$mode.jsonl" --k 100 --retrieval "$mode" "${ann_flags[@]}")"
     record "{\"name\": \"$tag-batch-$mode\", \"seconds\": $secs, \"users_per_s\": $(awk -v n="$queries" -v s="$secs" 'BEGIN { printf "%.1f", n / s }'), \"peak_rss_mb\": $rss}"
   done
-  record "$("$py" - "$tag" "$out/$tag-exact.jsonl" "$out/$tag-ann.jsonl" <<'PY'
+  # recall@10 from requests for k = 10 (what a k = 10 request asks the index for), recall@100
+  # from the k = 100 answers above
+  "$bin/sasrec-serve" recommend --model "$out/$tag-run" --input "$out/$tag-queries.txt" \
+    --output "$out/$tag-ann-k10.jsonl" --k 10 --retrieval ann "${ann_flags[@]}" > /dev/null
+  record "$("$py" - "$tag" "$out/$tag-exact.jsonl" "$out/$tag-ann-k10.jsonl" "$out/$tag-ann.jsonl" <<'PY'
 import json, sys
-tag, exact, ann = sys.argv[1:]
+tag, exact, ann10, ann100 = sys.argv[1:]
 rows = lambda p: {(d := json.loads(l))["user"]: d["items"] for l in open(p)}
-e, a = rows(exact), rows(ann)
-def recall(k):
+e = rows(exact)
+def recall(a, k):
     got = [len(set(e[u][:k]) & set(a[u][:k])) / max(1, len(e[u][:k])) for u in e]
     return sum(got) / len(got)
-print(json.dumps({"name": f"{tag}-recall", "users": len(e), "recall_at_10": round(recall(10), 4),
-                  "recall_at_100": round(recall(100), 4)}))
+print(json.dumps({"name": f"{tag}-recall", "users": len(e), "recall_at_10": round(recall(rows(ann10), 10), 4),
+                  "recall_at_100": round(recall(rows(ann100), 100), 4)}))
 PY
 )"
   for mode in exact ann; do
+    [[ $reuse == 1 && $mode == exact && -f $out/$tag-load-exact-32.json ]] && continue
     echo "   serve --retrieval $mode"
     serve_point "$tag" "$mode"
   done

@@ -49,6 +49,21 @@ impl Table {
         Table::Owned(floats.collect())
     }
 
+    /// Gives the pages of a mapped table back to the page cache after a pass over every row
+    /// (the check at open), so the process keeps resident only the rows it later reads: the
+    /// candidates it re-scores (at 10M items × d 32 the table is 1.28 GB).
+    fn release_pages(&self) {
+        #[cfg(unix)]
+        if let Table::Mapped { map, .. } = self {
+            // SAFETY: the map is a private, read-only mapping of a file that is replaced by
+            // rename, never rewritten in place, so dropping its pages only means they are read
+            // again from the same bytes on the next access. A failure only costs memory.
+            if let Err(e) = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) } {
+                tracing::debug!(error = %e, "madvise(DONTNEED) on the item vectors failed");
+            }
+        }
+    }
+
     fn floats(&self) -> &[f32] {
         match self {
             Table::Mapped { map, start, len } => {
@@ -115,6 +130,7 @@ impl ItemVectors {
         let start = 8 + header_len + info.data_offsets.0;
         let table = Table::new(map, start, (num_items + 1) * dim);
         check_finite(table.floats(), dim).map_err(|m| Error::file(path, m))?;
+        table.release_pages();
         tracing::debug!(path = %path.display(), num_items, dim, "item vectors opened");
         Ok(Self {
             path: path.to_path_buf(),

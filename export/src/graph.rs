@@ -112,7 +112,7 @@ pub fn record(model: &SeqRecModel, variant: Variant) -> Result<GraphProto> {
     let rec = OnnxRecorder::new();
     let inputs = Inputs::declare(&rec, cfg);
     let u = user_vector(&rec, model, &inputs.history, variant)?; // (B, C)
-    let scores = score_all_items_padded(&rec, &u, &rec.param(model.item_emb_param())); // (B, I+1)
+    let scores = score_all_items_padded(&rec, &u, &model.items().table_with(&rec)); // (B, I+1)
     let (top_s, top_i) = top_k_excluding(&rec, &scores, &inputs.exclude, &inputs.k, columns); // (B, k)
     declare_outputs(&rec, columns, &scores, &top_s, &top_i);
     rec.finish(&format!("{}_{}", cfg.kind(), variant.as_str()))

@@ -1,7 +1,7 @@
 //! `item_vectors.safetensors`: the item side of the two-tower export.
 //!
 //! One float32 tensor, [`ITEM_VECTORS_TENSOR`] `[num_items + 1, d]`, holding exactly the table
-//! the scoring model multiplies the user vector with (`SeqRecModel::item_emb_param`, the tied
+//! the scoring model multiplies the user vector with (`SeqRecModel::item_vectors`, the tied
 //! `item_emb.weight`): row i is item i, row 0 the padding row (never recommended; the scoring
 //! model sets its column to −∞). The safetensors `__metadata__` holds the source checkpoint's
 //! SHA-256, I, d and the model kind ([`meta`]), so a reader can check the table belongs to the
@@ -41,7 +41,7 @@ pub fn write(model: &SeqRecModel, source_sha256: &str, path: &Path) -> Result<u6
         path: path.to_path_buf(),
         msg,
     };
-    let (dims, bytes) = f32_le_bytes(model.item_emb_param().tensor())
+    let (dims, bytes) = f32_le_bytes(&model.item_vectors())
         .map_err(|e| fail(format!("reading the item table: {e}")))?;
     let shape = dims.iter().map(|&d| d as usize).collect();
     let view = TensorView::new(Dtype::F32, shape, &bytes)

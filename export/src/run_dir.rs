@@ -73,12 +73,37 @@ pub fn load(train_dir: &Path) -> Result<LoadedRun> {
     })?;
     sasrec_models::load_weights(&vs, &ckpt)
         .map_err(|e| Error::checkpoint(&ckpt, &e.to_string()))?;
+    let (vs, model) = fold_features(&dir, vs, model)?;
     Ok(LoadedRun {
         vs,
         model,
         spec,
         sha256,
     })
+}
+
+/// A model with item features: loads their encoded values (`item_features.safetensors`) and
+/// returns the folded network (`SeqRecModel::fold_item_features`: `item_emb.weight` = the
+/// composed table), which both graphs and the item vectors are made from. Others unchanged.
+fn fold_features(
+    dir: &RunDir,
+    vs: nn::VarStore,
+    model: SeqRecModel,
+) -> Result<(nn::VarStore, SeqRecModel)> {
+    if !model.items().has_features() {
+        return Ok((vs, model));
+    }
+    let path = dir.item_features();
+    let bad = |e: &dyn std::fmt::Display| Error::checkpoint(&path, &e.to_string());
+    let tensors = tch::Tensor::read_safetensors(&path).map_err(|e| bad(&e))?;
+    model
+        .items()
+        .load_feature_tensors(&tensors)
+        .map_err(|e| bad(&e))?;
+    match model.fold_item_features().map_err(|e| bad(&e))? {
+        Some(folded) => Ok(folded),
+        None => Ok((vs, model)),
+    }
 }
 
 /// What [`export`] does.

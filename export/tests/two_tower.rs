@@ -87,7 +87,7 @@ fn check_two_tower(run: &Run, variant: Variant, seed: u64) {
     let (table, shape, meta) = read_item_vectors(&out.item_vectors);
     let (i, d) = (run.cfg.num_items, run.cfg.hidden_units);
     assert_eq!(shape, [i + 1, d], "{what}");
-    let want = Vec::<f32>::try_from(&run.model.item_emb().reshape([-1])).unwrap();
+    let want = Vec::<f32>::try_from(&run.model.item_vectors().reshape([-1])).unwrap();
     assert_eq!(
         table, want,
         "{what}: item_vectors is not the model's item table"
@@ -118,6 +118,58 @@ fn user_vector_times_item_vectors_equals_the_scores_for_every_kind() {
         for variant in [Variant::LastPosition, Variant::FullSequence] {
             check_two_tower(&run, variant, 80 + k as u64);
         }
+    }
+}
+
+/// A model with item features (docs/MODELS.md §6.2) exports folded: `model.onnx` scores
+/// exactly as the tch model with features does (within 1e-5), the item vectors are its
+/// composed table, the user tower agrees with both; without `item_features.safetensors` the
+/// export fails naming it.
+#[test]
+fn item_features_are_folded_into_every_exported_graph() {
+    use sasrec_models::test_util::{encoded_features, with_features};
+    use sasrec_shared::config::ItemRepr;
+    for (k, name) in KINDS.iter().enumerate() {
+        let repr = if k % 2 == 0 {
+            ItemRepr::IdFeatures
+        } else {
+            ItemRepr::Features
+        };
+        let cfg = with_features(&kind(name), repr);
+        let run = make_run(&cfg, 70 + k as i64);
+        let what = format!("{name} {repr}");
+        let path = run.path().join("item_features.safetensors");
+        let e = run.export_err(Variant::LastPosition);
+        assert!(e.contains("item_features.safetensors"), "{what}: {e}");
+        run.model
+            .items()
+            .set_features(&encoded_features(cfg.num_items))
+            .unwrap();
+        tch::Tensor::write_safetensors(&run.model.items().feature_tensors(), &path).unwrap();
+        let out = run.export(Variant::LastPosition, None);
+        let (table, _, _) = read_item_vectors(&out.item_vectors);
+        let want = Vec::<f32>::try_from(&run.model.item_vectors().reshape([-1])).unwrap();
+        let worst = table
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-6, "{what}: item vectors differ by {worst}");
+        let mut rng = Rng::new(70 + k as u64);
+        let b = batch(&cfg, run.intervals, &lens(), &mut rng);
+        let none = vec![0i64; b.b];
+        let scores = run_onnx(&mut session(&out.onnx), &b, &none, 5, T).scores;
+        for (got, want) in scores.iter().zip(tch_scores(&run.model, &b)) {
+            assert!(
+                got == &want || (got - want).abs() <= TOL * want.abs().max(1.0),
+                "{what}: model.onnx {got}, tch {want}"
+            );
+        }
+        let (user, d) = run_user_tower(&mut session(&out.user_tower.path), &b, T);
+        assert!(
+            assert_dot_products(&scores, &user, &table, d, &what) > 0.1,
+            "{what}"
+        );
     }
 }
 
@@ -218,7 +270,7 @@ with safe_open(sys.argv[1], framework="numpy") as f:
     assert_eq!(got["shape"], json!([cfg.num_items + 1, cfg.hidden_units]));
     assert_eq!(got["metadata"]["kind"], "sasrec");
     assert_eq!(got["metadata"]["source_sha256"], out.source_sha256.as_str());
-    let sum: f64 = Vec::<f32>::try_from(&run.model.item_emb().reshape([-1]))
+    let sum: f64 = Vec::<f32>::try_from(&run.model.item_vectors().reshape([-1]))
         .unwrap()
         .iter()
         .map(|&x| f64::from(x))

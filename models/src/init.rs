@@ -75,6 +75,18 @@ impl Param {
         param
     }
 
+    /// A buffer under `p`: a tensor of the network's state that is not trained (torch
+    /// `register_buffer`). It is not a VarStore variable, so neither optimised nor saved with
+    /// the weights; [`Param::reinit`] leaves it alone.
+    pub fn buffer(p: &nn::Path, name: &str, tensor: Tensor) -> Self {
+        Self {
+            name: p.path(name),
+            tensor,
+            init: ParamInit::Values(Vec::new()),
+            padding_idx: None,
+        }
+    }
+
     /// Full state-dict name, e.g. `forward_layers.0.conv1.weight`.
     pub fn name(&self) -> &str {
         &self.name

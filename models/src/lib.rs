@@ -18,7 +18,7 @@
 //! let vs = tch::nn::VarStore::new(tch::Device::cuda_if_available());
 //! let model = SeqRecModel::new(&vs.root(), cfg)?;
 //! let feats = model.feats(seq, None, true)?; // (B, T, C)
-//! let l = loss::bce_loss(&feats, model.item_emb(), pos, neg, 0.0);
+//! let l = loss::bce_loss(&feats, model.items(), pos, neg, 0.0);
 //! sasrec_models::save_weights(&vs, "model.safetensors")?;
 //! # Ok(()) }
 //! ```
@@ -29,6 +29,7 @@ pub mod checkpoint;
 pub mod error;
 mod fused;
 pub mod init;
+pub mod item_table;
 pub mod layers;
 pub mod loss;
 pub mod mhc;

@@ -1,8 +1,37 @@
 //! Training losses on the features `F` (B, T, C) and the tied item table `E` (I+1, C)
 //! (docs/MODELS.md §1.5, pitfalls 14–15). Scores are `s = Σ_c F·E(id)` with the unscaled table.
 //! Every loss averages over Ω = {(b, t): pos[b, t] ≠ 0} and is computed in fp32.
+//!
+//! The table reaches a loss as an [`ItemLookup`]: a plain tensor (the ID table), or a model's
+//! item table composed from features (`crate::item_table`, docs/MODELS.md §6.2), of which the
+//! sampled losses compose only the rows they gather and CE the whole table.
 
 use tch::{Kind, Reduction, Tensor};
+
+/// The item side of a loss: rows of the tied table `E`, the whole table, and its L2 penalty.
+pub trait ItemLookup {
+    /// `E(ids)`: `ids` (…) integer → (…, C) fp32, with torch `padding_idx = 0` semantics (row
+    /// 0 gets no gradient).
+    fn rows(&self, ids: &Tensor) -> Tensor;
+    /// `E` (I+1, C) fp32.
+    fn table(&self) -> Tensor;
+    /// `l2 · Σ θ²` over the table's parameters.
+    fn l2_penalty(&self, l2: f64) -> Tensor;
+}
+
+impl ItemLookup for Tensor {
+    fn rows(&self, ids: &Tensor) -> Tensor {
+        lookup(self, ids)
+    }
+
+    fn table(&self) -> Tensor {
+        self.to_kind(Kind::Float)
+    }
+
+    fn l2_penalty(&self, l2: f64) -> Tensor {
+        l2_penalty(self, l2)
+    }
+}
 
 /// `l2 · Σ E²` (squared Frobenius norm of the item table; pmixer SASRec since PR #50).
 pub fn l2_penalty(item_emb: &Tensor, l2_emb: f64) -> Tensor {
@@ -27,16 +56,22 @@ fn ids_on(ids: &Tensor, like: &Tensor) -> Tensor {
 /// `BCEWithLogits(s⁺, 1) + BCEWithLogits(s⁻, 0)` each averaged over Ω, with
 /// `s± = Σ_c F·E(pos/neg)`. `feats` (B, T, C), `pos`, `neg` (B, T) int, 0 = padding.
 /// Returns a scalar (0 when Ω is empty, instead of the reference's NaN).
-pub fn bce_loss(feats: &Tensor, item_emb: &Tensor, pos: &Tensor, neg: &Tensor, l2: f64) -> Tensor {
+pub fn bce_loss(
+    feats: &Tensor,
+    items: &dyn ItemLookup,
+    pos: &Tensor,
+    neg: &Tensor,
+    l2: f64,
+) -> Tensor {
     let f = feats.to_kind(Kind::Float); // (B, T, C)
     let (pos, neg) = (&ids_on(pos, &f), &ids_on(neg, &f));
     let mask = pos.ne(0).to_kind(Kind::Float); // (B, T)
     let n = mask.sum(Kind::Float).clamp_min(1.0);
-    let s_pos = (&f * lookup(item_emb, pos)).sum_dim_intlist(-1, false, Kind::Float); // (B, T)
-    let s_neg = (&f * lookup(item_emb, neg)).sum_dim_intlist(-1, false, Kind::Float); // (B, T)
+    let s_pos = (&f * items.rows(pos)).sum_dim_intlist(-1, false, Kind::Float); // (B, T)
+    let s_neg = (&f * items.rows(neg)).sum_dim_intlist(-1, false, Kind::Float); // (B, T)
     let l_pos = ((-s_pos).softplus() * &mask).sum(Kind::Float) / &n;
     let l_neg = (s_neg.softplus() * &mask).sum(Kind::Float) / &n;
-    l_pos + l_neg + l2_penalty(item_emb, l2)
+    l_pos + l_neg + items.l2_penalty(l2)
 }
 
 /// Features and targets at the positions in Ω: ((|Ω|, C) fp32, (|Ω|) int64).
@@ -61,16 +96,22 @@ fn select_targets(feats: &Tensor, pos: &Tensor) -> (Tensor, Tensor) {
 /// They reach autograd through `S − detach(S)` with `S = Σ F ∘ ∂L/∂F + Σ E ∘ ∂L/∂E`, which is
 /// exactly 0 in value and has exactly those gradients; the returned value is the loss itself.
 /// Equal to the one-matrix form (loss and gradients within float tolerance; tests).
-pub fn ce_loss(feats: &Tensor, item_emb: &Tensor, pos: &Tensor, l2: f64, chunk: usize) -> Tensor {
+pub fn ce_loss(
+    feats: &Tensor,
+    items: &dyn ItemLookup,
+    pos: &Tensor,
+    l2: f64,
+    chunk: usize,
+) -> Tensor {
     let (f, target) = select_targets(feats, pos); // (|Ω|, C), (|Ω|)
     let rows = target.size()[0];
     if rows == 0 {
-        return l2_penalty(item_emb, l2) + (feats.sum(Kind::Float) * 0.0);
+        return items.l2_penalty(l2) + (feats.sum(Kind::Float) * 0.0);
     }
-    let e = item_emb.to_kind(Kind::Float); // (I+1, C)
+    let e = items.table(); // (I+1, C)
     let (value, grad_f, grad_e) = tch::no_grad(|| chunked_softmax_ce(&f, &e, &target, chunk));
     let s = (&f * grad_f).sum(Kind::Float) + (&e * grad_e).sum(Kind::Float);
-    &s - s.detach() + value + l2_penalty(item_emb, l2)
+    &s - s.detach() + value + items.l2_penalty(l2)
 }
 
 /// The value and gradients of the mean full-softmax CE of [`ce_loss`], block by block.
@@ -137,7 +178,7 @@ fn chunked_softmax_ce(
 ///   learned far slower.
 pub fn gbce_loss(
     feats: &Tensor,
-    item_emb: &Tensor,
+    items: &dyn ItemLookup,
     pos: &Tensor,
     neg: &Tensor,
     num_items: usize,
@@ -151,8 +192,8 @@ pub fn gbce_loss(
     let mask = pos.ne(0).to_kind(Kind::Float); // (B, T)
     let beta = gbce_beta(n as f64, num_items, t);
     let delta = gbce_prior_offset(num_items);
-    let z_pos = (&f * lookup(item_emb, &pos)).sum_dim_intlist(-1, false, Kind::Float) - delta; // (B, T)
-    let z_neg = f.matmul(&lookup(item_emb, &neg).transpose(1, 2)) - delta; // (B, T, N)
+    let z_pos = (&f * items.rows(&pos)).sum_dim_intlist(-1, false, Kind::Float) - delta; // (B, T)
+    let z_neg = f.matmul(&items.rows(&neg).transpose(1, 2)) - delta; // (B, T, N)
     let keep = pos
         .unsqueeze(2)
         .ne_tensor(&neg.unsqueeze(1))
@@ -160,7 +201,7 @@ pub fn gbce_loss(
     let per_pos = (-z_pos).softplus() * beta
         + (z_neg.softplus() * keep).sum_dim_intlist(-1, false, Kind::Float); // (B, T)
     let omega = mask.sum(Kind::Float).clamp_min(1.0);
-    (per_pos * &mask).sum(Kind::Float) / omega / (n as f64 + 1.0) + l2_penalty(item_emb, l2)
+    (per_pos * &mask).sum(Kind::Float) / omega / (n as f64 + 1.0) + items.l2_penalty(l2)
 }
 
 /// gBCE's logit offset `δ = ln(I − 1) = −logit(π)` for the prior `π = 1/(I − 1)`.
@@ -184,7 +225,7 @@ pub fn gbce_beta(num_negatives: f64, num_items: usize, t: f64) -> f64 {
 /// `neg` (N) int.
 pub fn sampled_softmax_loss(
     feats: &Tensor,
-    item_emb: &Tensor,
+    items: &dyn ItemLookup,
     pos: &Tensor,
     neg: &Tensor,
     log_q: Option<&Tensor>,
@@ -192,11 +233,11 @@ pub fn sampled_softmax_loss(
 ) -> Tensor {
     let (f, target) = select_targets(feats, pos); // (|Ω|, C), (|Ω|)
     if target.size()[0] == 0 {
-        return l2_penalty(item_emb, l2) + (feats.sum(Kind::Float) * 0.0);
+        return items.l2_penalty(l2) + (feats.sum(Kind::Float) * 0.0);
     }
     let neg = ids_on(neg, &f).reshape([-1]); // (N)
-    let s_pos = (&f * lookup(item_emb, &target)).sum_dim_intlist(-1, true, Kind::Float); // (|Ω|, 1)
-    let s_neg = f.matmul(&lookup(item_emb, &neg).tr()); // (|Ω|, N)
+    let s_pos = (&f * items.rows(&target)).sum_dim_intlist(-1, true, Kind::Float); // (|Ω|, 1)
+    let s_neg = f.matmul(&items.rows(&neg).tr()); // (|Ω|, N)
     let hit = target.unsqueeze(1).eq_tensor(&neg.unsqueeze(0)); // (|Ω|, N)
     let (s_pos, s_neg) = match log_q {
         Some(lq) => {
@@ -212,7 +253,7 @@ pub fn sampled_softmax_loss(
     let logits = Tensor::cat(&[s_pos, s_neg], 1); // (|Ω|, 1+N)
     let zeros = Tensor::zeros([logits.size()[0]], (Kind::Int64, logits.device()));
     let ce = logits.cross_entropy_loss::<Tensor>(&zeros, None, Reduction::Mean, -100, 0.0);
-    ce + l2_penalty(item_emb, l2)
+    ce + items.l2_penalty(l2)
 }
 
 #[cfg(test)]

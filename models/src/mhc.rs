@@ -517,7 +517,7 @@ mod tests {
         let f = m.feats(seq, tm, true).unwrap();
         let pos = seq.roll([-1], [1]) * seq.ne(0);
         let neg = Tensor::randint_low(1, I as i64 + 1, seq.size(), (Kind::Int64, Device::Cpu));
-        loss::bce_loss(&f, m.item_emb(), &pos, &neg, 0.0)
+        loss::bce_loss(&f, m.items(), &pos, &neg, 0.0)
     }
 
     /// φ starts at 0 but gets a gradient through α ≠ 0; α's gradient is zero on the first step

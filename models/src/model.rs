@@ -6,6 +6,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::init::Param;
+use crate::item_table::ItemTable;
 use crate::layers::NormPlacement;
 use crate::ops::Ops;
 use crate::sasrec::SasRec;
@@ -34,8 +35,8 @@ pub struct SeqRecModel {
 }
 
 /// `Σ_c h·E` for every item: `h` (B, 1, C) → (B, I+1), the padding column 0 set to −∞.
-pub fn score_all_items<O: Ops>(o: &O, h: &O::T, item_emb: &Param) -> O::T {
-    let w = o.param(item_emb); // (I+1, C)
+pub fn score_all_items<O: Ops>(o: &O, h: &O::T, items: &ItemTable) -> O::T {
+    let w = items.table_with(o); // (I+1, C)
     let h = o.reshape(h, &[0, -1]); // (B, C)
     let s = o.matmul(&h, &o.transpose(&w, &[1, 0])); // (B, I+1)
     let pad = o.eq_scalar(&o.range_of(&w, 0), 0); // (I+1)
@@ -43,8 +44,8 @@ pub fn score_all_items<O: Ops>(o: &O, h: &O::T, item_emb: &Param) -> O::T {
 }
 
 /// `Σ_c h·E(candidates)`: `h` (B, 1, C), `candidates` (B, N) int64 → (B, N) (pmixer `predict`).
-pub fn score_candidates<O: Ops>(o: &O, h: &O::T, item_emb: &Param, candidates: &O::T) -> O::T {
-    let e = o.gather_rows(&o.param(item_emb), candidates, Some(0)); // (B, N, C)
+pub fn score_candidates<O: Ops>(o: &O, h: &O::T, items: &ItemTable, candidates: &O::T) -> O::T {
+    let e = items.rows(o, candidates); // (B, N, C)
     let s = o.matmul(&e, &o.transpose(h, &[0, 2, 1])); // (B, N, 1)
     o.reshape(&s, &[0, -1]) // (B, N)
 }
@@ -95,7 +96,7 @@ impl SeqRecModel {
 
     /// Device of the parameters (read from the variables, so `VarStore::set_device` is seen).
     pub fn device(&self) -> Device {
-        self.item_emb().device()
+        self.items().device()
     }
 
     /// Every parameter with its state-dict name.
@@ -111,17 +112,54 @@ impl SeqRecModel {
         self.params().iter().map(|p| p.numel()).sum()
     }
 
-    /// The tied item table `item_emb.weight` (I+1, C), sharing storage with the variable.
-    pub fn item_emb(&self) -> &Tensor {
-        self.item_emb_param().tensor()
+    /// The item side: the tied table `e` (I+1, C) of docs/MODELS.md §6.2.
+    pub fn items(&self) -> &ItemTable {
+        match &self.net {
+            Net::SasRec(m) => m.items(),
+            Net::TiSasRec(m) => m.items(),
+        }
     }
 
-    /// The tied item table as a [`Param`] (what a graph recorder fetches by name).
-    pub fn item_emb_param(&self) -> &Param {
-        match &self.net {
-            Net::SasRec(m) => m.item_emb(),
-            Net::TiSasRec(m) => m.item_emb(),
+    /// The item vectors `e(0..=I)` (I+1, C) the model scores with: `item_emb.weight` itself
+    /// (sharing its storage) without features, else composed from them.
+    pub fn item_vectors(&self) -> Tensor {
+        self.items().table()
+    }
+
+    /// The same network with its item table folded into an ID table (docs/MODELS.md §6.2):
+    /// `item_emb.weight` holds the composed `e(0..=I)`, the features are gone, and every other
+    /// parameter is copied, so user vectors and scores are equal; built with the default
+    /// placement (as [`SeqRecModel::new`]) on the model's device. `None` without features.
+    /// This is what the export records: `model.onnx` and the user tower keep their interface.
+    pub fn fold_item_features(&self) -> Result<Option<(nn::VarStore, SeqRecModel)>> {
+        if !self.items().has_features() {
+            return Ok(None);
         }
+        let cfg = ModelConfig {
+            item_features: None,
+            ..self.cfg.clone()
+        };
+        let vs = nn::VarStore::new(self.device());
+        let folded = SeqRecModel::new(&vs.root(), &cfg)?;
+        let own: std::collections::HashMap<&str, &Tensor> = self
+            .params()
+            .into_iter()
+            .map(|p| (p.name(), p.tensor()))
+            .collect();
+        tch::no_grad(|| -> Result<()> {
+            let table = self.item_vectors();
+            for p in folded.params() {
+                let src = match p.name() {
+                    "item_emb.weight" => &table,
+                    name => own.get(name).copied().ok_or_else(|| {
+                        Error::Input(format!("folding the item table: no parameter `{name}`"))
+                    })?,
+                };
+                p.tensor().shallow_clone().copy_(src);
+            }
+            Ok(())
+        })?;
+        Ok(Some((vs, folded)))
     }
 
     /// Re-draws every parameter from its reference rule (docs/MODELS.md §1.3, §2.5, §3.6) and zeroes
@@ -202,7 +240,7 @@ impl SeqRecModel {
         let (seq, tm) = self.prepare(seq, tm)?;
         tch::no_grad(|| {
             let h = self.forward_with(&TchOps, &seq, tm.as_ref(), true, false)?; // (B, 1, C)
-            Ok(score_all_items(&TchOps, &h, self.item_emb_param()))
+            Ok(score_all_items(&TchOps, &h, self.items()))
         })
     }
 
@@ -226,7 +264,7 @@ impl SeqRecModel {
         check_range("candidates", &cand, self.cfg.num_items as i64)?;
         tch::no_grad(|| {
             let h = self.forward_with(&TchOps, &seq, tm.as_ref(), true, false)?; // (B, 1, C)
-            Ok(score_candidates(&TchOps, &h, self.item_emb_param(), &cand))
+            Ok(score_candidates(&TchOps, &h, self.items(), &cand))
         })
     }
 }
@@ -321,7 +359,7 @@ mod tests {
                 let want = full
                     .unsqueeze(1)
                     .matmul(
-                        &m.item_emb()
+                        &m.item_vectors()
                             .index_select(0, &cand.reshape([-1]))
                             .reshape([5, 6, -1])
                             .transpose(1, 2),
@@ -388,8 +426,8 @@ mod tests {
             let f = m.feats(&seq, tm.as_ref(), true).unwrap();
             let pos = seq.roll([-1], [1]);
             let neg = Tensor::randint_low(1, I as i64 + 1, [4, T], (Kind::Int64, Device::Cpu));
-            let l = crate::loss::bce_loss(&f, m.item_emb(), &pos, &neg, 0.0)
-                + crate::loss::ce_loss(&f, m.item_emb(), &pos, 0.0, 4096);
+            let l = crate::loss::bce_loss(&f, m.items(), &pos, &neg, 0.0)
+                + crate::loss::ce_loss(&f, m.items(), &pos, 0.0, 4096);
             l.backward();
             for p in m.params().iter().filter(|p| p.padding_idx().is_some()) {
                 let g = p.tensor().grad();
@@ -476,11 +514,11 @@ mod tests {
                 let f = m.feats(&seq, tm.as_ref(), true).unwrap();
                 let neg = Tensor::randint_low(1, I as i64 + 1, [b, T], (Kind::Int64, Device::Cpu));
                 let l = match loss {
-                    "bce" => crate::loss::bce_loss(&f, m.item_emb(), &pos, &neg, 0.0),
-                    "ce" => crate::loss::ce_loss(&f, m.item_emb(), &pos, 0.0, 4096),
+                    "bce" => crate::loss::bce_loss(&f, m.items(), &pos, &neg, 0.0),
+                    "ce" => crate::loss::ce_loss(&f, m.items(), &pos, 0.0, 4096),
                     _ => crate::loss::sampled_softmax_loss(
                         &f,
-                        m.item_emb(),
+                        m.items(),
                         &pos,
                         &neg.get(0),
                         None,

@@ -11,6 +11,7 @@ use sasrec_shared::config::ModelConfig;
 use tch::nn;
 
 use crate::init::{Param, ParamInit};
+use crate::item_table::ItemTable;
 use crate::layers::attention::causal_mask;
 use crate::layers::{Block, LayerNorm, MultiHeadSelfAttention, NormPlacement};
 use crate::mhc::Streams;
@@ -25,7 +26,7 @@ use crate::ops::{DType, Ops};
 /// `mhc_ffn.{i}.*`. ML-1M (I = 3416, C = 50, T = 200, 2 blocks): 212,000 parameters.
 #[derive(Debug)]
 pub struct SasRec {
-    item_emb: Param,
+    items: ItemTable,
     pos_emb: Param,
     blocks: Vec<Block<MultiHeadSelfAttention>>,
     last_layernorm: LayerNorm,
@@ -46,13 +47,7 @@ impl SasRec {
         let c = cfg.hidden_units as i64;
         let t = cfg.maxlen as i64;
         let xavier = ParamInit::XavierNormal; // pmixer main.py: xavier_normal_ on ≥2-D tensors
-        let item_emb = Param::embedding(
-            &(p / "item_emb"),
-            "weight",
-            &[cfg.num_items as i64 + 1, c],
-            xavier.clone(),
-            Some(0),
-        );
+        let items = ItemTable::new(p, cfg, &xavier);
         let pos_emb = Param::embedding(
             &(p / "pos_emb"),
             "weight",
@@ -62,7 +57,7 @@ impl SasRec {
         );
         let blocks = Block::stack(p, cfg, placement, &xavier, MultiHeadSelfAttention::new);
         Self {
-            item_emb,
+            items,
             pos_emb,
             blocks,
             last_layernorm: LayerNorm::new(&(p / "last_layernorm"), c),
@@ -76,7 +71,7 @@ impl SasRec {
     /// (docs/MODELS.md §1.4 steps 1–3): (B, T) int → (B, T, C).
     pub fn embed<O: Ops>(&self, o: &O, seq: &O::T, train: bool) -> O::T {
         let scale = (self.c as f64).sqrt(); // √C on the item embedding only (docs/MODELS.md, pitfall 3)
-        let e = o.gather_rows(&o.param(&self.item_emb), seq, Some(0)); // (B, T, C)
+        let e = self.items.rows(o, seq); // (B, T, C), e(s) of docs/MODELS.md §6.2
         let e = o.mul_scalar(&e, scale);
         let real = o.cast(&o.not(&o.eq_scalar(seq, 0)), DType::I64); // (B, T)
         let pos = o.mul(&o.add_scalar(&o.range_of(seq, 1), 1.0), &real); // (B, T) 1..T, 0 = pad
@@ -112,14 +107,15 @@ impl SasRec {
         x
     }
 
-    /// The tied item table `item_emb.weight` (I+1, C).
-    pub fn item_emb(&self) -> &Param {
-        &self.item_emb
+    /// The tied item table `e` (I+1, C): `item_emb.weight`, or composed from features.
+    pub fn items(&self) -> &ItemTable {
+        &self.items
     }
 
     /// Every parameter of the network.
     pub fn params(&self) -> Vec<&Param> {
-        let mut v = vec![&self.item_emb, &self.pos_emb];
+        let mut v = self.items.params();
+        v.push(&self.pos_emb);
         for b in &self.blocks {
             v.extend(b.attn.params());
             v.extend(b.own_params());

@@ -2,7 +2,12 @@
 //! tests of the crates that build on it (the export tests use [`small_kind`] and
 //! [`random_model`]): the small model configurations, random inputs, and [`ShapeLog`].
 
-use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig, TimeDropout};
+use sasrec_shared::config::{
+    Backbone, ItemFeaturesConfig, ItemRepr, MhcConfig, ModelConfig, TimeDropout,
+};
+use sasrec_shared::features::{
+    EncodedFeatures, FeatureKind, FeatureSchema, SchemaColumn, TokenIds,
+};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::init::Param;
@@ -43,6 +48,7 @@ pub fn small_cfg_items(backbone: Backbone, mhc: Option<usize>, num_items: usize)
             ..MhcConfig::default()
         }),
         time_dropout: TimeDropout::Table,
+        item_features: None,
     }
 }
 
@@ -65,6 +71,56 @@ pub fn small_kind(name: &str, num_items: usize) -> ModelConfig {
 /// The four model kinds at the small size (mHC with n = 4).
 pub fn all_kinds() -> Vec<ModelConfig> {
     KINDS.iter().map(|name| small_kind(name, I)).collect()
+}
+
+/// A schema of a multi column (3 values, width 2), a numeric and a dense (width 2) column.
+pub fn features_schema() -> FeatureSchema {
+    let col = |name: &str, kind, vocab: &[&str], width| SchemaColumn {
+        name: name.into(),
+        kind,
+        vocab: vocab.iter().map(|s| s.to_string()).collect(),
+        width,
+        mean: 0.0,
+        std: 1.0,
+    };
+    FeatureSchema {
+        columns: vec![
+            col("genres", FeatureKind::Multi, &["a", "b", "c"], 2),
+            col("year", FeatureKind::Numeric, &[], 1),
+            col("emb", FeatureKind::Dense, &[], 2),
+        ],
+    }
+}
+
+/// The encoded features of [`features_schema`] for `num_items` items: item i has genres
+/// (i mod 4, (i + 1) mod 4; 0 = none), year i/10, vector (i, −i)/20.
+pub fn encoded_features(num_items: usize) -> EncodedFeatures {
+    let rows = num_items + 1;
+    let mut ids = vec![0i64; rows * 2];
+    let mut numeric = vec![0f32; rows * 3];
+    for i in 1..rows {
+        ids[2 * i] = (i % 4) as i64;
+        ids[2 * i + 1] = ((i + 1) % 4) as i64;
+        numeric[3 * i] = i as f32 / 10.0;
+        numeric[3 * i + 1] = i as f32 / 20.0;
+        numeric[3 * i + 2] = -(i as f32) / 20.0;
+    }
+    EncodedFeatures {
+        tokens: vec![TokenIds { width: 2, ids }],
+        numeric,
+        numeric_width: 3,
+    }
+}
+
+/// `cfg` with the columns of [`features_schema`] under `repr`.
+pub fn with_features(cfg: &ModelConfig, repr: ItemRepr) -> ModelConfig {
+    ModelConfig {
+        item_features: Some(ItemFeaturesConfig {
+            repr,
+            schema: features_schema(),
+        }),
+        ..cfg.clone()
+    }
 }
 
 /// A model in its own CPU VarStore.

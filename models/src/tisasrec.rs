@@ -20,6 +20,7 @@ use sasrec_shared::config::{ModelConfig, TimeDropout};
 use tch::nn;
 
 use crate::init::{Param, ParamInit};
+use crate::item_table::ItemTable;
 use crate::layers::attention::{causal_mask, split_heads_rel, Relation};
 use crate::layers::{Block, LayerNorm, NormPlacement, TimeAwareAttention, TimeContext};
 use crate::mhc::Streams;
@@ -36,7 +37,7 @@ use crate::query::queries;
 /// Count: `(I+1)C + 2TC + 2(k+1)C + L·(2·2C + 3(C²+C) + 2(C²+C)) + 2C`.
 #[derive(Debug)]
 pub struct TiSasRec {
-    item_emb: Param,
+    items: ItemTable,
     abs_pos_k: Param,
     abs_pos_v: Param,
     time_k: Param,
@@ -78,7 +79,7 @@ impl TiSasRec {
         };
         let blocks = Block::stack(p, cfg, placement, &xavier, TimeAwareAttention::new);
         Self {
-            item_emb: table("item_emb", cfg.num_items as i64 + 1, Some(0)),
+            items: ItemTable::new(p, cfg, &xavier),
             abs_pos_k: table("abs_pos_K_emb", t, None),
             abs_pos_v: table("abs_pos_V_emb", t, None),
             time_k: table("time_matrix_K_emb", k1, None),
@@ -228,7 +229,7 @@ impl TiSasRec {
         form: RelationForm,
     ) -> O::T {
         let scale = (self.c as f64).sqrt();
-        let x = o.gather_rows(&o.param(&self.item_emb), seq, Some(0)); // (B, T, C)
+        let x = self.items.rows(o, seq); // (B, T, C), e(s) of docs/MODELS.md §6.2
         let x = o.dropout(&o.mul_scalar(&x, scale), self.dropout, train); // item dropout
         let keep = o.cast(&o.not(&o.eq_scalar(seq, 0)), DType::F32); // (B, T) ¬pad
         let x = o.mul(&x, &o.unsqueeze(&keep, -1)); // timeline mask, (B, T, C)
@@ -258,20 +259,15 @@ impl TiSasRec {
         x
     }
 
-    /// The tied item table `item_emb.weight` (I+1, C).
-    pub fn item_emb(&self) -> &Param {
-        &self.item_emb
+    /// The tied item table `e` (I+1, C): `item_emb.weight`, or composed from features.
+    pub fn items(&self) -> &ItemTable {
+        &self.items
     }
 
     /// Every parameter of the network.
     pub fn params(&self) -> Vec<&Param> {
-        let mut v = vec![
-            &self.item_emb,
-            &self.abs_pos_k,
-            &self.abs_pos_v,
-            &self.time_k,
-            &self.time_v,
-        ];
+        let mut v = self.items.params();
+        v.extend([&self.abs_pos_k, &self.abs_pos_v, &self.time_k, &self.time_v]);
         for b in &self.blocks {
             v.extend(b.attn.params());
             v.extend(b.own_params());

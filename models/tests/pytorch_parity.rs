@@ -54,6 +54,7 @@ fn config(backbone: Backbone, norm_first: bool, mhc: Option<HresProjection>) -> 
             ..MhcConfig::default()
         }),
         time_dropout: Default::default(),
+        item_features: None,
     }
 }
 

@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::features::FeatureSchema;
 
 /// The attention backbone (docs/MODELS.md §1 SASRec, §2 TiSASRec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +144,64 @@ pub struct ModelConfig {
     /// TiSASRec's dropout on the interval embeddings (`--time_dropout`).
     #[serde(default)]
     pub time_dropout: TimeDropout,
+    /// The item features the item vectors are composed from (`--item_features`,
+    /// `--item_repr`); `None`: the ID table alone, as before features existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_features: Option<ItemFeaturesConfig>,
+}
+
+/// How an item is represented (`--item_repr`, docs/MODELS.md §6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ItemRepr {
+    /// `e(i) = E_id[i]`: one trained row per item.
+    #[default]
+    #[serde(rename = "id")]
+    Id,
+    /// `e(i) = E_id[i] + features(i)`.
+    #[serde(rename = "id+features")]
+    IdFeatures,
+    /// `e(i) = features(i)`: every item, trained or not, has a vector from its features.
+    #[serde(rename = "features")]
+    Features,
+}
+
+impl ItemRepr {
+    /// `id`, `id+features` or `features`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::IdFeatures => "id+features",
+            Self::Features => "features",
+        }
+    }
+
+    /// The representation named `name` ([`ItemRepr::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Id, Self::IdFeatures, Self::Features]
+            .into_iter()
+            .find(|r| r.name() == name)
+    }
+
+    /// Whether the representation has an ID table.
+    pub fn has_id(self) -> bool {
+        self != Self::Features
+    }
+}
+
+impl fmt::Display for ItemRepr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The item features of a model: the representation and the encoding of each column
+/// ([`FeatureSchema`], fitted on the training items).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemFeaturesConfig {
+    /// `id+features` or `features`.
+    pub repr: ItemRepr,
+    /// The columns, their vocabularies, widths and moments.
+    pub schema: FeatureSchema,
 }
 
 impl ModelConfig {
@@ -161,6 +220,7 @@ impl ModelConfig {
             time_span: 100,
             mhc: None,
             time_dropout: TimeDropout::Table,
+            item_features: None,
         }
     }
 
@@ -206,6 +266,16 @@ impl ModelConfig {
         }
         if self.is_time_aware() && self.time_span == 0 {
             return bad("--time_span must be at least 1".into());
+        }
+        if let Some(f) = &self.item_features {
+            if f.repr == ItemRepr::Id {
+                return bad(
+                    "--item_repr id has no item features: use id+features or features".into(),
+                );
+            }
+            if f.schema.columns.is_empty() {
+                return bad("--item_features: no feature columns".into());
+            }
         }
         if let Some(m) = &self.mhc {
             if m.expansion_rate == 0 {

@@ -23,6 +23,7 @@ pub mod convert;
 pub mod dataset;
 pub mod error;
 pub mod eval;
+pub mod features;
 pub mod format;
 pub mod idmap;
 pub mod io;

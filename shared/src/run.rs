@@ -44,6 +44,9 @@ run_files! {
     MODEL, model => "model.safetensors";
     /// Item index ↔ raw item id.
     ITEMS, items => "items.tsv";
+    /// The encoded item features of a model with features (not trained, so not in the
+    /// weights): `item_features.<column>.values`, one row per item (docs/MODELS.md §6.2).
+    ITEM_FEATURES, item_features => "item_features.safetensors";
     /// One JSON object per evaluation.
     METRICS, metrics => "metrics.jsonl";
     /// The resumable checkpoint (weights, Adam moments, loop state).

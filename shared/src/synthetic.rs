@@ -215,6 +215,25 @@ pub fn write(cfg: &SyntheticConfig, path: &Path) -> Result<usize> {
     Ok(lines)
 }
 
+/// Writes the item features of the catalogue of `cfg` to `path` as a TSV (README "Item
+/// features"): `item  genre:categorical  rank:numeric`, the raw item id, its genre (`g0`,
+/// `g1`, …) and its offset inside the genre (the popularity rank the draws skew towards), every
+/// item of the catalogue whether or not the events use it; returns the row count.
+pub fn write_features(cfg: &SyntheticConfig, path: &Path) -> Result<usize> {
+    let catalogue = Catalogue::new(cfg);
+    write_atomic(path, |w| {
+        writeln!(w, "item\tgenre:categorical\trank:numeric")?;
+        for g in 0..catalogue.genres {
+            let range = catalogue.range(g);
+            for item in range.clone() {
+                writeln!(w, "{}\tg{g}\t{}", 10 * item as u64 + 7, item - range.start)?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(cfg.items)
+}
+
 /// Writes the dataset of `cfg` to `path` and reads it back, split leave-one-out with
 /// `min_holdout_len` (the small datasets the tests and examples train on).
 pub fn write_split(cfg: &SyntheticConfig, path: &Path, min_holdout_len: usize) -> Result<Split> {

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
-use sasrec_shared::config::{HresProjection, MhcConfig, TimeDropout};
+use sasrec_shared::config::{HresProjection, ItemRepr, MhcConfig, TimeDropout};
 use sasrec_shared::dataset::{Columns, Format};
+use sasrec_shared::features::ColumnSpecs;
 use sasrec_shared::split::DEFAULT_MIN_HOLDOUT_LEN;
 use sasrec_shared::synthetic::SyntheticConfig;
 use sasrec_shared::time::TimeUnit;
@@ -26,6 +27,20 @@ use crate::dist::Backend;
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    /// Item features the item vectors are composed from (with --item_repr).
+    #[command(flatten)]
+    pub features: FeatureArgs,
+    /// How an item is represented (docs/MODELS.md §6.2): `id` (one trained row per item),
+    /// `id+features` (that row plus the embeddings of its features) or `features` (features
+    /// only, so every item has a vector). Default: `id+features` with --item_features, else
+    /// `id`.
+    #[arg(
+        long = "item_repr",
+        alias = "item-repr",
+        value_parser = PossibleValuesParser::new(["id", "id+features", "features"])
+            .map(|s| ItemRepr::from_name(&s).unwrap_or_default())
+    )]
+    pub item_repr: Option<ItemRepr>,
     /// Run directory: config.json, model.safetensors, items.tsv, metrics.jsonl, the curve PNG
     /// and the resumable checkpoint. Rerunning the same command resumes from it.
     // An `Option` only so that `sasrec-train data …` parses without it; clap enforces presence.
@@ -311,6 +326,26 @@ pub struct DataArgs {
     pub min_holdout_len: u64,
 }
 
+/// An item features file and its columns.
+#[derive(Debug, Clone, Args)]
+pub struct FeatureArgs {
+    /// Item features: a header-named CSV or TSV (plain or .gz) whose first column is the item
+    /// id of the dataset (README "Item features"); `data features-ml1m` / `features-ml100k`
+    /// write one from the MovieLens metadata.
+    #[arg(long = "item_features", alias = "item-features")]
+    pub item_features: Option<PathBuf>,
+    /// The feature columns of --item_features and their kinds, `name:kind,…` (kinds:
+    /// categorical, multi, numeric, dense); without it the header cells written `name:kind`
+    /// are the feature columns. Other columns are ignored.
+    #[arg(
+        long = "item_feature_columns",
+        alias = "item-feature-columns",
+        requires = "item_features",
+        value_parser = |s: &str| s.parse::<ColumnSpecs>().map_err(|e| e.to_string())
+    )]
+    pub item_feature_columns: Option<ColumnSpecs>,
+}
+
 /// Data commands.
 #[derive(Debug, Subcommand)]
 pub enum DataCmd {
@@ -318,6 +353,9 @@ pub enum DataCmd {
     Stats {
         #[command(flatten)]
         data: DataArgs,
+        /// The item features whose coverage of the dataset's items is reported.
+        #[command(flatten)]
+        features: FeatureArgs,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -334,6 +372,32 @@ pub enum DataCmd {
     },
     /// Write the deterministic synthetic dataset (`user item timestamp`).
     Synthetic(SyntheticArgs),
+    /// Write an item features file (TSV: item, title, genres:multi, year:numeric) from
+    /// MovieLens-1M `movies.dat`.
+    #[command(name = "features-ml1m")]
+    FeaturesMl1m {
+        /// movies.dat (plain or .gz, latin-1).
+        #[arg(long)]
+        input: PathBuf,
+        /// Renumber the movies as in the training file: `item_id MovieID` per line (e.g.
+        /// ml-1m.sasrec.item_map.txt.gz); movies outside it are skipped.
+        #[arg(long = "item_map", alias = "item-map")]
+        item_map: Option<PathBuf>,
+        /// Output file (written atomically).
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Write an item features file (TSV: item, title, genres:multi, year:numeric) from
+    /// MovieLens-100k `u.item`.
+    #[command(name = "features-ml100k")]
+    FeaturesMl100k {
+        /// u.item (plain or .gz, latin-1).
+        #[arg(long)]
+        input: PathBuf,
+        /// Output file (written atomically).
+        #[arg(long)]
+        output: PathBuf,
+    },
 }
 
 /// Flags of `data synthetic`.
@@ -364,6 +428,10 @@ pub struct SyntheticArgs {
     /// Generator seed.
     #[arg(long, default_value_t = SyntheticConfig::default().seed)]
     pub seed: u64,
+    /// Also write the catalogue's item features here (`item  genre:categorical
+    /// rank:numeric`, README "Item features").
+    #[arg(long = "features_output", alias = "features-output")]
+    pub features_output: Option<PathBuf>,
 }
 
 /// `--zipf`: a finite exponent ≥ 0.

@@ -1,9 +1,11 @@
-//! `sasrec-train data …`: the data layer's commands (statistics, MovieLens-1M conversion,
-//! the synthetic dataset), run from resolved, plain settings ([`DataJob`]).
+//! `sasrec-train data …`: the data layer's commands (statistics with the item features'
+//! coverage, MovieLens-1M conversion, item features from the MovieLens metadata, the
+//! synthetic dataset), run from resolved, plain settings ([`DataJob`]).
 
 use std::path::{Path, PathBuf};
 
 use sasrec_shared::convert::convert_ml1m;
+use sasrec_shared::features::{movielens, Coverage};
 use sasrec_shared::synthetic::{self, SyntheticConfig};
 use sasrec_shared::Split;
 
@@ -27,10 +29,23 @@ pub enum DataJob {
         /// The file to write (atomically; its folder is created).
         output: PathBuf,
     },
+    /// An item features file from MovieLens metadata.
+    Features {
+        /// `movies.dat` or `u.item`.
+        source: movielens::Source,
+        /// The metadata file.
+        input: PathBuf,
+        /// Renumbering `item_id MovieID` lines (ML-1M).
+        item_map: Option<PathBuf>,
+        /// The file to write (atomically; its folder is created).
+        output: PathBuf,
+    },
     /// The deterministic synthetic dataset.
     Synthetic {
         /// The file to write (atomically; its folder is created).
         output: PathBuf,
+        /// The item features file to write too.
+        features_output: Option<PathBuf>,
         /// The generator's settings.
         config: SyntheticConfig,
     },
@@ -39,14 +54,31 @@ pub enum DataJob {
 /// Runs a data command.
 pub fn run(job: &DataJob) -> Result<()> {
     match job {
-        DataJob::Stats { source, json } => stats(&source.load()?, *json),
+        DataJob::Stats { source, json } => {
+            let split = source.load()?;
+            let coverage = match &source.features {
+                Some(f) => Some(Coverage::of(&f.read()?, &split.data.items)),
+                None => None,
+            };
+            stats(&split, coverage.as_ref(), *json)
+        }
         DataJob::ConvertMl1m { input, output } => convert(input, output),
-        DataJob::Synthetic { output, config } => write_synthetic(output, config),
+        DataJob::Synthetic {
+            output,
+            features_output,
+            config,
+        } => write_synthetic(output, features_output.as_deref(), config),
+        DataJob::Features {
+            source,
+            input,
+            item_map,
+            output,
+        } => features(*source, input, item_map.as_deref(), output),
     }
 }
 
 /// `data stats`: the dataset's statistics, as text or one JSON object.
-fn stats(split: &Split, json: bool) -> Result<()> {
+fn stats(split: &Split, coverage: Option<&Coverage>, json: bool) -> Result<()> {
     let evaluated = (1..=split.num_users())
         .filter(|&u| split.has_holdout(u))
         .count();
@@ -55,12 +87,47 @@ fn stats(split: &Split, json: bool) -> Result<()> {
         let v = serde_json::json!({
             "path": d.path, "stats": d.stats(), "report": d.report,
             "evaluated_users": evaluated, "train_interactions": split.num_train_interactions(),
+            "item_features": coverage,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_stats(split, evaluated);
+        if let Some(c) = coverage {
+            print_coverage(c);
+        }
     }
     Ok(())
+}
+
+/// The text form of the item features' coverage.
+fn print_coverage(c: &Coverage) {
+    println!(
+        "item features {} rows: {} of {} items with features, {} without; {} ids not in the \
+         data{}",
+        c.rows,
+        c.with_features,
+        c.items,
+        c.without_features,
+        c.unknown_ids,
+        if c.unknown_examples.is_empty() {
+            String::new()
+        } else {
+            format!(" (e.g. {})", c.unknown_examples.join(", "))
+        }
+    );
+    for col in &c.columns {
+        let distinct = col
+            .distinct_values
+            .map(|n| format!(", {n} distinct values"))
+            .unwrap_or_default();
+        println!(
+            "  {:<12} {:<11} {} items with a value{distinct}",
+            col.name, col.kind, col.items_with_value
+        );
+    }
+    if !c.ignored.is_empty() {
+        println!("  ignored      {}", c.ignored.join(", "));
+    }
 }
 
 /// The text form of `data stats`.
@@ -114,8 +181,30 @@ fn convert(input: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `data features-ml1m` / `features-ml100k`.
+fn features(
+    source: movielens::Source,
+    input: &Path,
+    item_map: Option<&Path>,
+    output: &Path,
+) -> Result<()> {
+    create_parent(output)?;
+    let r = movielens::convert(source, input, item_map, output)
+        .with_context(|| format!("converting {}", input.display()))?;
+    println!(
+        "wrote {}: {} items ({} skipped outside the item map, {} without a year, {} without \
+         genres)",
+        output.display(),
+        r.items,
+        r.skipped,
+        r.without_year,
+        r.without_genres
+    );
+    Ok(())
+}
+
 /// `data synthetic`.
-fn write_synthetic(output: &Path, config: &SyntheticConfig) -> Result<()> {
+fn write_synthetic(output: &Path, features: Option<&Path>, config: &SyntheticConfig) -> Result<()> {
     create_parent(output)?;
     let n = synthetic::write(config, output)?;
     println!(
@@ -124,6 +213,11 @@ fn write_synthetic(output: &Path, config: &SyntheticConfig) -> Result<()> {
         config.users,
         config.items
     );
+    if let Some(path) = features {
+        create_parent(path)?;
+        let rows = synthetic::write_features(config, path)?;
+        println!("wrote {}: {rows} items with genre and rank", path.display());
+    }
     Ok(())
 }
 

@@ -172,7 +172,7 @@ fn rank_batch(
         .as_ref()
         .map(|iv| Tensor::from_slice(iv).view([rows, t, t]));
     let h = model.last_hidden(&seq, tm.as_ref())?; // (rows, C)
-    let table = model.item_emb(); // (I+1, C)
+    let table = model.item_vectors(); // (I+1, C), composed when the model has item features
     let block = sizes.items.max(1) as i64;
     let columns = table.size()[0];
     let score_block = |lo: i64| {
@@ -368,6 +368,7 @@ mod tests {
             time_span: 0,
             mhc: None,
             time_dropout: TimeDropout::Table,
+            item_features: None,
         };
         let model = SeqRecModel::new(&vs.root(), &cfg).unwrap();
 

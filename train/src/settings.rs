@@ -7,18 +7,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
-use sasrec_shared::config::{Backbone, MhcConfig, ModelConfig};
+use sasrec_shared::config::{Backbone, ItemFeaturesConfig, ItemRepr, MhcConfig, ModelConfig};
 use sasrec_shared::dataset::ReadOptions;
+use sasrec_shared::features::movielens;
 use sasrec_shared::run::{ModelSpec, RunDir};
 use sasrec_shared::synthetic::SyntheticConfig;
 use sasrec_shared::time::Intervals;
 use sasrec_shared::{KCore, Split};
 
-use crate::cli::{DataArgs, DataCmd, SyntheticArgs, TrainArgs};
+use crate::cli::{DataArgs, DataCmd, FeatureArgs, SyntheticArgs, TrainArgs};
 use crate::config::{
     AmpChoice, LossKind, NegativeSamplerKind, OptimConfig, RunConfig, Runtime, Schedule, Versions,
 };
-use crate::data::DataSource;
+use crate::data::{DataSource, FeaturesSource, ItemFeatures};
 use crate::data_cmd::DataJob;
 use crate::dist::{Backend, DistEnv};
 use crate::error::{usage, Result};
@@ -86,6 +87,8 @@ pub struct Settings {
     pub dir: RunDir,
     /// The data source and its filters.
     pub data: DataSource,
+    /// The item features and representation, `None` for the ID table alone.
+    pub item_features: Option<ItemFeatures>,
     /// The network; `num_items` is 0 here and set from the data by `RunConfig::resolve`.
     pub model: ModelConfig,
     /// TiSASRec intervals, `None` for SASRec.
@@ -129,6 +132,7 @@ impl Settings {
             job: job(args, distributed.as_ref())?,
             dir: RunDir::new(args.train_dir.clone().unwrap_or_default()),
             data: data_source(&args.data),
+            item_features: item_features(args)?,
             model,
             intervals: (!args.no_time).then_some(Intervals {
                 unit: args.time_unit,
@@ -150,9 +154,15 @@ impl Settings {
 
     /// The run's configuration: these settings with the item count, the dataset's path and
     /// statistics of the loaded data; the network is validated against the data here.
-    pub fn run_config(&self, split: &Split, runtime: Runtime) -> Result<RunConfig> {
+    pub fn run_config(
+        &self,
+        split: &Split,
+        item_features: Option<ItemFeaturesConfig>,
+        runtime: Runtime,
+    ) -> Result<RunConfig> {
         let model = ModelConfig {
             num_items: split.num_items(),
+            item_features,
             ..self.model.clone()
         };
         model.validate()?;
@@ -213,6 +223,7 @@ fn model_config(args: &TrainArgs) -> ModelConfig {
             h_res: args.mhc_hres,
         }),
         time_dropout: args.time_dropout,
+        item_features: None,
     }
 }
 
@@ -262,18 +273,66 @@ pub fn data_source(args: &DataArgs) -> DataSource {
         },
         kcore,
         min_holdout_len: args.min_holdout_len as usize,
+        features: None,
     }
+}
+
+/// `--item_features` with `--item_repr` (default `id+features`); `--item_repr` other than
+/// `id` without a file, or `id` with one, is a usage error.
+fn item_features(args: &TrainArgs) -> Result<Option<ItemFeatures>> {
+    match (features_source(&args.features), args.item_repr) {
+        (None, None | Some(ItemRepr::Id)) => Ok(None),
+        (None, Some(r)) => usage!("--item_repr {r} needs --item_features FILE"),
+        (Some(_), Some(ItemRepr::Id)) => usage!(
+            "--item_repr id ignores --item_features: use id+features or features, or drop the file"
+        ),
+        (Some(source), repr) => Ok(Some(ItemFeatures {
+            source,
+            repr: repr.unwrap_or(ItemRepr::IdFeatures),
+        })),
+    }
+}
+
+/// The item features file of `args`, when given.
+fn features_source(args: &FeatureArgs) -> Option<FeaturesSource> {
+    args.item_features.clone().map(|path| FeaturesSource {
+        path,
+        columns: args.item_feature_columns.clone().map(|c| c.0),
+    })
 }
 
 /// A `sasrec-train data …` command resolved and checked (before any file is read).
 pub fn data_job(cmd: DataCmd) -> Result<DataJob> {
     Ok(match cmd {
-        DataCmd::Stats { data, json } => DataJob::Stats {
-            source: data_source(&data),
+        DataCmd::Stats {
+            data,
+            features,
+            json,
+        } => DataJob::Stats {
+            source: DataSource {
+                features: features_source(&features),
+                ..data_source(&data)
+            },
             json,
         },
         DataCmd::ConvertMl1m { input, output } => DataJob::ConvertMl1m { input, output },
         DataCmd::Synthetic(args) => synthetic_job(args)?,
+        DataCmd::FeaturesMl1m {
+            input,
+            item_map,
+            output,
+        } => DataJob::Features {
+            source: movielens::Source::Ml1mMovies,
+            input,
+            item_map,
+            output,
+        },
+        DataCmd::FeaturesMl100k { input, output } => DataJob::Features {
+            source: movielens::Source::Ml100kItems,
+            input,
+            item_map: None,
+            output,
+        },
     })
 }
 
@@ -297,6 +356,7 @@ fn synthetic_job(a: SyntheticArgs) -> Result<DataJob> {
     };
     Ok(DataJob::Synthetic {
         output: a.output,
+        features_output: a.features_output,
         config,
     })
 }

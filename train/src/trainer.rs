@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sasrec_models::amp::{self, AmpDtype, GradScaler};
 use sasrec_models::{load_weights, loss, save_weights, SeqRecModel};
 use sasrec_shared::eval::{EvalConfig, EvalSet};
+use sasrec_shared::features::EncodedFeatures;
 use sasrec_shared::io::{write_atomic, write_atomic_path};
 use sasrec_shared::run::RunDir;
 use sasrec_shared::{Batch, Error as DataError, Part, Sampler, SamplerConfig, Split};
@@ -72,9 +73,14 @@ pub fn inference_only(settings: &Settings, weights: &Path) -> Result<serde_json:
         world_size: 1,
         ..Runtime::default()
     };
-    let (cfg, split) = load_data(settings, runtime, true)?;
+    let Loaded {
+        cfg,
+        split,
+        features,
+    } = load_data(settings, runtime, true)?;
     let vs = nn::VarStore::new(device);
     let model = SeqRecModel::new(&vs.root(), &cfg.spec.model)?;
+    attach_features(&model, features.as_ref(), None)?;
     load_weights(&vs, weights).with_context(|| {
         format!(
             "loading {} into a {} model",
@@ -149,12 +155,17 @@ impl<'a> Run<'a> {
             world_size: world,
             backend: pg.as_ref().map(|p| p.backend()),
         };
-        let (cfg, split) = load_data(settings, runtime, lead)?;
+        let Loaded {
+            cfg,
+            split,
+            features,
+        } = load_data(settings, runtime, lead)?;
         let dir = &settings.dir;
         if lead {
             prepare_dir(dir, &cfg, &split)?;
         }
         let (vs, model, params, mut adam) = build_model(&cfg, device)?;
+        attach_features(&model, features.as_ref(), lead.then_some(dir))?;
         let tensors: Vec<Tensor> = params.iter().map(|(_, p)| p.shallow_clone()).collect();
         let mut st = resume(dir, lead, &params, &mut adam)?;
         if let Some(pg) = &pg {
@@ -514,21 +525,21 @@ impl<'a> Run<'a> {
     ) -> Result<Tensor> {
         let optim = &self.cfg.optim;
         let feats = self.model.feats(seq, tm, true)?;
-        let item_emb = self.model.item_emb();
+        let items = self.model.items();
         let l2 = optim.l2_emb;
         let n = optim.num_negatives as i64;
         Ok(match optim.loss {
-            LossKind::Bce => loss::bce_loss(&feats, item_emb, pos, neg, l2),
-            LossKind::Ce => loss::ce_loss(&feats, item_emb, pos, l2, optim.ce_chunk_size),
+            LossKind::Bce => loss::bce_loss(&feats, items, pos, neg, l2),
+            LossKind::Ce => loss::ce_loss(&feats, items, pos, l2, optim.ce_chunk_size),
             LossKind::SampledSoftmax => {
                 let negs = self.negatives.draw(n, pos);
                 let log_q = self.negatives.log_q();
-                loss::sampled_softmax_loss(&feats, item_emb, pos, &negs, log_q, l2)
+                loss::sampled_softmax_loss(&feats, items, pos, &negs, log_q, l2)
             }
             LossKind::Gbce => {
-                let items = self.cfg.spec.model.num_items;
+                let num_items = self.cfg.spec.model.num_items;
                 let negs = self.negatives.draw_per_row(pos.size()[0], n);
-                loss::gbce_loss(&feats, item_emb, pos, &negs, items, optim.gbce_t, l2)
+                loss::gbce_loss(&feats, items, pos, &negs, num_items, optim.gbce_t, l2)
             }
         })
     }
@@ -827,17 +838,55 @@ fn choose_step_mode(
 
 /// Loads the data and resolves the run configuration; `lead` (rank 0, or the only process)
 /// creates the run directory.
-fn load_data(settings: &Settings, runtime: Runtime, lead: bool) -> Result<(RunConfig, Split)> {
+fn load_data(settings: &Settings, runtime: Runtime, lead: bool) -> Result<Loaded> {
     let split = settings.data.load()?;
     if settings.intervals.is_some() && !split.data.has_timestamps() {
         return Err(DataError::no_timestamps(&split.data.path).into());
     }
-    let cfg = settings.run_config(&split, runtime)?;
+    let (features_cfg, features) = match &settings.item_features {
+        Some(f) => {
+            let (c, e) = f.encode(&split)?;
+            (Some(c), Some(e))
+        }
+        None => (None, None),
+    };
+    let cfg = settings.run_config(&split, features_cfg, runtime)?;
     if lead {
         let root = settings.dir.root();
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     }
-    Ok((cfg, split))
+    Ok(Loaded {
+        cfg,
+        split,
+        features,
+    })
+}
+
+/// What [`load_data`] gives: the run's configuration, the split and the items' encoded
+/// features (with `--item_features`).
+struct Loaded {
+    cfg: RunConfig,
+    split: Split,
+    features: Option<EncodedFeatures>,
+}
+
+/// Puts the items' encoded features into the model's buffers and, on the lead rank, writes
+/// them to the run directory (`item_features.safetensors`, read by the export).
+fn attach_features(
+    model: &SeqRecModel,
+    features: Option<&EncodedFeatures>,
+    dir: Option<&RunDir>,
+) -> Result<()> {
+    let Some(enc) = features else {
+        return Ok(());
+    };
+    model.items().set_features(enc)?;
+    if let Some(dir) = dir {
+        let path = dir.item_features();
+        let tensors = model.items().feature_tensors();
+        write_atomic_path(&path, |tmp| Tensor::write_safetensors(&tensors, tmp))?;
+    }
+    Ok(())
 }
 
 /// Refuses to resume a run with other settings, then writes `config.json` and `items.tsv`.

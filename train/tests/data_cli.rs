@@ -233,3 +233,133 @@ fn convert_ml1m_creates_the_output_folder_and_names_each_cause_once() {
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     assert!(err.contains(&format!("{}", missing.display())), "{err}");
 }
+
+/// The MovieLens metadata shipped in `../shared/data`, or a failure naming what is missing.
+fn shared_data(rel: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(rel);
+    assert!(
+        p.is_file(),
+        "{} is missing: clone with shared/ beside the repository",
+        p.display()
+    );
+    p.to_str().unwrap().to_string()
+}
+
+/// `features-ml1m` on the real `movies.dat` renumbered by the SASRec item map, then `data
+/// stats` on the SASRec file: every one of its 3,416 items has genres and a year.
+#[test]
+fn ml1m_features_cover_the_sasrec_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f/items.tsv");
+    let out = out.to_str().unwrap();
+    let (code, stdout, err) = run(&[
+        "data",
+        "features-ml1m",
+        "--input",
+        &shared_data("ml-1m/raw/movies.dat.gz"),
+        "--item_map",
+        &shared_data("ml-1m/ml-1m.sasrec.item_map.txt.gz"),
+        "--output",
+        out,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "wrote {out}: 3416 items (467 skipped outside the item map, 0 without a year, 0 \
+             without genres)"
+        )
+    );
+    let dataset = shared_data("ml-1m/ml-1m.sasrec.txt.gz");
+    let (code, stdout, err) = run(&[
+        "data",
+        "stats",
+        "--dataset",
+        &dataset,
+        "--item_features",
+        out,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let f = &v["item_features"];
+    assert_eq!(
+        (
+            &f["rows"],
+            &f["items"],
+            &f["with_features"],
+            &f["unknown_ids"]
+        ),
+        (&3416.into(), &3416.into(), &3416.into(), &0.into()),
+        "{f}"
+    );
+    assert_eq!(f["columns"][0]["name"], "genres");
+    assert_eq!(f["columns"][0]["distinct_values"], 18);
+    assert_eq!(f["columns"][1]["items_with_value"], 3416);
+    assert_eq!(f["ignored"], serde_json::json!(["title"]));
+}
+
+/// `features-ml100k` keeps all 1,682 movies (one has no release date); `data stats` in text
+/// names the coverage; a bad column declaration exits 2 naming the flag.
+#[test]
+fn ml100k_features_and_bad_declarations() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("items.tsv");
+    let out = out.to_str().unwrap();
+    let (code, stdout, err) = run(&[
+        "data",
+        "features-ml100k",
+        "--input",
+        &shared_data("ml-100k/u.item.gz"),
+        "--output",
+        out,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains(": 1682 items (0 skipped outside the item map, 1 without a year"),
+        "{stdout}"
+    );
+    let dataset = shared_data("ml-100k/u.data.gz");
+    let (code, stdout, err) = run(&[
+        "data",
+        "stats",
+        "--dataset",
+        &dataset,
+        "--item_features",
+        out,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("item features 1682 rows: 1682 of 1682 items with features, 0 without; 0 ids not in the data"),
+        "{stdout}"
+    );
+    let (code, _, err) = run(&[
+        "data",
+        "stats",
+        "--dataset",
+        &dataset,
+        "--item_features",
+        out,
+        "--item_feature_columns",
+        "genres:multi,studio:categorical",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--item_feature_columns: column `studio` is not in the header of"),
+        "{err}"
+    );
+    let (code, _, err) = run(&[
+        "data",
+        "stats",
+        "--dataset",
+        &dataset,
+        "--item_features",
+        out,
+        "--item_feature_columns",
+        "genres",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`genres` is not `name:kind`"), "{err}");
+}

@@ -745,3 +745,144 @@ fn logs_are_plain_text_on_a_pipe_and_json_lines_on_request() {
         "every log line is a JSON object: {stderr}"
     );
 }
+
+/// The synthetic fixture's catalogue features (`genre:categorical`, `rank:numeric`).
+fn fixture_features(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("items.tsv");
+    let out = bin()
+        .args([
+            "data",
+            "synthetic",
+            "--users",
+            "120",
+            "--items",
+            "200",
+            "--output",
+        ])
+        .arg(dir.join("again.txt"))
+        .arg("--features_output")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p
+}
+
+/// Every kind and every loss trains with `--item_features`; the run records the schema
+/// fitted on the training items, the feature tables under their PyTorch-style names, and the
+/// encoded values; `--item_repr features` has no ID table; a resumed run accepts the same
+/// flags; bad combinations are usage errors.
+#[test]
+fn item_features_train_every_kind_and_loss() {
+    let (dir, data) = fixture_dir();
+    let features = fixture_features(dir.path());
+    let f = features.to_str().unwrap();
+    for (name, extra) in [
+        ("sasrec-bce", &["--no_time", "--no_mhc"][..]),
+        (
+            "tisasrec-mhc-ce",
+            &["--loss", "ce", "--ce_chunk_size", "64"][..],
+        ),
+        (
+            "sasrec-mhc-gbce",
+            &["--no_time", "--loss", "gbce", "--num_negatives", "8"][..],
+        ),
+        (
+            "tisasrec-ssm-features",
+            &[
+                "--no_mhc",
+                "--loss",
+                "sampled_softmax",
+                "--num_negatives",
+                "8",
+                "--item_repr",
+                "features",
+            ][..],
+        ),
+    ] {
+        let run = dir.path().join(name);
+        let args = [&["--num_epochs", "1", "--item_features", f][..], extra].concat();
+        let s = ok(small(&data, &run, &args));
+        assert_eq!(s["epochs"], 1, "{name}");
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap())
+                .unwrap();
+        let feat = &cfg["model"]["item_features"];
+        let features_only = name.ends_with("features");
+        assert_eq!(
+            feat["repr"],
+            if features_only {
+                "features"
+            } else {
+                "id+features"
+            },
+            "{name}"
+        );
+        let cols = &feat["schema"]["columns"];
+        assert_eq!(
+            (&cols[0]["name"], &cols[0]["kind"]),
+            (&"genre".into(), &"categorical".into())
+        );
+        assert_eq!(
+            cols[0]["vocab"].as_array().unwrap().len(),
+            16,
+            "{name}: 16 genres"
+        );
+        assert_eq!(cols[1]["kind"], "numeric");
+        let shapes = sasrec_models::read_shapes(run.join("model.safetensors")).unwrap();
+        let names: Vec<&str> = shapes.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"item_features.genre.weight"), "{names:?}");
+        assert!(names.contains(&"item_features.rank.weight"), "{names:?}");
+        assert_eq!(names.contains(&"item_emb.weight"), !features_only, "{name}");
+        let values = sasrec_models::read_shapes(run.join("item_features.safetensors")).unwrap();
+        let items = cfg["model"]["num_items"].as_i64().unwrap() + 1;
+        assert_eq!(
+            values,
+            [
+                ("item_features.genre.values".to_string(), vec![items, 1]),
+                ("item_features.rank.values".to_string(), vec![items, 1])
+            ],
+            "{name}"
+        );
+    }
+    let again = ok(small(
+        &data,
+        &dir.path().join("sasrec-bce"),
+        &[
+            "--no_time",
+            "--no_mhc",
+            "--num_epochs",
+            "2",
+            "--item_features",
+            f,
+        ],
+    ));
+    assert_eq!(again["epochs"], 2);
+    for (flags, msg) in [
+        (
+            &["--item_repr", "features"][..],
+            "--item_repr features needs --item_features FILE",
+        ),
+        (
+            &["--item_features", f, "--item_repr", "id"][..],
+            "--item_repr id ignores --item_features",
+        ),
+        (
+            &[
+                "--item_features",
+                f,
+                "--item_feature_columns",
+                "genre:multi,studio:categorical",
+            ][..],
+            "column `studio` is not in the header",
+        ),
+    ] {
+        let args = [&["--no_time", "--no_mhc"][..], flags].concat();
+        let e = err(small(&data, &dir.path().join("bad-features"), &args));
+        assert!(e.contains(msg), "{flags:?}: {e}");
+    }
+}

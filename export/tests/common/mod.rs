@@ -101,6 +101,19 @@ impl Run {
 }
 
 /// Writes a random model of `cfg` as a run directory.
+impl Run {
+    /// The error of an export that must fail (default output, default threshold).
+    pub fn export_err(&self, variant: Variant) -> String {
+        let opts = sasrec_export::ExportOptions {
+            train_dir: self.path().to_path_buf(),
+            output: None,
+            variant,
+            external_data_threshold: sasrec_export::external_data::DEFAULT_THRESHOLD,
+        };
+        sasrec_export::export(&opts).unwrap_err().to_string()
+    }
+}
+
 pub fn make_run(cfg: &ModelConfig, seed: i64) -> Run {
     let (vs, model) = random_model(cfg, seed);
     let dir = tempfile::tempdir().unwrap();
