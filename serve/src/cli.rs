@@ -46,7 +46,8 @@ pub struct OfflineArgs {
     /// `items.tsv`, as for serving.
     #[arg(long)]
     pub model: PathBuf,
-    /// The JSON-lines file to write (atomically: a temporary file, synced, then renamed).
+    /// The file to write (atomically: a temporary file, synced, then renamed): JSON lines, or
+    /// Parquet when the name ends in `.parquet`.
     #[arg(long)]
     pub output: PathBuf,
     /// Worker threads, each with its own ONNX Runtime session of one intra-op thread (0 = one

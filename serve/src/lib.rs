@@ -43,6 +43,7 @@ pub mod runtime;
 pub mod session;
 pub mod shadow;
 pub mod shutdown;
+pub mod sink;
 pub mod state;
 pub mod tower;
 

@@ -1,4 +1,5 @@
-//! The batch subcommands: the server's answers for a whole file, written as JSON lines.
+//! The batch subcommands: the server's answers for a whole file, written as JSON lines or
+//! Parquet ([`crate::sink`]).
 //!
 //! * `sasrec-serve recommend`: every user of `--input` (read by the training reader,
 //!   [`Dataset::read_with`], with `--format` / `--columns` as in training) becomes the request
@@ -11,13 +12,13 @@
 //! * `sasrec-serve similar`: the answer of `POST /similar` for every item (or for the raw ids
 //!   of `--items`), spread over the cores. Line: `{"item", "items", "scores"}`.
 //!
-//! The output is written to a temporary file beside `--output`, synced and renamed, so a
+//! An `--output` ending in `.parquet` gets the same rows as Parquet (ids as strings). The
+//! output is written to a temporary file beside `--output`, synced and renamed, so a
 //! reader never sees a partial file. A progress bar goes to standard error when it is a
 //! terminal; a final line on standard output gives the count and the rate.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,13 +30,14 @@ use sasrec_shared::IdMap;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::api::{self, RecommendRequest, ScoredItem};
+use crate::api::{self, RecommendRequest};
 use crate::batcher::{JobResult, Row};
 use crate::cli::{Command, OfflineArgs, RecommendArgs, SimilarItemsArgs};
 use crate::config::{BatchConfig, SimilarMetric};
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
 use crate::request::SimilarQuery;
+use crate::sink::{write_answers, Sink};
 
 /// Items per thread between two progress updates of `similar`.
 const SIMILAR_BLOCK: usize = 256;
@@ -112,7 +114,7 @@ pub fn recommend(args: &RecommendArgs) -> anyhow::Result<()> {
     }
     let bar = progress(data.num_users());
     let mut unknown = 0;
-    write_lines(&args.common.output, |out| {
+    write_answers(&args.common.output, "user", |out| {
         unknown = recommend_users(&model, &data, args, &bar, out)?;
         Ok(())
     })?;
@@ -146,7 +148,7 @@ fn recommend_users(
     data: &Dataset,
     args: &RecommendArgs,
     bar: &ProgressBar,
-    out: &mut impl Write,
+    out: &mut dyn Sink,
 ) -> anyhow::Result<usize> {
     let users: Vec<u32> = (1..=data.num_users() as u32).collect();
     let mut queued: VecDeque<InFlight> = VecDeque::new();
@@ -211,7 +213,7 @@ fn write_batch(
     model: &LoadedModel,
     users: &IdMap,
     batch: InFlight,
-    out: &mut impl Write,
+    out: &mut dyn Sink,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let results = batch
@@ -228,7 +230,7 @@ fn write_batch(
     }
     for (&u, result) in batch.users.iter().zip(results) {
         let user = api::raw_id_json(users.raw_of(u).unwrap_or_default());
-        write_line(out, "user", &user, &model.answer(result, Vec::new()).items)?;
+        out.push(&user, &model.answer(result, Vec::new()).items)?;
     }
     bar.inc(batch.users.len() as u64);
     Ok(())
@@ -244,7 +246,7 @@ pub fn similar(args: &SimilarItemsArgs) -> anyhow::Result<()> {
         None => (1..=model.items().len() as u32).collect(),
     };
     let bar = progress(items.len());
-    write_lines(&args.common.output, |out| {
+    write_answers(&args.common.output, "item", |out| {
         similar_items(&model, &items, args, &bar, out)
     })?;
     bar.finish_and_clear();
@@ -265,7 +267,7 @@ fn similar_items(
     items: &[u32],
     args: &SimilarItemsArgs,
     bar: &ProgressBar,
-    out: &mut impl Write,
+    out: &mut dyn Sink,
 ) -> anyhow::Result<()> {
     let threads = args.common.threads();
     let ask = |&item: &u32| {
@@ -279,7 +281,7 @@ fn similar_items(
     for block in items.chunks(SIMILAR_BLOCK * threads) {
         for answer in parallel_map(block, threads, ask) {
             let answer = answer.map_err(|e| anyhow!("{e}"))?;
-            write_line(out, "item", &answer.item, &answer.items)?;
+            out.push(&answer.item, &answer.items)?;
         }
         bar.inc(block.len() as u64);
     }
@@ -328,52 +330,6 @@ fn read_item_list(path: &Path, items: &IdMap) -> anyhow::Result<Vec<u32>> {
         bail!("{}: no item ids", path.display());
     }
     Ok(found)
-}
-
-/// One output line: `{"<key>": id, "items": [raw ids], "scores": [...]}`.
-fn write_line(
-    out: &mut impl Write,
-    key: &str,
-    id: &Value,
-    ranked: &[ScoredItem],
-) -> anyhow::Result<()> {
-    let items: Vec<&Value> = ranked.iter().map(|s| &s.item).collect();
-    let scores: Vec<f32> = ranked.iter().map(|s| s.score).collect();
-    writeln!(
-        out,
-        "{{\"{key}\":{},\"items\":{},\"scores\":{}}}",
-        serde_json::to_string(id)?,
-        serde_json::to_string(&items)?,
-        serde_json::to_string(&scores)?
-    )?;
-    Ok(())
-}
-
-/// Writes `path` atomically ([`sasrec_shared::io::write_atomic_path`]) with the lines `fill`
-/// writes; on any error nothing is left behind and the error is `fill`'s own (a write error
-/// naming `path`).
-fn write_lines(
-    path: &Path,
-    fill: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let mut failure = None;
-    let written = sasrec_shared::io::write_atomic_path(path, |tmp| {
-        let file = File::create(tmp).map_err(|e| e.to_string())?;
-        let mut out = BufWriter::new(file);
-        let filled = fill(&mut out).and_then(|()| Ok(out.flush()?));
-        filled.map_err(|e| {
-            let msg = e.to_string();
-            failure = Some(match e.downcast_ref::<std::io::Error>() {
-                Some(_) => e.context(format!("writing {}", path.display())),
-                None => e,
-            });
-            msg
-        })
-    });
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(written?),
-    }
 }
 
 /// A progress bar on standard error for `len` steps; hidden when it is not a terminal.

@@ -224,3 +224,89 @@ async fn similar_subcommand_equals_post_similar() {
     let failed = serve_bin(&[&base[..], &["--items", path(&unknown)]].concat());
     assert_fails(&failed, &format!("{}:2", unknown.display()));
 }
+
+/// A Parquet file's rows as JSON lines would hold them: `{"<key>", "items", "scores"}` with
+/// every id as a string (read with the `parquet` crate's row API, checking the schema).
+fn parquet_rows(file: &Path, key: &str) -> Vec<Value> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::{Field, ListAccessor, RowAccessor};
+    let reader = SerializedFileReader::new(std::fs::File::open(file).unwrap()).unwrap();
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let columns: Vec<String> = schema.columns().iter().map(|c| c.path().string()).collect();
+    assert_eq!(columns, [key, "items.list.element", "scores.list.element"]);
+    reader
+        .get_row_iter(None)
+        .unwrap()
+        .map(|row| {
+            let row = row.unwrap();
+            let items = row.get_list(1).unwrap();
+            let scores = row.get_list(2).unwrap();
+            let items: Vec<Value> = (0..items.len())
+                .map(|j| json!(items.get_string(j).unwrap()))
+                .collect();
+            let scores: Vec<Value> = (0..scores.len())
+                .map(|j| match scores.elements()[j] {
+                    Field::Float(x) => json!(x),
+                    ref other => panic!("score {other:?}"),
+                })
+                .collect();
+            json!({key: row.get_string(0).unwrap(), "items": items, "scores": scores})
+        })
+        .collect()
+}
+
+/// The same answers as JSON lines with ids as strings.
+fn as_strings(lines: &[Value], key: &str) -> Vec<Value> {
+    let text = |v: &Value| match v {
+        Value::String(s) => json!(s),
+        other => json!(other.to_string()),
+    };
+    lines
+        .iter()
+        .map(|l| {
+            let items: Vec<Value> = l["items"].as_array().unwrap().iter().map(text).collect();
+            let scores: Vec<Value> = l["scores"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| json!(s.as_f64().unwrap() as f32))
+                .collect();
+            json!({key: text(&l[key]), "items": items, "scores": scores})
+        })
+        .collect()
+}
+
+/// `--output *.parquet` writes the same rows as JSON lines, for both subcommands, in a file a
+/// standard reader opens (k = every item: with exclude_seen each user's list is shorter than k
+/// and of another length).
+#[test]
+fn parquet_output_holds_the_json_lines_rows() {
+    let dir = copy_model(&fixtures().sas, "cli-parquet");
+    let n = items(&dir).len().to_string();
+    for (cmd, key, extra) in [
+        (
+            "recommend",
+            "user",
+            vec!["--input", path(&fixtures().data), "--k", n.as_str()],
+        ),
+        (
+            "recommend",
+            "user",
+            vec!["--input", path(&fixtures().data), "--k", "7"],
+        ),
+        ("similar", "item", vec!["--k", "4"]),
+    ] {
+        let (jl, pq) = (dir.join("a.jsonl"), dir.join("a.parquet"));
+        for out in [&jl, &pq] {
+            let args = [
+                &[cmd, "--model", path(&dir), "--output", path(out)][..],
+                &extra,
+            ]
+            .concat();
+            serve_bin_ok(&args);
+        }
+        let want = as_strings(&json_lines(&jl), key);
+        assert!(!want.is_empty());
+        assert_eq!(parquet_rows(&pq, key), want, "{cmd} {extra:?}");
+    }
+}
