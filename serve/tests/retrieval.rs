@@ -15,8 +15,9 @@ use sasrec_serve::{AppState, ServeConfig};
 use serde_json::{json, Value};
 
 /// The servers these tests start search widely (f32 storage, `ef` 256, 200 extra candidates of
-/// the fixtures' 800 items; the index is built at start on every core, so its graph differs
-/// between runs): the tests check the plumbing — exclusions, candidates, scores equal to exact
+/// the fixtures' 800 items); where a test asserts recall or equality with brute force, the index
+/// is built beforehand on one thread ([`prebuilt_index`]), as the server's multi-threaded build
+/// differs between runs. The tests check the plumbing — exclusions, candidates, scores equal to exact
 /// mode's — while recall at the defaults is held by sasrec-ann's single-threaded recall test
 /// and measured by benches/ann.sh (docs/RESULTS.md). The time-aware fixture's scores are also
 /// ~1e-5 apart, below what f16 storage resolves.
@@ -28,6 +29,17 @@ fn config(dir: &Path, mode: Retrieval, metric: SimilarMetric) -> ServeConfig {
     c.retrieval.ef = 256;
     c.retrieval.candidates = 200;
     c
+}
+
+/// Builds the index of the model in `dir` with [`config`]'s parameters on one thread and saves
+/// it beside the model, so the server loads it instead of building one on every core: a
+/// single-threaded build inserts in key order and gives the same graph on every run, which
+/// keeps the recall these tests assert from depending on thread scheduling.
+fn prebuilt_index(dir: &Path) {
+    let cfg = config(dir, Retrieval::Ann, SimilarMetric::Ip);
+    let vectors = sasrec_ann::ItemVectors::open(&dir.join("item_vectors.safetensors")).unwrap();
+    let index = sasrec_ann::ItemIndex::build(&vectors, &cfg.retrieval.params, 1).unwrap();
+    index.save(&dir.join("items.usearch")).unwrap();
 }
 
 /// One `/recommend` body per fixture user: the whole history (with timestamps when
@@ -98,6 +110,7 @@ fn recall(ann: &[Vec<(u64, f32)>], exact: &[Vec<(u64, f32)>]) -> f64 {
 /// (`exclude_seen`, `exclude`; `candidates` restricts both the same way).
 async fn ann_agrees_with_exact(model: &Path, name: &str, timed: bool) {
     let dir = copy_model(model, name);
+    prebuilt_index(&dir);
     let exact = TestServer::start(config(&dir, Retrieval::Exact, SimilarMetric::Ip)).await;
     let ann = TestServer::start(config(&dir, Retrieval::Ann, SimilarMetric::Ip)).await;
     let mut bodies = user_bodies(timed, 10);
@@ -291,6 +304,7 @@ async fn check_similar(srv: &TestServer, dir: &Path, metric: SimilarMetric) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn similar_equals_brute_force_in_both_modes_and_metrics() {
     let dir = copy_model(&fixtures().sas, "similar");
+    prebuilt_index(&dir);
     for mode in [Retrieval::Exact, Retrieval::Ann] {
         for metric in [SimilarMetric::Ip, SimilarMetric::Cosine] {
             let srv = TestServer::start(config(&dir, mode, metric)).await;
@@ -423,6 +437,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_scoring_reports_recall_in_metrics() {
     let dir = copy_model(&fixtures().sas, "shadow");
+    prebuilt_index(&dir);
     let exact = TestServer::start(config(&dir, Retrieval::Exact, SimilarMetric::Ip)).await;
     assert!(!exact
         .metrics_text()
