@@ -61,6 +61,7 @@ fn bench(c: &mut Criterion) {
     let source = Source {
         sha256: "random".into(),
         intervals: None,
+        item_tower: false,
     };
     let last = model_bytes(&model, &source, Variant::LastPosition).expect("export");
     let full = model_bytes(&model, &source, Variant::FullSequence).expect("export");

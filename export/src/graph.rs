@@ -51,6 +51,22 @@
 //! item table too (its input side is tied), so it takes the same external-data path as the
 //! scoring model.
 //!
+//! # Item tower
+//!
+//! [`record_item_tower`] records, for a model with item features, the features' part of the
+//! item vector (`ItemTable::compose` without the ID row, docs/MODELS.md §6.3):
+//!
+//! | name | type | shape | meaning |
+//! | --- | --- | --- | --- |
+//! | input `item_features.<f>`, token column f | int64 | `[batch, width_f]` | value ids 1..=V_f of the column's vocabulary, 0 = none |
+//! | input `item_features.<g>`, numeric or dense column g | float32 | `[batch, width_g]` | numeric: `(x − mean_g) / std_g` (0 = missing); dense: the vector |
+//! | output `item_vector` | float32 | `[batch, d]` | `Σ_f mean E_f[v_f] + Σ_g W_g·x_g` |
+//!
+//! one input per column in the schema's order; vocabularies, means and standard deviations are
+//! in its metadata (`model_config.item_features.schema`). Under `--item_repr features` the
+//! output is the item's vector `e(i)` itself; under `id+features` it is `e(i)` of an item
+//! without a trained ID row.
+//!
 //! The names are [`sasrec_shared::run::onnx_io`]'s and [`two_tower`]'s, the metadata
 //! [`ModelManifest`]'s (the tower's with `tower` = `user` and its own `inputs` / `outputs`).
 //!
@@ -59,7 +75,7 @@
 use sasrec_models::{DType, Ops, SeqRecModel};
 use sasrec_shared::config::ModelConfig;
 use sasrec_shared::run::onnx_io::{EXCLUDE, K, SCORES, SEQ, TIME_MATRIX, TOPK_ITEMS, TOPK_SCORES};
-use sasrec_shared::run::two_tower::{self, USER_VECTOR};
+use sasrec_shared::run::two_tower::{self, ITEM_VECTOR, USER_VECTOR};
 use sasrec_shared::run::{GraphRole, ModelManifest, ModelSpec};
 use sasrec_shared::time::Intervals;
 
@@ -102,6 +118,8 @@ pub struct Source {
     pub sha256: String,
     /// TiSASRec interval settings (unit and span), `None` for models without time.
     pub intervals: Option<Intervals>,
+    /// Whether an item tower is written beside the model (a model with item features).
+    pub item_tower: bool,
 }
 
 /// Records the scoring graph of `model` (interface in the [module docs](self)), in four phases:
@@ -133,6 +151,32 @@ pub fn record_user_tower(model: &SeqRecModel, variant: Variant) -> Result<GraphP
         "the last position's hidden state; score of item i = user_vector · item_vectors[i]",
     );
     rec.finish(&format!("{}_user_tower_{}", cfg.kind(), variant.as_str()))
+}
+
+/// Records the item tower of `model` ([module docs](self#item-tower)); `None` for a model
+/// without item features.
+pub fn record_item_tower(model: &SeqRecModel) -> Result<Option<GraphProto>> {
+    let cfg = model.config();
+    let Some(features) = &cfg.item_features else {
+        return Ok(None);
+    };
+    let rec = OnnxRecorder::new();
+    let names = two_tower::item_tower_inputs(&features.schema);
+    let (mut tokens, mut numbers) = (Vec::new(), Vec::new());
+    for (col, name) in features.schema.columns.iter().zip(&names) {
+        let dims = [batch(), Dim::Fixed(col.width as i64)];
+        if col.kind.is_token() {
+            let doc = "value ids of the column's vocabulary (1..=V), 0 = none";
+            tokens.push(rec.input(name, DType::I64, &dims, doc));
+        } else {
+            let doc = "numeric: (x - mean) / std, 0 = missing; dense: the vector";
+            numbers.push(rec.input(name, DType::F32, &dims, doc));
+        }
+    }
+    let e = model.items().compose(&rec, None, &tokens, &numbers); // (B, C)
+    let dims = [batch(), Dim::Fixed(cfg.hidden_units as i64)];
+    rec.output(&e, ITEM_VECTOR, &dims, "the features' part of the item vector");
+    Ok(Some(rec.finish(&format!("{}_item_tower", cfg.kind()))?))
 }
 
 /// The inputs that describe the users' histories, shared by both graphs.
@@ -293,12 +337,17 @@ fn top_k_excluding(
 /// The manifest of the exported scoring model: its spec, source digest, graph variant and the
 /// two-tower files written beside it (`metadata_props` keys in [`ModelManifest::to_metadata`]).
 pub fn manifest(model: &SeqRecModel, source: &Source, variant: Variant) -> ModelManifest {
+    let files = two_tower::Files::default();
+    let files = match source.item_tower {
+        true => files.with_item_tower(),
+        false => files,
+    };
     ModelManifest::new(
         ModelSpec::new(model.config().clone(), source.intervals),
         source.sha256.clone(),
         variant.as_str(),
     )
-    .with_two_tower(two_tower::Files::default())
+    .with_two_tower(files)
 }
 
 /// The complete scoring model: the recorded graph, opset 17, IR version 10, producer
@@ -333,6 +382,23 @@ pub fn user_tower_proto(
     let graph = record_user_tower(model, variant)?;
     let manifest = manifest(model, source, variant).with_role(GraphRole::UserTower);
     Ok(wrap(graph, &manifest, doc))
+}
+
+/// The complete item tower of `model` (with features; [module docs](self#item-tower)): the
+/// manifest of the unfolded model, whose config carries the feature schema, in the item
+/// tower's role. `None` without features.
+pub fn item_tower_proto(model: &SeqRecModel, source: &Source) -> Result<Option<ModelProto>> {
+    let Some(graph) = record_item_tower(model)? else {
+        return Ok(None);
+    };
+    let doc = format!(
+        "{} item tower exported by sasrec-export; inputs item_features.<column> per feature \
+         column; output item_vector [batch, {}] float32",
+        model.config().kind(),
+        model.config().hidden_units,
+    );
+    let manifest = manifest(model, source, Variant::LastPosition).with_role(GraphRole::ItemTower);
+    Ok(Some(wrap(graph, &manifest, doc)))
 }
 
 /// The history inputs for a `doc_string`.

@@ -22,7 +22,9 @@ use sasrec_shared::logging::{self, LogArgs, Stream};
 /// `k` [1] int64, and returns `scores`, `topk_scores` and `topk_items`. Beside it go the
 /// two-tower files: user_tower.onnx (same inputs but `exclude` and `k`; output `user_vector`
 /// [batch, d]) and item_vectors.safetensors (`item_vectors` [num_items + 1, d]), with
-/// user_vector · item_vectors[i] = scores[:, i].
+/// user_vector · item_vectors[i] = scores[:, i]. A model trained with item features also gets
+/// item_tower.onnx (inputs `item_features.<column>`, output `item_vector` [batch, d]), which
+/// embeds items from their features.
 #[derive(Debug, Parser)]
 #[command(name = "sasrec-export", version)]
 struct Args {
@@ -32,8 +34,8 @@ struct Args {
     /// The training run directory (`sasrec-train --train_dir`).
     #[arg(long = "train_dir", alias = "train-dir", value_name = "DIR")]
     train_dir: PathBuf,
-    /// Output file [default: DIR/model.onnx]; items.tsv, user_tower.onnx and
-    /// item_vectors.safetensors are written beside it.
+    /// Output file [default: DIR/model.onnx]; items.tsv, user_tower.onnx,
+    /// item_vectors.safetensors and, with item features, item_tower.onnx are written beside it.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Record the full-sequence forward (every position in every block, then the last row)
@@ -146,6 +148,14 @@ fn report(out: &Exported, index: Option<&AnnIndexFile>) {
         out.item_vectors_bytes,
         out.items.display()
     );
+    if let Some(t) = &out.item_tower {
+        println!(
+            "wrote the item tower {} ({} bytes){}",
+            t.path.display(),
+            t.bytes,
+            external_note(&t.external)
+        );
+    }
     if let Some(ix) = index {
         println!(
             "wrote {} ({} bytes, {} items, built in {:.1} s)",

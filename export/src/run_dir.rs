@@ -40,8 +40,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub struct LoadedRun {
     /// The variables (CPU); kept alive because the model's parameters live in it.
     pub vs: nn::VarStore,
-    /// The network with the checkpoint's weights.
+    /// The network with the checkpoint's weights; with item features, folded
+    /// (`SeqRecModel::fold_item_features`: `item_emb.weight` = the composed table), which the
+    /// scoring model, the user tower and the item vectors are made from.
     pub model: SeqRecModel,
+    /// With item features: the network as trained, its feature tables and encoded values
+    /// loaded, which the item tower is recorded from.
+    pub with_features: Option<(nn::VarStore, SeqRecModel)>,
     /// The head of `config.json`.
     pub spec: ModelSpec,
     /// SHA-256 of `model.safetensors`.
@@ -73,25 +78,30 @@ pub fn load(train_dir: &Path) -> Result<LoadedRun> {
     })?;
     sasrec_models::load_weights(&vs, &ckpt)
         .map_err(|e| Error::checkpoint(&ckpt, &e.to_string()))?;
-    let (vs, model) = fold_features(&dir, vs, model)?;
-    Ok(LoadedRun {
-        vs,
-        model,
-        spec,
-        sha256,
-    })
+    match fold_features(&dir, &model)? {
+        Some((fvs, folded)) => Ok(LoadedRun {
+            vs: fvs,
+            model: folded,
+            with_features: Some((vs, model)),
+            spec,
+            sha256,
+        }),
+        None => Ok(LoadedRun {
+            vs,
+            model,
+            with_features: None,
+            spec,
+            sha256,
+        }),
+    }
 }
 
-/// A model with item features: loads their encoded values (`item_features.safetensors`) and
-/// returns the folded network (`SeqRecModel::fold_item_features`: `item_emb.weight` = the
-/// composed table), which both graphs and the item vectors are made from. Others unchanged.
-fn fold_features(
-    dir: &RunDir,
-    vs: nn::VarStore,
-    model: SeqRecModel,
-) -> Result<(nn::VarStore, SeqRecModel)> {
+/// A model with item features: loads their encoded values (`item_features.safetensors`) into
+/// `model` and returns the folded network (`SeqRecModel::fold_item_features`). `None` for a
+/// model without features.
+fn fold_features(dir: &RunDir, model: &SeqRecModel) -> Result<Option<(nn::VarStore, SeqRecModel)>> {
     if !model.items().has_features() {
-        return Ok((vs, model));
+        return Ok(None);
     }
     let path = dir.item_features();
     let bad = |e: &dyn std::fmt::Display| Error::checkpoint(&path, &e.to_string());
@@ -100,10 +110,7 @@ fn fold_features(
         .items()
         .load_feature_tensors(&tensors)
         .map_err(|e| bad(&e))?;
-    match model.fold_item_features().map_err(|e| bad(&e))? {
-        Some(folded) => Ok(folded),
-        None => Ok((vs, model)),
-    }
+    model.fold_item_features().map_err(|e| bad(&e))
 }
 
 /// What [`export`] does.
@@ -148,6 +155,9 @@ pub struct Exported {
     pub user_tower: OnnxFile,
     /// The item vectors beside the model ([`two_tower::ITEM_VECTORS_FILE`]).
     pub item_vectors: PathBuf,
+    /// The item tower beside the model ([`two_tower::ITEM_TOWER_FILE`]), for a model with item
+    /// features.
+    pub item_tower: Option<OnnxFile>,
     /// Size of the item vectors file in bytes.
     pub item_vectors_bytes: u64,
     /// SHA-256 of the source checkpoint.
@@ -156,10 +166,10 @@ pub struct Exported {
     pub kind: ModelKind,
 }
 
-/// `sasrec-export --onnx`: loads the run, records both graphs and lays out their files
+/// `sasrec-export --onnx`: loads the run, records the graphs and lays out their files
 /// ([`ModelFiles`]), then writes `items.tsv` (when the output is outside the run directory),
-/// the user tower, the item vectors and last the model, whose metadata names the others, each
-/// atomically. Nothing is written unless the config, checkpoint, item map, output path and
+/// the user tower, the item tower (a model with item features), the item vectors and last the
+/// model, whose metadata names the others, each atomically. Nothing is written unless the config, checkpoint, item map, output path and
 /// graphs are all valid.
 pub fn export(opts: &ExportOptions) -> Result<Exported> {
     let run = load(&opts.train_dir)?;
@@ -169,18 +179,26 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
     let source = Source {
         sha256: run.sha256.clone(),
         intervals: run.spec.intervals,
+        item_tower: run.with_features.is_some(),
     };
     let threshold = opts.external_data_threshold;
     let model = graph::model_proto(&run.model, &source, opts.variant)?;
     let model = ModelFiles::new(model, &layout.onnx, threshold)?;
     let tower = graph::user_tower_proto(&run.model, &source, opts.variant)?;
     let tower = ModelFiles::always_external(tower, &layout.user_tower)?;
+    let item_tower = match &run.with_features {
+        Some((_, m)) => graph::item_tower_proto(m, &source)?
+            .map(|p| ModelFiles::new(p, &layout.item_tower, threshold))
+            .transpose()?,
+        None => None,
+    };
 
     std::fs::create_dir_all(&layout.dir).map_err(|e| Error::io(&layout.dir, e))?;
     if !same_file(&items_src, &layout.items) {
         sasrec_shared::io::write_atomic(&layout.items, |w| std::io::Write::write_all(w, &items))?;
     }
-    let tower = tower.write()?; // dropped before the item table is copied
+    let user_tower = onnx_file(tower, &layout.user_tower)?; // dropped before the table is copied
+    let item_tower = item_tower.map(|t| onnx_file(t, &layout.item_tower)).transpose()?;
     let item_vectors_bytes = item_vectors::write(&run.model, &run.sha256, &layout.item_vectors)?;
     let written = model.write()?;
     Ok(Exported {
@@ -188,15 +206,22 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
         items: layout.items,
         bytes: written.onnx_bytes,
         external: written.external,
-        user_tower: OnnxFile {
-            path: layout.user_tower,
-            bytes: tower.onnx_bytes,
-            external: tower.external,
-        },
+        user_tower,
         item_vectors: layout.item_vectors,
+        item_tower,
         item_vectors_bytes,
         source_sha256: run.sha256,
         kind: run.spec.kind,
+    })
+}
+
+/// Writes `files` and describes what was written at `path`.
+fn onnx_file(files: ModelFiles, path: &Path) -> Result<OnnxFile> {
+    let written = files.write()?;
+    Ok(OnnxFile {
+        path: path.to_path_buf(),
+        bytes: written.onnx_bytes,
+        external: written.external,
     })
 }
 
@@ -208,6 +233,7 @@ struct Layout {
     items: PathBuf,
     user_tower: PathBuf,
     item_vectors: PathBuf,
+    item_tower: PathBuf,
 }
 
 impl Layout {
@@ -228,6 +254,7 @@ impl Layout {
         if [
             two_tower::USER_TOWER_FILE,
             two_tower::ITEM_VECTORS_FILE,
+            two_tower::ITEM_TOWER_FILE,
             files::ITEMS,
         ]
         .iter()
@@ -243,6 +270,7 @@ impl Layout {
             items: RunDir::new(&dir).items(),
             user_tower: dir.join(two_tower::USER_TOWER_FILE),
             item_vectors: dir.join(two_tower::ITEM_VECTORS_FILE),
+            item_tower: dir.join(two_tower::ITEM_TOWER_FILE),
             onnx,
             dir,
         })

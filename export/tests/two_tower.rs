@@ -83,6 +83,7 @@ fn check_two_tower(run: &Run, variant: Variant, seed: u64) {
     assert_eq!(out.user_tower.path, dir.path().join(USER_TOWER_FILE));
     assert_eq!(out.item_vectors, dir.path().join(ITEM_VECTORS_FILE));
     assert_eq!(list(dir.path()), beside_model(&[]), "{what}");
+    assert_eq!(out.item_tower, None, "{what}: no item tower without features");
 
     let (table, shape, meta) = read_item_vectors(&out.item_vectors);
     let (i, d) = (run.cfg.num_items, run.cfg.hidden_units);
@@ -170,7 +171,60 @@ fn item_features_are_folded_into_every_exported_graph() {
             assert_dot_products(&scores, &user, &table, d, &what) > 0.1,
             "{what}"
         );
+        check_item_tower(&run, &out, &what);
     }
+}
+
+/// The item tower of a model with features: on every item's encoded features it gives the
+/// composed vector without the ID row (`features`: the item vector itself), within 1e-5; its
+/// manifest carries the feature schema and the model names it.
+fn check_item_tower(run: &Run, out: &sasrec_export::Exported, what: &str) {
+    let tower = out.item_tower.as_ref().expect("item tower written");
+    assert_eq!(tower.path, run.path().join(two_tower::ITEM_TOWER_FILE));
+    let header = python_check(&tower.path);
+    let meta = metadata(&header);
+    assert_eq!(meta["tower"], "item", "{what}");
+    let manifest = ModelManifest::from_metadata(&meta).unwrap();
+    assert_eq!(&manifest.spec.model, &run.cfg, "{what}: the tower's config is the model's");
+    let model_meta = metadata(&python_check(&out.onnx));
+    assert_eq!(model_meta["item_tower"], two_tower::ITEM_TOWER_FILE, "{what}");
+    let want_inputs = json!({
+        "item_features.genres": [7, ["batch", 2]],
+        "item_features.year": [1, ["batch", 1]],
+        "item_features.emb": [1, ["batch", 2]],
+    });
+    assert_eq!(header["inputs"], want_inputs, "{what}");
+
+    let items = run.model.items();
+    let feats = items.feature_tensors(); // genres (I+1, 2) i64, year (I+1, 1), emb (I+1, 2)
+    let col = |name: &str| &feats.iter().find(|(n, _)| n.contains(name)).unwrap().1;
+    let rows = col("genres").size()[0] as usize;
+    let genres = Vec::<i64>::try_from(&col("genres").reshape([-1])).unwrap();
+    let year = Vec::<f32>::try_from(&col("year").reshape([-1])).unwrap();
+    let emb = Vec::<f32>::try_from(&col("emb").reshape([-1])).unwrap();
+    let inputs = ort::inputs![
+        "item_features.genres" => ort::value::Tensor::from_array(([rows, 2], genres)).unwrap(),
+        "item_features.year" => ort::value::Tensor::from_array(([rows, 1], year)).unwrap(),
+        "item_features.emb" => ort::value::Tensor::from_array(([rows, 2], emb)).unwrap(),
+    ];
+    let mut s = session(&tower.path);
+    let result = s.run(inputs).unwrap();
+    let (shape, got) = result["item_vector"].try_extract_tensor::<f32>().unwrap();
+    assert_eq!(shape.to_vec(), [rows as i64, run.cfg.hidden_units as i64]);
+    let want = match items.id_param() {
+        Some(id) => run.model.item_vectors() - id.tensor(),
+        None => run.model.item_vectors(),
+    };
+    let want = Vec::<f32>::try_from(&want.reshape([-1])).unwrap();
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let biggest = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    assert!(worst <= TOL, "{what}: item tower differs by {worst}");
+    assert!(biggest > 0.1, "{what}: item vectors all near 0 ({biggest})");
+    eprintln!("{what}: max |item_vector − composed features| = {worst:e}");
 }
 
 /// The metadata of an exported `.onnx` as the server reads it.

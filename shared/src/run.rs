@@ -207,11 +207,21 @@ pub mod two_tower {
     /// The approximate nearest-neighbour index over rows 1..=I of the item vectors (key = item
     /// index, metric = inner product), built by `sasrec-export --ann` or by the server.
     pub const ANN_INDEX_FILE: &str = "items.usearch";
+    /// The item tower of a model with item features: each feature column's encoded values →
+    /// [`ITEM_VECTOR`] (docs/MODELS.md §6.3), so that a server can embed items it has never
+    /// seen.
+    pub const ITEM_TOWER_FILE: &str = "item_tower.onnx";
+    /// Output of the item tower: the features' part of `e(i)`, float32 `[batch, d]`.
+    pub const ITEM_VECTOR: &str = "item_vector";
+    /// Prefix of the item tower's inputs: `item_features.<column>`, one per feature column.
+    pub const ITEM_FEATURES_PREFIX: &str = "item_features.";
 
     /// Metadata key of the scoring model naming its user tower.
     pub const USER_TOWER_KEY: &str = "user_tower";
     /// Metadata key of the scoring model naming its item vectors.
     pub const ITEM_VECTORS_KEY: &str = "item_vectors";
+    /// Metadata key of the scoring model naming its item tower (models with item features).
+    pub const ITEM_TOWER_KEY: &str = "item_tower";
 
     /// The `__metadata__` keys of [`ITEM_VECTORS_FILE`] (values are text, as in every
     /// safetensors header).
@@ -231,6 +241,17 @@ pub mod two_tower {
         super::onnx_io::history_inputs(time_aware)
     }
 
+    /// The item tower's inputs, in graph order: `item_features.<column>` for each column of
+    /// `schema` (token columns int64 `[batch, width]` value ids, 0 = none; numeric and dense
+    /// columns float32 `[batch, width]`, numeric standardised by the schema's mean and std).
+    pub fn item_tower_inputs(schema: &crate::features::FeatureSchema) -> Vec<String> {
+        schema
+            .columns
+            .iter()
+            .map(|c| format!("{ITEM_FEATURES_PREFIX}{}", c.name))
+            .collect()
+    }
+
     /// The two-tower file names an exported model lists in its metadata (keys
     /// [`USER_TOWER_KEY`] and [`ITEM_VECTORS_KEY`]), relative to the model's directory.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +260,8 @@ pub mod two_tower {
         pub user_tower: String,
         /// The item vectors (`.safetensors`).
         pub item_vectors: String,
+        /// The item tower (`.onnx`), for models with item features.
+        pub item_tower: Option<String>,
     }
 
     impl Default for Files {
@@ -247,6 +270,7 @@ pub mod two_tower {
             Self {
                 user_tower: USER_TOWER_FILE.into(),
                 item_vectors: ITEM_VECTORS_FILE.into(),
+                item_tower: None,
             }
         }
     }
@@ -258,13 +282,26 @@ pub mod two_tower {
         pub user_tower: PathBuf,
         /// The item vectors.
         pub item_vectors: PathBuf,
+        /// The item tower, for models with item features.
+        pub item_tower: Option<PathBuf>,
     }
 
     impl Files {
-        /// The metadata entries (`user_tower`, `item_vectors`).
+        /// These files with the item tower [`ITEM_TOWER_FILE`].
+        pub fn with_item_tower(self) -> Self {
+            Self {
+                item_tower: Some(ITEM_TOWER_FILE.into()),
+                ..self
+            }
+        }
+
+        /// The metadata entries (`user_tower`, `item_vectors`, `item_tower` when set).
         pub(super) fn put(&self, m: &mut BTreeMap<String, String>) {
             m.insert(USER_TOWER_KEY.into(), self.user_tower.clone());
             m.insert(ITEM_VECTORS_KEY.into(), self.item_vectors.clone());
+            if let Some(t) = &self.item_tower {
+                m.insert(ITEM_TOWER_KEY.into(), t.clone());
+            }
         }
 
         /// The names in `metadata`: `None` when neither key is there (a model exported before
@@ -281,6 +318,7 @@ pub mod two_tower {
                 (Some(user_tower), Some(item_vectors)) => Ok(Some(Self {
                     user_tower,
                     item_vectors,
+                    item_tower: name(ITEM_TOWER_KEY)?,
                 })),
                 (None, None) => Ok(None),
                 (Some(_), None) => Err(format!(
@@ -312,6 +350,7 @@ pub mod two_tower {
             Ok(Paths {
                 user_tower: find(&self.user_tower)?,
                 item_vectors: find(&self.item_vectors)?,
+                item_tower: self.item_tower.as_deref().map(find).transpose()?,
             })
         }
     }
@@ -322,8 +361,8 @@ pub mod two_tower {
     }
 }
 
-/// Which graph an exported file holds; the metadata key `tower` is `user` for the user tower
-/// and absent for the scoring model.
+/// Which graph an exported file holds; the metadata key `tower` is `user` for the user tower,
+/// `item` for the item tower and absent for the scoring model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GraphRole {
     /// `model.onnx`: scores and top-k ([`onnx_io`]).
@@ -331,14 +370,23 @@ pub enum GraphRole {
     Scoring,
     /// `user_tower.onnx`: the user vector ([`two_tower`]).
     UserTower,
+    /// `item_tower.onnx`: an item's vector from its features ([`two_tower::ITEM_TOWER_FILE`]).
+    ItemTower,
 }
 
 impl GraphRole {
-    /// The graph's inputs, in graph order.
-    pub fn inputs(self, time_aware: bool) -> Vec<&'static str> {
+    /// The graph's inputs for a model of `cfg`, in graph order (the item tower's: none when
+    /// `cfg` has no item features).
+    pub fn inputs(self, cfg: &ModelConfig) -> Vec<String> {
+        let time_aware = cfg.is_time_aware();
+        let owned = |v: Vec<&str>| v.into_iter().map(String::from).collect();
         match self {
-            GraphRole::Scoring => onnx_io::inputs(time_aware),
-            GraphRole::UserTower => two_tower::inputs(time_aware),
+            GraphRole::Scoring => owned(onnx_io::inputs(time_aware)),
+            GraphRole::UserTower => owned(two_tower::inputs(time_aware)),
+            GraphRole::ItemTower => cfg
+                .item_features
+                .as_ref()
+                .map_or_else(Vec::new, |f| two_tower::item_tower_inputs(&f.schema)),
         }
     }
 
@@ -347,6 +395,16 @@ impl GraphRole {
         match self {
             GraphRole::Scoring => &onnx_io::OUTPUTS,
             GraphRole::UserTower => &two_tower::OUTPUTS,
+            GraphRole::ItemTower => &[two_tower::ITEM_VECTOR],
+        }
+    }
+
+    /// The metadata value of `tower` (`None` for the scoring model).
+    fn tower_name(self) -> Option<&'static str> {
+        match self {
+            GraphRole::Scoring => None,
+            GraphRole::UserTower => Some(keys::USER),
+            GraphRole::ItemTower => Some(keys::ITEM),
         }
     }
 
@@ -355,10 +413,12 @@ impl GraphRole {
         match metadata.get(keys::TOWER).map(String::as_str) {
             None => Ok(GraphRole::Scoring),
             Some(keys::USER) => Ok(GraphRole::UserTower),
+            Some(keys::ITEM) => Ok(GraphRole::ItemTower),
             Some(v) => Err(format!(
-                "metadata `{}` = `{v}` is not `{}`",
+                "metadata `{}` = `{v}` is not `{}` or `{}`",
                 keys::TOWER,
-                keys::USER
+                keys::USER,
+                keys::ITEM
             )),
         }
     }
@@ -372,9 +432,10 @@ mod keys {
     pub const SOURCE_SHA256: &str = "source_sha256";
     pub const GRAPH_VARIANT: &str = "graph_variant";
     pub const VERSION: &str = "sasrec_rs_version";
-    /// Present (= [`USER`]) on the user tower only ([`super::GraphRole`]).
+    /// Present (= [`USER`] or [`ITEM`]) on the towers only ([`super::GraphRole`]).
     pub const TOWER: &str = "tower";
     pub const USER: &str = "user";
+    pub const ITEM: &str = "item";
 }
 
 /// What an exported model says about itself (its ONNX `metadata_props`).
@@ -464,8 +525,8 @@ impl ModelManifest {
         m.insert(keys::SOURCE_SHA256.into(), self.source_sha256.clone());
         m.insert(keys::GRAPH_VARIANT.into(), self.graph_variant.clone());
         m.insert(keys::VERSION.into(), self.version.clone());
-        if self.role == GraphRole::UserTower {
-            m.insert(keys::TOWER.into(), keys::USER.into());
+        if let Some(tower) = self.role.tower_name() {
+            m.insert(keys::TOWER.into(), tower.into());
         }
         if let Some(files) = &self.two_tower {
             files.put(&mut m);
@@ -545,7 +606,7 @@ impl ModelManifest {
             put("mhc_no_amp", h.no_amp.to_string());
         }
         put("source_file", files::MODEL.into());
-        put("inputs", self.role.inputs(cfg.is_time_aware()).join(","));
+        put("inputs", self.role.inputs(cfg).join(","));
         put("outputs", self.role.outputs().join(","));
         m
     }
@@ -642,8 +703,49 @@ mod tests {
         md.insert("tower".into(), "item".into());
         assert_eq!(
             ModelManifest::from_metadata(&md).unwrap_err(),
-            "metadata `tower` = `item` is not `user`"
+            "metadata `inputs` = `seq,time_matrix,exclude,k` disagrees with `model_config` \
+             (which gives ``)"
         );
+        md.insert("tower".into(), "items".into());
+        assert_eq!(
+            ModelManifest::from_metadata(&md).unwrap_err(),
+            "metadata `tower` = `items` is not `user` or `item`"
+        );
+    }
+
+    #[test]
+    fn the_item_tower_names_one_input_per_feature_column() {
+        use crate::config::{ItemFeaturesConfig, ItemRepr};
+        use crate::features::{FeatureKind, FeatureSchema, SchemaColumn};
+        let col = |name: &str, kind| SchemaColumn {
+            name: name.into(),
+            kind,
+            vocab: vec!["x".into()],
+            width: 1,
+            mean: 0.0,
+            std: 1.0,
+        };
+        let mut model = ModelConfig::sasrec_ml1m();
+        model.item_features = Some(ItemFeaturesConfig {
+            repr: ItemRepr::Features,
+            schema: FeatureSchema {
+                columns: vec![
+                    col("genres", FeatureKind::Multi),
+                    col("year", FeatureKind::Numeric),
+                ],
+            },
+        });
+        let spec = ModelSpec::new(model, None);
+        let files = two_tower::Files::default().with_item_tower();
+        let m = ModelManifest::new(spec, "ab".repeat(32), "last_position")
+            .with_two_tower(files)
+            .with_role(GraphRole::ItemTower);
+        let md = m.to_metadata();
+        assert_eq!(md["tower"], "item");
+        assert_eq!(md["item_tower"], "item_tower.onnx");
+        assert_eq!(md["inputs"], "item_features.genres,item_features.year");
+        assert_eq!(md["outputs"], "item_vector");
+        assert_eq!(ModelManifest::from_metadata(&md).unwrap(), m);
     }
 
     #[test]
@@ -694,6 +796,7 @@ mod tests {
             two_tower::Paths {
                 user_tower: dir.path().join("user_tower.onnx"),
                 item_vectors: missing,
+                item_tower: None,
             }
         );
     }
