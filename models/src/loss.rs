@@ -33,6 +33,29 @@ impl ItemLookup for Tensor {
     }
 }
 
+/// The items 0..rows of an item table: what the full-softmax CE scores under `--cold_items`,
+/// which keeps the cold items W+1..=I out of training (docs/MODELS.md §6.4).
+pub struct TablePrefix<'a> {
+    /// The whole table.
+    pub items: &'a dyn ItemLookup,
+    /// W + 1.
+    pub rows: i64,
+}
+
+impl ItemLookup for TablePrefix<'_> {
+    fn rows(&self, ids: &Tensor) -> Tensor {
+        self.items.rows(ids)
+    }
+
+    fn table(&self) -> Tensor {
+        self.items.table().narrow(0, 0, self.rows)
+    }
+
+    fn l2_penalty(&self, l2: f64) -> Tensor {
+        self.items.l2_penalty(l2)
+    }
+}
+
 /// `l2 · Σ E²` (squared Frobenius norm of the item table; pmixer SASRec since PR #50).
 pub fn l2_penalty(item_emb: &Tensor, l2_emb: f64) -> Tensor {
     if l2_emb == 0.0 {

@@ -201,6 +201,9 @@ pub struct Dataset {
     pub timestamps: Option<Vec<Vec<i64>>>,
     /// How the file was read.
     pub report: LoadReport,
+    /// The last `cold_items` item indices are held out of training (`--cold_items`,
+    /// [`crate::cold`]); 0 otherwise.
+    pub cold_items: usize,
 }
 
 /// Summary statistics of a dataset.
@@ -718,6 +721,7 @@ impl Dataset {
             sequences,
             timestamps: timed.then_some(timestamps),
             report,
+            cold_items: 0,
         }
     }
 

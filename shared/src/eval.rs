@@ -124,6 +124,36 @@ impl EvalSet {
         self.users.is_empty()
     }
 
+    /// Whether each evaluated user's target is a cold item (`--cold_items`), in
+    /// [`EvalSet::users`] order; `None` when no item is held out.
+    pub fn cold_targets(&self) -> Option<Vec<bool>> {
+        if self.split.data.cold_items == 0 {
+            return None;
+        }
+        let target = |&u: &u32| self.split.holdout(u as usize, self.part).expect("held out").0;
+        Some(self.users.iter().map(|u| self.split.is_cold(target(u))).collect())
+    }
+
+    /// Ranks of every evaluated user under both protocols `(sampled, full)` for a fixed,
+    /// strict order of the items (`position[i]`, 0 = best, for items 1..=I; e.g.
+    /// [`crate::cold::category_popularity_order`]): the candidates, resp. the items outside
+    /// the input history, placed before the target.
+    pub fn ranks_by_order(&self, position: &[u32]) -> (Vec<i64>, Vec<i64>) {
+        let (mut sampled, mut full) = (Vec::new(), Vec::new());
+        for (&u, cands) in self.users.iter().zip(&self.candidates) {
+            let (target, prefix) = self.split.holdout(u as usize, self.part).expect("held out");
+            let at = position[target as usize];
+            let before = |i: &&u32| **i != target && position[**i as usize] < at;
+            sampled.push(cands[1..].iter().filter(before).count() as i64);
+            let mut history = self.split.all(u as usize)[..prefix].to_vec();
+            history.sort_unstable();
+            history.dedup();
+            let hidden = history.iter().filter(before).count();
+            full.push(at as i64 - hidden as i64);
+        }
+        (sampled, full)
+    }
+
     /// Candidates per user in the sampled protocol (101 unless the catalogue is tiny).
     pub fn num_candidates(&self) -> usize {
         self.candidates.iter().map(Vec::len).min().unwrap_or(0)

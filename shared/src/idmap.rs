@@ -68,6 +68,16 @@ impl IdMap {
         map
     }
 
+    /// The map of `tokens` in the order given (index 1 = the first); repeated tokens keep
+    /// their first index.
+    pub fn from_ordered<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut map = Self::with_capacity(0, 0);
+        for t in tokens {
+            map.push(t);
+        }
+        map
+    }
+
     /// An empty map with room for `n` tokens of `bytes` bytes in all.
     fn with_capacity(n: usize, bytes: usize) -> Self {
         Self {

@@ -18,6 +18,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod cold;
 pub mod config;
 pub mod convert;
 pub mod dataset;

@@ -17,6 +17,8 @@ pub enum Stream {
     EvalUsers = 4,
     /// The synthetic dataset generator.
     Synthetic = 5,
+    /// The held-out items of `--cold_items`.
+    ColdItems = 6,
 }
 
 /// SplitMix64's increment φ = 2⁶⁴/golden ratio (Steele et al., OOPSLA 2014).

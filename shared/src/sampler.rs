@@ -2,8 +2,9 @@
 //!
 //! For a user with training items `tr` (length m) the three length-T rows are the last ≤T
 //! items of `tr[..m-1]` (`seq`), the same window shifted by one (`pos`, so `pos[t] ≠ 0`
-//! exactly where `seq[t] ≠ 0`) and one negative per position drawn uniformly from `1..=I`,
-//! redrawn while it is one of the user's training items (`neg`); all left-padded with 0.
+//! exactly where `seq[t] ≠ 0`) and one negative per position drawn uniformly from `1..=I`
+//! (`1..=W`, the warm items, under `--cold_items`), redrawn while it is one of the user's
+//! training items (`neg`); all left-padded with 0.
 //!
 //! An epoch is one pass over a seeded permutation of the users with ≥ 2 training items
 //! (users with fewer have no training pair; the references redraw such users at random,
@@ -217,7 +218,7 @@ impl Sampler {
         let inner = &*self.inner;
         let t = inner.cfg.maxlen;
         let rows = users.len().max(1);
-        let num_items = inner.split.num_items() as u32;
+        let num_items = inner.split.num_warm_items() as u32;
         let mut seq = vec![0i64; rows * t];
         let mut pos = vec![0i64; rows * t];
         let mut neg = vec![0i64; rows * t];

@@ -10,6 +10,12 @@ use crate::dataset::Dataset;
 /// training items.
 pub const DEFAULT_MIN_HOLDOUT_LEN: usize = 4;
 
+/// The length from which a user has validation and test items, for `--min_holdout_len`
+/// (at least 3, so that a held-out user keeps a training item).
+pub fn holdout_threshold(min_holdout_len: usize) -> usize {
+    min_holdout_len.max(3)
+}
+
 /// Which held-out item is being predicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,7 +40,7 @@ impl Split {
     pub fn new(data: Arc<Dataset>, min_holdout_len: usize) -> Self {
         Self {
             data,
-            min_holdout_len: min_holdout_len.max(3),
+            min_holdout_len: holdout_threshold(min_holdout_len),
         }
     }
 
@@ -46,6 +52,17 @@ impl Split {
     /// Number of items (indices 1..=I).
     pub fn num_items(&self) -> usize {
         self.data.num_items()
+    }
+
+    /// Items 1..=W that training may use: all I, or the warm ones under `--cold_items` (the
+    /// cold items are W+1..=I, [`crate::cold`]).
+    pub fn num_warm_items(&self) -> usize {
+        self.num_items() - self.data.cold_items
+    }
+
+    /// Whether `item` is held out of training (`--cold_items`).
+    pub fn is_cold(&self, item: u32) -> bool {
+        item as usize > self.num_warm_items()
     }
 
     /// Whether user `u` has validation and test items.

@@ -41,6 +41,14 @@ pub struct TrainArgs {
             .map(|s| ItemRepr::from_name(&s).unwrap_or_default())
     )]
     pub item_repr: Option<ItemRepr>,
+    /// Cold-start evaluation (docs/MODELS.md §6.4): hold this fraction of the items (drawn
+    /// with --eval_seed) out of training — every interaction with them leaves the training
+    /// parts, and negatives and the full softmax use the other items only — then report
+    /// NDCG@10/HR@10 separately for cold and warm test targets, under full ranking over all
+    /// items and the sampled protocol, with the category-popularity baseline when item
+    /// features have a token column.
+    #[arg(long = "cold_items", alias = "cold-items", value_name = "FRACTION")]
+    pub cold_items: Option<f64>,
     /// Run directory: config.json, model.safetensors, items.tsv, metrics.jsonl, the curve PNG
     /// and the resumable checkpoint. Rerunning the same command resumes from it.
     // An `Option` only so that `sasrec-train data …` parses without it; clap enforces presence.

@@ -138,6 +138,10 @@ pub struct RunConfig {
     pub kcore: Option<KCore>,
     /// Short-user threshold of the split.
     pub min_holdout_len: usize,
+    /// `--cold_items`: the fraction of the items held out of training (drawn with
+    /// `schedule.eval_seed`), `None` when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_items: Option<f64>,
     /// Seeds, epochs, evaluation and selection.
     #[serde(flatten)]
     pub schedule: Schedule,

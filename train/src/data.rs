@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use sasrec_shared::cold::ColdItems;
 use sasrec_shared::config::{ItemFeaturesConfig, ItemRepr};
 use sasrec_shared::dataset::{resolve_dataset, ReadOptions};
 use sasrec_shared::features::{
@@ -28,6 +29,8 @@ pub struct DataSource {
     pub min_holdout_len: usize,
     /// The item features file and its declared columns, when given.
     pub features: Option<FeaturesSource>,
+    /// `--cold_items`: the items held out of training, when given.
+    pub cold_items: Option<ColdItems>,
 }
 
 /// An item features file (`--item_features`) and the columns `--item_feature_columns`
@@ -70,8 +73,26 @@ impl DataSource {
             seconds = started.elapsed().as_secs_f64(),
             "dataset loaded"
         );
+        let data = match self.cold_items {
+            Some(cold) => hold_out(cold, data, self.min_holdout_len)?,
+            None => data,
+        };
         Ok(Split::new(data.into(), self.min_holdout_len))
     }
+}
+
+/// `data` with the items of `cold` held out of training ([`ColdItems::apply`]), logged.
+fn hold_out(cold: ColdItems, data: Dataset, min_holdout_len: usize) -> Result<Dataset> {
+    let (data, report) = cold.apply(data, min_holdout_len)?;
+    tracing::info!(
+        fraction = cold.fraction,
+        cold_items = report.items,
+        warm_items = data.num_items() - report.items,
+        interactions_removed = report.interactions_removed,
+        users_now_training_only = report.users_without_holdout,
+        "cold items held out of training"
+    );
+    Ok(data)
 }
 
 /// The item features of a training run: the file and the representation (`--item_repr`).

@@ -30,6 +30,32 @@ pub struct PartMetrics {
     pub sampled: Metrics,
     /// True item against all items, the input history excluded.
     pub full: Metrics,
+    /// `--cold_items`: the same metrics over the users whose target is a cold item and over
+    /// the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_start: Option<ColdWarm>,
+    /// `--cold_items` with item features: the category-popularity baseline's metrics over the
+    /// same two groups (`sasrec_shared::cold::category_popularity_order`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category_popularity: Option<ColdWarm>,
+}
+
+/// Both protocols' metrics over one group of users.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Protocols {
+    /// Sampled protocol.
+    pub sampled: Metrics,
+    /// Full ranking.
+    pub full: Metrics,
+}
+
+/// Metrics of the users whose target is cold and of the others (docs/MODELS.md §6.4).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ColdWarm {
+    /// Targets the model never saw in training.
+    pub cold: Protocols,
+    /// Targets with training interactions.
+    pub warm: Protocols,
 }
 
 /// Items per scoring block: at most `--eval_batch_size` × 65,536 scores exist at once
@@ -69,12 +95,46 @@ impl Ranks {
     /// HR@10, NDCG@10 and MRR of both protocols, summed in user order (so equal ranks give
     /// bit-identical metrics).
     pub fn metrics(&self) -> PartMetrics {
+        let all = self.protocols(|_| true);
+        PartMetrics {
+            sampled: all.sampled,
+            full: all.full,
+            cold_start: None,
+            category_popularity: None,
+        }
+    }
+
+    /// [`Ranks::metrics`] with, under `--cold_items`, the cold and warm targets of `set`
+    /// apart.
+    pub fn metrics_of(&self, set: &EvalSet) -> PartMetrics {
+        PartMetrics {
+            cold_start: self.cold_warm(set),
+            ..self.metrics()
+        }
+    }
+
+    /// The metrics of the users whose target is cold and of the others; `None` when no item
+    /// is held out.
+    pub fn cold_warm(&self, set: &EvalSet) -> Option<ColdWarm> {
+        let cold = set.cold_targets()?;
+        Some(ColdWarm {
+            cold: self.protocols(|k| cold[k]),
+            warm: self.protocols(|k| !cold[k]),
+        })
+    }
+
+    /// Both protocols over the users `k` (indices into the ranks) with `keep(k)`.
+    fn protocols(&self, keep: impl Fn(usize) -> bool) -> Protocols {
         let protocol = |ranks: &[i64]| {
             let mut acc = Accumulator::new(10);
-            acc.add(&ranks.iter().map(|&r| r as usize).collect::<Vec<_>>());
+            let kept: Vec<usize> = (0..ranks.len())
+                .filter(|&k| keep(k))
+                .map(|k| ranks[k] as usize)
+                .collect();
+            acc.add(&kept);
             acc.finish()
         };
-        PartMetrics {
+        Protocols {
             sampled: protocol(&self.sampled),
             full: protocol(&self.full),
         }
@@ -101,7 +161,7 @@ pub fn evaluate(
     set: &EvalSet,
     sizes: BlockSizes,
 ) -> sasrec_models::Result<PartMetrics> {
-    Ok(rank_users(model, set, 0..set.len(), sizes)?.metrics())
+    Ok(rank_users(model, set, 0..set.len(), sizes)?.metrics_of(set))
 }
 
 /// Every user of `set` over the ranks of `pg`: rank r scores the r-th of `world` contiguous
@@ -130,7 +190,7 @@ pub fn evaluate_sharded(
         sampled: row(0)?,
         full: row(1)?,
     }
-    .metrics())
+    .metrics_of(set))
 }
 
 /// The `rank`-th of `world` contiguous, balanced shares of `0..n`.

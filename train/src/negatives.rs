@@ -23,6 +23,8 @@ pub struct Negatives {
     sampler: NegativeSampler,
     /// M.
     in_batch: i64,
+    /// W, the items the negatives come from ([`Split::num_warm_items`]).
+    num_items: usize,
     /// `log Q` (I+1) of the mixture; `None` when Q is uniform.
     log_q: Option<Tensor>,
 }
@@ -47,6 +49,7 @@ impl Negatives {
             sampler,
             in_batch,
             log_q,
+            num_items: split.num_warm_items(),
         }
     }
 
@@ -74,6 +77,11 @@ impl Negatives {
         self.sampler.draw(rows * n).reshape([rows, n])
     }
 
+    /// W: the items negatives come from, all I or the warm ones under `--cold_items`.
+    pub fn num_items(&self) -> usize {
+        self.num_items
+    }
+
     /// `log Q` for the logQ correction; `None` when the negatives are uniform.
     pub fn log_q(&self) -> Option<&Tensor> {
         self.log_q.as_ref()
@@ -89,10 +97,13 @@ fn log_of(q: &Tensor) -> Tensor {
 /// Draws the negatives of one step.
 #[derive(Debug)]
 pub enum NegativeSampler {
-    /// `Q(j) = 1/I` for j in 1..=I.
+    /// `Q(j) = 1/W` for j in 1..=W, the items training may use (all I, or the warm ones
+    /// under `--cold_items`), 0 for the cold items W+1..=I.
     Uniform {
-        /// I.
+        /// W.
         num_items: i64,
+        /// I + 1, the length of Q.
+        rows: i64,
         /// Where the indices are made.
         device: Device,
     },
@@ -110,7 +121,8 @@ impl NegativeSampler {
     pub fn new(kind: NegativeSamplerKind, split: &Split, device: Device) -> Self {
         match kind {
             NegativeSamplerKind::Uniform => Self::Uniform {
-                num_items: split.num_items() as i64,
+                num_items: split.num_warm_items() as i64,
+                rows: split.num_items() as i64 + 1,
                 device,
             },
             NegativeSamplerKind::Popularity => Self::popularity(split, device),
@@ -141,13 +153,13 @@ impl NegativeSampler {
     /// The distribution Q (I+1) the draws follow, `Q(0) = 0`.
     pub fn q(&self) -> Tensor {
         match self {
-            Self::Uniform { num_items, device } => {
-                let q = Tensor::full(
-                    [num_items + 1],
-                    1.0 / *num_items as f64,
-                    (Kind::Float, *device),
-                );
-                let _ = q.get(0).fill_(0.0);
+            Self::Uniform {
+                num_items,
+                rows,
+                device,
+            } => {
+                let q = Tensor::zeros([*rows], (Kind::Float, *device));
+                let _ = q.narrow(0, 1, *num_items).fill_(1.0 / *num_items as f64);
                 q
             }
             Self::Popularity { q, .. } => q.shallow_clone(),
@@ -157,7 +169,9 @@ impl NegativeSampler {
     /// `n` item indices (int64), with replacement.
     pub fn draw(&self, n: i64) -> Tensor {
         match self {
-            Self::Uniform { num_items, device } => {
+            Self::Uniform {
+                num_items, device, ..
+            } => {
                 Tensor::randint_low(1, num_items + 1, [n], (Kind::Int64, *device))
             }
             Self::Popularity { q, .. } => q.multinomial(n, true),
@@ -273,6 +287,7 @@ mod tests {
     fn uniform_draws_stay_in_range_and_need_no_correction() {
         let s = NegativeSampler::Uniform {
             num_items: 5,
+            rows: 6,
             device: Device::Cpu,
         };
         tch::manual_seed(3);
@@ -280,5 +295,21 @@ mod tests {
         assert!(ids.iter().all(|&i| (1..=5).contains(&i)));
         assert!((1..=5).all(|j| ids.contains(&j)));
         assert!(s.log_q().is_none());
+    }
+
+    /// Under `--cold_items` the uniform negatives come from the warm items 1..=W only, and Q
+    /// (I+1 long) is 0 on the cold ones, so it mixes with the in-batch popularity.
+    #[test]
+    fn cold_items_are_never_negatives() {
+        let s = NegativeSampler::Uniform {
+            num_items: 3,
+            rows: 6,
+            device: Device::Cpu,
+        };
+        tch::manual_seed(4);
+        let ids = Vec::<i64>::try_from(s.draw(10_000)).unwrap();
+        assert!(ids.iter().all(|&i| (1..=3).contains(&i)));
+        let q = Vec::<f32>::try_from(s.q()).unwrap();
+        assert_eq!(q, [0.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.0, 0.0]);
     }
 }

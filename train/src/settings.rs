@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
+use sasrec_shared::cold::ColdItems;
 use sasrec_shared::config::{Backbone, ItemFeaturesConfig, ItemRepr, MhcConfig, ModelConfig};
 use sasrec_shared::dataset::ReadOptions;
 use sasrec_shared::features::movielens;
@@ -131,7 +132,10 @@ impl Settings {
         Ok(Self {
             job: job(args, distributed.as_ref())?,
             dir: RunDir::new(args.train_dir.clone().unwrap_or_default()),
-            data: data_source(&args.data),
+            data: DataSource {
+                cold_items: cold_items(args)?,
+                ..data_source(&args.data)
+            },
             item_features: item_features(args)?,
             model,
             intervals: (!args.no_time).then_some(Intervals {
@@ -173,6 +177,7 @@ impl Settings {
             dataset_stats: split.data.stats(),
             kcore: self.data.kcore,
             min_holdout_len: self.data.min_holdout_len,
+            cold_items: self.data.cold_items.map(|c| c.fraction),
             schedule: self.schedule.clone(),
             versions: Versions::current(),
             runtime,
@@ -274,6 +279,19 @@ pub fn data_source(args: &DataArgs) -> DataSource {
         kcore,
         min_holdout_len: args.min_holdout_len as usize,
         features: None,
+        cold_items: None,
+    }
+}
+
+/// `--cold_items FRACTION`, drawn with `--eval_seed` (so that runs of every training seed hold
+/// out the same items); a fraction outside (0, 1) is a usage error.
+fn cold_items(args: &TrainArgs) -> Result<Option<ColdItems>> {
+    match args.cold_items {
+        None => Ok(None),
+        Some(f) => match ColdItems::new(f, args.eval_seed) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => usage!("{e}"),
+        },
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use sasrec_models::amp::{self, AmpDtype, GradScaler};
 use sasrec_models::{load_weights, loss, save_weights, SeqRecModel};
+use sasrec_shared::cold::category_popularity_order;
 use sasrec_shared::eval::{EvalConfig, EvalSet};
 use sasrec_shared::features::EncodedFeatures;
 use sasrec_shared::io::{write_atomic, write_atomic_path};
@@ -29,7 +30,7 @@ use crate::device::{
 };
 use crate::dist::ProcessGroup;
 use crate::error::{bail, Context, Result};
-use crate::evaluate::{evaluate, evaluate_sharded, BlockSizes, PartMetrics};
+use crate::evaluate::{evaluate, evaluate_sharded, BlockSizes, ColdWarm, PartMetrics, Ranks};
 use crate::graph::{self, GraphConditions, GraphStep, StaticInputs, StepMode, StepOutputs};
 use crate::launch;
 use crate::negatives::Negatives;
@@ -137,6 +138,9 @@ struct Run<'a> {
     negatives: Negatives,
     valid: EvalSet,
     test: EvalSet,
+    /// `--cold_items` with a token feature column: the category-popularity baseline on the
+    /// validation and test users (fixed, so computed once).
+    baseline: Option<(ColdWarm, ColdWarm)>,
 }
 
 impl<'a> Run<'a> {
@@ -180,6 +184,7 @@ impl<'a> Run<'a> {
             sampler_config(&cfg, settings.num_workers, rank, world),
         )?;
         let (valid, test) = eval_sets(&cfg, &split)?;
+        let baseline = category_baseline(&split, features.as_ref(), (&valid, &test), &cfg);
         let negatives = Negatives::new(&cfg.optim, &split, device);
         let (graph_mode, graph) = choose_step_mode(settings, &cfg, device, world)?;
         let run = Self {
@@ -204,6 +209,7 @@ impl<'a> Run<'a> {
             negatives,
             valid,
             test,
+            baseline,
         };
         run.log_start();
         Ok(run)
@@ -528,8 +534,16 @@ impl<'a> Run<'a> {
         let items = self.model.items();
         let l2 = optim.l2_emb;
         let n = optim.num_negatives as i64;
+        let num_items = self.negatives.num_items(); // W: the warm items under --cold_items
         Ok(match optim.loss {
             LossKind::Bce => loss::bce_loss(&feats, items, pos, neg, l2),
+            LossKind::Ce if num_items < self.cfg.spec.model.num_items => {
+                let warm = loss::TablePrefix {
+                    items,
+                    rows: num_items as i64 + 1,
+                };
+                loss::ce_loss(&feats, &warm, pos, l2, optim.ce_chunk_size)
+            }
             LossKind::Ce => loss::ce_loss(&feats, items, pos, l2, optim.ce_chunk_size),
             LossKind::SampledSoftmax => {
                 let negs = self.negatives.draw(n, pos);
@@ -537,7 +551,6 @@ impl<'a> Run<'a> {
                 loss::sampled_softmax_loss(&feats, items, pos, &negs, log_q, l2)
             }
             LossKind::Gbce => {
-                let num_items = self.cfg.spec.model.num_items;
                 let negs = self.negatives.draw_per_row(pos.size()[0], n);
                 loss::gbce_loss(&feats, items, pos, &negs, num_items, optim.gbce_t, l2)
             }
@@ -584,7 +597,7 @@ impl<'a> Run<'a> {
     fn evaluate_and_select(&mut self, epoch_loss: f64) -> Result<()> {
         let started = Instant::now();
         let sizes = BlockSizes::users(self.settings.eval_batch_size);
-        let (valid, test) = match &self.pg {
+        let (mut valid, mut test) = match &self.pg {
             Some(pg) => (
                 evaluate_sharded(&self.model, &self.valid, sizes, pg)?,
                 evaluate_sharded(&self.model, &self.test, sizes, pg)?,
@@ -594,6 +607,10 @@ impl<'a> Run<'a> {
                 evaluate(&self.model, &self.test, sizes)?,
             ),
         };
+        if let Some((v, t)) = self.baseline {
+            valid.category_popularity = Some(v);
+            test.category_popularity = Some(t);
+        }
         if self.lead() {
             let seconds = started.elapsed().as_secs_f64();
             self.record_evaluation(epoch_loss, valid, test, seconds)?;
@@ -630,6 +647,7 @@ impl<'a> Run<'a> {
             valid.sampled.ndcg, valid.sampled.hr, valid.full.ndcg, valid.full.hr,
             test.sampled.ndcg, test.sampled.hr, test.full.ndcg, test.full.hr, rec.eval_seconds
         );
+        log_cold_start(&test);
         let score = selection_score(&valid, cfg.schedule.select_protocol);
         if st.best.as_ref().is_none_or(|(b, _)| score > *b) {
             write_atomic_path(&self.dir.model(), |tmp| save_weights(&self.vs, tmp))?;
@@ -955,6 +973,44 @@ fn sync_from_rank0(
         });
     }
     Ok(())
+}
+
+/// The category-popularity baseline of a `--cold_items` run whose item features have a token
+/// column (the first one is the category): its metrics on the validation and test users,
+/// cold and warm targets apart; `None` otherwise (docs/MODELS.md §6.4).
+fn category_baseline(
+    split: &Split,
+    features: Option<&EncodedFeatures>,
+    (valid, test): (&EvalSet, &EvalSet),
+    cfg: &RunConfig,
+) -> Option<(ColdWarm, ColdWarm)> {
+    let tokens = features?.tokens.first()?;
+    let counts = split.train_item_counts();
+    let seed = cfg.schedule.eval_seed;
+    let order = category_popularity_order(&counts, tokens, split.num_warm_items(), seed);
+    let metrics = |set: &EvalSet| {
+        let (sampled, full) = set.ranks_by_order(&order);
+        Ranks { sampled, full }.cold_warm(set)
+    };
+    Some((metrics(valid)?, metrics(test)?))
+}
+
+/// The test metrics of cold and warm targets (and of the baseline), when `--cold_items` is on.
+fn log_cold_start(test: &PartMetrics) {
+    let Some(m) = test.cold_start else {
+        return;
+    };
+    let line = |what: &str, g: &ColdWarm| {
+        tracing::info!(
+            "{what}: test NDCG@10 (full) cold {:.4} ({} users) | warm {:.4} ({} users); (sampled) cold {:.4} | warm {:.4}",
+            g.cold.full.ndcg, g.cold.full.users, g.warm.full.ndcg, g.warm.full.users,
+            g.cold.sampled.ndcg, g.warm.sampled.ndcg
+        )
+    };
+    line("model", &m);
+    if let Some(b) = &test.category_popularity {
+        line("category popularity", b);
+    }
 }
 
 fn eval_sets(cfg: &RunConfig, split: &Split) -> Result<(EvalSet, EvalSet)> {

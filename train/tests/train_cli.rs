@@ -886,3 +886,50 @@ fn item_features_train_every_kind_and_loss() {
         assert!(e.contains(msg), "{flags:?}: {e}");
     }
 }
+
+/// `--cold_items`: the test metrics come for cold and warm targets apart (their users adding
+/// up, their means weighting to the whole), with the category-popularity baseline when the
+/// features have a token column; the fraction is checked and recorded, so a resume with another one is refused.
+#[test]
+fn cold_items_report_cold_and_warm_targets_with_the_baseline() {
+    let (dir, data) = fixture_dir();
+    let features = fixture_features(dir.path());
+    let f = features.to_str().unwrap();
+    let base = ["--no_time", "--no_mhc", "--num_epochs", "2", "--cold_items", "0.25"];
+    for (name, extra) in [
+        ("features", &["--item_features", f, "--item_repr", "features"][..]),
+        ("id-ce", &["--loss", "ce", "--ce_chunk_size", "64"][..]),
+    ] {
+        let run = dir.path().join(name);
+        let s = ok(small(&data, &run, &[&base[..], extra].concat()));
+        let test = &s["test_at_best"];
+        let users = |m: &serde_json::Value| m["users"].as_u64().unwrap();
+        let (cold, warm) = (&test["cold_start"]["cold"], &test["cold_start"]["warm"]);
+        for protocol in ["full", "sampled"] {
+            let (c, w, all) = (&cold[protocol], &warm[protocol], &test[protocol]);
+            assert_eq!(users(c) + users(w), users(all), "{name} {protocol}");
+            let mean = |m: &serde_json::Value| m["ndcg"].as_f64().unwrap() * users(m) as f64;
+            let whole = all["ndcg"].as_f64().unwrap() * users(all) as f64;
+            assert!((mean(c) + mean(w) - whole).abs() < 1e-9, "{name} {protocol}: {test}");
+        }
+        assert!(users(&cold["full"]) > 0, "{name}: no cold target: {test}");
+        let baseline = &test["category_popularity"];
+        assert_eq!(baseline.is_null(), name != "features", "{name}: {test}");
+        if !baseline.is_null() {
+            assert_eq!(users(&baseline["cold"]["full"]), users(&cold["full"]));
+        }
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(cfg["cold_items"], 0.25, "{name}");
+    }
+    let run = dir.path().join("id-ce");
+    let other = ["--no_time", "--no_mhc", "--loss", "ce", "--cold_items", "0.3"];
+    let e = err(small(&data, &run, &other));
+    assert!(e.contains("cold_items"), "{e}");
+    let e = err(small(&data, &dir.path().join("bad"), &["--cold_items", "1.5"]));
+    assert!(
+        e.contains("--cold_items: 1.5 is not a fraction strictly between 0 and 1"),
+        "{e}"
+    );
+}
