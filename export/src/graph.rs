@@ -175,7 +175,12 @@ pub fn record_item_tower(model: &SeqRecModel) -> Result<Option<GraphProto>> {
     }
     let e = model.items().compose(&rec, None, &tokens, &numbers); // (B, C)
     let dims = [batch(), Dim::Fixed(cfg.hidden_units as i64)];
-    rec.output(&e, ITEM_VECTOR, &dims, "the features' part of the item vector");
+    rec.output(
+        &e,
+        ITEM_VECTOR,
+        &dims,
+        "the features' part of the item vector",
+    );
     Ok(Some(rec.finish(&format!("{}_item_tower", cfg.kind()))?))
 }
 

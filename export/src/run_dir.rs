@@ -198,7 +198,9 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
         sasrec_shared::io::write_atomic(&layout.items, |w| std::io::Write::write_all(w, &items))?;
     }
     let user_tower = onnx_file(tower, &layout.user_tower)?; // dropped before the table is copied
-    let item_tower = item_tower.map(|t| onnx_file(t, &layout.item_tower)).transpose()?;
+    let item_tower = item_tower
+        .map(|t| onnx_file(t, &layout.item_tower))
+        .transpose()?;
     let item_vectors_bytes = item_vectors::write(&run.model, &run.sha256, &layout.item_vectors)?;
     let written = model.write()?;
     Ok(Exported {

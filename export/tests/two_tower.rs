@@ -83,7 +83,10 @@ fn check_two_tower(run: &Run, variant: Variant, seed: u64) {
     assert_eq!(out.user_tower.path, dir.path().join(USER_TOWER_FILE));
     assert_eq!(out.item_vectors, dir.path().join(ITEM_VECTORS_FILE));
     assert_eq!(list(dir.path()), beside_model(&[]), "{what}");
-    assert_eq!(out.item_tower, None, "{what}: no item tower without features");
+    assert_eq!(
+        out.item_tower, None,
+        "{what}: no item tower without features"
+    );
 
     let (table, shape, meta) = read_item_vectors(&out.item_vectors);
     let (i, d) = (run.cfg.num_items, run.cfg.hidden_units);
@@ -185,9 +188,16 @@ fn check_item_tower(run: &Run, out: &sasrec_export::Exported, what: &str) {
     let meta = metadata(&header);
     assert_eq!(meta["tower"], "item", "{what}");
     let manifest = ModelManifest::from_metadata(&meta).unwrap();
-    assert_eq!(&manifest.spec.model, &run.cfg, "{what}: the tower's config is the model's");
+    assert_eq!(
+        &manifest.spec.model, &run.cfg,
+        "{what}: the tower's config is the model's"
+    );
     let model_meta = metadata(&python_check(&out.onnx));
-    assert_eq!(model_meta["item_tower"], two_tower::ITEM_TOWER_FILE, "{what}");
+    assert_eq!(
+        model_meta["item_tower"],
+        two_tower::ITEM_TOWER_FILE,
+        "{what}"
+    );
     let want_inputs = json!({
         "item_features.genres": [7, ["batch", 2]],
         "item_features.year": [1, ["batch", 1]],

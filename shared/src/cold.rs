@@ -65,7 +65,11 @@ impl ColdItems {
     /// `data` with the cold items renumbered last and removed from the training parts
     /// ([module docs](self)); users of fewer than [`holdout_threshold`]`(min_holdout_len)`
     /// interactions are training-only, as in [`crate::Split`].
-    pub fn apply(&self, mut data: Dataset, min_holdout_len: usize) -> Result<(Dataset, ColdReport)> {
+    pub fn apply(
+        &self,
+        mut data: Dataset,
+        min_holdout_len: usize,
+    ) -> Result<(Dataset, ColdReport)> {
         let num_items = data.num_items();
         if num_items < 2 {
             return Err(Error::Config(format!(
@@ -82,7 +86,9 @@ impl ColdItems {
         for (new, &old) in order.iter().enumerate() {
             remap[old as usize] = new as u32 + 1;
         }
-        let raw = order.iter().map(|&i| data.items.raw_of(i).expect("item index"));
+        let raw = order
+            .iter()
+            .map(|&i| data.items.raw_of(i).expect("item index"));
         data.items = IdMap::from_ordered(raw);
         let threshold = holdout_threshold(min_holdout_len);
         let mut report = ColdReport {
@@ -105,7 +111,12 @@ impl ColdItems {
 
 /// Positions of `seq` that stay: the training part without cold items, then the validation
 /// and test items; everything but the cold items when that leaves no hold-out.
-fn kept_positions(seq: &[u32], cold: &[bool], threshold: usize, report: &mut ColdReport) -> Vec<usize> {
+fn kept_positions(
+    seq: &[u32],
+    cold: &[bool],
+    threshold: usize,
+    report: &mut ColdReport,
+) -> Vec<usize> {
     let n = seq.len();
     let warm = |j: &usize| !cold[seq[*j] as usize];
     if n >= threshold {
@@ -143,10 +154,19 @@ pub fn category_popularity_order(
             items[v as usize] += 1.0;
         }
     }
-    let mean = |v: usize| if items[v] > 0.0 { sum[v] / items[v] } else { 0.0 };
+    let mean = |v: usize| {
+        if items[v] > 0.0 {
+            sum[v] / items[v]
+        } else {
+            0.0
+        }
+    };
     let score: Vec<f64> = (0..rows)
         .map(|i| {
-            let vs: Vec<usize> = values(i).filter(|&&v| v != 0).map(|&v| v as usize).collect();
+            let vs: Vec<usize> = values(i)
+                .filter(|&&v| v != 0)
+                .map(|&v| v as usize)
+                .collect();
             match vs.len() {
                 0 => 0.0,
                 n => vs.iter().map(|&v| mean(v)).sum::<f64>() / n as f64,

@@ -130,8 +130,18 @@ impl EvalSet {
         if self.split.data.cold_items == 0 {
             return None;
         }
-        let target = |&u: &u32| self.split.holdout(u as usize, self.part).expect("held out").0;
-        Some(self.users.iter().map(|u| self.split.is_cold(target(u))).collect())
+        let target = |&u: &u32| {
+            self.split
+                .holdout(u as usize, self.part)
+                .expect("held out")
+                .0
+        };
+        Some(
+            self.users
+                .iter()
+                .map(|u| self.split.is_cold(target(u)))
+                .collect(),
+        )
     }
 
     /// Ranks of every evaluated user under both protocols `(sampled, full)` for a fixed,

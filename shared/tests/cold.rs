@@ -39,7 +39,11 @@ fn cold_items_are_renumbered_last_and_leave_only_the_training_parts() {
     let drawn = cold.draw(10);
     assert_eq!(drawn.iter().filter(|&&c| c).count(), 3, "round(0.3 · 10)");
     assert_eq!(drawn, cold.draw(10), "the draw is seeded");
-    assert_ne!(drawn, ColdItems::new(0.3, 8).unwrap().draw(10), "and depends on the seed");
+    assert_ne!(
+        drawn,
+        ColdItems::new(0.3, 8).unwrap().draw(10),
+        "and depends on the seed"
+    );
     let cold_raw: Vec<String> = (1..=10u32)
         .filter(|&i| drawn[i as usize])
         .map(|i| before.items.raw_of(i).unwrap().to_string())
@@ -51,7 +55,9 @@ fn cold_items_are_renumbered_last_and_leave_only_the_training_parts() {
     let split = Split::new(after.clone().into(), 4);
     assert_eq!(split.num_warm_items(), 7);
     // items 8..=10 are the cold ones, the warm keep their relative order
-    let last: Vec<String> = (8..=10).map(|i| after.items.raw_of(i).unwrap().into()).collect();
+    let last: Vec<String> = (8..=10)
+        .map(|i| after.items.raw_of(i).unwrap().into())
+        .collect();
     assert_eq!(last, cold_raw);
     let warm: Vec<&str> = (1..=7).map(|i| after.items.raw_of(i).unwrap()).collect();
     let mut sorted = warm.clone();
@@ -62,7 +68,10 @@ fn cold_items_are_renumbered_last_and_leave_only_the_training_parts() {
     for u in 1..=6 {
         let (old, new) = (raw(&before, u), raw(&after, u));
         let is_cold = |r: &String| cold_raw.contains(r);
-        assert!(split.train(u).iter().all(|&i| !split.is_cold(i)), "user {u}: {new:?}");
+        assert!(
+            split.train(u).iter().all(|&i| !split.is_cold(i)),
+            "user {u}: {new:?}"
+        );
         if split.has_holdout(u) {
             // training part: the old one without cold items; valid and test unchanged
             let n = old.len();
@@ -93,7 +102,10 @@ fn cold_items_are_renumbered_last_and_leave_only_the_training_parts() {
 #[test]
 fn a_user_left_without_a_holdout_loses_every_cold_interaction() {
     // user 1: 1 2 3 | 4 5 — cold {1, 2} leaves 1 training item + 2 held out = 3 < 4
-    let (_dir, p) = temp_file("d.txt", "1 1\n1 2\n1 3\n1 4\n1 5\n2 1\n2 2\n2 5\n2 4\n2 3\n");
+    let (_dir, p) = temp_file(
+        "d.txt",
+        "1 1\n1 2\n1 3\n1 4\n1 5\n2 1\n2 2\n2 5\n2 4\n2 3\n",
+    );
     let d = Dataset::read(&p, None).unwrap();
     let cold = (2..1000u64)
         .map(|seed| ColdItems::new(0.4, seed).unwrap())
@@ -116,7 +128,11 @@ fn bad_fractions_are_refused() {
     }
     let (_dir, p) = temp_file("d.txt", "1 1\n1 1\n1 1\n");
     let d = Dataset::read(&p, None).unwrap();
-    let e = ColdItems::new(0.5, 1).unwrap().apply(d, 4).unwrap_err().to_string();
+    let e = ColdItems::new(0.5, 1)
+        .unwrap()
+        .apply(d, 4)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("at least 2"), "{e}");
 }
 
@@ -133,7 +149,11 @@ fn category_popularity_orders_by_the_mean_count_of_each_value() {
     let pos = category_popularity_order(&counts, &tokens, 5, 3);
     let mut top: Vec<u32> = vec![pos[1], pos[5], pos[6]];
     top.sort_unstable();
-    assert_eq!(top, [0, 1, 2], "the three items of score 6 come first: {pos:?}");
+    assert_eq!(
+        top,
+        [0, 1, 2],
+        "the three items of score 6 come first: {pos:?}"
+    );
     assert_eq!(&pos[2..5], &[3, 4, 5], "{pos:?}");
     let other = category_popularity_order(&counts, &tokens, 5, 4);
     assert_eq!(&other[2..5], &[3, 4, 5]);

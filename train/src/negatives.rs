@@ -171,9 +171,7 @@ impl NegativeSampler {
         match self {
             Self::Uniform {
                 num_items, device, ..
-            } => {
-                Tensor::randint_low(1, num_items + 1, [n], (Kind::Int64, *device))
-            }
+            } => Tensor::randint_low(1, num_items + 1, [n], (Kind::Int64, *device)),
             Self::Popularity { q, .. } => q.multinomial(n, true),
         }
     }

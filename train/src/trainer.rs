@@ -136,11 +136,28 @@ struct Run<'a> {
     sampler: Sampler,
     /// Negatives of the sampled losses.
     negatives: Negatives,
+    eval: Evaluation,
+}
+
+/// The fixed evaluation sets and, for `--cold_items` with a token feature column, the
+/// category-popularity baseline's metrics on them (fixed too, so computed once).
+struct Evaluation {
     valid: EvalSet,
     test: EvalSet,
-    /// `--cold_items` with a token feature column: the category-popularity baseline on the
-    /// validation and test users (fixed, so computed once).
     baseline: Option<(ColdWarm, ColdWarm)>,
+}
+
+impl Evaluation {
+    /// The sets of `cfg` on `split` and the baseline of the items' `features`.
+    fn new(cfg: &RunConfig, split: &Split, features: Option<&EncodedFeatures>) -> Result<Self> {
+        let (valid, test) = eval_sets(cfg, split)?;
+        let baseline = category_baseline(split, features, (&valid, &test), cfg);
+        Ok(Self {
+            valid,
+            test,
+            baseline,
+        })
+    }
 }
 
 impl<'a> Run<'a> {
@@ -183,8 +200,7 @@ impl<'a> Run<'a> {
             split.clone(),
             sampler_config(&cfg, settings.num_workers, rank, world),
         )?;
-        let (valid, test) = eval_sets(&cfg, &split)?;
-        let baseline = category_baseline(&split, features.as_ref(), (&valid, &test), &cfg);
+        let eval = Evaluation::new(&cfg, &split, features.as_ref())?;
         let negatives = Negatives::new(&cfg.optim, &split, device);
         let (graph_mode, graph) = choose_step_mode(settings, &cfg, device, world)?;
         let run = Self {
@@ -207,9 +223,7 @@ impl<'a> Run<'a> {
             st,
             sampler,
             negatives,
-            valid,
-            test,
-            baseline,
+            eval,
         };
         run.log_start();
         Ok(run)
@@ -225,7 +239,7 @@ impl<'a> Run<'a> {
             amp = ?self.amp,
             ranks = self.world,
             batches_per_epoch = self.sampler.num_batches(),
-            valid_users = self.valid.len(),
+            valid_users = self.eval.valid.len(),
             "training"
         );
         if st.stopped_early && st.epochs_done < cfg.schedule.num_epochs && self.lead() {
@@ -599,15 +613,15 @@ impl<'a> Run<'a> {
         let sizes = BlockSizes::users(self.settings.eval_batch_size);
         let (mut valid, mut test) = match &self.pg {
             Some(pg) => (
-                evaluate_sharded(&self.model, &self.valid, sizes, pg)?,
-                evaluate_sharded(&self.model, &self.test, sizes, pg)?,
+                evaluate_sharded(&self.model, &self.eval.valid, sizes, pg)?,
+                evaluate_sharded(&self.model, &self.eval.test, sizes, pg)?,
             ),
             None => (
-                evaluate(&self.model, &self.valid, sizes)?,
-                evaluate(&self.model, &self.test, sizes)?,
+                evaluate(&self.model, &self.eval.valid, sizes)?,
+                evaluate(&self.model, &self.eval.test, sizes)?,
             ),
         };
-        if let Some((v, t)) = self.baseline {
+        if let Some((v, t)) = self.eval.baseline {
             valid.category_popularity = Some(v);
             test.category_popularity = Some(t);
         }

@@ -895,9 +895,19 @@ fn cold_items_report_cold_and_warm_targets_with_the_baseline() {
     let (dir, data) = fixture_dir();
     let features = fixture_features(dir.path());
     let f = features.to_str().unwrap();
-    let base = ["--no_time", "--no_mhc", "--num_epochs", "2", "--cold_items", "0.25"];
+    let base = [
+        "--no_time",
+        "--no_mhc",
+        "--num_epochs",
+        "2",
+        "--cold_items",
+        "0.25",
+    ];
     for (name, extra) in [
-        ("features", &["--item_features", f, "--item_repr", "features"][..]),
+        (
+            "features",
+            &["--item_features", f, "--item_repr", "features"][..],
+        ),
         ("id-ce", &["--loss", "ce", "--ce_chunk_size", "64"][..]),
     ] {
         let run = dir.path().join(name);
@@ -910,7 +920,10 @@ fn cold_items_report_cold_and_warm_targets_with_the_baseline() {
             assert_eq!(users(c) + users(w), users(all), "{name} {protocol}");
             let mean = |m: &serde_json::Value| m["ndcg"].as_f64().unwrap() * users(m) as f64;
             let whole = all["ndcg"].as_f64().unwrap() * users(all) as f64;
-            assert!((mean(c) + mean(w) - whole).abs() < 1e-9, "{name} {protocol}: {test}");
+            assert!(
+                (mean(c) + mean(w) - whole).abs() < 1e-9,
+                "{name} {protocol}: {test}"
+            );
         }
         assert!(users(&cold["full"]) > 0, "{name}: no cold target: {test}");
         let baseline = &test["category_popularity"];
@@ -924,10 +937,21 @@ fn cold_items_report_cold_and_warm_targets_with_the_baseline() {
         assert_eq!(cfg["cold_items"], 0.25, "{name}");
     }
     let run = dir.path().join("id-ce");
-    let other = ["--no_time", "--no_mhc", "--loss", "ce", "--cold_items", "0.3"];
+    let other = [
+        "--no_time",
+        "--no_mhc",
+        "--loss",
+        "ce",
+        "--cold_items",
+        "0.3",
+    ];
     let e = err(small(&data, &run, &other));
     assert!(e.contains("cold_items"), "{e}");
-    let e = err(small(&data, &dir.path().join("bad"), &["--cold_items", "1.5"]));
+    let e = err(small(
+        &data,
+        &dir.path().join("bad"),
+        &["--cold_items", "1.5"],
+    ));
     assert!(
         e.contains("--cold_items: 1.5 is not a fraction strictly between 0 and 1"),
         "{e}"
