@@ -40,6 +40,8 @@ import json, pathlib, statistics, sys
 out = pathlib.Path(sys.argv[1])
 rows = {}
 for f in sorted(out.glob("summary-*.json")):
+    if f.stat().st_size == 0:  # a run in progress or cut
+        continue
     name, repr_, seed = f.stem[len("summary-"):].rsplit("-", 2)
     rows.setdefault((name, repr_), []).append(json.loads(f.read_text())["test_at_best"])
 def stat(xs):

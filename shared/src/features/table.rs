@@ -40,7 +40,7 @@ pub enum ColumnData {
 
 impl ColumnData {
     /// An empty column of `kind`.
-    fn new(kind: FeatureKind) -> Self {
+    pub(super) fn new(kind: FeatureKind) -> Self {
         match kind {
             FeatureKind::Categorical | FeatureKind::Multi => ColumnData::Tokens {
                 offsets: vec![0],
@@ -72,7 +72,11 @@ impl ColumnData {
     }
 
     /// Appends the value `field` of a `kind` column, or says what is wrong with it.
-    fn push(&mut self, kind: FeatureKind, field: &str) -> std::result::Result<(), String> {
+    pub(super) fn push(
+        &mut self,
+        kind: FeatureKind,
+        field: &str,
+    ) -> std::result::Result<(), String> {
         let field = field.trim();
         match self {
             ColumnData::Tokens { offsets, tokens } => {
