@@ -51,6 +51,24 @@
 //! item table too (its input side is tied), so it takes the same external-data path as the
 //! scoring model.
 //!
+//! # Open user tower
+//!
+//! [`record_open_user_tower`] records, for a model with item features, the user tower with the
+//! item table taken from an input instead of a weight:
+//!
+//! | name | type | shape | meaning |
+//! | --- | --- | --- | --- |
+//! | input `seq` | int64 | `[batch, maxlen]` | row numbers of `item_rows`, 0 = padding, newest last |
+//! | input `time_matrix` (time-aware models only) | int64 | `[batch, maxlen, maxlen]` | as above |
+//! | input `item_rows` | float32 | `[rows, d]` | the item vectors `seq` reads; row 0 = the padding row |
+//! | output `user_vector` | float32 | `[batch, d]` | as the user tower's |
+//!
+//! Fed the whole item vectors table and the item indices, it is the user tower; fed only the
+//! rows a batch reads (renumbered), it gives the same user vectors, and fed vectors of items
+//! added after training (from the item tower), it reads those items in histories
+//! (docs/MODELS.md §6.5). The only change to the recording is that the parameter
+//! `item_emb.weight` of the folded model reads the input ([`OnnxRecorder::param_from_input`]).
+//!
 //! # Item tower
 //!
 //! [`record_item_tower`] records, for a model with item features, the features' part of the
@@ -75,7 +93,7 @@
 use sasrec_models::{DType, Ops, SeqRecModel};
 use sasrec_shared::config::ModelConfig;
 use sasrec_shared::run::onnx_io::{EXCLUDE, K, SCORES, SEQ, TIME_MATRIX, TOPK_ITEMS, TOPK_SCORES};
-use sasrec_shared::run::two_tower::{self, ITEM_VECTOR, USER_VECTOR};
+use sasrec_shared::run::two_tower::{self, ITEM_ROWS, ITEM_VECTOR, USER_VECTOR};
 use sasrec_shared::run::{GraphRole, ModelManifest, ModelSpec};
 use sasrec_shared::time::Intervals;
 
@@ -139,10 +157,51 @@ pub fn record(model: &SeqRecModel, variant: Variant) -> Result<GraphProto> {
 /// Records the user tower of `model` ([module docs](self#user-tower)): the history inputs and
 /// the user vector of [`record`]'s graph as the output `user_vector` `(batch, d)`.
 pub fn record_user_tower(model: &SeqRecModel, variant: Variant) -> Result<GraphProto> {
+    let rec = OnnxRecorder::new();
+    let history = History::declare(&rec, model.config());
+    user_tower_output(rec, model, &history, variant, "user_tower")
+}
+
+/// Records the open user tower of `model` ([module docs](self#open-user-tower)): the user
+/// tower with the item table `item_emb.weight` read from the input `item_rows`, so `seq`
+/// holds row numbers of that input. `model` is a folded model (an ID table and nothing else
+/// on the item side), as every model `sasrec-export` records.
+pub fn record_open_user_tower(model: &SeqRecModel, variant: Variant) -> Result<GraphProto> {
     let cfg = model.config();
+    let table = model
+        .items()
+        .id_param()
+        .filter(|_| !model.items().has_features());
+    let Some(table) = table else {
+        return Err(Error::Graph(
+            "the open user tower is recorded from a model whose item table is an ID table \
+             (fold the item features first)"
+                .into(),
+        ));
+    };
     let rec = OnnxRecorder::new();
     let history = History::declare(&rec, cfg);
-    let u = user_vector(&rec, model, &history, variant)?; // (B, C)
+    let rows = rec.input(
+        ITEM_ROWS,
+        DType::F32,
+        &[Dim::named("rows"), Dim::Fixed(cfg.hidden_units as i64)],
+        "the item vectors seq reads: row 0 = padding, seq holds row numbers of this table",
+    );
+    rec.param_from_input(table.name(), &rows);
+    user_tower_output(rec, model, &history, variant, "user_tower_open")
+}
+
+/// The user vector of `history` on `rec` as the output `user_vector` `(batch, d)`, and the
+/// finished graph named `<kind>_<name>_<variant>`.
+fn user_tower_output(
+    rec: OnnxRecorder,
+    model: &SeqRecModel,
+    history: &History,
+    variant: Variant,
+    name: &str,
+) -> Result<GraphProto> {
+    let cfg = model.config();
+    let u = user_vector(&rec, model, history, variant)?; // (B, C)
     let dims = [batch(), Dim::Fixed(cfg.hidden_units as i64)];
     rec.output(
         &u,
@@ -150,7 +209,7 @@ pub fn record_user_tower(model: &SeqRecModel, variant: Variant) -> Result<GraphP
         &dims,
         "the last position's hidden state; score of item i = user_vector · item_vectors[i]",
     );
-    rec.finish(&format!("{}_user_tower_{}", cfg.kind(), variant.as_str()))
+    rec.finish(&format!("{}_{name}_{}", cfg.kind(), variant.as_str()))
 }
 
 /// Records the item tower of `model` ([module docs](self#item-tower)); `None` for a model
@@ -386,6 +445,27 @@ pub fn user_tower_proto(
     );
     let graph = record_user_tower(model, variant)?;
     let manifest = manifest(model, source, variant).with_role(GraphRole::UserTower);
+    Ok(wrap(graph, &manifest, doc))
+}
+
+/// The complete open user tower ([module docs](self#open-user-tower)): as
+/// [`user_tower_proto`], in the open user tower's role.
+pub fn open_user_tower_proto(
+    model: &SeqRecModel,
+    source: &Source,
+    variant: Variant,
+) -> Result<ModelProto> {
+    let doc = format!(
+        "{} open user tower exported by sasrec-export ({}); inputs {}, item_rows [rows, {}] \
+         float32 (seq holds its row numbers); output user_vector [batch, {}] float32",
+        model.config().kind(),
+        variant.as_str(),
+        history_doc(model.config()),
+        model.config().hidden_units,
+        model.config().hidden_units,
+    );
+    let graph = record_open_user_tower(model, variant)?;
+    let manifest = manifest(model, source, variant).with_role(GraphRole::OpenUserTower);
     Ok(wrap(graph, &manifest, doc))
 }
 

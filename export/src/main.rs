@@ -24,7 +24,8 @@ use sasrec_shared::logging::{self, LogArgs, Stream};
 /// [batch, d]) and item_vectors.safetensors (`item_vectors` [num_items + 1, d]), with
 /// user_vector · item_vectors[i] = scores[:, i]. A model trained with item features also gets
 /// item_tower.onnx (inputs `item_features.<column>`, output `item_vector` [batch, d]), which
-/// embeds items from their features.
+/// embeds items from their features, and user_tower_open.onnx (the user tower reading the item
+/// table from the input `item_rows`), with which a server reads added items in histories.
 #[derive(Debug, Parser)]
 #[command(name = "sasrec-export", version)]
 struct Args {
@@ -35,7 +36,8 @@ struct Args {
     #[arg(long = "train_dir", alias = "train-dir", value_name = "DIR")]
     train_dir: PathBuf,
     /// Output file [default: DIR/model.onnx]; items.tsv, user_tower.onnx,
-    /// item_vectors.safetensors and, with item features, item_tower.onnx are written beside it.
+    /// item_vectors.safetensors and, with item features, item_tower.onnx and
+    /// user_tower_open.onnx are written beside it.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Record the full-sequence forward (every position in every block, then the last row)
@@ -148,13 +150,19 @@ fn report(out: &Exported, index: Option<&AnnIndexFile>) {
         out.item_vectors_bytes,
         out.items.display()
     );
-    if let Some(t) = &out.item_tower {
-        println!(
-            "wrote the item tower {} ({} bytes){}",
-            t.path.display(),
-            t.bytes,
-            external_note(&t.external)
-        );
+    let towers = [
+        ("item tower", &out.item_tower),
+        ("open user tower", &out.open_user_tower),
+    ];
+    for (what, t) in towers {
+        if let Some(t) = t {
+            println!(
+                "wrote the {what} {} ({} bytes){}",
+                t.path.display(),
+                t.bytes,
+                external_note(&t.external)
+            );
+        }
     }
     if let Some(ix) = index {
         println!(

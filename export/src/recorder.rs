@@ -183,6 +183,9 @@ struct State {
     outputs: Vec<ValueInfoProto>,
     /// Node outputs written under a graph output's name instead (applied by `finish`).
     output_names: HashMap<String, String>,
+    /// Parameters read from a graph input instead of an initializer
+    /// ([`OnnxRecorder::param_from_input`]).
+    param_inputs: HashMap<String, Value>,
     next_id: usize,
     errors: Vec<String>,
 }
@@ -335,6 +338,14 @@ impl OnnxRecorder {
     /// place (every consumer reads it from there; applied by [`OnnxRecorder::finish`]): an
     /// `Identity` that renamed it would be a copy ONNX Runtime cannot remove when the value has
     /// other consumers (`TopK` reads the scores) — the whole (batch, I+1) matrix on every run.
+    /// From now on the parameter named `param` is `input` (a graph input declared with
+    /// [`OnnxRecorder::input`]) wherever the network reads it, and no initializer is written
+    /// for it: the open user tower takes the item table this way.
+    pub fn param_from_input(&self, param: &str, input: &Value) {
+        let mut st = self.state.borrow_mut();
+        st.param_inputs.insert(param.to_string(), input.clone());
+    }
+
     /// An `Identity` remains for a graph input or initializer, or a value already declared as
     /// another output.
     pub fn output(&self, x: &Value, name: &str, dims: &[Dim], doc: &str) {
@@ -455,6 +466,9 @@ impl Ops for OnnxRecorder {
 
     fn param(&self, p: &Param) -> Value {
         let name = p.name().to_string();
+        if let Some(input) = self.state.borrow().param_inputs.get(&name) {
+            return input.clone();
+        }
         let value = Value {
             name: name.clone(),
             dtype: DType::F32,

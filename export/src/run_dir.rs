@@ -158,6 +158,9 @@ pub struct Exported {
     /// The item tower beside the model ([`two_tower::ITEM_TOWER_FILE`]), for a model with item
     /// features.
     pub item_tower: Option<OnnxFile>,
+    /// The open user tower beside the model ([`two_tower::OPEN_USER_TOWER_FILE`]), for a
+    /// model with item features.
+    pub open_user_tower: Option<OnnxFile>,
     /// Size of the item vectors file in bytes.
     pub item_vectors_bytes: u64,
     /// SHA-256 of the source checkpoint.
@@ -168,7 +171,8 @@ pub struct Exported {
 
 /// `sasrec-export --onnx`: loads the run, records the graphs and lays out their files
 /// ([`ModelFiles`]), then writes `items.tsv` (when the output is outside the run directory),
-/// the user tower, the item tower (a model with item features), the item vectors and last the
+/// the user tower, the item tower and the open user tower (a model with item features), the
+/// item vectors and last the
 /// model, whose metadata names the others, each atomically. Nothing is written unless the config, checkpoint, item map, output path and
 /// graphs are all valid.
 pub fn export(opts: &ExportOptions) -> Result<Exported> {
@@ -192,14 +196,27 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
             .transpose()?,
         None => None,
     };
+    let open_tower = match &run.with_features {
+        Some(_) => {
+            let p = graph::open_user_tower_proto(&run.model, &source, opts.variant)?;
+            Some(ModelFiles::new(p, &layout.open_user_tower, threshold)?)
+        }
+        None => None,
+    };
 
     std::fs::create_dir_all(&layout.dir).map_err(|e| Error::io(&layout.dir, e))?;
     if !same_file(&items_src, &layout.items) {
         sasrec_shared::io::write_atomic(&layout.items, |w| std::io::Write::write_all(w, &items))?;
     }
+    if item_tower.is_none() {
+        layout.remove_feature_towers()?;
+    }
     let user_tower = onnx_file(tower, &layout.user_tower)?; // dropped before the table is copied
     let item_tower = item_tower
         .map(|t| onnx_file(t, &layout.item_tower))
+        .transpose()?;
+    let open_user_tower = open_tower
+        .map(|t| onnx_file(t, &layout.open_user_tower))
         .transpose()?;
     let item_vectors_bytes = item_vectors::write(&run.model, &run.sha256, &layout.item_vectors)?;
     let written = model.write()?;
@@ -211,6 +228,7 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
         user_tower,
         item_vectors: layout.item_vectors,
         item_tower,
+        open_user_tower,
         item_vectors_bytes,
         source_sha256: run.sha256,
         kind: run.spec.kind,
@@ -236,6 +254,7 @@ struct Layout {
     user_tower: PathBuf,
     item_vectors: PathBuf,
     item_tower: PathBuf,
+    open_user_tower: PathBuf,
 }
 
 impl Layout {
@@ -257,6 +276,7 @@ impl Layout {
             two_tower::USER_TOWER_FILE,
             two_tower::ITEM_VECTORS_FILE,
             two_tower::ITEM_TOWER_FILE,
+            two_tower::OPEN_USER_TOWER_FILE,
             files::ITEMS,
         ]
         .iter()
@@ -273,9 +293,31 @@ impl Layout {
             user_tower: dir.join(two_tower::USER_TOWER_FILE),
             item_vectors: dir.join(two_tower::ITEM_VECTORS_FILE),
             item_tower: dir.join(two_tower::ITEM_TOWER_FILE),
+            open_user_tower: dir.join(two_tower::OPEN_USER_TOWER_FILE),
             onnx,
             dir,
         })
+    }
+}
+
+impl Layout {
+    /// Removes the item tower and the open user tower (and their external data) left in the
+    /// directory by an earlier export of a model with features, so that a server does not
+    /// take them for this model's.
+    fn remove_feature_towers(&self) -> Result<()> {
+        for onnx in [&self.item_tower, &self.open_user_tower] {
+            let data = PathBuf::from(format!("{}.data", onnx.display()));
+            for path in [onnx, &data] {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "removed a stale feature tower")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(path, e)),
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -87,6 +87,7 @@ fn check_two_tower(run: &Run, variant: Variant, seed: u64) {
         out.item_tower, None,
         "{what}: no item tower without features"
     );
+    assert_eq!(out.open_user_tower, None, "{what}: nor an open user tower");
 
     let (table, shape, meta) = read_item_vectors(&out.item_vectors);
     let (i, d) = (run.cfg.num_items, run.cfg.hidden_units);
@@ -175,7 +176,65 @@ fn item_features_are_folded_into_every_exported_graph() {
             "{what}"
         );
         check_item_tower(&run, &out, &what);
+        check_open_user_tower(&out, &b, (&user, &table, d), &what);
     }
+}
+
+/// The open user tower (docs/MODELS.md §6.5): its metadata and interface; fed the whole item
+/// vectors table and the item indices it gives the user tower's vectors (within 1e-6), and
+/// fed only the rows the batch reads, renumbered, exactly the same vectors as with the whole
+/// table.
+fn check_open_user_tower(
+    out: &sasrec_export::Exported,
+    b: &Batch,
+    (user, table, d): (&[f32], &[f32], usize),
+    what: &str,
+) {
+    let open = out
+        .open_user_tower
+        .as_ref()
+        .expect("open user tower written");
+    let header = python_check(&open.path);
+    let meta = metadata(&header);
+    assert_eq!(meta["tower"], "user_open", "{what}");
+    assert_eq!(
+        header["inputs"]["item_rows"],
+        json!([1, ["rows", d]]),
+        "{what}"
+    );
+    assert!(
+        !header["initializers"].to_string().contains("item_emb"),
+        "{what}: the item table is an input, not a weight"
+    );
+    let mut s = session(&open.path);
+    let whole = run_open_user_tower(&mut s, b, T, (&b.seq, table, d));
+    let worst = whole
+        .iter()
+        .zip(user)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-6,
+        "{what}: open tower differs from the user tower by {worst}"
+    );
+    let mut read: Vec<i64> = b.seq.iter().copied().filter(|&i| i != 0).collect();
+    read.sort_unstable();
+    read.dedup();
+    let mut rows = table[..d].to_vec(); // row 0: padding
+    for &i in &read {
+        rows.extend_from_slice(&table[i as usize * d..(i as usize + 1) * d]);
+    }
+    let local = |i: &i64| match i {
+        0 => 0,
+        i => read.binary_search(i).unwrap() as i64 + 1,
+    };
+    let seq: Vec<i64> = b.seq.iter().map(local).collect();
+    let compact = run_open_user_tower(&mut s, b, T, (&seq, &rows, d));
+    assert_eq!(
+        compact, whole,
+        "{what}: renumbered rows give other user vectors"
+    );
+    eprintln!("{what}: max |open tower − user tower| = {worst:e}; renumbered rows equal");
 }
 
 /// The item tower of a model with features: on every item's encoded features it gives the

@@ -1,5 +1,5 @@
-//! Request and response bodies of `POST /recommend`, `POST /recommend/batch` and
-//! `POST /similar`.
+//! Request and response bodies of `POST /recommend`, `POST /recommend/batch`,
+//! `POST /similar` and `POST /v1/items`.
 
 use serde::{Deserialize, Serialize};
 
@@ -173,4 +173,39 @@ mod tests {
             serde_json::json!({"error": {"code": "invalid_k", "message": "m"}})
         );
     }
+}
+
+/// `POST /v1/items`: items to add, or to update when added before.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AddItemsRequest {
+    /// At least one item; ids distinct.
+    pub items: Vec<AddItem>,
+}
+
+/// One item of [`AddItemsRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AddItem {
+    /// The raw item id (JSON string or number, looked up as in histories).
+    pub id: serde_json::Value,
+    /// `{column: value}` for the model's feature columns: a token column takes a string
+    /// (`|`-separated for multi-valued columns) or a list of strings, a numeric column a
+    /// number, a dense column a list of numbers; a missing column is "no value".
+    pub features: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The answer to `POST /v1/items`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AddItemsResponse {
+    /// The model now serving (the same checkpoint; its additions changed).
+    pub model: String,
+    /// Items that were new.
+    pub added: usize,
+    /// Items added before whose features were replaced.
+    pub updated: usize,
+    /// Items the model was trained on.
+    pub trained_items: usize,
+    /// Items added so far, these included.
+    pub added_items: usize,
 }

@@ -49,6 +49,7 @@ use ort::value::{PrimitiveTensorElementType, Tensor};
 use sasrec_shared::run::onnx_io::{EXCLUDE, K, SCORES, SEQ, TIME_MATRIX, TOPK_ITEMS, TOPK_SCORES};
 use tokio::sync::oneshot;
 
+use crate::catalogue::AddedItems;
 use crate::config::BatchConfig;
 use crate::error::RunError;
 use crate::metrics::Metrics;
@@ -67,6 +68,9 @@ pub struct Row {
     pub candidates: Option<Vec<i64>>,
     /// How many items to return (1..=number of items).
     pub k: usize,
+    /// The added items the request was prepared with ([`crate::catalogue`]), when the model
+    /// takes additions: `seq`, `exclude` and `candidates` may hold their indices (> I).
+    pub added: Option<Arc<AddedItems>>,
 }
 
 impl Row {
@@ -80,6 +84,7 @@ impl Row {
             exclude: Vec::new(),
             candidates: None,
             k: 1,
+            added: None,
         }
     }
 }
@@ -337,8 +342,17 @@ pub fn history_inputs(
     rows: &[&Row],
     shape: Shape,
 ) -> Result<Vec<(&'static str, Tensor<i64>)>, RunError> {
+    history_inputs_with(rows, shape, stack_seqs(rows, shape.maxlen)?)
+}
+
+/// [`history_inputs`] with `seq` (`[B × T]`) given instead of the rows' own.
+pub fn history_inputs_with(
+    rows: &[&Row],
+    shape: Shape,
+    seq: Vec<i64>,
+) -> Result<Vec<(&'static str, Tensor<i64>)>, RunError> {
     let (b, t) = (rows.len(), shape.maxlen);
-    let mut inputs = vec![(SEQ, Tensor::from_array(([b, t], stack_seqs(rows, t)?))?)];
+    let mut inputs = vec![(SEQ, Tensor::from_array(([b, t], seq))?)];
     if shape.time_aware {
         let tm = stack_time_matrices(rows, t)?;
         inputs.push((TIME_MATRIX, Tensor::from_array(([b, t, t], tm))?));
@@ -347,7 +361,7 @@ pub fn history_inputs(
 }
 
 /// The rows' `seq`s one after the other (`[B, T]`), each checked to hold T entries.
-fn stack_seqs(rows: &[&Row], t: usize) -> Result<Vec<i64>, RunError> {
+pub fn stack_seqs(rows: &[&Row], t: usize) -> Result<Vec<i64>, RunError> {
     let mut seq = Vec::with_capacity(rows.len() * t);
     for (i, r) in rows.iter().enumerate() {
         if r.seq.len() != t {

@@ -18,6 +18,10 @@ pub const TOKEN_ENV: &str = "SASREC_SERVE_TOKEN";
 /// Default of `--ann_candidates`: candidates beyond `k + |exclude|` re-scored exactly.
 pub const DEFAULT_ANN_CANDIDATES: usize = 100;
 
+/// Default of `--max_added_items`: at d = 64, 100,000 added items hold 25.6 MB of vectors and
+/// add ~6.4 M multiply-adds to every ranking (they are scored exactly).
+pub const DEFAULT_MAX_ADDED_ITEMS: usize = 100_000;
+
 /// Where ONNX Runtime runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -211,6 +215,19 @@ pub struct RetrievalArgs {
             .try_map(|s| s.parse::<Quantization>())
     )]
     pub ann_quantization: Quantization,
+    /// Most items added after training (`POST /v1/items`, models exported with item
+    /// features). 0 = the model takes no additions: exact retrieval then runs `model.onnx`;
+    /// otherwise both modes run `user_tower_open.onnx`, which reads added items in histories.
+    #[arg(
+        long = "max_added_items",
+        alias = "max-added-items",
+        default_value_t = DEFAULT_MAX_ADDED_ITEMS
+    )]
+    pub max_added_items: usize,
+    /// The file that keeps added items across restarts (JSON lines of id and features,
+    /// rewritten atomically on each addition) [default: added_items.jsonl beside the model].
+    #[arg(long = "added_items", alias = "added-items", value_name = "FILE")]
+    pub added_items: Option<PathBuf>,
 }
 
 /// `--similar_metric` (shared by the server and `sasrec-serve similar`).
@@ -261,6 +278,10 @@ pub struct RetrievalConfig {
     pub shadow_rate: f64,
     /// The similarity of `/similar`.
     pub similar_metric: SimilarMetric,
+    /// Most added items (0 = the model takes none).
+    pub max_added_items: usize,
+    /// The additions file, `None` = beside the model.
+    pub added_items: Option<PathBuf>,
 }
 
 impl Default for RetrievalConfig {
@@ -273,6 +294,8 @@ impl Default for RetrievalConfig {
             params: AnnParams::default(),
             shadow_rate: 0.0,
             similar_metric: SimilarMetric::Ip,
+            max_added_items: DEFAULT_MAX_ADDED_ITEMS,
+            added_items: None,
         }
     }
 }
@@ -296,6 +319,8 @@ impl RetrievalArgs {
             },
             shadow_rate,
             similar_metric,
+            max_added_items: self.max_added_items,
+            added_items: self.added_items.clone(),
         })
     }
 }

@@ -59,6 +59,15 @@ pub enum ApiError {
     /// 405 `method_not_allowed`.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 409 with a specific code: the request cannot work on this model (`no_additions`:
+    /// `POST /v1/items` on a model without an item tower, or with `--max_added_items 0`).
+    #[error("{message}")]
+    Conflict {
+        /// Machine-readable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// 503 `overloaded` with `Retry-After`: the request queue is full.
     #[error("the request queue is full ({0} waiting); retry later")]
     Overloaded(usize),
@@ -72,6 +81,10 @@ pub enum ApiError {
     /// model keeps serving. The message is shown because only the operator can call reload.
     #[error("reload failed, still serving the previous model: {0}")]
     ReloadFailed(String),
+    /// 500 `add_failed`: `POST /v1/items` could not write the additions file; nothing was
+    /// added. The message is shown because only the operator can add items.
+    #[error("the items were not added: {0}")]
+    AddFailed(String),
     /// 500 `internal`: the message is logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -117,9 +130,12 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) | ApiError::NoItemVectors(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::ReloadFailed(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::ReloadFailed(_) | ApiError::AddFailed(_) | ApiError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -135,10 +151,12 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::NoItemVectors(_) => "no_item_vectors",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict { code, .. } => code,
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Timeout(_) => "timeout",
             ApiError::ReloadFailed(_) => "reload_failed",
+            ApiError::AddFailed(_) => "add_failed",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -370,6 +388,10 @@ pub enum LoadError {
     /// message names the file.
     #[error("{0}")]
     Retrieval(String),
+    /// The additions file cannot be read, or holds items that cannot be added; the message
+    /// names the file (and line or item).
+    #[error("added items {0}")]
+    Additions(String),
 }
 
 /// Why one inference run failed (the job's clients get a 500, the message is logged).

@@ -29,9 +29,11 @@
 pub mod api;
 pub mod artifacts;
 pub mod batcher;
+pub mod catalogue;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod item_tower;
 pub mod metrics;
 pub mod model;
 pub mod offline;

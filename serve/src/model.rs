@@ -9,6 +9,13 @@
 //! to save): the workers run `user_tower.onnx` beside it, whose metadata carries the same
 //! manifest (with `tower` = `user`) and names the item vectors; a missing or unusable
 //! two-tower file or index is a load error.
+//!
+//! A model exported with item features takes items added after training
+//! ([`crate::catalogue`], `POST /v1/items`) unless `--max_added_items 0`: in both retrieval
+//! modes the workers then run `user_tower_open.onnx` ([`crate::tower::OpenRunner`]) instead of
+//! `model.onnx` / `user_tower.onnx`, `item_tower.onnx` embeds the additions, and the additions
+//! file beside the model is read (and its items embedded) at load. Adding items builds a new
+//! [`LoadedModel`] sharing everything but the additions ([`LoadedModel::add_items`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -27,14 +34,16 @@ use crate::artifacts::resolve_paths;
 use crate::batcher::{
     Batcher, ExactRunner, JobResult, Row, RowResult, RowRunner, Shape, SubmitError,
 };
+use crate::catalogue::{read_added, AddedItems, Catalogue, NewItem, Upserted, ADDED_ITEMS_FILE};
 use crate::config::{BatchConfig, Retrieval, RetrievalConfig, SessionConfig, SimilarMetric};
 use crate::error::{ApiError, LoadError};
+use crate::item_tower::ItemTower;
 use crate::metrics::Metrics;
 use crate::request::{self, Prepared, SimilarQuery};
 use crate::retrieval::{IndexReport, Retriever};
 use crate::runtime;
 use crate::session::{build_session, read_metadata};
-use crate::tower::{check_tower, TowerRunner};
+use crate::tower::{check_open_tower, check_tower, OpenRunner, TowerRunner};
 
 /// What `GET /v1/model` shows.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -67,6 +76,25 @@ pub struct ModelInfo {
     pub metadata: BTreeMap<String, String>,
     /// How `/recommend` ranks and what `/similar` uses.
     pub retrieval: RetrievalInfo,
+    /// Trained and added items, and whether `POST /v1/items` works.
+    pub items: ItemsInfo,
+}
+
+/// The `items` part of `GET /v1/model`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ItemsInfo {
+    /// Items the model was trained on (I, indices 1..=I).
+    pub trained: usize,
+    /// Items added through `POST /v1/items` (A, indices I+1..=I+A).
+    pub added: usize,
+    /// `--max_added_items`, when the model takes additions.
+    pub max_added: Option<usize>,
+    /// The item tower that embeds additions.
+    pub item_tower_path: Option<PathBuf>,
+    /// The additions file.
+    pub added_items_path: Option<PathBuf>,
+    /// Why `POST /v1/items` answers 409 `no_additions`, when it does.
+    pub additions_unavailable: Option<String>,
 }
 
 /// The retrieval part of `GET /v1/model`.
@@ -94,7 +122,7 @@ impl ModelInfo {
         (onnx_path, items_path): (PathBuf, PathBuf),
         (device, workers): (String, usize),
         metadata: BTreeMap<String, String>,
-        retrieval: RetrievalInfo,
+        (retrieval, items): (RetrievalInfo, ItemsInfo),
     ) -> Self {
         let model = &manifest.spec.model;
         Self {
@@ -115,6 +143,7 @@ impl ModelInfo {
                 .unwrap_or(0),
             metadata,
             retrieval,
+            items,
         }
     }
 }
@@ -232,8 +261,9 @@ fn read_manifest(
 enum TwoTower {
     /// `--retrieval exact`: the retriever of `/similar`, or why there is none.
     Similar(Result<Arc<Retriever>, String>),
-    /// `--retrieval ann`: the retriever of every row and the user tower the workers run.
-    Ann {
+    /// `--retrieval ann`, or a model taking additions: the retriever of every row and the
+    /// user tower the workers run.
+    Tower {
         retriever: Arc<Retriever>,
         user_tower: PathBuf,
     },
@@ -268,35 +298,40 @@ impl TwoTower {
         TwoTower::Similar(opened.map(|(r, _)| r))
     }
 
-    /// `--retrieval ann`: the retriever of every row, for the user tower `tower` the workers
-    /// run, which must be the one the manifest names; anything missing is an error.
-    fn ann(
+    /// The retriever of every row, for the user tower `tower` the workers run, which must be
+    /// the one the manifest names (`named`: its user tower or its open user tower); anything
+    /// missing is an error.
+    fn tower(
         manifest: &ModelManifest,
         tower: &Path,
         rcfg: &RetrievalConfig,
         metrics: &Arc<Metrics>,
-    ) -> Result<Self, LoadError> {
+        named: fn(&two_tower::Paths) -> Option<&Path>,
+    ) -> Result<(Self, two_tower::Paths), LoadError> {
         let dir = tower.parent().unwrap_or_else(|| Path::new("."));
-        let (retriever, user_tower) = Self::locate(manifest, dir, rcfg, metrics)
-            .map_err(|e| LoadError::Retrieval(format!("--retrieval ann: {e}")))?;
-        if user_tower != tower {
-            return Err(LoadError::Retrieval(format!(
-                "--retrieval ann: {} names the user tower {}, not itself",
-                tower.display(),
-                user_tower.display()
+        let err = |e: String| LoadError::Retrieval(format!("{}: {e}", tower.display()));
+        let paths = manifest
+            .two_tower_paths(dir)
+            .map_err(|e| err(e.to_string()))?;
+        let r = Retriever::open(&paths.item_vectors, manifest, dir, rcfg, metrics).map_err(err)?;
+        if named(&paths) != Some(tower) {
+            return Err(err(format!(
+                "the model's metadata names {:?} for this graph, not this file",
+                named(&paths)
             )));
         }
-        Ok(TwoTower::Ann {
-            retriever,
-            user_tower,
-        })
+        let two_tower = TwoTower::Tower {
+            retriever: Arc::new(r),
+            user_tower: tower.to_path_buf(),
+        };
+        Ok((two_tower, paths))
     }
 
     /// The retriever, or why `/similar` is unavailable.
     fn retriever(&self) -> Result<Arc<Retriever>, String> {
         match self {
             TwoTower::Similar(r) => r.clone(),
-            TwoTower::Ann { retriever, .. } => Ok(retriever.clone()),
+            TwoTower::Tower { retriever, .. } => Ok(retriever.clone()),
         }
     }
 
@@ -306,7 +341,7 @@ impl TwoTower {
         RetrievalInfo {
             mode: rcfg.mode,
             user_tower_path: match self {
-                TwoTower::Ann { user_tower, .. } => Some(user_tower.clone()),
+                TwoTower::Tower { user_tower, .. } => Some(user_tower.clone()),
                 TwoTower::Similar(_) => None,
             },
             item_vectors_path: retriever.as_ref().ok().map(|r| r.vectors_path().into()),
@@ -318,13 +353,15 @@ impl TwoTower {
 }
 
 /// The workers' side of a loaded model: one runner per session, the execution provider, the
-/// metadata and manifest of the graph they run, and the two-tower side.
+/// metadata and manifest of the graph they run, the two-tower side, and the additions when
+/// the model takes them.
 struct Workers {
     runners: Vec<Box<dyn RowRunner>>,
     device: String,
     metadata: BTreeMap<String, String>,
     manifest: ModelManifest,
     two_tower: TwoTower,
+    additions: Option<Additions>,
 }
 
 /// What every load needs: the ONNX Runtime environment, the item map and its path, the
@@ -334,6 +371,13 @@ struct LoadCtx<'a> {
     items: (&'a IdMap, &'a Path),
     scfg: &'a SessionConfig,
     workers: usize,
+}
+
+/// The open user tower beside `onnx`, when the model takes additions: `--max_added_items` is
+/// positive and the file exists (`sasrec-export` writes it for models with item features).
+fn open_tower(onnx: &Path, rcfg: &RetrievalConfig) -> Option<PathBuf> {
+    let path = onnx.with_file_name(two_tower::OPEN_USER_TOWER_FILE);
+    (rcfg.max_added_items > 0 && path.is_file()).then_some(path)
 }
 
 /// `--retrieval exact`: `workers` sessions on `model.onnx` (`onnx`), checked against the item
@@ -355,6 +399,7 @@ fn exact_workers(
         metadata,
         manifest,
         two_tower,
+        additions: None,
     })
 }
 
@@ -370,7 +415,7 @@ fn ann_workers(
     let tower = onnx.with_file_name(two_tower::USER_TOWER_FILE);
     let (sessions, device) = build_sessions(ctx.env, &tower, ctx.scfg, ctx.workers)?;
     let (metadata, manifest) = read_manifest(&sessions[0], &tower, ctx.items, check_tower)?;
-    let two_tower = TwoTower::ann(&manifest, &tower, rcfg, metrics)?;
+    let (two_tower, _) = TwoTower::tower(&manifest, &tower, rcfg, metrics, user_tower_of)?;
     let retriever = two_tower.retriever().map_err(LoadError::Retrieval)?;
     let shape = graph_shape(&manifest);
     let mut runners: Vec<Box<dyn RowRunner>> = Vec::with_capacity(sessions.len());
@@ -384,7 +429,148 @@ fn ann_workers(
         metadata,
         manifest,
         two_tower,
+        additions: None,
     })
+}
+
+/// A model that takes additions, in either retrieval mode: `workers` sessions on the open user
+/// tower `tower` (read for the manifest and checked with [`check_open_tower`]), the retriever
+/// over the trained item vectors (with the index under `--retrieval ann`), one warmed-up
+/// [`OpenRunner`] per session, and the additions ([`Additions::load`]).
+fn open_workers(
+    ctx: &LoadCtx,
+    tower: &Path,
+    rcfg: &RetrievalConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<Workers, LoadError> {
+    let (sessions, device) = build_sessions(ctx.env, tower, ctx.scfg, ctx.workers)?;
+    let (metadata, manifest) = read_manifest(&sessions[0], tower, ctx.items, check_open_tower)?;
+    let (two_tower, paths) = TwoTower::tower(&manifest, tower, rcfg, metrics, open_tower_of)?;
+    let retriever = two_tower.retriever().map_err(LoadError::Retrieval)?;
+    let additions = Additions::load(ctx, &paths, &manifest, rcfg)?;
+    let shape = graph_shape(&manifest);
+    let mut runners: Vec<Box<dyn RowRunner>> = Vec::with_capacity(sessions.len());
+    for session in sessions {
+        runners.push(Box::new(OpenRunner::new(
+            session,
+            shape,
+            retriever.clone(),
+            tower,
+        )?));
+    }
+    Ok(Workers {
+        runners,
+        device,
+        metadata,
+        manifest,
+        two_tower,
+        additions: Some(additions),
+    })
+}
+
+/// The user tower of the two-tower files.
+fn user_tower_of(p: &two_tower::Paths) -> Option<&Path> {
+    Some(&p.user_tower)
+}
+
+/// The open user tower of the two-tower files.
+fn open_tower_of(p: &two_tower::Paths) -> Option<&Path> {
+    p.open_user_tower.as_deref()
+}
+
+/// What a model that takes additions holds for them: the item tower, the current additions
+/// (swapped as a whole), their file and their limit.
+#[derive(Debug, Clone)]
+struct Additions {
+    tower: Arc<ItemTower>,
+    added: Arc<AddedItems>,
+    path: PathBuf,
+    max: usize,
+}
+
+impl Additions {
+    /// The item tower named by `paths` and the additions file (`--added_items`, else beside
+    /// the model) read and embedded; ids the model was trained on are dropped with a warning.
+    /// A file that cannot be read, holds invalid features or more than `--max_added_items`
+    /// items is an error naming it.
+    fn load(
+        ctx: &LoadCtx,
+        paths: &two_tower::Paths,
+        manifest: &ModelManifest,
+        rcfg: &RetrievalConfig,
+    ) -> Result<Self, LoadError> {
+        let tower_path = paths.item_tower.as_deref().ok_or_else(|| {
+            LoadError::Retrieval("the model names an open user tower but no item tower".into())
+        })?;
+        let tower = Arc::new(ItemTower::open(ctx.env, tower_path, ctx.scfg, manifest)?);
+        let dir = paths
+            .item_vectors
+            .parent()
+            .unwrap_or_else(|| Path::new("."));
+        let path = rcfg
+            .added_items
+            .clone()
+            .unwrap_or_else(|| dir.join(ADDED_ITEMS_FILE));
+        let (trained, dim) = (ctx.items.0, manifest.spec.model.hidden_units);
+        let mut added = AddedItems::empty(trained.len(), dim);
+        if path.exists() {
+            let bad = |msg: String| LoadError::Additions(format!("{}: {msg}", path.display()));
+            let mut items = read_added(&path).map_err(LoadError::Additions)?;
+            items.retain(|it| {
+                let trained = trained.index_of(&it.id).is_some();
+                if trained {
+                    tracing::warn!(item = %it.id, file = %path.display(), "an added item is now a trained item; dropping the addition");
+                }
+                !trained
+            });
+            if items.len() > rcfg.max_added_items {
+                return Err(bad(format!(
+                    "{} items, more than --max_added_items {}",
+                    items.len(),
+                    rcfg.max_added_items
+                )));
+            }
+            let encoded = tower
+                .encode(&items)
+                .map_err(|(i, e)| bad(format!("item {}: {e}", items[i].id)))?;
+            let vectors = tower.embed(&encoded).map_err(|e| bad(e.to_string()))?;
+            added.upsert(items, &vectors);
+            tracing::info!(file = %path.display(), items = added.len(), "added items loaded");
+        }
+        Ok(Self {
+            tower,
+            added: Arc::new(added),
+            path,
+            max: rcfg.max_added_items,
+        })
+    }
+}
+
+/// The `items` of `GET /v1/model`.
+fn items_info(
+    manifest: &ModelManifest,
+    additions: Option<&Additions>,
+    rcfg: &RetrievalConfig,
+) -> ItemsInfo {
+    let unavailable = match (additions, &manifest.two_tower) {
+        (Some(_), _) => None,
+        (None, Some(f)) if f.open_user_tower.is_some() && rcfg.max_added_items == 0 => {
+            Some("--max_added_items is 0".to_string())
+        }
+        (None, _) => Some(
+            "the model has no item tower (train with --item_features and export with \
+             sasrec-export --onnx)"
+                .to_string(),
+        ),
+    };
+    ItemsInfo {
+        trained: manifest.spec.model.num_items,
+        added: additions.map_or(0, |a| a.added.len()),
+        max_added: additions.map(|a| a.max),
+        item_tower_path: additions.map(|a| a.tower.path().to_path_buf()),
+        added_items_path: additions.map(|a| a.path.clone()),
+        additions_unavailable: unavailable,
+    }
 }
 
 /// A model ready to serve.
@@ -392,9 +578,10 @@ fn ann_workers(
 pub struct LoadedModel {
     info: ModelInfo,
     manifest: ModelManifest,
-    items: IdMap,
-    batcher: Batcher,
+    items: Arc<IdMap>,
+    batcher: Arc<Batcher>,
     retriever: Result<Arc<Retriever>, String>,
+    additions: Option<Additions>,
 }
 
 impl LoadedModel {
@@ -429,23 +616,115 @@ impl LoadedModel {
             scfg,
             workers: bcfg.workers.max(1),
         };
-        let w = match rcfg.mode {
-            Retrieval::Exact => exact_workers(&ctx, &onnx, rcfg, &metrics)?,
-            Retrieval::Ann => ann_workers(&ctx, &onnx, rcfg, &metrics)?,
+        let w = match (open_tower(&onnx, rcfg), rcfg.mode) {
+            (Some(tower), _) => open_workers(&ctx, &tower, rcfg, &metrics)?,
+            (None, Retrieval::Exact) => exact_workers(&ctx, &onnx, rcfg, &metrics)?,
+            (None, Retrieval::Ann) => ann_workers(&ctx, &onnx, rcfg, &metrics)?,
         };
         let batcher = Batcher::spawn(w.runners, *bcfg, metrics)
             .map_err(|e| LoadError::Runtime(format!("starting worker threads: {e}")))?;
         let run = (w.device, batcher.workers());
         let retrieval = w.two_tower.info(rcfg);
+        let items_info = items_info(&w.manifest, w.additions.as_ref(), rcfg);
         let files = (onnx, items_path.clone());
-        let info = ModelInfo::new(&w.manifest, files, run, w.metadata, retrieval);
+        let info = ModelInfo::new(&w.manifest, files, run, w.metadata, (retrieval, items_info));
         Ok(Self {
             info,
             manifest: w.manifest,
-            items,
-            batcher,
+            items: Arc::new(items),
+            batcher: Arc::new(batcher),
             retriever: w.two_tower.retriever(),
+            additions: w.additions,
         })
+    }
+
+    /// `POST /v1/items`: the model with `items` added (new ids) or updated (ids added before),
+    /// embedded by the item tower from their features, and the additions file rewritten
+    /// (atomically) first; everything else is shared with `self`, which keeps serving the
+    /// requests that hold it. Blocking (runs the item tower, writes the file). Errors: 409
+    /// `no_additions` when the model takes none, 422 `invalid_items` (repeated or trained
+    /// ids, too many items) or `invalid_features` naming the item and column, 500
+    /// `add_failed` when the file cannot be written (nothing changes then).
+    pub fn add_items(&self, items: Vec<NewItem>) -> Result<(LoadedModel, Upserted), ApiError> {
+        let additions = self.additions.as_ref().ok_or_else(|| ApiError::Conflict {
+            code: "no_additions",
+            message: self
+                .info
+                .items
+                .additions_unavailable
+                .clone()
+                .unwrap_or_default(),
+        })?;
+        self.check_new_items(additions, &items)?;
+        let encoded = additions.tower.encode(&items).map_err(|(i, e)| {
+            ApiError::invalid(
+                "invalid_features",
+                format!("items[{i}] (id {}): {e}", items[i].id),
+            )
+        })?;
+        let vectors = additions
+            .tower
+            .embed(&encoded)
+            .map_err(|e| ApiError::Internal(format!("item tower: {e}")))?;
+        let mut added = (*additions.added).clone();
+        let done = added.upsert(items, &vectors);
+        added
+            .save(&additions.path)
+            .map_err(|e| ApiError::AddFailed(format!("{}: {e}", additions.path.display())))?;
+        Ok((self.with_added(Arc::new(added)), done))
+    }
+
+    /// `items` can be added: distinct ids, none a trained item, and no more than
+    /// `--max_added_items` added items afterwards (422 `invalid_items` naming the first
+    /// offender).
+    fn check_new_items(&self, additions: &Additions, items: &[NewItem]) -> Result<(), ApiError> {
+        let bad = |msg: String| ApiError::invalid("invalid_items", msg);
+        let mut seen = std::collections::HashSet::new();
+        for (i, item) in items.iter().enumerate() {
+            if !seen.insert(item.id.as_str()) {
+                return Err(bad(format!("items[{i}]: id {} appears twice", item.id)));
+            }
+            if self.items.index_of(&item.id).is_some() {
+                return Err(bad(format!(
+                    "items[{i}]: id {} is a trained item; its vector comes from training",
+                    item.id
+                )));
+            }
+        }
+        let new = additions
+            .added
+            .count_new(items.iter().map(|it| it.id.as_str()));
+        if additions.added.len() + new > additions.max {
+            return Err(bad(format!(
+                "{new} new items would make {} added items, more than --max_added_items {}",
+                additions.added.len() + new,
+                additions.max
+            )));
+        }
+        Ok(())
+    }
+
+    /// This model with the additions `added` (everything else shared).
+    fn with_added(&self, added: Arc<AddedItems>) -> LoadedModel {
+        let mut info = self.info.clone();
+        info.items.added = added.len();
+        let additions = self.additions.clone().map(|a| Additions { added, ..a });
+        LoadedModel {
+            info,
+            manifest: self.manifest.clone(),
+            items: self.items.clone(),
+            batcher: self.batcher.clone(),
+            retriever: self.retriever.clone(),
+            additions,
+        }
+    }
+
+    /// Raw id ↔ index over the trained and the added items.
+    pub fn catalogue(&self) -> Catalogue<'_> {
+        Catalogue {
+            trained: &self.items,
+            added: self.additions.as_ref().map(|a| &*a.added),
+        }
     }
 
     /// Metadata for `GET /v1/model`.
@@ -463,9 +742,12 @@ impl LoadedModel {
         self.batcher.queue_len()
     }
 
-    /// Validates `req` and builds its graph row ([`request::prepare`]).
+    /// Validates `req` and builds its graph row ([`request::prepare`]), which carries this
+    /// model's additions.
     pub fn prepare(&self, req: &RecommendRequest) -> Result<Prepared, ApiError> {
-        request::prepare(req, &self.manifest.spec, &self.items, &self.info.id)
+        let mut p = request::prepare(req, &self.manifest.spec, &self.catalogue(), &self.info.id)?;
+        p.row.added = self.additions.as_ref().map(|a| a.added.clone());
+        Ok(p)
     }
 
     /// Queues rows for inference.
@@ -485,7 +767,7 @@ impl LoadedModel {
         }
     }
 
-    /// The item map (index ↔ raw id).
+    /// The item map of the trained items (index ↔ raw id).
     pub fn items(&self) -> &IdMap {
         &self.items
     }
@@ -494,7 +776,11 @@ impl LoadedModel {
     /// first when the model has no usable item vectors.
     pub fn prepare_similar(&self, req: &SimilarRequest) -> Result<SimilarQuery, ApiError> {
         self.retriever()?;
-        request::prepare_similar(req, &self.items)
+        let trained = Catalogue {
+            trained: &self.items,
+            added: None,
+        };
+        request::prepare_similar(req, &trained)
     }
 
     /// The answer to a prepared `/similar` query ([`Retriever::similar`]). Blocking: under
@@ -531,7 +817,7 @@ impl LoadedModel {
         ranked
             .into_iter()
             .filter_map(|(idx, score)| {
-                let raw = self.items.raw_of(idx.try_into().ok()?)?;
+                let raw = self.catalogue().raw_of(idx.try_into().ok()?)?;
                 Some(ScoredItem {
                     item: api::raw_id_json(raw),
                     score,

@@ -70,6 +70,19 @@ fn schemas() -> Value {
             "items": {"type": "array", "items": {"$ref": "#/components/schemas/ScoredItem"}, "description": "nearest first, without the item itself; score = v_a · v_i (--similar_metric ip) or v_a · v_i / (|v_a| |v_i|) (cosine); exact under --retrieval exact, from the ANN index under --retrieval ann"},
             "unknown_items": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "exclude entries not in the item map"}
         }},
+        "AddItemsRequest": {"type": "object", "additionalProperties": false, "required": ["items"], "properties": {
+            "items": {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": false, "required": ["id", "features"], "properties": {
+                "id": {"$ref": "#/components/schemas/RawId"},
+                "features": {"type": "object", "description": "{column: value} for the model's feature columns: token columns a string (|-separated when multi-valued) or a list of strings, numeric columns a number, dense columns a list of numbers; a missing column has no value"}
+            }}, "description": "new ids are added (indices after the trained items); ids added before are updated; ids distinct, none a trained item"}
+        }},
+        "AddItemsResponse": {"type": "object", "required": ["model", "added", "updated", "trained_items", "added_items"], "properties": {
+            "model": {"type": "string"},
+            "added": {"type": "integer", "description": "items that were new"},
+            "updated": {"type": "integer", "description": "items added before whose features were replaced"},
+            "trained_items": {"type": "integer"},
+            "added_items": {"type": "integer", "description": "added items in all, these included"}
+        }},
         "BatchRequest": {"type": "object", "additionalProperties": false, "required": ["requests"], "properties": {
             "requests": {"type": "array", "items": {"$ref": "#/components/schemas/RecommendRequest"}}
         }},
@@ -116,7 +129,21 @@ fn paths() -> Value {
                 "500": error_response("`reload_failed`: the message says why; the previous model is still serving")
             }
         }},
-        "/v1/model": {"get": {"summary": "Metadata of the model serving (id, kind, maxlen, num_items, time_aware, intervals, device, paths, ONNX metadata_props, batching settings, retrieval: mode, user tower, item vectors, similar metric, ANN index parameters)",
+        "/v1/items": {"post": {
+            "summary": "Add items from their features (models exported with item features): embedded by item_tower.onnx, kept in the additions file, recommendable and readable in histories at once; requests in flight finish on the catalogue they started with",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AddItemsRequest"}}}},
+            "responses": {
+                "200": {"description": "added", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AddItemsResponse"}}}},
+                "400": error_response("`invalid_json`"),
+                "401": error_response("`unauthorized`"),
+                "409": error_response("`no_additions`: the model has no item tower, or --max_added_items is 0"),
+                "413": error_response("`payload_too_large`: body larger than --body_limit"),
+                "422": error_response("`invalid_request` (wrong shape), `invalid_items` (no items, id not a string or number, repeated or trained id, more than --max_added_items), `invalid_features` (names the item and the column)"),
+                "500": error_response("`add_failed`: the additions file could not be written; nothing was added")
+            }
+        }},
+        "/v1/model": {"get": {"summary": "Metadata of the model serving (id, kind, maxlen, num_items, time_aware, intervals, device, paths, ONNX metadata_props, batching settings, retrieval: mode, user tower, item vectors, similar metric, ANN index parameters; items: trained, added, max_added, item tower, additions file)",
             "responses": {"200": {"description": "metadata", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "{\"status\": \"ok\"}"}}}},
         "/readyz": {"get": {"summary": "Readiness: a model is loaded and the server is not shutting down",

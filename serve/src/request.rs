@@ -38,10 +38,10 @@ use std::collections::HashSet;
 
 use sasrec_shared::run::ModelSpec;
 use sasrec_shared::time::{left_pad, time_codes};
-use sasrec_shared::IdMap;
 
 use crate::api::{self, RecommendRequest, SimilarRequest};
 use crate::batcher::Row;
+use crate::catalogue::Catalogue;
 use crate::error::ApiError;
 
 /// A request turned into a graph row.
@@ -59,10 +59,10 @@ pub struct Prepared {
 pub fn prepare(
     req: &RecommendRequest,
     spec: &ModelSpec,
-    items: &IdMap,
+    items: &Catalogue,
     id: &str,
 ) -> Result<Prepared, ApiError> {
-    let k = check_k(req.k, spec.model.num_items)?;
+    let k = check_k(req.k, items.len())?;
     check_timestamps(req, spec, id)?;
     let mut unknown = Unknown::default();
     let history = known_history(req, items, &mut unknown)?;
@@ -76,6 +76,7 @@ pub fn prepare(
             exclude,
             candidates,
             k,
+            added: None,
         },
         unknown: unknown.entries,
     })
@@ -95,7 +96,7 @@ pub struct SimilarQuery {
 }
 
 /// Validates a `/similar` request against the item map `items` ([module docs](self)).
-pub fn prepare_similar(req: &SimilarRequest, items: &IdMap) -> Result<SimilarQuery, ApiError> {
+pub fn prepare_similar(req: &SimilarRequest, items: &Catalogue) -> Result<SimilarQuery, ApiError> {
     let k = check_k(req.k, items.len())?;
     let key = api::history_key(&req.item).ok_or_else(|| {
         ApiError::invalid(
@@ -190,7 +191,7 @@ struct KnownHistory {
 /// their timestamps) and unknown entries (noted in `unknown`).
 fn known_history(
     req: &RecommendRequest,
-    items: &IdMap,
+    items: &Catalogue,
     unknown: &mut Unknown,
 ) -> Result<KnownHistory, ApiError> {
     let keys = id_keys(&req.history, "history", "invalid_history")?;
@@ -242,7 +243,7 @@ fn model_inputs(spec: &ModelSpec, history: &KnownHistory) -> (Vec<i64>, Option<V
 /// `invalid_candidates`), `None` to rank every item.
 fn candidate_indices(
     req: &RecommendRequest,
-    items: &IdMap,
+    items: &Catalogue,
     unknown: &mut Unknown,
 ) -> Result<Option<Vec<i64>>, ApiError> {
     match &req.candidates {
@@ -259,7 +260,7 @@ fn candidate_indices(
 /// history item; sorted and distinct.
 fn excluded_indices(
     req: &RecommendRequest,
-    items: &IdMap,
+    items: &Catalogue,
     history: &[i64],
     unknown: &mut Unknown,
 ) -> Result<Vec<i64>, ApiError> {
@@ -279,7 +280,7 @@ fn known_indices(
     ids: &[serde_json::Value],
     field: &'static str,
     code: &'static str,
-    items: &IdMap,
+    items: &Catalogue,
     unknown: &mut Unknown,
 ) -> Result<Vec<i64>, ApiError> {
     let mut found = Vec::with_capacity(ids.len());

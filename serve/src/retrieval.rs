@@ -117,6 +117,11 @@ impl Retriever {
         self.vectors.dim()
     }
 
+    /// The item vectors `v_0..v_I`.
+    pub fn vectors(&self) -> &ItemVectors {
+        &self.vectors
+    }
+
     /// The item vectors' file.
     pub fn vectors_path(&self) -> &Path {
         self.vectors.path()

@@ -6,6 +6,7 @@
 //! | `POST /recommend/batch` | bearer (if configured) | top-k for several histories |
 //! | `POST /similar` | bearer (if configured) | the items nearest to one item (item vectors) |
 //! | `POST /v1/model/reload` | bearer (if configured) | load `--model` again, keep the old one on failure |
+//! | `POST /v1/items` | bearer (if configured) | add items from their features ([`crate::catalogue`]) |
 //! | `GET /v1/model` | | metadata of the model serving |
 //! | `GET /healthz` | | 200 while the process runs |
 //! | `GET /readyz` | | 200 with a model loaded, 503 while shutting down |
@@ -30,9 +31,10 @@ use serde::Serialize;
 use serde_json::json;
 use tower_http::trace::TraceLayer;
 
+use crate::api::{AddItemsRequest, AddItemsResponse, SimilarRequest, SimilarResponse};
 use crate::api::{BatchItem, BatchRequest, BatchResponse, RecommendRequest, RecommendResponse};
-use crate::api::{SimilarRequest, SimilarResponse};
 use crate::batcher::{JobResult, Row, RowResult, SubmitError};
+use crate::catalogue::NewItem;
 use crate::error::{ApiError, AppJson, InternalError};
 use crate::model::LoadedModel;
 use crate::state::AppState;
@@ -61,6 +63,7 @@ pub fn routes() -> Vec<Route> {
         route("post", "/recommend/batch", true, post(recommend_batch)),
         route("post", "/similar", true, post(similar)),
         route("post", "/v1/model/reload", true, post(reload)),
+        route("post", "/v1/items", true, post(add_items)),
         route("get", "/v1/model", false, get(model_info)),
         route("get", "/healthz", false, get(healthz)),
         route("get", "/readyz", false, get(readyz)),
@@ -248,6 +251,46 @@ async fn reload(State(state): State<AppState>) -> Result<Json<serde_json::Value>
         )),
         Err(e) => Err(ApiError::ReloadFailed(e.to_string())),
     }
+}
+
+/// `POST /v1/items`: adds items from their features (or updates items added before) and
+/// swaps the extended catalogue in ([`AppState::add_items`]).
+async fn add_items(
+    State(state): State<AppState>,
+    AppJson(req): AppJson<AddItemsRequest>,
+) -> Result<AppJson<AddItemsResponse>, ApiError> {
+    let items = new_items(req)?;
+    Ok(AppJson(state.add_items(items).await?))
+}
+
+/// The items of a `POST /v1/items` body with their ids as item-map keys: at least one, ids
+/// JSON strings or numbers (422 `invalid_items` otherwise).
+fn new_items(req: AddItemsRequest) -> Result<Vec<NewItem>, ApiError> {
+    if req.items.is_empty() {
+        return Err(ApiError::invalid(
+            "invalid_items",
+            "items = []: add at least one item",
+        ));
+    }
+    req.items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let id = crate::api::history_key(&item.id).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_items",
+                    format!(
+                        "items[{i}].id = {}: item ids must be JSON strings or numbers",
+                        item.id
+                    ),
+                )
+            })?;
+            Ok(NewItem {
+                id,
+                features: item.features,
+            })
+        })
+        .collect()
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -10,7 +10,7 @@ use ort::ep::{self, ExecutionProvider};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::SessionBuilder;
 use ort::session::{Session, SessionOutputs};
-use ort::value::Tensor;
+use ort::value::{Value, ValueTypeMarker};
 
 use crate::config::{Device, SessionConfig};
 use crate::error::{LoadError, RunError};
@@ -135,9 +135,9 @@ fn session_err(onnx: &Path, e: impl std::fmt::Display) -> LoadError {
 /// in the server"). CUDA graphs (the CUDA provider's `enable_cuda_graph`) are not used: a
 /// captured graph replays fixed device addresses and shapes, while here every run binds fresh
 /// host tensors whose batch size and `k` vary from run to run.
-pub fn run_bound<R>(
+pub fn run_bound<T: ValueTypeMarker + ?Sized, R>(
     session: &mut Session,
-    inputs: &[(&str, Tensor<i64>)],
+    inputs: &[(&str, Value<T>)],
     fetch: &[&str],
     read: impl FnOnce(&SessionOutputs<'_>) -> Result<R, RunError>,
 ) -> Result<R, RunError> {

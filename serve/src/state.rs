@@ -3,8 +3,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::api::AddItemsResponse;
+use crate::catalogue::NewItem;
 use crate::config::{Retrieval, ServeConfig};
-use crate::error::LoadError;
+use crate::error::{ApiError, LoadError};
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
 
@@ -74,8 +76,9 @@ impl AppState {
         &self.inner.metrics
     }
 
-    /// Loads the model from `--model` again and swaps it in; on failure the old model keeps
-    /// serving and the error is returned. Reloads are serialised.
+    /// Loads the model from `--model` again (with the additions file) and swaps it in; on
+    /// failure the old model keeps serving and the error is returned. Reloads and additions are
+    /// serialised.
     pub async fn reload(&self) -> Result<Reloaded, LoadError> {
         let _guard = self.inner.reload.lock().await;
         let cfg = self.inner.config.clone();
@@ -104,6 +107,31 @@ impl AppState {
                 Err(e)
             }
         }
+    }
+
+    /// `POST /v1/items`: builds the model with `items` added ([`LoadedModel::add_items`]: the
+    /// additions file is written first) and swaps it in; requests in flight finish on the
+    /// model they hold. Serialised with reloads; on error nothing changes.
+    pub async fn add_items(&self, items: Vec<NewItem>) -> Result<AddItemsResponse, ApiError> {
+        let _guard = self.inner.reload.lock().await;
+        let current = self.model();
+        let (model, done) = tokio::task::spawn_blocking(move || current.add_items(items))
+            .await
+            .map_err(|e| ApiError::Internal(format!("add task failed: {e}")))??;
+        let counts = model.info().items.clone();
+        let id = model.id().to_string();
+        {
+            let mut cur = self.inner.model.write().unwrap_or_else(|e| e.into_inner());
+            *cur = Arc::new(model);
+        }
+        tracing::info!(model = %id, added = done.added, updated = done.updated, total_added = counts.added, "items added");
+        Ok(AddItemsResponse {
+            model: id,
+            added: done.added,
+            updated: done.updated,
+            trained_items: counts.trained,
+            added_items: counts.added,
+        })
     }
 
     /// Marks the server as draining (`/readyz` answers 503 from now on).

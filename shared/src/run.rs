@@ -215,6 +215,13 @@ pub mod two_tower {
     pub const ITEM_VECTOR: &str = "item_vector";
     /// Prefix of the item tower's inputs: `item_features.<column>`, one per feature column.
     pub const ITEM_FEATURES_PREFIX: &str = "item_features.";
+    /// The open user tower of a model with item features: the user tower with the item table
+    /// as the input [`ITEM_ROWS`] instead of a weight, so that a server can read items added
+    /// after training in histories (docs/MODELS.md §6.5).
+    pub const OPEN_USER_TOWER_FILE: &str = "user_tower_open.onnx";
+    /// Input of the open user tower: float32 `[rows, d]`, the item vectors that `seq` indexes
+    /// (row 0 = the padding row; `seq` holds row numbers of this table).
+    pub const ITEM_ROWS: &str = "item_rows";
 
     /// Metadata key of the scoring model naming its user tower.
     pub const USER_TOWER_KEY: &str = "user_tower";
@@ -222,6 +229,9 @@ pub mod two_tower {
     pub const ITEM_VECTORS_KEY: &str = "item_vectors";
     /// Metadata key of the scoring model naming its item tower (models with item features).
     pub const ITEM_TOWER_KEY: &str = "item_tower";
+    /// Metadata key of the scoring model naming its open user tower (models with item
+    /// features).
+    pub const OPEN_USER_TOWER_KEY: &str = "user_tower_open";
 
     /// The `__metadata__` keys of [`ITEM_VECTORS_FILE`] (values are text, as in every
     /// safetensors header).
@@ -239,6 +249,13 @@ pub mod two_tower {
     /// The user tower's inputs, in graph order: `model.onnx`'s without `exclude` and `k`.
     pub fn inputs(time_aware: bool) -> Vec<&'static str> {
         super::onnx_io::history_inputs(time_aware)
+    }
+
+    /// The open user tower's inputs, in graph order: the user tower's, then [`ITEM_ROWS`].
+    pub fn open_inputs(time_aware: bool) -> Vec<&'static str> {
+        let mut names = inputs(time_aware);
+        names.push(ITEM_ROWS);
+        names
     }
 
     /// The item tower's inputs, in graph order: `item_features.<column>` for each column of
@@ -262,6 +279,8 @@ pub mod two_tower {
         pub item_vectors: String,
         /// The item tower (`.onnx`), for models with item features.
         pub item_tower: Option<String>,
+        /// The open user tower (`.onnx`), for models with item features.
+        pub open_user_tower: Option<String>,
     }
 
     impl Default for Files {
@@ -271,6 +290,7 @@ pub mod two_tower {
                 user_tower: USER_TOWER_FILE.into(),
                 item_vectors: ITEM_VECTORS_FILE.into(),
                 item_tower: None,
+                open_user_tower: None,
             }
         }
     }
@@ -284,23 +304,31 @@ pub mod two_tower {
         pub item_vectors: PathBuf,
         /// The item tower, for models with item features.
         pub item_tower: Option<PathBuf>,
+        /// The open user tower, for models with item features.
+        pub open_user_tower: Option<PathBuf>,
     }
 
     impl Files {
-        /// These files with the item tower [`ITEM_TOWER_FILE`].
+        /// These files with the item tower [`ITEM_TOWER_FILE`] and the open user tower
+        /// [`OPEN_USER_TOWER_FILE`].
         pub fn with_item_tower(self) -> Self {
             Self {
                 item_tower: Some(ITEM_TOWER_FILE.into()),
+                open_user_tower: Some(OPEN_USER_TOWER_FILE.into()),
                 ..self
             }
         }
 
-        /// The metadata entries (`user_tower`, `item_vectors`, `item_tower` when set).
+        /// The metadata entries (`user_tower`, `item_vectors`; `item_tower` and
+        /// `user_tower_open` when set).
         pub(super) fn put(&self, m: &mut BTreeMap<String, String>) {
             m.insert(USER_TOWER_KEY.into(), self.user_tower.clone());
             m.insert(ITEM_VECTORS_KEY.into(), self.item_vectors.clone());
             if let Some(t) = &self.item_tower {
                 m.insert(ITEM_TOWER_KEY.into(), t.clone());
+            }
+            if let Some(t) = &self.open_user_tower {
+                m.insert(OPEN_USER_TOWER_KEY.into(), t.clone());
             }
         }
 
@@ -319,6 +347,7 @@ pub mod two_tower {
                     user_tower,
                     item_vectors,
                     item_tower: name(ITEM_TOWER_KEY)?,
+                    open_user_tower: name(OPEN_USER_TOWER_KEY)?,
                 })),
                 (None, None) => Ok(None),
                 (Some(_), None) => Err(format!(
@@ -351,6 +380,7 @@ pub mod two_tower {
                 user_tower: find(&self.user_tower)?,
                 item_vectors: find(&self.item_vectors)?,
                 item_tower: self.item_tower.as_deref().map(find).transpose()?,
+                open_user_tower: self.open_user_tower.as_deref().map(find).transpose()?,
             })
         }
     }
@@ -362,7 +392,8 @@ pub mod two_tower {
 }
 
 /// Which graph an exported file holds; the metadata key `tower` is `user` for the user tower,
-/// `item` for the item tower and absent for the scoring model.
+/// `user_open` for the open user tower, `item` for the item tower and absent for the scoring
+/// model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GraphRole {
     /// `model.onnx`: scores and top-k ([`onnx_io`]).
@@ -372,6 +403,9 @@ pub enum GraphRole {
     UserTower,
     /// `item_tower.onnx`: an item's vector from its features ([`two_tower::ITEM_TOWER_FILE`]).
     ItemTower,
+    /// `user_tower_open.onnx`: the user vector from the history and the item rows it reads
+    /// ([`two_tower::OPEN_USER_TOWER_FILE`]).
+    OpenUserTower,
 }
 
 impl GraphRole {
@@ -383,6 +417,7 @@ impl GraphRole {
         match self {
             GraphRole::Scoring => owned(onnx_io::inputs(time_aware)),
             GraphRole::UserTower => owned(two_tower::inputs(time_aware)),
+            GraphRole::OpenUserTower => owned(two_tower::open_inputs(time_aware)),
             GraphRole::ItemTower => cfg
                 .item_features
                 .as_ref()
@@ -394,7 +429,7 @@ impl GraphRole {
     pub fn outputs(self) -> &'static [&'static str] {
         match self {
             GraphRole::Scoring => &onnx_io::OUTPUTS,
-            GraphRole::UserTower => &two_tower::OUTPUTS,
+            GraphRole::UserTower | GraphRole::OpenUserTower => &two_tower::OUTPUTS,
             GraphRole::ItemTower => &[two_tower::ITEM_VECTOR],
         }
     }
@@ -404,6 +439,7 @@ impl GraphRole {
         match self {
             GraphRole::Scoring => None,
             GraphRole::UserTower => Some(keys::USER),
+            GraphRole::OpenUserTower => Some(keys::USER_OPEN),
             GraphRole::ItemTower => Some(keys::ITEM),
         }
     }
@@ -414,10 +450,12 @@ impl GraphRole {
             None => Ok(GraphRole::Scoring),
             Some(keys::USER) => Ok(GraphRole::UserTower),
             Some(keys::ITEM) => Ok(GraphRole::ItemTower),
+            Some(keys::USER_OPEN) => Ok(GraphRole::OpenUserTower),
             Some(v) => Err(format!(
-                "metadata `{}` = `{v}` is not `{}` or `{}`",
+                "metadata `{}` = `{v}` is not `{}`, `{}` or `{}`",
                 keys::TOWER,
                 keys::USER,
+                keys::USER_OPEN,
                 keys::ITEM
             )),
         }
@@ -432,9 +470,11 @@ mod keys {
     pub const SOURCE_SHA256: &str = "source_sha256";
     pub const GRAPH_VARIANT: &str = "graph_variant";
     pub const VERSION: &str = "sasrec_rs_version";
-    /// Present (= [`USER`] or [`ITEM`]) on the towers only ([`super::GraphRole`]).
+    /// Present (= [`USER`], [`USER_OPEN`] or [`ITEM`]) on the towers only
+    /// ([`super::GraphRole`]).
     pub const TOWER: &str = "tower";
     pub const USER: &str = "user";
+    pub const USER_OPEN: &str = "user_open";
     pub const ITEM: &str = "item";
 }
 
@@ -709,7 +749,7 @@ mod tests {
         md.insert("tower".into(), "items".into());
         assert_eq!(
             ModelManifest::from_metadata(&md).unwrap_err(),
-            "metadata `tower` = `items` is not `user` or `item`"
+            "metadata `tower` = `items` is not `user`, `user_open` or `item`"
         );
     }
 
@@ -745,7 +785,15 @@ mod tests {
         assert_eq!(md["item_tower"], "item_tower.onnx");
         assert_eq!(md["inputs"], "item_features.genres,item_features.year");
         assert_eq!(md["outputs"], "item_vector");
+        assert_eq!(md["user_tower_open"], "user_tower_open.onnx");
         assert_eq!(ModelManifest::from_metadata(&md).unwrap(), m);
+
+        let open = m.with_role(GraphRole::OpenUserTower);
+        let md = open.to_metadata();
+        assert_eq!(md["tower"], "user_open");
+        assert_eq!(md["inputs"], "seq,item_rows");
+        assert_eq!(md["outputs"], "user_vector");
+        assert_eq!(ModelManifest::from_metadata(&md).unwrap(), open);
     }
 
     #[test]

@@ -274,6 +274,28 @@ pub fn run_user_tower(s: &mut Session, batch: &Batch, t: usize) -> (Vec<f32>, us
     (data.to_vec(), shape[1] as usize)
 }
 
+/// Runs the open user tower on `batch` with `seq` replaced by `seq` (row numbers of `rows`)
+/// and `item_rows` = `rows` (`[rows.len() / d, d]`): the user vectors.
+pub fn run_open_user_tower(
+    s: &mut Session,
+    batch: &Batch,
+    t: usize,
+    (seq, rows, d): (&[i64], &[f32], usize),
+) -> Vec<f32> {
+    let renumbered = Batch {
+        b: batch.b,
+        seq: seq.to_vec(),
+        tm: batch.tm.clone(),
+    };
+    let mut inputs = history_inputs(&renumbered, t);
+    let table = OrtTensor::from_array(([rows.len() / d, d], rows.to_vec())).unwrap();
+    inputs.push(("item_rows".into(), table.into()));
+    let out = s.run(inputs).unwrap();
+    let (shape, data) = out["user_vector"].try_extract_tensor::<f32>().unwrap();
+    assert_eq!(shape.to_vec(), [batch.b as i64, d as i64]);
+    data.to_vec()
+}
+
 /// Runs `onnx.checker.check_model(path, full_check=True)` (the path form, which also checks
 /// external data files) in the venv's Python and returns the model's header as JSON:
 /// `ir_version`, `opsets`, `producer`, `metadata`, `inputs`, `outputs`, `initializers`.
