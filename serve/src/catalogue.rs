@@ -209,6 +209,14 @@ pub struct Catalogue<'a> {
 }
 
 impl<'a> Catalogue<'a> {
+    /// The trained items `items` alone.
+    pub fn trained(items: &'a IdMap) -> Self {
+        Self {
+            trained: items,
+            added: None,
+        }
+    }
+
     /// The index of `raw`: a trained item, else an added one.
     pub fn index_of(&self, raw: &str) -> Option<u32> {
         self.trained

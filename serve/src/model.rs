@@ -776,11 +776,7 @@ impl LoadedModel {
     /// first when the model has no usable item vectors.
     pub fn prepare_similar(&self, req: &SimilarRequest) -> Result<SimilarQuery, ApiError> {
         self.retriever()?;
-        let trained = Catalogue {
-            trained: &self.items,
-            added: None,
-        };
-        request::prepare_similar(req, &trained)
+        request::prepare_similar(req, &Catalogue::trained(&self.items))
     }
 
     /// The answer to a prepared `/similar` query ([`Retriever::similar`]). Blocking: under

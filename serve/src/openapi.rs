@@ -176,7 +176,7 @@ mod tests {
                     .map(move |m| (m.clone(), path.clone()))
             })
             .collect();
-        assert_eq!(served.len(), 9);
+        assert_eq!(served.len(), 10);
         let undocumented: Vec<_> = served.difference(&documented).collect();
         let not_served: Vec<_> = documented.difference(&served).collect();
         assert!(

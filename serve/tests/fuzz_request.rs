@@ -19,6 +19,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use fuzzgen::{Budget, Rng, Tally, Vocabulary};
 use sasrec_serve::api::{history_key, BatchRequest, RecommendRequest};
+use sasrec_serve::catalogue::Catalogue;
 use sasrec_serve::request::{prepare, Prepared};
 use sasrec_shared::config::{Backbone, ModelConfig};
 use sasrec_shared::run::ModelSpec;
@@ -158,7 +159,7 @@ fn check_row(
 /// One request through `prepare`: `Ok(true)` answered, `Ok(false)` refused as it must be.
 fn check_request(req: &RecommendRequest, spec: &ModelSpec, map: &IdMap) -> Result<bool, String> {
     let want = expected_code(req, spec);
-    match (prepare(req, spec, map, "fuzz@0"), want) {
+    match (prepare(req, spec, &Catalogue::trained(map), "fuzz@0"), want) {
         (Ok(p), None) => check_row(&p, req, spec, map).map(|()| true),
         (Ok(_), Some(code)) => Err(format!("accepted; expected {code}")),
         (Err(e), want) => {
@@ -249,7 +250,7 @@ fn extreme_timestamps_are_answered() {
             "timestamps": [i64::MAX, i64::MIN, 0, -1],
         }))
         .unwrap();
-        let p = prepare(&req, &spec, &map, "t@0").unwrap();
+        let p = prepare(&req, &spec, &Catalogue::trained(&map), "t@0").unwrap();
         check_row(&p, &req, &spec, &map).unwrap();
         let m = p.row.time_matrix.unwrap();
         // Time order: 6 (MIN), 12 (−1), 9 (0), 3 (MAX) in the last four window positions.

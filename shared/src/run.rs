@@ -845,6 +845,7 @@ mod tests {
                 user_tower: dir.path().join("user_tower.onnx"),
                 item_vectors: missing,
                 item_tower: None,
+                open_user_tower: None,
             }
         );
     }
