@@ -39,14 +39,32 @@ pub struct NewItem {
     pub features: Map<String, Value>,
 }
 
-/// Items added after training: index `I + 1 + j` is the j-th added item.
+/// Items added after training: index `I + 1 + j` is the j-th added item. Each keeps its
+/// additions-file line (the JSON text of its [`NewItem`]) rather than the parsed features.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AddedItems {
     trained: usize,
     dim: usize,
-    items: Vec<NewItem>,
+    items: Vec<Stored>,
     vectors: Vec<f32>,
     by_id: HashMap<String, u32>,
+}
+
+/// An added item as kept: its raw id and its line of the additions file.
+#[derive(Debug, Clone, PartialEq)]
+struct Stored {
+    id: String,
+    line: Box<str>,
+}
+
+impl From<NewItem> for Stored {
+    fn from(item: NewItem) -> Self {
+        let line = serde_json::to_string(&item).expect("JSON values serialise");
+        Self {
+            id: item.id,
+            line: line.into(),
+        }
+    }
 }
 
 /// What [`AddedItems::upsert`] did.
@@ -113,14 +131,14 @@ impl AddedItems {
                 Some(&idx) => {
                     let j = idx as usize - self.trained - 1;
                     self.vectors[j * self.dim..(j + 1) * self.dim].copy_from_slice(v);
-                    self.items[j] = item;
+                    self.items[j] = item.into();
                     done.updated += 1;
                 }
                 None => {
                     let idx = (self.trained + 1 + self.items.len()) as u32;
                     self.by_id.insert(item.id.clone(), idx);
                     self.vectors.extend_from_slice(v);
-                    self.items.push(item);
+                    self.items.push(item.into());
                     done.added += 1;
                 }
             }
@@ -161,7 +179,7 @@ impl AddedItems {
     pub fn save(&self, path: &Path) -> Result<(), String> {
         sasrec_shared::io::write_atomic(path, |w| {
             for item in &self.items {
-                serde_json::to_writer(&mut *w, item)?;
+                w.write_all(item.line.as_bytes())?;
                 w.write_all(b"\n")?;
             }
             Ok(())
