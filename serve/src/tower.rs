@@ -229,9 +229,8 @@ fn item_row<'a>(
 }
 
 /// One row's answer: the trained items ranked by [`Retriever::rank`] merged with the added
-/// items of the row's snapshot ranked exactly ([`crate::catalogue::AddedItems::top_k`]); best
-/// `k` by score,
-/// equal scores to the lower index, non-finite scores dropped.
+/// items of the row's snapshot ranked exactly ([`crate::catalogue::AddedItems::top_k`]); the
+/// best `k` by score, equal scores to the lower index, non-finite scores dropped.
 pub fn rank_with_added(retriever: &Retriever, row: &Row, q: &[f32]) -> Result<RowResult, RunError> {
     let trained = retriever.rank(row, q)?;
     let Some(added) = row.added.as_deref().filter(|a| !a.is_empty()) else {
