@@ -69,6 +69,15 @@ impl ItemTower {
             .collect()
     }
 
+    /// The position of the first item whose vector (`vectors`, `[n × d]`) is not finite: an
+    /// extreme numeric value can overflow the standardisation or `W·x`, and such a vector
+    /// would make every history that reads the item score nothing.
+    pub fn first_non_finite(&self, vectors: &[f32]) -> Option<usize> {
+        vectors
+            .chunks_exact(self.dim)
+            .position(|v| !v.iter().all(|x| x.is_finite()))
+    }
+
     /// The item vectors of `encoded` (`[n × d]`, row-major): one run of the tower. Blocking.
     pub fn embed(&self, encoded: &[EncodedFeatures]) -> Result<Vec<f32>, RunError> {
         if encoded.is_empty() {

@@ -534,6 +534,12 @@ impl Additions {
                 .encode(&items)
                 .map_err(|(i, e)| bad(format!("item {}: {e}", items[i].id)))?;
             let vectors = tower.embed(&encoded).map_err(|e| bad(e.to_string()))?;
+            if let Some(i) = tower.first_non_finite(&vectors) {
+                let id = &items[i].id;
+                return Err(bad(format!(
+                    "item {id}: the item tower gives a non-finite vector"
+                )));
+            }
             added.upsert(items, &vectors);
             tracing::info!(file = %path.display(), items = added.len(), "added items loaded");
         }
@@ -552,14 +558,24 @@ fn items_info(
     additions: Option<&Additions>,
     rcfg: &RetrievalConfig,
 ) -> ItemsInfo {
-    let unavailable = match (additions, &manifest.two_tower) {
+    let open = manifest
+        .two_tower
+        .as_ref()
+        .and_then(|f| f.open_user_tower.as_ref());
+    let unavailable = match (additions, open) {
         (Some(_), _) => None,
-        (None, Some(f)) if f.open_user_tower.is_some() && rcfg.max_added_items == 0 => {
-            Some("--max_added_items is 0".to_string())
-        }
-        (None, _) => Some(
-            "the model has no item tower (train with --item_features and export with \
-             sasrec-export --onnx)"
+        (None, Some(_)) if rcfg.max_added_items == 0 => Some(
+            "--max_added_items is 0 (start the server with --max_added_items N to add up to N \
+             items)"
+                .to_string(),
+        ),
+        (None, Some(name)) => Some(format!(
+            "the model names the open user tower {name}, but it is not beside the model; \
+             export again with sasrec-export --onnx"
+        )),
+        (None, None) => Some(
+            "the model has no item tower and open user tower (sasrec-export --onnx writes \
+             them for models trained with --item_features)"
                 .to_string(),
         ),
     };
@@ -666,6 +682,16 @@ impl LoadedModel {
             .tower
             .embed(&encoded)
             .map_err(|e| ApiError::Internal(format!("item tower: {e}")))?;
+        if let Some(i) = additions.tower.first_non_finite(&vectors) {
+            return Err(ApiError::invalid(
+                "invalid_features",
+                format!(
+                    "items[{i}] (id {}): the item tower gives a non-finite vector for these \
+                     features (a value too large?)",
+                    items[i].id
+                ),
+            ));
+        }
         let mut added = (*additions.added).clone();
         let done = added.upsert(items, &vectors);
         added

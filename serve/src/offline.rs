@@ -86,9 +86,9 @@ fn in_flight(workers: usize) -> usize {
     2 * workers
 }
 
-/// `--k` lies in 1..=number of items.
+/// `--k` lies in 1..=number of items (trained and added).
 fn check_k(k: usize, model: &LoadedModel) -> anyhow::Result<()> {
-    let n = model.items().len();
+    let n = model.catalogue().len();
     if k == 0 || k > n {
         bail!("--k {k}: must be between 1 and {n} (the number of items)");
     }

@@ -111,8 +111,18 @@ impl AppState {
 
     /// `POST /v1/items`: builds the model with `items` added ([`LoadedModel::add_items`]: the
     /// additions file is written first) and swaps it in; requests in flight finish on the
-    /// model they hold. Serialised with reloads; on error nothing changes.
+    /// model they hold. Serialised with reloads; on error nothing changes. The work runs as a
+    /// task of its own, so a client that disconnects or times out cannot stop it between
+    /// writing the file and the swap (the items are then added all the same).
     pub async fn add_items(&self, items: Vec<NewItem>) -> Result<AddItemsResponse, ApiError> {
+        let state = self.clone();
+        tokio::spawn(async move { state.add_items_now(items).await })
+            .await
+            .map_err(|e| ApiError::Internal(format!("add task failed: {e}")))?
+    }
+
+    /// [`AppState::add_items`] in the caller's task.
+    async fn add_items_now(&self, items: Vec<NewItem>) -> Result<AddItemsResponse, ApiError> {
         let _guard = self.inner.reload.lock().await;
         let current = self.model();
         let (model, done) = tokio::task::spawn_blocking(move || current.add_items(items))

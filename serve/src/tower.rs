@@ -21,6 +21,7 @@ use sasrec_shared::run::two_tower::{self, USER_VECTOR};
 use sasrec_shared::run::{GraphRole, ModelManifest};
 
 use ort::value::Tensor;
+use sasrec_ann::ItemVectors;
 use sasrec_shared::run::two_tower::ITEM_ROWS;
 
 use crate::batcher::{
@@ -149,7 +150,7 @@ fn open_user_vectors(
     retriever: &Retriever,
 ) -> Result<Vec<f32>, RunError> {
     let dim = retriever.dim();
-    let (seq, table) = read_rows(rows, shape.maxlen, retriever)?;
+    let (seq, table) = read_rows(rows, shape.maxlen, retriever.vectors())?;
     let mut inputs: Vec<_> = history_inputs_with(rows, shape, seq)?
         .into_iter()
         .map(|(name, t)| (name, t.into_dyn()))
@@ -176,9 +177,8 @@ fn open_user_vectors(
 pub fn read_rows(
     rows: &[&Row],
     maxlen: usize,
-    retriever: &Retriever,
+    vectors: &ItemVectors,
 ) -> Result<(Vec<i64>, Vec<f32>), RunError> {
-    let vectors = retriever.vectors();
     let trained = vectors.num_items() as i64;
     let mut table = vectors.row(0).to_vec();
     let mut number: HashMap<(i64, usize), i64> = HashMap::new();
@@ -201,7 +201,7 @@ pub fn read_rows(
             let n = match number.entry(key) {
                 Entry::Occupied(e) => *e.get(),
                 Entry::Vacant(e) => {
-                    table.extend_from_slice(item_row(i, trained, row, retriever)?);
+                    table.extend_from_slice(item_row(i, trained, row, vectors)?);
                     *e.insert(next)
                 }
             };
@@ -216,14 +216,14 @@ fn item_row<'a>(
     i: i64,
     trained: i64,
     row: &'a Row,
-    retriever: &'a Retriever,
+    vectors: &'a ItemVectors,
 ) -> Result<&'a [f32], RunError> {
     let added = row
         .added
         .as_deref()
         .and_then(|a| a.row(u32::try_from(i).ok()?));
     match i {
-        1.. if i <= trained => Ok(retriever.vectors().row(i as usize)),
+        1.. if i <= trained => Ok(vectors.row(i as usize)),
         _ => added.ok_or_else(|| RunError::Shape(format!("seq holds {i}, not an item index"))),
     }
 }
@@ -301,4 +301,68 @@ fn check_io(session: &Session, want: &[&str]) -> Result<(), String> {
         return Err(format!("no `{USER_VECTOR}` output"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sasrec_ann::VectorsMeta;
+    use serde_json::Map;
+
+    use super::*;
+    use crate::catalogue::{AddedItems, NewItem};
+
+    /// Three trained items `v_i = (i, -i)`, row 0 zero.
+    fn trained(dir: &Path) -> ItemVectors {
+        let path = dir.join("v.safetensors");
+        let rows = [0., 0., 1., -1., 2., -2., 3., -3.];
+        let meta = VectorsMeta {
+            source_sha256: "ab".repeat(32),
+            kind: "sasrec".into(),
+            extra: BTreeMap::new(),
+        };
+        ItemVectors::write(&path, &rows, 2, &meta).unwrap();
+        ItemVectors::open(&path).unwrap()
+    }
+
+    fn row(seq: Vec<i64>, added: &Arc<AddedItems>) -> Row {
+        Row {
+            seq,
+            time_matrix: None,
+            exclude: Vec::new(),
+            candidates: None,
+            k: 1,
+            added: Some(added.clone()),
+        }
+    }
+
+    fn item(id: &str) -> NewItem {
+        NewItem {
+            id: id.into(),
+            features: Map::new(),
+        }
+    }
+
+    #[test]
+    fn rows_are_renumbered_and_each_snapshot_keeps_its_version_of_an_added_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let vectors = trained(dir.path());
+        let mut a = AddedItems::empty(3, 2);
+        a.upsert(vec![item("x"), item("y")], &[9., 9., 8., 8.]); // 4, 5
+        let old = Arc::new(a.clone());
+        a.upsert(vec![item("x")], &[7., 7.]); // 4 updated
+        let new = Arc::new(a);
+        let r1 = row(vec![0, 2, 4, 2], &old);
+        let r2 = row(vec![0, 0, 4, 5], &new);
+        let (seq, table) = read_rows(&[&r1, &r2], 4, &vectors).unwrap();
+        assert_eq!(seq, [0, 1, 2, 1, 0, 0, 3, 4]);
+        assert_eq!(table, [0., 0., 2., -2., 9., 9., 7., 7., 8., 8.]);
+
+        let bad = row(vec![0, 0, 0, 6], &new);
+        let e = read_rows(&[&bad], 4, &vectors).unwrap_err().to_string();
+        assert_eq!(e, "seq holds 6, not an item index");
+        let e = read_rows(&[&r1], 3, &vectors).unwrap_err().to_string();
+        assert_eq!(e, "row 0: seq has 4 entries, expected 3");
+    }
 }

@@ -2,8 +2,8 @@
 //! (docs/MODELS.md §6.5): an item added with the features of a trained item gets that item's
 //! score and place in every ranking, also read in a history and under `--retrieval ann`; the
 //! additions survive a restart; bad bodies and features are 4xx naming the field; the limit
-//! holds; adding items under concurrent load fails no request; a model without an item tower
-//! answers 409.
+//! holds; adding items under concurrent load fails no request; a model without an item tower,
+//! or served without `--max_added_items`, answers 409.
 
 mod common;
 
@@ -109,6 +109,13 @@ fn read_features(path: &Path) -> HashMap<String, Value> {
         .collect()
 }
 
+/// The server settings of these tests: additions on, up to 1,000.
+fn config(dir: &Path) -> ServeConfig {
+    let mut cfg = ServeConfig::new(dir);
+    cfg.retrieval.max_added_items = 1000;
+    cfg
+}
+
 /// A copy of the features model named `name` (no additions file, no index).
 fn live_copy(name: &str) -> PathBuf {
     let src = &feature_fixture().dir;
@@ -171,7 +178,7 @@ async fn an_added_copy_of_a_trained_item_scores_and_reads_as_that_item() {
     let features = feature_fixture().features[&x].clone();
     for mode in [Retrieval::Exact, Retrieval::Ann] {
         let dir = live_copy(&format!("copy-{mode:?}"));
-        let mut cfg = ServeConfig::new(&dir);
+        let mut cfg = config(&dir);
         cfg.retrieval.mode = mode;
         let srv = TestServer::start(cfg).await;
         let info = srv.get_json("/v1/model").await;
@@ -225,7 +232,7 @@ async fn additions_survive_a_restart_and_a_damaged_file_is_refused() {
     let (x, history) = some_item_and_history();
     let f = &feature_fixture().features;
     let dir = live_copy("restart");
-    let srv = TestServer::start(ServeConfig::new(&dir)).await;
+    let srv = TestServer::start(config(&dir)).await;
     let items = json!({"items": [
         {"id": "a", "features": f[&x]},
         {"id": 5, "features": {"genre": "g1"}},
@@ -246,7 +253,7 @@ async fn additions_survive_a_restart_and_a_damaged_file_is_refused() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(text.lines().count(), 2, "{text}");
     assert!(text.contains("\"g2\""), "the update was written: {text}");
-    let srv = TestServer::start(ServeConfig::new(&dir)).await;
+    let srv = TestServer::start(config(&dir)).await;
     assert_eq!(srv.get_json("/v1/model").await["items"]["added"], 2);
     let after = ranked(&srv.post_ok("/recommend", &all).await);
     assert_eq!(after, before, "the same catalogue after a restart");
@@ -257,12 +264,12 @@ async fn additions_survive_a_restart_and_a_damaged_file_is_refused() {
         format!("{}\n{{\"id\": \"b\"}}\n", text.lines().next().unwrap()),
     )
     .unwrap();
-    let e = sasrec_serve::AppState::load(ServeConfig::new(&dir))
+    let e = sasrec_serve::AppState::load(config(&dir))
         .unwrap_err()
         .to_string();
     assert!(e.contains(&format!("{}:2:", file.display())), "{e}");
     std::fs::write(&file, "{\"id\": \"b\", \"features\": {\"genre\": 3}}\n").unwrap();
-    let e = sasrec_serve::AppState::load(ServeConfig::new(&dir))
+    let e = sasrec_serve::AppState::load(config(&dir))
         .unwrap_err()
         .to_string();
     assert!(e.contains("item b: feature `genre`"), "{e}");
@@ -273,7 +280,7 @@ async fn additions_survive_a_restart_and_a_damaged_file_is_refused() {
 async fn bad_items_and_features_get_4xx_naming_the_field() {
     let (x, _) = some_item_and_history();
     let dir = live_copy("bad");
-    let mut cfg = ServeConfig::new(&dir);
+    let mut cfg = config(&dir);
     cfg.retrieval.max_added_items = 2;
     let srv = TestServer::start(cfg).await;
     let one = |id: Value, features: Value| json!({"items": [{"id": id, "features": features}]});
@@ -346,17 +353,29 @@ async fn bad_items_and_features_get_4xx_naming_the_field() {
         "3 added items, more than --max_added_items 2",
     );
     srv.shutdown().await;
+}
 
-    // A model without an item tower, and additions switched off: 409.
-    let srv = TestServer::start(ServeConfig::new(&fixtures().sas)).await;
-    let (status, v) = srv.post("/v1/items", &one(json!("n"), json!({}))).await;
+/// A model without an item tower, and a features model served without `--max_added_items`
+/// (the default): 409 `no_additions` saying why.
+#[tokio::test]
+async fn without_an_item_tower_or_a_limit_items_cannot_be_added() {
+    let one = json!({"items": [{"id": "n", "features": {}}]});
+    let mut cfg = ServeConfig::new(&fixtures().sas);
+    cfg.retrieval.max_added_items = 1000;
+    let srv = TestServer::start(cfg).await;
+    let (status, v) = srv.post("/v1/items", &one).await;
     assert_eq!(status, 409, "{v}");
     assert_error(&v, "no_additions", "no item tower");
     srv.shutdown().await;
-    let mut cfg = ServeConfig::new(&dir);
-    cfg.retrieval.max_added_items = 0;
-    let srv = TestServer::start(cfg).await;
-    let (status, v) = srv.post("/v1/items", &one(json!("n"), json!({}))).await;
+    let dir = live_copy("default");
+    let srv = TestServer::start(ServeConfig::new(&dir)).await;
+    let info = srv.get_json("/v1/model").await;
+    assert_eq!(
+        info["retrieval"]["user_tower_path"],
+        Value::Null,
+        "model.onnx serves: {info}"
+    );
+    let (status, v) = srv.post("/v1/items", &one).await;
     assert_eq!(status, 409, "{v}");
     assert_error(&v, "no_additions", "--max_added_items is 0");
     srv.shutdown().await;
@@ -370,7 +389,7 @@ async fn adding_items_under_load_fails_no_request() {
     const ADDITIONS: usize = 20;
     let (_, history) = some_item_and_history();
     let dir = live_copy("load");
-    let srv = TestServer::start(ServeConfig::new(&dir)).await;
+    let srv = TestServer::start(config(&dir)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut clients = Vec::new();
