@@ -24,7 +24,7 @@ use sasrec_shared::IdMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::retrieval::{best_k, Scored};
+use crate::ranking::{best_k, Scored};
 
 /// File name of the additions beside the model ([module docs](self#the-additions-file)).
 pub const ADDED_ITEMS_FILE: &str = "added_items.jsonl";

@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod model;
 pub mod offline;
 pub mod openapi;
+pub mod ranking;
 pub mod request;
 pub mod retrieval;
 pub mod routes;

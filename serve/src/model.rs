@@ -12,7 +12,7 @@
 //!
 //! A model exported with item features takes items added after training
 //! ([`crate::catalogue`], `POST /v1/items`) unless `--max_added_items 0`: in both retrieval
-//! modes the workers then run `user_tower_open.onnx` ([`crate::tower::OpenRunner`]) instead of
+//! modes the workers then run `user_tower_open.onnx` ([`crate::tower::Tower::Open`]) instead of
 //! `model.onnx` / `user_tower.onnx`, `item_tower.onnx` embeds the additions, and the additions
 //! file beside the model is read (and its items embedded) at load. Adding items builds a new
 //! [`LoadedModel`] sharing everything but the additions ([`LoadedModel::add_items`]).
@@ -43,7 +43,7 @@ use crate::request::{self, Prepared, SimilarQuery};
 use crate::retrieval::{IndexReport, Retriever};
 use crate::runtime;
 use crate::session::{build_session, read_metadata};
-use crate::tower::{check_open_tower, check_tower, OpenRunner, TowerRunner};
+use crate::tower::{check_open_tower, check_tower, Tower, TowerRunner};
 
 /// What `GET /v1/model` shows.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -244,7 +244,7 @@ fn read_manifest(
     session: &Session,
     onnx: &Path,
     (items, items_path): (&IdMap, &Path),
-    check: fn(&Session, &ModelManifest) -> Result<(), String>,
+    check: CheckFn,
 ) -> Result<(BTreeMap<String, String>, ModelManifest), LoadError> {
     let metadata_err = |msg: String| LoadError::Metadata {
         path: onnx.to_path_buf(),
@@ -306,7 +306,7 @@ impl TwoTower {
         tower: &Path,
         rcfg: &RetrievalConfig,
         metrics: &Arc<Metrics>,
-        named: fn(&two_tower::Paths) -> Option<&Path>,
+        named: NamedFn,
     ) -> Result<(Self, two_tower::Paths), LoadError> {
         let dir = tower.parent().unwrap_or_else(|| Path::new("."));
         let err = |e: String| LoadError::Retrieval(format!("{}: {e}", tower.display()));
@@ -403,24 +403,34 @@ fn exact_workers(
     })
 }
 
-/// `--retrieval ann`: `workers` sessions on the user tower beside `onnx` (read for the
-/// manifest and checked with [`check_tower`]), the retriever over the item vectors, and one
-/// warmed-up [`TowerRunner`] per session.
-fn ann_workers(
+/// `workers` sessions on the user tower `path` of kind `tower` (read for the manifest and
+/// checked with [`check_tower`] / [`check_open_tower`]), the retriever over the trained item
+/// vectors (with the index under `--retrieval ann`) and one warmed-up [`TowerRunner`] per
+/// session; for the open tower, the additions too ([`Additions::load`]). `--retrieval ann`
+/// runs `user_tower.onnx` beside `model.onnx`; a model that takes additions runs
+/// `user_tower_open.onnx` in either mode.
+fn tower_workers(
     ctx: &LoadCtx,
-    onnx: &Path,
+    (path, tower): (&Path, Tower),
     rcfg: &RetrievalConfig,
     metrics: &Arc<Metrics>,
 ) -> Result<Workers, LoadError> {
-    let tower = onnx.with_file_name(two_tower::USER_TOWER_FILE);
-    let (sessions, device) = build_sessions(ctx.env, &tower, ctx.scfg, ctx.workers)?;
-    let (metadata, manifest) = read_manifest(&sessions[0], &tower, ctx.items, check_tower)?;
-    let (two_tower, _) = TwoTower::tower(&manifest, &tower, rcfg, metrics, user_tower_of)?;
+    let (check, named): (CheckFn, NamedFn) = match tower {
+        Tower::User => (check_tower, user_tower_of),
+        Tower::Open => (check_open_tower, open_tower_of),
+    };
+    let (sessions, device) = build_sessions(ctx.env, path, ctx.scfg, ctx.workers)?;
+    let (metadata, manifest) = read_manifest(&sessions[0], path, ctx.items, check)?;
+    let (two_tower, paths) = TwoTower::tower(&manifest, path, rcfg, metrics, named)?;
     let retriever = two_tower.retriever().map_err(LoadError::Retrieval)?;
+    let additions = match tower {
+        Tower::Open => Some(Additions::load(ctx, &paths, &manifest, rcfg)?),
+        Tower::User => None,
+    };
     let shape = graph_shape(&manifest);
     let mut runners: Vec<Box<dyn RowRunner>> = Vec::with_capacity(sessions.len());
     for session in sessions {
-        let runner = TowerRunner::new(session, shape, retriever.clone(), &tower)?;
+        let runner = TowerRunner::new(session, shape, retriever.clone(), (path, tower))?;
         runners.push(Box::new(runner));
     }
     Ok(Workers {
@@ -429,44 +439,15 @@ fn ann_workers(
         metadata,
         manifest,
         two_tower,
-        additions: None,
+        additions,
     })
 }
 
-/// A model that takes additions, in either retrieval mode: `workers` sessions on the open user
-/// tower `tower` (read for the manifest and checked with [`check_open_tower`]), the retriever
-/// over the trained item vectors (with the index under `--retrieval ann`), one warmed-up
-/// [`OpenRunner`] per session, and the additions ([`Additions::load`]).
-fn open_workers(
-    ctx: &LoadCtx,
-    tower: &Path,
-    rcfg: &RetrievalConfig,
-    metrics: &Arc<Metrics>,
-) -> Result<Workers, LoadError> {
-    let (sessions, device) = build_sessions(ctx.env, tower, ctx.scfg, ctx.workers)?;
-    let (metadata, manifest) = read_manifest(&sessions[0], tower, ctx.items, check_open_tower)?;
-    let (two_tower, paths) = TwoTower::tower(&manifest, tower, rcfg, metrics, open_tower_of)?;
-    let retriever = two_tower.retriever().map_err(LoadError::Retrieval)?;
-    let additions = Additions::load(ctx, &paths, &manifest, rcfg)?;
-    let shape = graph_shape(&manifest);
-    let mut runners: Vec<Box<dyn RowRunner>> = Vec::with_capacity(sessions.len());
-    for session in sessions {
-        runners.push(Box::new(OpenRunner::new(
-            session,
-            shape,
-            retriever.clone(),
-            tower,
-        )?));
-    }
-    Ok(Workers {
-        runners,
-        device,
-        metadata,
-        manifest,
-        two_tower,
-        additions: Some(additions),
-    })
-}
+/// Checks a graph's interface against the model's manifest.
+type CheckFn = fn(&Session, &ModelManifest) -> Result<(), String>;
+
+/// Which file of the two-tower files a graph must be.
+type NamedFn = fn(&two_tower::Paths) -> Option<&Path>;
 
 /// The user tower of the two-tower files.
 fn user_tower_of(p: &two_tower::Paths) -> Option<&Path> {
@@ -633,9 +614,12 @@ impl LoadedModel {
             workers: bcfg.workers.max(1),
         };
         let w = match (open_tower(&onnx, rcfg), rcfg.mode) {
-            (Some(tower), _) => open_workers(&ctx, &tower, rcfg, &metrics)?,
+            (Some(open), _) => tower_workers(&ctx, (&open, Tower::Open), rcfg, &metrics)?,
             (None, Retrieval::Exact) => exact_workers(&ctx, &onnx, rcfg, &metrics)?,
-            (None, Retrieval::Ann) => ann_workers(&ctx, &onnx, rcfg, &metrics)?,
+            (None, Retrieval::Ann) => {
+                let user = onnx.with_file_name(two_tower::USER_TOWER_FILE);
+                tower_workers(&ctx, (&user, Tower::User), rcfg, &metrics)?
+            }
         };
         let batcher = Batcher::spawn(w.runners, *bcfg, metrics)
             .map_err(|e| LoadError::Runtime(format!("starting worker threads: {e}")))?;

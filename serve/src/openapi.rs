@@ -30,6 +30,34 @@ pub fn document() -> Value {
 
 /// The request, response and error bodies (`components.schemas`).
 fn schemas() -> Value {
+    let mut all = recommend_schemas();
+    if let (Some(all), Value::Object(items)) = (all.as_object_mut(), item_schemas()) {
+        all.extend(items);
+    }
+    all
+}
+
+/// The bodies of `POST /v1/items`.
+fn item_schemas() -> Value {
+    json!({
+        "AddItemsRequest": {"type": "object", "additionalProperties": false, "required": ["items"], "properties": {
+            "items": {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": false, "required": ["id", "features"], "properties": {
+                "id": {"$ref": "#/components/schemas/RawId"},
+                "features": {"type": "object", "description": "{column: value} for the model's feature columns: token columns a string (|-separated when multi-valued) or a list of strings, numeric columns a number, dense columns a list of numbers; a missing column has no value"}
+            }}, "description": "new ids are added (indices after the trained items); ids added before are updated; ids distinct, none a trained item"}
+        }},
+        "AddItemsResponse": {"type": "object", "required": ["model", "added", "updated", "trained_items", "added_items"], "properties": {
+            "model": {"type": "string"},
+            "added": {"type": "integer", "description": "items that were new"},
+            "updated": {"type": "integer", "description": "items added before whose features were replaced"},
+            "trained_items": {"type": "integer"},
+            "added_items": {"type": "integer", "description": "added items in all, these included"}
+        }}
+    })
+}
+
+/// The bodies of `/recommend*` and `/similar`, and the error body.
+fn recommend_schemas() -> Value {
     json!({
         "RawId": {"description": "a raw item id as in the training data", "oneOf": [{"type": "integer"}, {"type": "number"}, {"type": "string"}]},
         "RecommendRequest": {
@@ -69,19 +97,6 @@ fn schemas() -> Value {
             "item": {"description": "the item asked about (raw id)", "oneOf": [{"type": "integer"}, {"type": "string"}]},
             "items": {"type": "array", "items": {"$ref": "#/components/schemas/ScoredItem"}, "description": "nearest first, without the item itself; score = v_a · v_i (--similar_metric ip) or v_a · v_i / (|v_a| |v_i|) (cosine); exact under --retrieval exact, from the ANN index under --retrieval ann"},
             "unknown_items": {"type": "array", "items": {"$ref": "#/components/schemas/RawId"}, "description": "exclude entries not in the item map"}
-        }},
-        "AddItemsRequest": {"type": "object", "additionalProperties": false, "required": ["items"], "properties": {
-            "items": {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": false, "required": ["id", "features"], "properties": {
-                "id": {"$ref": "#/components/schemas/RawId"},
-                "features": {"type": "object", "description": "{column: value} for the model's feature columns: token columns a string (|-separated when multi-valued) or a list of strings, numeric columns a number, dense columns a list of numbers; a missing column has no value"}
-            }}, "description": "new ids are added (indices after the trained items); ids added before are updated; ids distinct, none a trained item"}
-        }},
-        "AddItemsResponse": {"type": "object", "required": ["model", "added", "updated", "trained_items", "added_items"], "properties": {
-            "model": {"type": "string"},
-            "added": {"type": "integer", "description": "items that were new"},
-            "updated": {"type": "integer", "description": "items added before whose features were replaced"},
-            "trained_items": {"type": "integer"},
-            "added_items": {"type": "integer", "description": "added items in all, these included"}
         }},
         "BatchRequest": {"type": "object", "additionalProperties": false, "required": ["requests"], "properties": {
             "requests": {"type": "array", "items": {"$ref": "#/components/schemas/RecommendRequest"}}

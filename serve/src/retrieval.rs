@@ -36,8 +36,7 @@ use crate::error::RunError;
 use crate::metrics::Metrics;
 use crate::shadow::Shadow;
 
-/// An `(item index, score)` pair, best first in every ranking.
-pub type Scored = (u64, f32);
+pub use crate::ranking::{best_k, Scored};
 
 /// The ANN index in use and where it came from.
 #[derive(Debug)]
@@ -233,17 +232,6 @@ fn norms(vectors: &ItemVectors) -> Vec<f32> {
     (0..=vectors.num_items())
         .map(|i| dot(vectors.row(i), vectors.row(i)).sqrt())
         .collect()
-}
-
-/// The best `k` of `scored`: higher score first, equal scores to the lower index.
-pub fn best_k(mut scored: Vec<Scored>, k: usize) -> Vec<Scored> {
-    let order = |a: &Scored, b: &Scored| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    if k > 0 && scored.len() > k {
-        scored.select_nth_unstable_by(k - 1, order);
-    }
-    scored.truncate(k);
-    scored.sort_by(order);
-    scored
 }
 
 /// The item vectors belong to the model: one row per item of the item map and the same

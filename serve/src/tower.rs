@@ -1,14 +1,14 @@
 //! The user towers the workers run instead of `model.onnx`: they get one user vector `q` per
 //! row (`user_vector` `[B, d]`) and rank each row from the item vectors ([`Retriever::rank`]).
 //!
-//! * [`TowerRunner`]: `user_tower.onnx` under `--retrieval ann`, on the same batched rows as
-//!   `model.onnx` (same `seq` and `time_matrix`, built by [`crate::request`]).
-//! * [`OpenRunner`]: `user_tower_open.onnx` for a model that takes added items
+//! * [`TowerRunner`] on [`Tower::User`]: `user_tower.onnx` under `--retrieval ann`, on the same
+//!   batched rows as `model.onnx` (same `seq` and `time_matrix`, built by [`crate::request`]).
+//! * [`TowerRunner`] on [`Tower::Open`]: `user_tower_open.onnx` for a model that takes added items
 //!   ([`crate::catalogue`]), in both retrieval modes. The batch's `seq` is renumbered to the
 //!   rows of the item table it reads ([`read_rows`]: trained rows from the item vectors, added
 //!   rows from the row's snapshot of the additions), which the graph takes as `item_rows`; the
 //!   gathered vectors are the same as from the whole table, so the user vectors are too. Each
-//!   row is ranked over the trained items as by [`TowerRunner`] and over the added items
+//!   row is ranked over the trained items as on `user_tower.onnx` and over the added items
 //!   exactly ([`crate::catalogue::AddedItems::top_k`]), the two merged by score.
 
 use std::collections::hash_map::Entry;
@@ -28,48 +28,70 @@ use crate::batcher::{
     history_inputs, history_inputs_with, output, Row, RowResult, RowRunner, Shape,
 };
 use crate::error::{LoadError, RunError};
-use crate::retrieval::{best_k, Retriever};
+use crate::ranking::best_k;
+use crate::retrieval::Retriever;
 use crate::session::{read_metadata, run_bound};
+
+/// Which user tower a [`TowerRunner`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tower {
+    /// `user_tower.onnx`: the rows' own `seq`.
+    User,
+    /// `user_tower_open.onnx`: `seq` renumbered to the item rows it reads ([`read_rows`]).
+    Open,
+}
 
 /// A worker's user-tower session and the retriever that ranks its rows.
 pub struct TowerRunner {
     session: Session,
     shape: Shape,
     retriever: Arc<Retriever>,
+    tower: Tower,
 }
 
 impl TowerRunner {
-    /// A runner on `session`, a user tower (loaded from `path`, checked with
-    /// [`check_tower`]), warmed up with one all-padding row whose user vector must have the
-    /// item vectors' dimension.
+    /// A runner on `session`, a `tower` (loaded from `path`, checked with [`check_tower`] or
+    /// [`check_open_tower`]), warmed up with one all-padding row whose user vector must have
+    /// the item vectors' dimension.
     pub fn new(
-        mut session: Session,
+        session: Session,
         shape: Shape,
         retriever: Arc<Retriever>,
-        path: &Path,
+        (path, tower): (&Path, Tower),
     ) -> Result<Self, LoadError> {
-        let probe = Row::probe(shape);
-        user_vectors(&mut session, &[&probe], shape, retriever.dim()).map_err(|e| {
-            LoadError::Metadata {
-                path: path.to_path_buf(),
-                msg: format!("warm-up run failed: {e}"),
-            }
-        })?;
-        Ok(Self {
+        let mut runner = Self {
             session,
             shape,
             retriever,
-        })
+            tower,
+        };
+        let probe = Row::probe(shape);
+        runner
+            .user_vectors(&[&probe])
+            .map_err(|e| LoadError::Metadata {
+                path: path.to_path_buf(),
+                msg: format!("warm-up run failed: {e}"),
+            })?;
+        Ok(runner)
+    }
+
+    /// The user vectors of `rows` from this runner's tower.
+    fn user_vectors(&mut self, rows: &[&Row]) -> Result<Vec<f32>, RunError> {
+        let (session, shape, retriever) = (&mut self.session, self.shape, &*self.retriever);
+        match self.tower {
+            Tower::User => user_vectors(session, rows, shape, retriever.dim()),
+            Tower::Open => open_user_vectors(session, rows, shape, retriever),
+        }
     }
 }
 
 impl RowRunner for TowerRunner {
     fn run(&mut self, rows: &[&Row]) -> Result<Vec<RowResult>, RunError> {
         let dim = self.retriever.dim();
-        let q = user_vectors(&mut self.session, rows, self.shape, dim)?;
+        let q = self.user_vectors(rows)?;
         rows.iter()
             .zip(q.chunks_exact(dim))
-            .map(|(row, q)| self.retriever.rank(row, q))
+            .map(|(row, q)| rank_with_added(&self.retriever, row, q))
             .collect()
     }
 }
@@ -97,48 +119,6 @@ pub fn user_vectors(
         }
         Ok(q.to_vec())
     })
-}
-
-/// A worker's open-user-tower session ([module docs](self)).
-pub struct OpenRunner {
-    session: Session,
-    shape: Shape,
-    retriever: Arc<Retriever>,
-}
-
-impl OpenRunner {
-    /// A runner on `session`, an open user tower (loaded from `path`, checked with
-    /// [`check_open_tower`]), warmed up with one all-padding row.
-    pub fn new(
-        mut session: Session,
-        shape: Shape,
-        retriever: Arc<Retriever>,
-        path: &Path,
-    ) -> Result<Self, LoadError> {
-        let probe = Row::probe(shape);
-        open_user_vectors(&mut session, &[&probe], shape, &retriever).map_err(|e| {
-            LoadError::Metadata {
-                path: path.to_path_buf(),
-                msg: format!("warm-up run failed: {e}"),
-            }
-        })?;
-        Ok(Self {
-            session,
-            shape,
-            retriever,
-        })
-    }
-}
-
-impl RowRunner for OpenRunner {
-    fn run(&mut self, rows: &[&Row]) -> Result<Vec<RowResult>, RunError> {
-        let dim = self.retriever.dim();
-        let q = open_user_vectors(&mut self.session, rows, self.shape, &self.retriever)?;
-        rows.iter()
-            .zip(q.chunks_exact(dim))
-            .map(|(row, q)| rank_with_added(&self.retriever, row, q))
-            .collect()
-    }
 }
 
 /// The user vectors of `rows` from the open user tower: their `seq`s renumbered to the item

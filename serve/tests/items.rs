@@ -26,15 +26,6 @@ struct FeatureFixture {
     features: HashMap<String, Value>,
 }
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Trains (1 epoch) and exports a SASRec `--item_repr features` model on the synthetic data
 /// with its `genre:categorical rank:numeric` features, once per test binary.
 fn feature_fixture() -> &'static FeatureFixture {

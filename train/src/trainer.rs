@@ -170,12 +170,7 @@ impl<'a> Run<'a> {
         let (rank, world) = pg.as_ref().map_or((0, 1), |p| (p.rank(), p.world_size()));
         let lead = rank == 0;
         let amp = resolve_amp(settings.amp, device)?;
-        let runtime = Runtime {
-            device: device_name(device),
-            amp,
-            world_size: world,
-            backend: pg.as_ref().map(|p| p.backend()),
-        };
+        let runtime = runtime_of(pg.as_ref(), device, amp);
         let Loaded {
             cfg,
             split,
@@ -805,6 +800,17 @@ fn resume(
         ckpt.display()
     );
     Ok(st)
+}
+
+/// Where the run runs, as its config records it: the device, the mixed precision, the world
+/// size and the process group's backend.
+fn runtime_of(pg: Option<&ProcessGroup>, device: Device, amp: Option<AmpDtype>) -> Runtime {
+    Runtime {
+        device: device_name(device),
+        amp,
+        world_size: pg.map_or(1, |p| p.world_size()),
+        backend: pg.map(|p| p.backend()),
+    }
 }
 
 /// fp16's dynamic loss scaler (as torch.amp.GradScaler), restored from the loop state.

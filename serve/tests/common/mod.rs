@@ -56,7 +56,8 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-fn run(cmd: &mut Command) {
+/// Runs `cmd`; fails the test with its output unless it succeeds.
+pub fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
