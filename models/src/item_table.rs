@@ -14,6 +14,14 @@
 //! The items' encoded features `v_f`, `x_g` (`sasrec_shared::features::EncodedFeatures`) are
 //! buffers, not parameters: they are not trained and not in the checkpoint, but saved beside
 //! it ([`ItemTable::feature_tensors`]).
+//!
+//! With [`ItemTable::set_sparse_id_grad`] (a row-sparse item optimizer, docs/MODELS.md §7) the
+//! ID rows are gathered with a row-sparse gradient: a step's gradient of `E_id` holds only the
+//! rows it read, and no (I+1, C) gradient exists. Every training use of `E_id` must then gather
+//! rows (the input and the sampled losses do; the full-softmax CE and the dense L2 penalty do
+//! not, and the trainer refuses them with a row-sparse optimizer).
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sasrec_shared::config::{ItemRepr, ModelConfig};
 use sasrec_shared::features::EncodedFeatures;
@@ -50,6 +58,8 @@ pub struct ItemTable {
     id: Option<Param>,
     tokens: Vec<TokenFeature>,
     numbers: Vec<NumberFeature>,
+    /// Whether training gathers ID rows with a row-sparse gradient ([module docs](self)).
+    sparse_id_grad: AtomicBool,
 }
 
 impl ItemTable {
@@ -98,7 +108,19 @@ impl ItemTable {
             id,
             tokens,
             numbers,
+            sparse_id_grad: AtomicBool::new(false),
         }
+    }
+
+    /// From now on the ID rows reach autograd with a row-sparse gradient (`sparse = true`) or a
+    /// dense one (the default) ([module docs](self)).
+    pub fn set_sparse_id_grad(&self, sparse: bool) {
+        self.sparse_id_grad.store(sparse, Ordering::Relaxed);
+    }
+
+    /// Whether [`ItemTable::set_sparse_id_grad`] asked for row-sparse ID gradients.
+    pub fn sparse_id_grad(&self) -> bool {
+        self.sparse_id_grad.load(Ordering::Relaxed)
     }
 
     /// Whether the vectors are composed from features (`--item_repr id+features|features`).
@@ -204,10 +226,11 @@ impl ItemTable {
 
     /// `e(ids)`: `ids` (…) int64 → (…, C) ([module docs](self)).
     pub fn rows<O: Ops>(&self, o: &O, ids: &O::T) -> O::T {
-        let id = self
-            .id
-            .as_ref()
-            .map(|p| o.gather_rows(&o.param(p), ids, Some(0)));
+        let sparse = self.sparse_id_grad();
+        let id = self.id.as_ref().map(|p| match sparse {
+            true => o.gather_rows_sparse_grad(&o.param(p), ids, Some(0)),
+            false => o.gather_rows(&o.param(p), ids, Some(0)),
+        });
         let gather = |b: &Param| o.gather_rows(&o.param(b), ids, None);
         let tokens: Vec<O::T> = self.tokens.iter().map(|f| gather(&f.values)).collect();
         let numbers: Vec<O::T> = self.numbers.iter().map(|f| gather(&f.values)).collect();
@@ -289,7 +312,7 @@ impl ItemLookup for ItemTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loss::{ce_loss, sampled_softmax_loss};
+    use crate::loss::{bce_loss, ce_loss, gbce_loss, sampled_softmax_loss};
     use crate::model::SeqRecModel;
     use crate::test_util::*;
     use sasrec_shared::config::Backbone;
@@ -419,6 +442,80 @@ mod tests {
             .filter(|&r| grad.get(r).abs().sum(Kind::Float).double_value(&[]) > 0.0)
             .collect();
         assert_eq!(touched, [1, 2, 3]);
+    }
+
+    /// With a row-sparse ID gradient, every sampled loss gives `item_emb.weight` a COO gradient
+    /// whose rows are exactly those the step read (input and scored items, padding excluded)
+    /// and whose values equal the dense gradient's rows; every other dense row is zero.
+    #[test]
+    fn sparse_id_gradient_equals_the_dense_rows() {
+        for backbone in [Backbone::Sasrec, Backbone::Tisasrec] {
+            for repr in [ItemRepr::Id, ItemRepr::IdFeatures] {
+                for loss in ["bce", "sampled_softmax", "gbce"] {
+                    check_sparse_id_gradient(backbone, repr, loss);
+                }
+            }
+        }
+    }
+
+    fn check_sparse_id_gradient(backbone: Backbone, repr: ItemRepr, loss: &str) {
+        let base = small_cfg(backbone, None);
+        let cfg = match repr {
+            ItemRepr::Id => base,
+            _ => with_features(&base, repr),
+        };
+        tch::manual_seed(5);
+        let seq = sequences(3);
+        let tm = (backbone == Backbone::Tisasrec).then(|| intervals(3));
+        let pos = Tensor::randint_low(1, I as i64 + 1, [3, T], (Kind::Int64, Device::Cpu))
+            * seq.ne(0);
+        let neg = Tensor::randint_low(1, I as i64 + 1, [3, T], (Kind::Int64, Device::Cpu));
+        let shared = Tensor::from_slice(&[2i64, 5, 9]);
+        let per_row = Tensor::from_slice(&[2i64, 5, 3, 7, 1, 2]).view([3, 2]);
+        // One model per gradient (the same weights): a gradient once dense stays dense.
+        let (reference, _) = random_model(&cfg, 11);
+        let grad_of = |sparse: bool| {
+            let (mut vs, m) = build(&cfg);
+            vs.copy(&reference).unwrap();
+            if repr != ItemRepr::Id {
+                m.items().set_features(&encoded_features(cfg.num_items)).unwrap();
+            }
+            m.items().set_sparse_id_grad(sparse);
+            let feats = m.feats(&seq, tm.as_ref(), false).unwrap();
+            let items = m.items();
+            let l = match loss {
+                "bce" => bce_loss(&feats, items, &pos, &neg, 0.0),
+                "sampled_softmax" => sampled_softmax_loss(&feats, items, &pos, &shared, None, 0.0),
+                _ => gbce_loss(&feats, items, &pos, &per_row, cfg.num_items, 0.75, 0.0),
+            };
+            l.backward();
+            param(&m, "item_emb.weight").grad()
+        };
+        let dense = grad_of(false);
+        let sparse = grad_of(true);
+        let what = format!("{backbone:?} {repr:?} {loss}");
+        assert!(!dense.is_sparse() && sparse.is_sparse(), "{what}");
+        let sparse = sparse.coalesce();
+        let rows: Vec<i64> = Vec::try_from(sparse.indices().get(0)).unwrap();
+        let scored = match loss {
+            "bce" => Tensor::cat(&[&pos, &neg], 1),
+            "sampled_softmax" => Tensor::cat(&[pos.reshape([-1]), shared.shallow_clone()], 0),
+            _ => Tensor::cat(&[pos.reshape([-1]), per_row.reshape([-1])], 0),
+        };
+        let read = Tensor::cat(&[seq.reshape([-1]), scored.reshape([-1])], 0);
+        let (unique, _, _) = read.unique_dim(0, true, false, false);
+        let expected: Vec<i64> = Vec::<i64>::try_from(unique)
+            .unwrap()
+            .into_iter()
+            .filter(|&r| r != 0)
+            .collect();
+        assert_eq!(rows, expected, "{what}: the rows read, without padding");
+        let diff = max_diff(&sparse.to_dense(None, false), &dense);
+        assert!(diff <= 1e-6, "{what}: sparse vs dense gradient {diff}");
+        let mut untouched = Tensor::ones([cfg.num_items as i64 + 1], (Kind::Bool, Device::Cpu));
+        let _ = untouched.index_fill_(0, &sparse.indices().get(0), 0);
+        let outside = dense.index_select(0, &untouched.nonzero().reshape([-1]));
+        assert_eq!(outside.abs().sum(Kind::Float).double_value(&[]), 0.0, "{what}");
     }
 
     /// Buffers round-trip through their named tensors; a wrong shape is refused naming it.

@@ -47,6 +47,18 @@ pub trait Ops {
     /// `padding_idx = Some(p)`, training gives table row `p` no gradient (torch `padding_idx`).
     fn gather_rows(&self, table: &Self::T, ids: &Self::T, padding_idx: Option<i64>) -> Self::T;
 
+    /// [`Ops::gather_rows`] whose training gradient is row-sparse: `(unique ids, rows)` instead
+    /// of a dense table-sized tensor (torch `nn.Embedding(sparse=True)`). The value is the same;
+    /// only training cares, so a recorder keeps this default.
+    fn gather_rows_sparse_grad(
+        &self,
+        table: &Self::T,
+        ids: &Self::T,
+        padding_idx: Option<i64>,
+    ) -> Self::T {
+        self.gather_rows(table, ids, padding_idx)
+    }
+
     /// `[0, 1, …, x.size(dim) − 1]` as int64 (ONNX `Shape` → `Gather` → `Range`).
     fn range_of(&self, x: &Self::T, dim: i64) -> Self::T;
 

@@ -51,6 +51,17 @@ impl Ops for TchOps {
         Tensor::embedding(table, ids, padding_idx.unwrap_or(-1), false, false)
     }
 
+    fn gather_rows_sparse_grad(
+        &self,
+        table: &Tensor,
+        ids: &Tensor,
+        padding_idx: Option<i64>,
+    ) -> Tensor {
+        // ATen's `embedding_sparse_backward`: a COO gradient over the gathered rows, without
+        // the `padding_idx` entries.
+        Tensor::embedding(table, ids, padding_idx.unwrap_or(-1), false, true)
+    }
+
     fn range_of(&self, x: &Tensor, dim: i64) -> Tensor {
         let dims = x.size();
         let d = if dim < 0 {

@@ -15,7 +15,7 @@ use sasrec_shared::synthetic::SyntheticConfig;
 use sasrec_shared::time::TimeUnit;
 
 use crate::config::{
-    AmpChoice, LossKind, NegativeSamplerKind, Protocol, DEFAULT_CE_CHUNK_SIZE, DEFAULT_GBCE_T,
+    AmpChoice, ItemOptimizer, LossKind, NegativeSamplerKind, Protocol, DEFAULT_CE_CHUNK_SIZE, DEFAULT_GBCE_T,
 };
 use crate::dist::Backend;
 
@@ -229,6 +229,20 @@ pub struct TrainArgs {
         default_value_t = DEFAULT_CE_CHUNK_SIZE
     )]
     pub ce_chunk_size: usize,
+    /// How the item table is updated: adam (dense, with every parameter), lazy_adam (Adam on
+    /// the rows a step touched) or rowwise_adagrad (one accumulator per row). The row-sparse
+    /// two need --loss bce, sampled_softmax or gbce and --l2_emb 0 (docs/MODELS.md §7).
+    #[arg(
+        long = "item_optimizer",
+        alias = "item-optimizer",
+        value_enum,
+        default_value_t = ItemOptimizer::Adam
+    )]
+    pub item_optimizer: ItemOptimizer,
+    /// Peak learning rate of the item table under lazy_adam or rowwise_adagrad (default
+    /// --lr); the warm-up and decay of --lr apply.
+    #[arg(long = "item_lr", alias = "item-lr")]
+    pub item_lr: Option<f64>,
     /// Seed for initialisation, sampling, dropout and the evaluation candidates.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,

@@ -53,6 +53,33 @@ pub enum NegativeSamplerKind {
     Popularity,
 }
 
+/// `--item_optimizer`: how the item table `item_emb.weight` is updated (docs/MODELS.md §7);
+/// every other parameter keeps the fused dense Adam.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum ItemOptimizer {
+    /// Dense Adam with the other parameters: every row, every step.
+    #[default]
+    Adam,
+    /// Adam on the rows a step touched only (TensorFlow LazyAdam): their moments and weights,
+    /// bias correction by the global step; untouched rows and their moments are left as they
+    /// are.
+    LazyAdam,
+    /// Row-wise Adagrad (FBGEMM / TorchRec `EXACT_ROWWISE_ADAGRAD`): one accumulator per row,
+    /// `G_r += mean_c g_rc²`, `θ_r −= lr·g_r/(√G_r + ε)`, touched rows only.
+    RowwiseAdagrad,
+}
+
+impl ItemOptimizer {
+    /// Whether the item table gets a row-sparse gradient (every choice but `adam`).
+    pub fn row_sparse(self) -> bool {
+        self != Self::Adam
+    }
+}
+
 /// Which protocol's validation NDCG@10 selects the best epoch and drives early stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,6 +121,13 @@ pub struct OptimConfig {
     /// Items per block of the chunked full-softmax CE.
     #[serde(default = "default_ce_chunk_size")]
     pub ce_chunk_size: usize,
+    /// How the item table is updated.
+    #[serde(default)]
+    pub item_optimizer: ItemOptimizer,
+    /// Peak learning rate of the item table under a row-sparse item optimizer, `None` = `lr`;
+    /// the same warm-up and decay apply.
+    #[serde(default)]
+    pub item_lr: Option<f64>,
 }
 
 /// `--gbce_t` default (gSASRec's recommended calibration).
@@ -118,6 +152,15 @@ impl OptimConfig {
         }
         let k = (step - self.warmup_steps) as f64 / self.lr_decay_step.max(1) as f64;
         self.lr * self.lr_decay_rate.powf(k)
+    }
+
+    /// The item table's learning rate at step `s`: [`OptimConfig::lr_at`] scaled by
+    /// `item_lr / lr` (equal to it without `--item_lr`).
+    pub fn item_lr_at(&self, step: usize) -> f64 {
+        match self.item_lr {
+            Some(item_lr) => self.lr_at(step) * item_lr / self.lr,
+            None => self.lr_at(step),
+        }
     }
 }
 
@@ -268,6 +311,8 @@ mod tests {
             in_batch_negatives: 0,
             gbce_t: DEFAULT_GBCE_T,
             ce_chunk_size: DEFAULT_CE_CHUNK_SIZE,
+            item_optimizer: ItemOptimizer::Adam,
+            item_lr: None,
         }
     }
 

@@ -73,6 +73,8 @@ pub enum EagerReason {
     Distributed,
     /// A loss with a host synchronisation (`nonzero` over Ω).
     Loss,
+    /// A row-sparse item optimizer: its rows are data-dependent (coalesce, gather, scatter).
+    RowSparse,
     /// A batch with fewer rows than a full one (the last of an epoch).
     RaggedBatch,
 }
@@ -85,6 +87,7 @@ impl fmt::Display for EagerReason {
             Self::NotBuilt => "built without CUDA graphs",
             Self::Distributed => "data-parallel ranks all-reduce outside a graph",
             Self::Loss => "only --loss bce is captured (the others select positions with nonzero)",
+            Self::RowSparse => "a row-sparse --item_optimizer updates data-dependent rows",
             Self::RaggedBatch => "a batch smaller than --batch_size",
         })
     }
@@ -112,6 +115,8 @@ pub struct GraphConditions {
     pub world: usize,
     /// The training loss.
     pub loss: LossKind,
+    /// `--item_optimizer` is row-sparse.
+    pub row_sparse: bool,
 }
 
 /// Whether the full batches of a run use a graph, and if not why (the first reason that
@@ -127,6 +132,8 @@ pub fn run_mode(c: &GraphConditions) -> StepMode {
         EagerReason::Distributed
     } else if c.loss != LossKind::Bce {
         EagerReason::Loss
+    } else if c.row_sparse {
+        EagerReason::RowSparse
     } else {
         return StepMode::Graph;
     };
@@ -421,6 +428,7 @@ mod tests {
             disabled: false,
             world: 1,
             loss: LossKind::Bce,
+            row_sparse: false,
         }
     }
 
@@ -454,6 +462,13 @@ mod tests {
         for loss in [LossKind::Ce, LossKind::SampledSoftmax, LossKind::Gbce] {
             assert_eq!(eager(GraphConditions { loss, ..c }), EagerReason::Loss);
         }
+        assert_eq!(
+            eager(GraphConditions {
+                row_sparse: true,
+                ..c
+            }),
+            EagerReason::RowSparse
+        );
         // The flag wins over everything else, the CPU over the build.
         let cpu_flag = GraphConditions {
             disabled: true,

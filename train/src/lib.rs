@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) is glue: parse flags, set up logging, resolve them into
 //! [`settings::Settings`], call [`trainer::run`], turn errors into a message and an exit code.
 
+pub mod adagrad;
 pub mod check_dist;
 pub mod cli;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod graph;
 pub mod launch;
 pub mod negatives;
 pub mod optim;
+pub mod optimizers;
 pub mod plot;
 pub mod settings;
 mod shim;

@@ -235,6 +235,8 @@ mod tests {
             in_batch_negatives: in_batch,
             gbce_t: crate::config::DEFAULT_GBCE_T,
             ce_chunk_size: crate::config::DEFAULT_CE_CHUNK_SIZE,
+            item_optimizer: crate::config::ItemOptimizer::Adam,
+            item_lr: None,
         };
         (dir, split, optim)
     }

@@ -122,6 +122,7 @@ impl Settings {
     /// Resolves and checks the flags; reads the torchrun environment to decide the [`Job`].
     pub fn resolve(args: &TrainArgs) -> Result<Self> {
         check_loss_flags(args)?;
+        check_item_optimizer(args)?;
         let model = model_config(args);
         check_sizes(args, &model)?;
         let distributed = args.multi_gpu.then(|| Distributed {
@@ -247,6 +248,8 @@ fn optim_config(args: &TrainArgs) -> OptimConfig {
         in_batch_negatives: args.in_batch_negatives,
         gbce_t: args.gbce_t,
         ce_chunk_size: args.ce_chunk_size,
+        item_optimizer: args.item_optimizer,
+        item_lr: args.item_lr,
     }
 }
 
@@ -430,4 +433,40 @@ fn check_loss_flags(args: &TrainArgs) -> Result<()> {
         usage!("--ce_chunk_size must be at least 1");
     }
     Ok(())
+}
+
+/// The item-optimizer flags that cannot work together: a row-sparse item optimizer needs every
+/// training use of the item table to gather rows (docs/MODELS.md §7).
+fn check_item_optimizer(args: &TrainArgs) -> Result<()> {
+    let opt = args.item_optimizer;
+    let name = opt.to_possible_value().expect("every optimizer has a name");
+    let name = name.get_name();
+    if !opt.row_sparse() {
+        if args.item_lr.is_some() {
+            usage!("--item_lr needs --item_optimizer lazy_adam or rowwise_adagrad");
+        }
+        return Ok(());
+    }
+    if args.loss == LossKind::Ce {
+        usage!(
+            "--item_optimizer {name} needs a loss that gathers item rows (bce, \
+             sampled_softmax, gbce): --loss ce scores every item, a dense gradient"
+        );
+    }
+    if args.l2_emb != 0.0 {
+        usage!("--item_optimizer {name} needs --l2_emb 0: the L2 penalty reaches every row");
+    }
+    if args.item_repr == Some(ItemRepr::Features) {
+        usage!("--item_optimizer {name} updates rows of the ID table; --item_repr features has none");
+    }
+    if args.multi_gpu {
+        usage!(
+            "--item_optimizer {name} trains in one process: the ranks of --multi_gpu exchange \
+             dense gradients"
+        );
+    }
+    match args.item_lr {
+        Some(lr) if !(lr.is_finite() && lr > 0.0) => usage!("--item_lr {lr}: expected a positive number"),
+        _ => Ok(()),
+    }
 }

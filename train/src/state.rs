@@ -2,7 +2,8 @@
 //! (epoch, step, best-so-far, loss history) in one file, written atomically, so a `kill -9`
 //! at any moment leaves the previous complete checkpoint.
 //!
-//! Tensors are stored as `model.<name>`, `adam.m.<name>`, `adam.v.<name>`; the loop state is
+//! Tensors are stored as `model.<name>`, `adam.m.<name>`, `adam.v.<name>` (and the item
+//! optimizer's own state, `rowwise_adagrad.sum.<name>`); the loop state is
 //! JSON in a `uint8` tensor named `__state__`. Randomness needs no saved generator state:
 //! sampling is keyed by (seed, epoch, user) and dropout is re-seeded from (seed, epoch, batch)
 //! before every step, so a resumed epoch, or the rest of one (`--checkpoint_every_steps`),
@@ -16,7 +17,7 @@ use tch::{Kind, Tensor};
 
 use crate::error::{bail, Context, Result};
 use crate::evaluate::PartMetrics;
-use crate::optim::Adam;
+use crate::optimizers::Optimizers;
 
 const STATE: &str = "__state__";
 
@@ -87,9 +88,10 @@ pub struct PartialEpoch {
 pub fn save(
     path: &Path,
     params: &[(String, Tensor)],
-    adam: &Adam,
+    opt: &Optimizers,
     state: &LoopState,
 ) -> Result<()> {
+    let adam = &opt.adam;
     let json = serde_json::to_vec(state)?;
     let mut named: Vec<(String, Tensor)> = Vec::with_capacity(3 * params.len() + 1);
     let cpu = |t: &Tensor| t.detach().to_device(tch::Device::Cpu).contiguous();
@@ -99,6 +101,9 @@ pub fn save(
     for ((name, m), v) in adam.names().zip(&adam.m).zip(&adam.v) {
         named.push((format!("adam.m.{name}"), cpu(m)));
         named.push((format!("adam.v.{name}"), cpu(v)));
+    }
+    for (name, t) in opt.extra_state() {
+        named.push((name, cpu(&t)));
     }
     named.push((STATE.to_string(), Tensor::from_slice(&json)));
     named.push((
@@ -111,7 +116,7 @@ pub fn save(
 }
 
 /// Restores weights and Adam state in place and returns the loop state.
-pub fn load(path: &Path, params: &[(String, Tensor)], adam: &mut Adam) -> Result<LoopState> {
+pub fn load(path: &Path, params: &[(String, Tensor)], opt: &mut Optimizers) -> Result<LoopState> {
     let stored: HashMap<String, Tensor> = Tensor::read_safetensors(path)
         .with_context(|| format!("{}: not a readable checkpoint", path.display()))?
         .into_iter()
@@ -146,6 +151,12 @@ pub fn load(path: &Path, params: &[(String, Tensor)], adam: &mut Adam) -> Result
     for (name, p) in params {
         restored.push(get(&format!("model.{name}"), p)?);
     }
+    let extra = opt.extra_state();
+    let mut extra_values = Vec::new();
+    for (name, t) in &extra {
+        extra_values.push(get(name, t)?);
+    }
+    let adam = &mut opt.adam;
     let mut ms = Vec::new();
     let mut vs = Vec::new();
     for ((name, m), v) in adam.names().zip(&adam.m).zip(&adam.v) {
@@ -156,6 +167,9 @@ pub fn load(path: &Path, params: &[(String, Tensor)], adam: &mut Adam) -> Result
         for ((_, p), src) in params.iter().zip(&restored) {
             let mut dst = p.shallow_clone();
             dst.copy_(src);
+        }
+        for ((_, t), src) in extra.iter().zip(&extra_values) {
+            t.shallow_clone().copy_(src);
         }
     });
     adam.m = ms;

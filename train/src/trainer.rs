@@ -1,4 +1,4 @@
-//! The training loop: data → sampler → model → Adam → evaluation → run directory.
+//! The training loop: data → sampler → model → optimisers → evaluation → run directory.
 //!
 //! [`train`] reads top to bottom as its phases: [`Run::start`] (devices, process group, data,
 //! run directory, model, resume, rank synchronisation), then per epoch [`Run::epoch`] (the
@@ -34,7 +34,8 @@ use crate::evaluate::{evaluate, evaluate_sharded, BlockSizes, ColdWarm, PartMetr
 use crate::graph::{self, GraphConditions, GraphStep, StaticInputs, StepMode, StepOutputs};
 use crate::launch;
 use crate::negatives::Negatives;
-use crate::optim::{defined_grads, Adam, DeviceSchedule};
+use crate::optim::{grad_values, DeviceSchedule};
+use crate::optimizers::Optimizers;
 use crate::settings::{Job, Settings};
 use crate::state::{self, EvalRecord, LoopState, PartialEpoch};
 
@@ -126,7 +127,8 @@ struct Run<'a> {
     /// The parameters sorted by name (checkpoint and all-reduce order).
     params: Vec<(String, Tensor)>,
     tensors: Vec<Tensor>,
-    adam: Adam,
+    /// Adam (and the item table's optimiser, `--item_optimizer`).
+    opt: Optimizers,
     scaler: Option<GradScaler>,
     /// Whether full batches replay a CUDA graph ([`graph::run_mode`]).
     graph_mode: StepMode,
@@ -180,12 +182,12 @@ impl<'a> Run<'a> {
         if lead {
             prepare_dir(dir, &cfg, &split)?;
         }
-        let (vs, model, params, mut adam) = build_model(&cfg, device)?;
+        let (vs, model, params, mut opt) = build_model(&cfg, device)?;
         attach_features(&model, features.as_ref(), lead.then_some(dir))?;
         let tensors: Vec<Tensor> = params.iter().map(|(_, p)| p.shallow_clone()).collect();
-        let mut st = resume(dir, lead, &params, &mut adam)?;
+        let mut st = resume(dir, lead, &params, &mut opt)?;
         if let Some(pg) = &pg {
-            sync_from_rank0(pg, device, &tensors, &mut adam, &mut st)?;
+            sync_from_rank0(pg, device, &tensors, &mut opt, &mut st)?;
         }
         let scaler = grad_scaler(amp, device, &st);
         if lead {
@@ -211,7 +213,7 @@ impl<'a> Run<'a> {
             model,
             params,
             tensors,
-            adam,
+            opt,
             scaler,
             graph_mode,
             graph,
@@ -425,7 +427,7 @@ impl<'a> Run<'a> {
         let out = match (mode, self.graph.take()) {
             (StepMode::Graph, Some(mut g)) => {
                 let lr = self.cfg.optim.lr_at(self.st.step as usize);
-                let out = g.step(batch, lr, self.adam.t, |inputs, sched| {
+                let out = g.step(batch, lr, self.opt.adam.t, |inputs, sched| {
                     self.device_step(inputs, sched)
                 });
                 self.graph = Some(g);
@@ -466,8 +468,9 @@ impl<'a> Run<'a> {
             .as_ref()
             .is_some_and(|f| f.double_value(&[0]) != 0.0)
         {
-            self.adam
-                .step(self.cfg.optim.lr_at(self.st.step as usize))?;
+            let step = self.st.step as usize;
+            let optim = &self.cfg.optim;
+            self.opt.step(optim.lr_at(step), optim.item_lr_at(step))?;
         }
         Ok((l.detach(), found_inf))
     }
@@ -482,7 +485,7 @@ impl<'a> Run<'a> {
     ) -> Result<StepOutputs> {
         let l = self.forward_backward(&inputs.seq, inputs.tm.as_ref(), &inputs.pos, &inputs.neg)?;
         let found_inf = self.unscale()?;
-        self.adam.step_on_device(sched, found_inf.as_ref())?;
+        self.opt.adam.step_on_device(sched, found_inf.as_ref())?;
         Ok((l.detach(), found_inf))
     }
 
@@ -500,7 +503,7 @@ impl<'a> Run<'a> {
             Some(dtype) => amp::autocast(self.device, dtype, forward)?,
             None => forward()?,
         };
-        self.adam.zero_grad()?;
+        self.opt.zero_grad()?;
         match &self.scaler {
             Some(sc) => sc.scale(&l).backward(),
             None => l.backward(),
@@ -515,7 +518,7 @@ impl<'a> Run<'a> {
             return Ok(None);
         };
         Ok(Some(sc.unscale_and_update_on_device(
-            &mut defined_grads(&self.tensors),
+            &mut grad_values(&self.tensors),
         )?))
     }
 
@@ -523,7 +526,7 @@ impl<'a> Run<'a> {
     /// before an eager step, at the end of an epoch and before a mid-epoch checkpoint.
     fn settle_step_count(&mut self) {
         if let Some(t) = self.graph.as_mut().and_then(GraphStep::take_step_count) {
-            self.adam.t = t;
+            self.opt.adam.t = t;
         }
     }
 
@@ -708,7 +711,7 @@ impl<'a> Run<'a> {
         };
         if self.lead() {
             self.st.partial = Some(partial);
-            let saved = state::save(&self.dir.checkpoint(), &self.params, &self.adam, &self.st);
+            let saved = state::save(&self.dir.checkpoint(), &self.params, &self.opt, &self.st);
             self.st.partial = None;
             saved?;
         }
@@ -720,7 +723,7 @@ impl<'a> Run<'a> {
         if !self.lead() {
             return Ok(());
         }
-        state::save(&self.dir.checkpoint(), &self.params, &self.adam, &self.st)?;
+        state::save(&self.dir.checkpoint(), &self.params, &self.opt, &self.st)?;
         let title = format!("{} on {}", self.cfg.spec.kind, self.cfg.dataset);
         if let Err(e) = crate::plot::draw(&self.dir.plot(), &title, &self.st) {
             tracing::warn!("training curve not drawn: {e:#}");
@@ -761,22 +764,20 @@ fn open_devices(settings: &Settings) -> Result<(Option<ProcessGroup>, Device)> {
 }
 
 /// The network with its seeded initialisation, its parameters sorted by name (checkpoint and
-/// all-reduce order) and their Adam state.
+/// all-reduce order) and their optimisers; under a row-sparse `--item_optimizer` the ID rows
+/// reach autograd with a row-sparse gradient.
 fn build_model(
     cfg: &RunConfig,
     device: Device,
-) -> Result<(nn::VarStore, SeqRecModel, Vec<(String, Tensor)>, Adam)> {
+) -> Result<(nn::VarStore, SeqRecModel, Vec<(String, Tensor)>, Optimizers)> {
     tch::manual_seed(epoch_seed(cfg.schedule.seed, usize::MAX >> 1) ^ 0x5eed);
     let vs = nn::VarStore::new(device);
     let model = SeqRecModel::new(&vs.root(), &cfg.spec.model)?;
     let params = sorted_params(&vs);
-    let adam = Adam::new(
-        params
-            .iter()
-            .map(|(n, p)| (n.clone(), p.shallow_clone()))
-            .collect(),
-    );
-    Ok((vs, model, params, adam))
+    let choice = cfg.optim.item_optimizer;
+    model.items().set_sparse_id_grad(choice.row_sparse());
+    let opt = Optimizers::new(&params, choice);
+    Ok((vs, model, params, opt))
 }
 
 /// The loop state of the checkpoint in `dir` (rank 0, when there is one: the weights and Adam
@@ -785,13 +786,13 @@ fn resume(
     dir: &RunDir,
     lead: bool,
     params: &[(String, Tensor)],
-    adam: &mut Adam,
+    opt: &mut Optimizers,
 ) -> Result<LoopState> {
     let ckpt = dir.checkpoint();
     if !(lead && ckpt.exists()) {
         return Ok(LoopState::default());
     }
-    let st = state::load(&ckpt, params, adam)?;
+    let st = state::load(&ckpt, params, opt)?;
     tracing::info!(
         epochs_done = st.epochs_done,
         step = st.step,
@@ -850,6 +851,7 @@ fn choose_step_mode(
         disabled: !settings.cuda_graph,
         world,
         loss: cfg.optim.loss,
+        row_sparse: cfg.optim.item_optimizer.row_sparse(),
     });
     let graph = match &mode {
         StepMode::Graph => {
@@ -954,15 +956,18 @@ fn prepare_dir(dir: &RunDir, cfg: &RunConfig, split: &Split) -> Result<()> {
     Ok(())
 }
 
-/// Rank 0's weights, Adam moments and loop counters on every rank (DDP's initial broadcast).
+/// Rank 0's weights, optimiser state and loop counters on every rank (DDP's initial
+/// broadcast).
 fn sync_from_rank0(
     pg: &ProcessGroup,
     device: Device,
     tensors: &[Tensor],
-    adam: &mut Adam,
+    opt: &mut Optimizers,
     st: &mut LoopState,
 ) -> Result<()> {
     let mut all: Vec<Tensor> = tensors.iter().map(|t| t.shallow_clone()).collect();
+    all.extend(opt.extra_state().into_iter().map(|(_, t)| t));
+    let adam = &mut opt.adam;
     all.extend(adam.m.iter().chain(&adam.v).map(|t| t.shallow_clone()));
     ddp::broadcast_from_rank0(pg, &all)?;
     let (scale, growth) = st.grad_scale.unwrap_or((0.0, 0));
