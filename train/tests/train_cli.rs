@@ -192,9 +192,40 @@ fn resume_after_interruption_equals_the_uninterrupted_run() {
 /// by seed, epoch and batch, so even the masks are the same).
 #[test]
 fn checkpoint_every_steps_resumes_mid_epoch() {
+    mid_epoch_resume(&[]);
+}
+
+/// The row-sparse item optimizers resume mid-epoch bit for bit as well (their state is in the
+/// checkpoint), and each trains a different model than dense Adam.
+#[test]
+fn row_sparse_item_optimizers_resume_mid_epoch_bit_for_bit() {
+    let loss = ["--loss", "sampled_softmax", "--num_negatives", "16"];
+    let (_keep, dense) = mid_epoch_resume(&loss);
+    for (opt, state) in [
+        ("lazy_adam", "adam.m.item_emb.weight"),
+        ("rowwise_adagrad", "rowwise_adagrad.sum.item_emb.weight"),
+    ] {
+        let flags = [&loss[..], &["--item_optimizer", opt, "--item_lr", "0.01"]].concat();
+        let (dir, weights) = mid_epoch_resume(&flags);
+        assert!(weights != dense, "{opt} trained the same weights as adam");
+        let ckpt = dir.path().join("killed/checkpoint.safetensors");
+        let names: Vec<String> = tch::Tensor::read_safetensors(&ckpt)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(names.iter().any(|n| n == state), "{opt}: no {state} in {names:?}");
+    }
+}
+
+/// Trains 2 epochs with a checkpoint every 4 steps, straight through and killed (SIGKILL) after
+/// a mid-epoch checkpoint then resumed, with `extra` flags; asserts that both end with the same
+/// model bit for bit (dropout is keyed by seed, epoch and batch, so even the masks are the
+/// same) and returns the directory (`straight/`, `killed/`) and the weights' bytes.
+fn mid_epoch_resume(extra: &[&str]) -> (tempfile::TempDir, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let data = common::fixture_with(dir.path(), 600);
-    let flags = [
+    let base = [
         "--no_time",
         "--no_mhc",
         "--num_epochs",
@@ -204,6 +235,7 @@ fn checkpoint_every_steps_resumes_mid_epoch() {
         "--checkpoint_every_steps",
         "4",
     ];
+    let flags = [&base[..], extra].concat();
     let straight = dir.path().join("straight");
     let a = ok(small(&data, &straight, &flags));
     let run = dir.path().join("killed");
@@ -247,8 +279,9 @@ fn checkpoint_every_steps_resumes_mid_epoch() {
     let wc = std::fs::read(run.join("model.safetensors")).unwrap();
     assert!(
         wa == wc,
-        "resumed mid-epoch weights differ from the uninterrupted run"
+        "{extra:?}: resumed mid-epoch weights differ from the uninterrupted run"
     );
+    (dir, wa)
 }
 
 /// Clears the immutable flag it set, so that the temporary directory can be removed.
@@ -648,6 +681,30 @@ fn every_loss_trains_and_bad_loss_flags_are_refused() {
         (
             &["--loss", "ce", "--ce_chunk_size", "0"][..],
             "--ce_chunk_size must be at least 1",
+        ),
+        (
+            &["--loss", "ce", "--item_optimizer", "lazy_adam"][..],
+            "--item_optimizer lazy_adam needs a loss that gathers item rows",
+        ),
+        (
+            &["--item_optimizer", "rowwise_adagrad", "--l2_emb", "0.1"][..],
+            "--item_optimizer rowwise_adagrad needs --l2_emb 0",
+        ),
+        (
+            &["--item_lr", "0.1"][..],
+            "--item_lr needs --item_optimizer lazy_adam or rowwise_adagrad",
+        ),
+        (
+            &["--item_optimizer", "lazy_adam", "--item_lr", "0"][..],
+            "--item_lr 0: expected a positive number",
+        ),
+        (
+            &["--item_optimizer", "lazy_adam", "--multi_gpu", "--nproc_per_node", "2"][..],
+            "--item_optimizer lazy_adam trains in one process",
+        ),
+        (
+            &["--item_optimizer", "sgd"][..],
+            "invalid value 'sgd' for '--item_optimizer",
         ),
     ] {
         let args = [&["--no_time", "--no_mhc"][..], flags].concat();
