@@ -467,8 +467,8 @@ mod tests {
         tch::manual_seed(5);
         let seq = sequences(3);
         let tm = (backbone == Backbone::Tisasrec).then(|| intervals(3));
-        let pos = Tensor::randint_low(1, I as i64 + 1, [3, T], (Kind::Int64, Device::Cpu))
-            * seq.ne(0);
+        let pos =
+            Tensor::randint_low(1, I as i64 + 1, [3, T], (Kind::Int64, Device::Cpu)) * seq.ne(0);
         let neg = Tensor::randint_low(1, I as i64 + 1, [3, T], (Kind::Int64, Device::Cpu));
         let shared = Tensor::from_slice(&[2i64, 5, 9]);
         let per_row = Tensor::from_slice(&[2i64, 5, 3, 7, 1, 2]).view([3, 2]);
@@ -478,7 +478,9 @@ mod tests {
             let (mut vs, m) = build(&cfg);
             vs.copy(&reference).unwrap();
             if repr != ItemRepr::Id {
-                m.items().set_features(&encoded_features(cfg.num_items)).unwrap();
+                m.items()
+                    .set_features(&encoded_features(cfg.num_items))
+                    .unwrap();
             }
             m.items().set_sparse_id_grad(sparse);
             let feats = m.feats(&seq, tm.as_ref(), false).unwrap();
@@ -515,7 +517,11 @@ mod tests {
         let mut untouched = Tensor::ones([cfg.num_items as i64 + 1], (Kind::Bool, Device::Cpu));
         let _ = untouched.index_fill_(0, &sparse.indices().get(0), 0);
         let outside = dense.index_select(0, &untouched.nonzero().reshape([-1]));
-        assert_eq!(outside.abs().sum(Kind::Float).double_value(&[]), 0.0, "{what}");
+        assert_eq!(
+            outside.abs().sum(Kind::Float).double_value(&[]),
+            0.0,
+            "{what}"
+        );
     }
 
     /// Buffers round-trip through their named tensors; a wrong shape is refused naming it.

@@ -139,6 +139,16 @@ int sasrec_c10d_all_reduce_sum(SasrecPg* pg, at::Tensor* t) {
   });
 }
 
+// All-gather: `output` (world · n, …) receives every rank's `input` (n, …) in rank order
+// (written through its `world` views along dimension 0).
+int sasrec_c10d_all_gather(SasrecPg* pg, at::Tensor* input, at::Tensor* output, int world) {
+  return guarded([&] {
+    std::vector<at::Tensor> in{*input};
+    std::vector<std::vector<at::Tensor>> out{output->chunk(world, 0)};
+    pg->backend->allgather(out, in)->wait();
+  });
+}
+
 // In-place broadcast of `root`'s tensor to every rank.
 int sasrec_c10d_broadcast(SasrecPg* pg, at::Tensor* t, int root) {
   return guarded([&] {

@@ -59,7 +59,9 @@ impl RowwiseAdagrad {
         }
         let (rows, values) = touched_rows(&g, &self.name)?;
         tch::no_grad(|| {
-            let mean_square = values.square().mean_dim([1i64].as_slice(), false, Kind::Float);
+            let mean_square = values
+                .square()
+                .mean_dim([1i64].as_slice(), false, Kind::Float);
             let sum = self.sum.index_select(0, &rows) + mean_square; // G_r
             let _ = self.sum.index_copy_(0, &rows, &sum);
             let scale = (sum.sqrt() + EPS).reciprocal() * lr; // lr / (√G_r + ε)
@@ -93,7 +95,9 @@ mod tests {
             // L = Σ_k Σ_c (k+1)·c_weight·e(id_k)_c: each gather gets gradient (k+1)·w.
             let w = Tensor::from_slice(&[1.0f32, -3.0]);
             let k = Tensor::arange_start(1, ids.len() as i64 + 1, (Kind::Float, tch::Device::Cpu));
-            (rows * w.unsqueeze(0) * k.unsqueeze(1)).sum(Kind::Float).backward();
+            (rows * w.unsqueeze(0) * k.unsqueeze(1))
+                .sum(Kind::Float)
+                .backward();
             opt.step(lr).unwrap();
             let mut g = vec![[0f64; 2]; 4];
             for (k, &id) in ids.iter().enumerate() {
@@ -114,14 +118,24 @@ mod tests {
         for r in 0..4 {
             for c in 0..2 {
                 let (a, b) = (got[2 * r + c] as f64, theta[r][c]);
-                assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "row {r}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                    "row {r}: {a} vs {b}"
+                );
             }
         }
-        assert_eq!(&got[6..8], &init[3], "row 3 was never touched: bit-unchanged");
+        assert_eq!(
+            &got[6..8],
+            &init[3],
+            "row 3 was never touched: bit-unchanged"
+        );
         assert_eq!(&got[0..2], &init[0], "row 0 (padding) gets no gradient");
         let sums: Vec<f32> = Vec::try_from(&opt.sum).unwrap();
         for r in 0..4 {
-            assert!((sums[r] as f64 - acc[r]).abs() <= 1e-5 * acc[r].max(1.0), "G_{r}: {sums:?} vs {acc:?}");
+            assert!(
+                (sums[r] as f64 - acc[r]).abs() <= 1e-5 * acc[r].max(1.0),
+                "G_{r}: {sums:?} vs {acc:?}"
+            );
         }
     }
 }

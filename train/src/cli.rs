@@ -15,7 +15,8 @@ use sasrec_shared::synthetic::SyntheticConfig;
 use sasrec_shared::time::TimeUnit;
 
 use crate::config::{
-    AmpChoice, ItemOptimizer, LossKind, NegativeSamplerKind, Protocol, DEFAULT_CE_CHUNK_SIZE, DEFAULT_GBCE_T,
+    AmpChoice, ItemOptimizer, LossKind, NegativeSamplerKind, Protocol, DEFAULT_CE_CHUNK_SIZE,
+    DEFAULT_GBCE_T,
 };
 use crate::dist::Backend;
 

@@ -302,6 +302,12 @@ extern "C" {
     ) -> c_int;
     fn sasrec_c10d_all_reduce_sum(pg: *mut SasrecPg, t: *mut torch_sys::C_tensor) -> c_int;
     fn sasrec_c10d_broadcast(pg: *mut SasrecPg, t: *mut torch_sys::C_tensor, root: c_int) -> c_int;
+    fn sasrec_c10d_all_gather(
+        pg: *mut SasrecPg,
+        input: *mut torch_sys::C_tensor,
+        output: *mut torch_sys::C_tensor,
+        world: c_int,
+    ) -> c_int;
     fn sasrec_c10d_barrier(pg: *mut SasrecPg) -> c_int;
     fn sasrec_c10d_shutdown(pg: *mut SasrecPg) -> c_int;
     fn sasrec_c10d_free(pg: *mut SasrecPg);
@@ -414,6 +420,31 @@ impl ProcessGroup {
         // SAFETY: `as_mut_ptr` is the tensor's `at::Tensor*`; the handle is live.
         let rc = unsafe { sasrec_c10d_all_reduce_sum(self.pg, t.as_mut_ptr()) };
         self.check(rc, "all_reduce")
+    }
+
+    /// Every rank's `input` (n, …), concatenated in rank order: (world · n, …). Every rank must
+    /// pass the same shape and kind.
+    pub fn all_gather(&self, input: &tch::Tensor) -> Result<tch::Tensor> {
+        self.check_tensor(input, "all_gather")?;
+        let mut size = input.size();
+        if size.is_empty() {
+            bail!("all_gather on rank {}: a 0-dim tensor", self.rank);
+        }
+        size[0] *= self.world_size as i64;
+        let mut out = tch::Tensor::zeros(&size, (input.kind(), input.device()));
+        let mut input = input.shallow_clone();
+        // SAFETY: both handles are live tensors for the call; `out` is contiguous and has
+        // room for `world` copies of `input` along dimension 0.
+        let rc = unsafe {
+            sasrec_c10d_all_gather(
+                self.pg,
+                input.as_mut_ptr(),
+                out.as_mut_ptr(),
+                self.world_size as c_int,
+            )
+        };
+        self.check(rc, "all_gather")?;
+        Ok(out)
     }
 
     /// In-place broadcast from `root`.

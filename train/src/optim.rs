@@ -228,7 +228,12 @@ impl Adam {
     /// The fused kernel over the dense parameters that have a gradient, with step count `step`.
     fn fused(&self, lr: LearningRate, step: &mut Tensor, found_inf: Option<&Tensor>) -> Result<()> {
         let mut group = Group::default();
-        for (i, ((_, p), (m, v))) in self.params.iter().zip(self.m.iter().zip(&self.v)).enumerate() {
+        for (i, ((_, p), (m, v))) in self
+            .params
+            .iter()
+            .zip(self.m.iter().zip(&self.v))
+            .enumerate()
+        {
             let g = p.grad();
             if g.defined() && !self.lazy[i] {
                 group.push(p.shallow_clone(), g, m.shallow_clone(), v.shallow_clone())?;
@@ -240,7 +245,12 @@ impl Adam {
     /// The lazy parameters' touched rows: gathered, stepped by the fused kernel with step count
     /// `step` (the global t), and copied back into the parameter and its moments.
     fn lazy_step(&self, lr: f64, step: &mut Tensor) -> Result<()> {
-        for (i, ((name, p), (m, v))) in self.params.iter().zip(self.m.iter().zip(&self.v)).enumerate() {
+        for (i, ((name, p), (m, v))) in self
+            .params
+            .iter()
+            .zip(self.m.iter().zip(&self.v))
+            .enumerate()
+        {
             let g = p.grad();
             if !(self.lazy[i] && g.defined()) {
                 continue;
@@ -368,7 +378,9 @@ mod tests {
     /// `w` = (0.5, −1.5, 2.0, 0.5, −1.5, …).
     fn table_loss(table: &Tensor, ids: &[i64], sparse: bool) -> Tensor {
         let rows = Tensor::embedding(table, &Tensor::from_slice(ids), 0, false, sparse);
-        let w: Vec<f32> = (0..table.size()[1]).map(|c| [0.5f32, -1.5, 2.0][c as usize % 3]).collect();
+        let w: Vec<f32> = (0..table.size()[1])
+            .map(|c| [0.5f32, -1.5, 2.0][c as usize % 3])
+            .collect();
         (&rows * &rows * Tensor::from_slice(&w)).sum(Kind::Float)
     }
 
@@ -393,7 +405,10 @@ mod tests {
         let name = "item_emb.weight".to_string();
         let mut dense = Adam::new(vec![(name.clone(), dense_p.shallow_clone())]);
         let mut lazy = Adam::with_lazy_rows(vec![(name.clone(), lazy_p.shallow_clone())], &name);
-        for (step, ids) in [[4i64, 2, 1, 3, 0], [1, 0, 3, 4, 2], [2, 3, 4, 1, 0]].iter().enumerate() {
+        for (step, ids) in [[4i64, 2, 1, 3, 0], [1, 0, 3, 4, 2], [2, 3, 4, 1, 0]]
+            .iter()
+            .enumerate()
+        {
             for (adam, p, sparse) in [(&mut dense, &dense_p, false), (&mut lazy, &lazy_p, true)] {
                 adam.zero_grad().unwrap();
                 table_loss(p, ids, sparse).backward();
@@ -424,7 +439,10 @@ mod tests {
         lazy.step(0.01).unwrap();
         let (after1, m1, v1) = (p.detach().copy(), lazy.m[0].copy(), lazy.v[0].copy());
         for r in [0, 3, 4] {
-            assert!(after1.get(r).equal(&init.get(r)), "row {r} untouched by step 1");
+            assert!(
+                after1.get(r).equal(&init.get(r)),
+                "row {r} untouched by step 1"
+            );
             assert_eq!(m1.get(r).abs().sum(Kind::Float).double_value(&[]), 0.0);
         }
         lazy.zero_grad().unwrap();
@@ -447,7 +465,10 @@ mod tests {
                 theta -= 0.01 * (m / bc1) / ((v / bc2).sqrt() + eps);
             }
             let got = p.double_value(&[2, c as i64]);
-            assert!((got - theta).abs() < 1e-6, "row 2 col {c}: {got} vs {theta}");
+            assert!(
+                (got - theta).abs() < 1e-6,
+                "row 2 col {c}: {got} vs {theta}"
+            );
         }
     }
 

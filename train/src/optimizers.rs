@@ -66,7 +66,12 @@ impl Optimizers {
     pub fn extra_state(&self) -> Vec<(String, Tensor)> {
         self.adagrad
             .iter()
-            .map(|a| (format!("rowwise_adagrad.sum.{}", a.name()), a.sum.shallow_clone()))
+            .map(|a| {
+                (
+                    format!("rowwise_adagrad.sum.{}", a.name()),
+                    a.sum.shallow_clone(),
+                )
+            })
             .collect()
     }
 }

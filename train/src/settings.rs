@@ -457,16 +457,14 @@ fn check_item_optimizer(args: &TrainArgs) -> Result<()> {
         usage!("--item_optimizer {name} needs --l2_emb 0: the L2 penalty reaches every row");
     }
     if args.item_repr == Some(ItemRepr::Features) {
-        usage!("--item_optimizer {name} updates rows of the ID table; --item_repr features has none");
-    }
-    if args.multi_gpu {
         usage!(
-            "--item_optimizer {name} trains in one process: the ranks of --multi_gpu exchange \
-             dense gradients"
+            "--item_optimizer {name} updates rows of the ID table; --item_repr features has none"
         );
     }
     match args.item_lr {
-        Some(lr) if !(lr.is_finite() && lr > 0.0) => usage!("--item_lr {lr}: expected a positive number"),
+        Some(lr) if !(lr.is_finite() && lr > 0.0) => {
+            usage!("--item_lr {lr}: expected a positive number")
+        }
         _ => Ok(()),
     }
 }

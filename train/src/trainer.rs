@@ -130,6 +130,9 @@ struct Run<'a> {
     /// Adam (and the item table's optimiser, `--item_optimizer`).
     opt: Optimizers,
     scaler: Option<GradScaler>,
+    /// Bytes this rank sent in the row-sparse gradient exchange since the last epoch's log,
+    /// and the steps that sent them ([`ddp::average_row_gradients`]).
+    exchanged: (u64, u64),
     /// Whether full batches replay a CUDA graph ([`graph::run_mode`]).
     graph_mode: StepMode,
     /// The graph, when `graph_mode` is [`StepMode::Graph`].
@@ -215,6 +218,7 @@ impl<'a> Run<'a> {
             tensors,
             opt,
             scaler,
+            exchanged: (0, 0),
             graph_mode,
             graph,
             st,
@@ -417,6 +421,26 @@ impl<'a> Run<'a> {
             skipped_steps = skipped.double_value(&[0]) as usize,
             "epoch done"
         );
+        self.log_exchange();
+    }
+
+    /// Under a row-sparse item optimizer with several ranks: the bytes a rank sent per step
+    /// for the item table's rows, against the dense all-reduce's (I+1)·C·4 (docs/MODELS.md §7).
+    fn log_exchange(&mut self) {
+        let (bytes, steps) = std::mem::take(&mut self.exchanged);
+        if steps == 0 {
+            return;
+        }
+        let table = self
+            .model
+            .items()
+            .id_param()
+            .map_or(0, |p| p.numel() as u64 * 4);
+        tracing::info!(
+            sparse_bytes_per_step = bytes / steps,
+            dense_bytes_per_step = table,
+            "item-table gradient exchange"
+        );
     }
 
     /// One optimiser step on `batch`: a replay of the captured graph for a full batch of a
@@ -461,7 +485,10 @@ impl<'a> Run<'a> {
             .map(|iv| host_batch(iv, &[rows, t, t], device));
         let l = self.forward_backward(&seq, tm.as_ref(), &pos, &neg)?;
         if let Some(pg) = &self.pg {
-            ddp::average_gradients(pg, &self.tensors, &pos.ne(0).sum(Kind::Float))?;
+            let weight = pos.ne(0).sum(Kind::Float);
+            ddp::average_gradients(pg, &self.tensors, &weight)?;
+            let sent = ddp::average_row_gradients(pg, &self.params, &weight)?;
+            self.exchanged = (self.exchanged.0 + sent, self.exchanged.1 + 1);
         }
         let found_inf = self.unscale()?;
         if !found_inf
@@ -517,9 +544,9 @@ impl<'a> Run<'a> {
         let Some(sc) = &mut self.scaler else {
             return Ok(None);
         };
-        Ok(Some(sc.unscale_and_update_on_device(
-            &mut grad_values(&self.tensors),
-        )?))
+        Ok(Some(sc.unscale_and_update_on_device(&mut grad_values(
+            &self.tensors,
+        ))?))
     }
 
     /// Copies Adam's step count back from the graph's device schedule when replays advanced it:

@@ -130,6 +130,92 @@ fn two_gloo_ranks_stay_identical_and_match_one_rank_with_the_global_batch() {
     assert_eq!(cfg["runtime"]["backend"], "gloo");
 }
 
+/// Under a row-sparse item optimizer the ranks all-gather the item table's touched rows
+/// instead of all-reducing its dense gradient: 2 and 3 Gloo ranks stay bit-identical and match
+/// one process with the global batch (as the dense exchange does), and a rank sends 16 bytes
+/// and 8 + 4·C per touched row (the most any rank touched) per step.
+#[test]
+fn sparse_row_exchange_across_two_and_three_ranks_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_with(dir.path(), 300);
+    for opt in ["lazy_adam", "rowwise_adagrad"] {
+        let extra = [
+            "--no_time",
+            "--no_mhc",
+            "--item_optimizer",
+            opt,
+            "--item_lr",
+            "0.01",
+        ];
+        let one = dir.path().join(format!("{opt}-one"));
+        ok(bin().args(args(&data, &one, &extra)).output().unwrap());
+        let reference = weights(one.join("rank0.safetensors"));
+        for n in [2, 3] {
+            let run = dir.path().join(format!("{opt}-{n}"));
+            let (port, ns) = (free_port().to_string(), n.to_string());
+            let multi = [
+                &extra[..],
+                &[
+                    "--multi_gpu",
+                    "--nproc_per_node",
+                    &ns,
+                    "--master_port",
+                    &port,
+                ],
+            ]
+            .concat();
+            let out = bin()
+                .args(args(&data, &run, &multi))
+                .env("RUST_LOG", "info")
+                .output()
+                .unwrap();
+            let log = String::from_utf8_lossy(&out.stderr).into_owned();
+            ok(out);
+            let r0 = weights(run.join("rank0.safetensors"));
+            for r in 1..n {
+                let other = weights(run.join(format!("rank{r}.safetensors")));
+                assert!(
+                    compare(&r0, &other).1,
+                    "{opt} {n} ranks: rank {r} differs from rank 0"
+                );
+            }
+            let (max, _) = compare(&r0, &reference);
+            assert!(
+                max < 1e-4,
+                "{opt}: {n} ranks vs 1 process: max |Δθ| = {max}"
+            );
+            let line = log
+                .lines()
+                .find(|l| l.contains("item-table gradient exchange"))
+                .unwrap_or_else(|| panic!("{opt} {n}: no exchange log line in {log}"));
+            let field = |k: &str| -> u64 {
+                let v = line
+                    .split(&format!("{k}="))
+                    .nth(1)
+                    .unwrap_or_else(|| panic!("{line}"));
+                v.split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            // 16 bytes of (rows, weight), then m rows of 8 + 4·C bytes, m ≤ I, averaged over the
+            // steps; the dense gradient is (I+1)·C·4 (a batch touches most of the fixture's
+            // 200 items, so here the rows cost more than the table).
+            let (sparse, dense) = (
+                field("sparse_bytes_per_step"),
+                field("dense_bytes_per_step"),
+            );
+            let row = 8 + 4 * 16;
+            let items = dense / (4 * 16) - 1;
+            assert!(
+                sparse > 16 + row && sparse <= 16 + items * row,
+                "{opt} {n}: {sparse} bytes per step, {items} items"
+            );
+        }
+    }
+}
+
 /// Every rank evaluates its share of the users and the ranks are summed: the metrics of a
 /// 2- and a 3-rank run equal, exactly, a single process evaluating the same weights.
 #[test]
