@@ -335,7 +335,7 @@ mod tests {
                 .set_features(&encoded_features(cfg.num_items))
                 .unwrap();
             if let Some(id) = m.items().id_param() {
-                tch::no_grad(|| id.tensor().get(0).zero_()); // the padding row, zero as after init
+                let _ = tch::no_grad(|| id.tensor().get(0).zero_()); // the padding row, zero as after init
             }
             let e = m.items().table();
             assert_eq!(e.size(), [cfg.num_items as i64 + 1, C as i64]);

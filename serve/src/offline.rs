@@ -190,7 +190,7 @@ fn user_row(
     let u_idx = u as usize;
     let raw = |i: &u32| Value::String(data.items.raw_of(*i).unwrap_or_default().to_string());
     let timestamps = match &data.timestamps {
-        Some(ts) if model.info().time_aware => Some(ts[u_idx].clone()),
+        Some(ts) if model.info().time_aware => Some(ts[u_idx].to_vec()),
         _ => None,
     };
     let request = RecommendRequest {

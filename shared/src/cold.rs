@@ -11,6 +11,7 @@
 //! A user whose training part becomes too short for a hold-out loses their cold
 //! interactions everywhere and becomes training-only.
 
+use crate::csr::Csr;
 use rand::seq::index::sample;
 
 use crate::dataset::Dataset;
@@ -96,13 +97,21 @@ impl ColdItems {
             interactions_removed: 0,
             users_without_holdout: 0,
         };
-        for u in 1..data.sequences.len() {
-            let keep = kept_positions(&data.sequences[u], &cold, threshold, &mut report);
-            let seq = &mut data.sequences[u];
-            *seq = keep.iter().map(|&j| remap[seq[j] as usize]).collect();
-            if let Some(ts) = data.timestamps.as_mut() {
-                ts[u] = keep.iter().map(|&j| ts[u][j]).collect();
-            }
+        let kept: Vec<Vec<usize>> = data
+            .sequences
+            .iter()
+            .map(|seq| kept_positions(seq, &cold, threshold, &mut report))
+            .collect();
+        let rows = |seq: &[u32], keep: &Vec<usize>| -> Vec<u32> {
+            keep.iter().map(|&j| remap[seq[j] as usize]).collect()
+        };
+        data.sequences = Csr::from_rows(data.sequences.iter().zip(&kept).map(|(s, k)| rows(s, k)));
+        if let Some(ts) = data.timestamps.as_ref() {
+            let times = ts
+                .iter()
+                .zip(&kept)
+                .map(|(t, k)| k.iter().map(|&j| t[j]).collect::<Vec<i64>>());
+            data.timestamps = Some(Csr::from_rows(times));
         }
         data.cold_items = report.items;
         Ok((data, report))

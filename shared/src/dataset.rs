@@ -61,6 +61,7 @@
 //! user's events are sorted by time, stably (ties keep file order); without, file order is time
 //! order.
 
+use crate::csr::{Buf, Csr};
 use std::path::{Path, PathBuf};
 
 use rustc_hash::FxHashMap;
@@ -72,7 +73,7 @@ use crate::idmap::IdMap;
 use crate::io::read_bytes;
 
 /// Field separator of an interaction file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Separator {
     /// `::` as in MovieLens-1M `ratings.dat`.
@@ -163,7 +164,7 @@ pub struct KCore {
 }
 
 /// How the file was read and what was skipped.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
     /// The detected separator.
     pub separator: Separator,
@@ -196,9 +197,9 @@ pub struct Dataset {
     /// Item index (1..=I) ↔ raw item token.
     pub items: IdMap,
     /// `sequences[u]` holds user u's item indices, oldest first; `sequences[0]` is empty.
-    pub sequences: Vec<Vec<u32>>,
+    pub sequences: Csr<u32>,
     /// `timestamps[u][j]` is the unix time of `sequences[u][j]`, when the file has timestamps.
-    pub timestamps: Option<Vec<Vec<i64>>>,
+    pub timestamps: Option<Csr<i64>>,
     /// How the file was read.
     pub report: LoadReport,
     /// The last `cold_items` item indices are held out of training (`--cold_items`,
@@ -643,8 +644,12 @@ impl Dataset {
     }
 
     /// Reads an interaction or sequence file as `options` say (see the module docs for the
-    /// formats and the detection rule), optionally k-core filtered.
+    /// formats and the detection rule), optionally k-core filtered; or a data pack
+    /// ([`crate::pack::read`]), recognised by its magic.
     pub fn read_with(path: &Path, kcore: Option<KCore>, options: &ReadOptions) -> Result<Self> {
+        if crate::pack::is_pack(path) {
+            return crate::pack::read(path, kcore, options);
+        }
         if options.format == Format::Sequence && options.columns.is_some() {
             return Err(Error::Config(
                 "--columns names the columns of an interaction file; \
@@ -687,39 +692,41 @@ impl Dataset {
         timed: bool,
         report: LoadReport,
     ) -> Self {
-        let mut counts = vec![0usize; users.len() + 1];
+        let mut offsets = vec![0u64; users.len() + 2];
         for r in &records {
-            counts[user_remap[r.user as usize] as usize] += 1;
+            offsets[user_remap[r.user as usize] as usize + 1] += 1;
         }
-        let mut sequences: Vec<Vec<u32>> = counts.iter().map(|&c| Vec::with_capacity(c)).collect();
-        let mut timestamps: Vec<Vec<i64>> = if timed {
-            counts.iter().map(|&c| Vec::with_capacity(c)).collect()
-        } else {
-            Vec::new()
-        };
+        for u in 1..offsets.len() {
+            offsets[u] += offsets[u - 1];
+        }
+        offsets.pop(); // offsets[u] = where user u starts; the end is the number of records
+        let mut cursor = offsets.clone();
+        let mut seq = vec![0u32; records.len()];
+        let mut ts = vec![0i64; if timed { records.len() } else { 0 }];
         for r in &records {
             let u = user_remap[r.user as usize] as usize;
-            sequences[u].push(item_remap[r.item as usize]);
+            let at = cursor[u] as usize;
+            seq[at] = item_remap[r.item as usize];
             if timed {
-                timestamps[u].push(r.ts);
+                ts[at] = r.ts;
             }
+            cursor[u] += 1;
         }
+        offsets.push(records.len() as u64);
         if timed {
-            for (seq, ts) in sequences.iter_mut().zip(timestamps.iter_mut()) {
-                if ts.windows(2).any(|w| w[0] > w[1]) {
-                    let mut order: Vec<usize> = (0..ts.len()).collect();
-                    order.sort_by_key(|&j| ts[j]); // stable: ties keep file order
-                    *seq = order.iter().map(|&j| seq[j]).collect();
-                    *ts = order.iter().map(|&j| ts[j]).collect();
-                }
-            }
+            sort_rows_by_time(&offsets, &mut seq, &mut ts);
         }
+        let csr = |v| Csr::from_parts(Buf::Owned(offsets.clone()), Buf::Owned(v));
+        let sequences = csr(seq).expect("offsets count the records");
+        let timestamps = timed.then(|| {
+            Csr::from_parts(Buf::Owned(offsets.clone()), Buf::Owned(ts)).expect("as above")
+        });
         Self {
             path: path.into(),
             users,
             items,
             sequences,
-            timestamps: timed.then_some(timestamps),
+            timestamps,
             report,
             cold_items: 0,
         }
@@ -742,7 +749,7 @@ impl Dataset {
 
     /// Summary statistics.
     pub fn stats(&self) -> Stats {
-        let mut lens: Vec<usize> = self.sequences[1..].iter().map(Vec::len).collect();
+        let mut lens: Vec<usize> = self.sequences.iter().skip(1).map(<[u32]>::len).collect();
         lens.sort_unstable();
         let interactions: usize = lens.iter().sum();
         let time_range = self.timestamps.as_ref().map(|ts| {
@@ -765,6 +772,24 @@ impl Dataset {
                 .unwrap_or(0),
             density: interactions as f64 / (self.num_users() * self.num_items()).max(1) as f64,
             time_range,
+        }
+    }
+}
+
+/// Sorts each row `offsets[u]..offsets[u+1]` of `seq` and `ts` by time, stably (ties keep the
+/// file order); rows already in order are left alone.
+fn sort_rows_by_time(offsets: &[u64], seq: &mut [u32], ts: &mut [i64]) {
+    for w in offsets.windows(2) {
+        let (a, b) = (w[0] as usize, w[1] as usize);
+        let (s, t) = (&mut seq[a..b], &mut ts[a..b]);
+        if t.windows(2).any(|w| w[0] > w[1]) {
+            let mut order: Vec<usize> = (0..t.len()).collect();
+            order.sort_by_key(|&j| t[j]); // stable: ties keep file order
+            let (s0, t0) = (s.to_vec(), t.to_vec());
+            for (k, &j) in order.iter().enumerate() {
+                s[k] = s0[j];
+                t[k] = t0[j];
+            }
         }
     }
 }

@@ -21,6 +21,7 @@
 pub mod cold;
 pub mod config;
 pub mod convert;
+pub mod csr;
 pub mod dataset;
 pub mod error;
 pub mod eval;
@@ -30,6 +31,7 @@ pub mod idmap;
 pub mod io;
 pub mod logging;
 pub mod metrics;
+pub mod pack;
 pub mod rng;
 pub mod run;
 pub mod sampler;

@@ -91,7 +91,7 @@ impl Split {
 
     /// User `u`'s whole timestamp sequence, when the data has timestamps.
     pub fn times(&self, u: usize) -> Option<&[i64]> {
-        self.data.timestamps.as_ref().map(|t| t[u].as_slice())
+        self.data.timestamps.as_ref().map(|t| &t[u])
     }
 
     /// The target item and the length of the input prefix of `all(u)` for `part`, or `None`

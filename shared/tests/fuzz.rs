@@ -547,7 +547,7 @@ fn check_dataset(d: &Dataset, path: &Path, kcore: Option<KCore>) -> Result<(), S
         return fail("removed by k-core without k-core".into());
     }
     if let Some(k) = kcore.filter(|k| k.iterative) {
-        if d.sequences[1..].iter().any(|s| s.len() < k.min_user)
+        if d.sequences.iter().skip(1).any(|s| s.len() < k.min_user)
             || item_count[1..].iter().any(|&c| c < k.min_item)
         {
             return fail(format!("not a {k:?} core"));

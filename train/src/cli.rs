@@ -383,6 +383,16 @@ pub enum DataCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write a data pack: the dataset read, filtered and indexed as the reading flags say, in
+    /// one binary file that --dataset FILE.pack loads by memory map (shared by the ranks of a
+    /// node, no parsing).
+    Pack {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The pack to write (atomically), e.g. data/ml-1m.pack.
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Convert MovieLens-1M `ratings.dat` (or `ml-1m.zip`) into `user item timestamp` lines.
     #[command(name = "convert-ml1m")]
     ConvertMl1m {

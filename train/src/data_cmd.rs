@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use sasrec_shared::convert::convert_ml1m;
+use sasrec_shared::dataset::resolve_dataset;
 use sasrec_shared::features::{movielens, Coverage};
 use sasrec_shared::synthetic::{self, SyntheticConfig};
-use sasrec_shared::Split;
+use sasrec_shared::{Dataset, Split};
 
 use crate::data::DataSource;
-use crate::error::{Context, Result};
+use crate::error::{bail, Context, Result};
 
 /// A data command with its settings checked.
 #[derive(Debug, Clone)]
@@ -21,6 +22,13 @@ pub enum DataJob {
         source: DataSource,
         /// JSON instead of text.
         json: bool,
+    },
+    /// A data pack of a dataset.
+    Pack {
+        /// The dataset, its reading flags and k-core filter.
+        source: DataSource,
+        /// The pack to write (atomically).
+        output: PathBuf,
     },
     /// MovieLens-1M `ratings.dat` (or `ml-1m.zip`) to `user item timestamp` lines.
     ConvertMl1m {
@@ -62,6 +70,7 @@ pub fn run(job: &DataJob) -> Result<()> {
             };
             stats(&split, coverage.as_ref(), *json)
         }
+        DataJob::Pack { source, output } => pack(source, output),
         DataJob::ConvertMl1m { input, output } => convert(input, output),
         DataJob::Synthetic {
             output,
@@ -75,6 +84,30 @@ pub fn run(job: &DataJob) -> Result<()> {
             output,
         } => features(*source, input, item_map.as_deref(), output),
     }
+}
+
+/// `data pack`: reads the dataset as `source` says and writes it as a pack
+/// ([`sasrec_shared::pack`]); prints one line with what it holds.
+fn pack(source: &DataSource, output: &Path) -> Result<()> {
+    let path = resolve_dataset(&source.dataset)?;
+    if sasrec_shared::pack::is_pack(&path) {
+        bail!("{}: already a data pack", path.display());
+    }
+    let started = std::time::Instant::now();
+    let data = Dataset::read_with(&path, source.kcore, &source.read)?;
+    let header = sasrec_shared::pack::write(&data, source.kcore, output)?;
+    let bytes = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "sasrec-train data pack: wrote {} ({} users, {} items, {} interactions{}, {:.1} MB) in {:.1} s",
+        output.display(),
+        header.users,
+        header.items,
+        header.interactions,
+        if data.has_timestamps() { " with timestamps" } else { "" },
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// `data stats`: the dataset's statistics, as text or one JSON object.

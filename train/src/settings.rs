@@ -336,6 +336,10 @@ pub fn data_job(cmd: DataCmd) -> Result<DataJob> {
             },
             json,
         },
+        DataCmd::Pack { data, output } => DataJob::Pack {
+            source: data_source(&data),
+            output,
+        },
         DataCmd::ConvertMl1m { input, output } => DataJob::ConvertMl1m { input, output },
         DataCmd::Synthetic(args) => synthetic_job(args)?,
         DataCmd::FeaturesMl1m {

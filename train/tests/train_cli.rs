@@ -1013,3 +1013,66 @@ fn cold_items_report_cold_and_warm_targets_with_the_baseline() {
         "{e}"
     );
 }
+
+/// `data pack` writes a pack that trains exactly like its text file (same weights, bit for
+/// bit); packing a pack, or a k-core flag the pack was not made with, is an error naming it.
+#[test]
+fn a_data_pack_trains_like_its_text_file() {
+    let (dir, data) = fixture_dir();
+    let pack = dir.path().join("fixture.pack");
+    let out = bin()
+        .args(["data", "pack", "--dataset"])
+        .arg(&data)
+        .arg("--output")
+        .arg(&pack)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let want = format!(
+        "sasrec-train data pack: wrote {} (120 users, ",
+        pack.display()
+    );
+    assert!(
+        line.starts_with(&want) && line.contains("with timestamps"),
+        "{line}"
+    );
+    let flags = ["--no_mhc", "--num_epochs", "2"];
+    let (text_run, pack_run) = (dir.path().join("text"), dir.path().join("pack"));
+    let a = ok(small(&data, &text_run, &flags));
+    let b = ok(small(&pack, &pack_run, &flags));
+    assert_eq!(a["test_at_best"], b["test_at_best"]);
+    let weights = |run: &Path| std::fs::read(run.join("model.safetensors")).unwrap();
+    assert!(
+        weights(&text_run) == weights(&pack_run),
+        "pack and text trained differently"
+    );
+    let again = bin()
+        .args(["data", "pack", "--dataset"])
+        .arg(&pack)
+        .arg("--output")
+        .arg(dir.path().join("again.pack"))
+        .output()
+        .unwrap();
+    let e = err(again);
+    assert!(
+        e.contains(&format!("{}: already a data pack", pack.display())),
+        "{e}"
+    );
+    let e = err(small(
+        &pack,
+        &dir.path().join("k"),
+        &["--min_user_count", "3"],
+    ));
+    assert!(
+        e.contains(&format!(
+            "{}: the pack holds the data after no k-core filter",
+            pack.display()
+        )),
+        "{e}"
+    );
+}
