@@ -125,6 +125,10 @@ log "G: CUDA graph against eager training ($graph_test)"
 timeout 300 "$graph_test" --ignored --exact on_cuda_the_graph_trains_the_model_the_eager_step_trains \
   --nocapture > "$out/cuda-graph-test.log" 2>&1
 log "G: exit $? (0 = passed; log in cuda-graph-test.log)"
+log "G: row-sparse item optimizers on CUDA against the CPU"
+timeout 300 "$graph_test" --ignored --exact on_cuda_the_row_sparse_optimizers_step_eagerly_and_train_like_the_cpu \
+  --nocapture > "$out/row-sparse-cuda-test.log" 2>&1
+log "G: exit $? (0 = passed; log in row-sparse-cuda-test.log)"
 for v in graph eager; do
   log "G: ml1m sasrec fp32 speed, $v"
   timeout 90 "$bin" "${ml1m[@]}" --num_epochs "$epochs_speed" --eval_every "$epochs_speed" \

@@ -29,7 +29,11 @@ fn barrier(dir: &Path, stage: &str, rank: usize, world: usize) {
         std::fs::read_dir(dir)
             .map(|d| {
                 d.filter_map(|e| e.ok())
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{stage}.")))
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(&format!("{stage}."))
+                    })
                     .count()
             })
             .unwrap_or(0)
@@ -58,8 +62,12 @@ fn main() {
         fail("usage: pack-load DATASET DIR RANK WORLD");
     };
     let (path, dir) = (PathBuf::from(path), PathBuf::from(dir));
-    let rank: usize = rank.parse().unwrap_or_else(|_| fail("RANK must be a number"));
-    let world: usize = world.parse().unwrap_or_else(|_| fail("WORLD must be a number"));
+    let rank: usize = rank
+        .parse()
+        .unwrap_or_else(|_| fail("RANK must be a number"));
+    let world: usize = world
+        .parse()
+        .unwrap_or_else(|_| fail("WORLD must be a number"));
     let started = Instant::now();
     let data = Dataset::read(&path, None).unwrap_or_else(|e| fail(e));
     let split = Split::new(Arc::new(data), DEFAULT_MIN_HOLDOUT_LEN);
@@ -72,7 +80,13 @@ fn main() {
     let first = sampler.epoch(1).next().map_or(0, |b| b.rows());
     let load_seconds = started.elapsed().as_secs_f64();
     // Every interaction read once, as an epoch of training does.
-    let checksum: u64 = split.data.sequences.values().iter().map(|&i| i as u64).sum();
+    let checksum: u64 = split
+        .data
+        .sequences
+        .values()
+        .iter()
+        .map(|&i| i as u64)
+        .sum();
     barrier(&dir, "loaded", rank, world);
     std::thread::sleep(Duration::from_millis(300));
     let (rss, pss) = rss_pss();

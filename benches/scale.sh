@@ -58,14 +58,15 @@ measure() {
 }
 
 # catalogue_data FILE ITEMS USERS: Zipf data plus one interaction with each of the ITEMS items
-# (users c0 … c<CATALOGUE_USERS−1>), so the model's catalogue has exactly ITEMS items.
+# (raw id 10·i + 7, as `data synthetic` writes them; users c0 … c<CATALOGUE_USERS−1>), so the
+# model's catalogue has exactly ITEMS items.
 catalogue_data() {
   local file=$1 items=$2 users=$3
   [[ -f $file ]] && return
   "$bin/sasrec-train" data synthetic --output "$file.tmp" --users "$users" --items "$items" \
     --genres 16 --min_len 20 --max_len 80 --zipf 0.7 > /dev/null
   awk -v n="$items" -v k="${CATALOGUE_USERS:-10000}" \
-    'END { for (i = 1; i <= n; i++) printf "c%d %d %d\n", i % k, i, 1000000000 + i }' /dev/null >> "$file.tmp"
+    'END { for (i = 0; i < n; i++) printf "c%d %d %d\n", i % k, 10 * i + 7, 1000000000 + i }' /dev/null >> "$file.tmp"
   mv "$file.tmp" "$file"
 }
 
@@ -95,6 +96,9 @@ axis_item_optimizer() {
 import json, os, sys
 out, sizes = sys.argv[1], sys.argv[2:]
 res = {json.loads(l)["name"]: json.loads(l) for l in open(os.path.join(out, "results.jsonl"))}
+def catalogue(n):
+    return json.load(open(os.path.join(out, f"opt-i{n}-sampled_softmax-adam", "config.json")))["model"]["num_items"]
+print("items in the model: " + ", ".join(f"{catalogue(n):,}" for n in sizes))
 def step_ms(n, loss, opt):
     return 1000 * json.load(open(os.path.join(out, f"opt-i{n}-{loss}-{opt}", "summary.json")))["seconds_per_step"]
 print("| loss | item optimizer | " + " | ".join(f"{int(n):,} items: s/1000 steps, peak RSS MB" for n in sizes)

@@ -86,10 +86,6 @@ struct Inner {
     cfg: SamplerConfig,
     /// Users with ≥ 2 training items, ascending.
     users: Vec<u32>,
-    /// Sorted training items per user (for negative rejection).
-    train_sets: Vec<Vec<u32>>,
-    /// Time codes per user, for time-aware sampling.
-    codes: Option<Vec<Vec<i64>>>,
 }
 
 /// Reproducible multi-threaded training sampler over a [`Split`].
@@ -120,42 +116,21 @@ fn check_config(cfg: &SamplerConfig) -> Result<()> {
     Ok(())
 }
 
-/// Each user's training items, sorted and deduplicated (row 0, padding, empty).
-fn train_sets(split: &Split) -> Vec<Vec<u32>> {
-    (0..=split.num_users())
-        .map(|u| {
-            let mut s = if u == 0 {
-                Vec::new()
-            } else {
-                split.train(u).to_vec()
-            };
-            s.sort_unstable();
-            s.dedup();
-            s
-        })
-        .collect()
-}
-
-/// Each user's time codes in `iv`'s unit (row 0, padding, empty); an error without timestamps.
-fn interval_codes(split: &Split, iv: Intervals) -> Result<Vec<Vec<i64>>> {
-    if !split.data.has_timestamps() {
-        return Err(Error::no_timestamps(&split.data.path));
-    }
-    Ok((0..=split.num_users())
-        .map(|u| {
-            if u == 0 {
-                Vec::new()
-            } else {
-                time_codes(iv.unit, split.times(u).unwrap())
-            }
-        })
-        .collect())
+/// A user's training items, sorted and deduplicated (for negative rejection), in `buf`.
+fn train_set<'a>(train: &[u32], buf: &'a mut Vec<u32>) -> &'a [u32] {
+    buf.clear();
+    buf.extend_from_slice(train);
+    buf.sort_unstable();
+    buf.dedup();
+    buf
 }
 
 impl Sampler {
-    /// Prepares the sampler: the settings checked, the users with two or more training
-    /// items, each user's training set (for negatives) and, for time-aware models, the time
-    /// codes; fails on invalid settings or missing timestamps.
+    /// Prepares the sampler: the settings checked and the users with two or more training
+    /// items; fails on invalid settings or, for time-aware models, missing timestamps. Nothing
+    /// per interaction is copied: a batch derives its users' training sets (for negatives) and
+    /// time codes from the split when it is built, so ranks that share a memory-mapped dataset
+    /// ([`crate::pack`]) share all of it.
     pub fn new(split: Split, cfg: SamplerConfig) -> Result<Self> {
         check_config(&cfg)?;
         let n = split.num_users();
@@ -165,19 +140,11 @@ impl Sampler {
         if users.is_empty() {
             return Err(Error::Data("no user has two or more training items".into()));
         }
-        let train_sets = train_sets(&split);
-        let codes = match cfg.intervals {
-            None => None,
-            Some(iv) => Some(interval_codes(&split, iv)?),
-        };
+        if cfg.intervals.is_some() && !split.data.has_timestamps() {
+            return Err(Error::no_timestamps(&split.data.path));
+        }
         Ok(Self {
-            inner: Arc::new(Inner {
-                split,
-                cfg,
-                users,
-                train_sets,
-                codes,
-            }),
+            inner: Arc::new(Inner { split, cfg, users }),
         })
     }
 
@@ -223,6 +190,7 @@ impl Sampler {
         let mut pos = vec![0i64; rows * t];
         let mut neg = vec![0i64; rows * t];
         let mut intervals = inner.cfg.intervals.map(|_| vec![0i32; rows * t * t]);
+        let mut buf = Vec::new();
         for (row, &u) in users.iter().enumerate() {
             let u = u as usize;
             let tr = inner.split.train(u);
@@ -230,7 +198,7 @@ impl Sampler {
             let r = row * t..(row + 1) * t;
             let pad = left_pad(&tr[..m - 1], 0i64, &mut seq[r.clone()]);
             left_pad(&tr[1..], 0i64, &mut pos[r.clone()]);
-            let set = &inner.train_sets[u];
+            let set = train_set(tr, &mut buf);
             let mut rng = rng_for(inner.cfg.seed, Stream::TrainNegatives, epoch, u as u64);
             for x in &mut neg[r.start + pad..r.end] {
                 *x = loop {
@@ -240,13 +208,10 @@ impl Sampler {
                     }
                 };
             }
-            if let (Some(out), Some(iv), Some(codes)) = (
-                intervals.as_mut(),
-                inner.cfg.intervals,
-                inner.codes.as_ref(),
-            ) {
+            if let (Some(out), Some(iv)) = (intervals.as_mut(), inner.cfg.intervals) {
+                let times = inner.split.times(u).expect("checked by Sampler::new");
                 iv.window_matrix(
-                    &codes[u][..m - 1],
+                    &time_codes(iv.unit, times)[..m - 1],
                     t,
                     &mut out[row * t * t..(row + 1) * t * t],
                 );

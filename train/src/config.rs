@@ -147,20 +147,22 @@ impl OptimConfig {
     /// Learning rate of 0-based step `s`: `lr·(s+1)/warmup` while `s < warmup`, then
     /// `lr·rate^((s − warmup)/decay_step)` (continuous exponential decay).
     pub fn lr_at(&self, step: usize) -> f64 {
-        if step < self.warmup_steps {
-            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
-        }
-        let k = (step - self.warmup_steps) as f64 / self.lr_decay_step.max(1) as f64;
-        self.lr * self.lr_decay_rate.powf(k)
+        self.scheduled(self.lr, step)
     }
 
-    /// The item table's learning rate at step `s`: [`OptimConfig::lr_at`] scaled by
-    /// `item_lr / lr` (equal to it without `--item_lr`).
+    /// The item table's learning rate at step `s`: [`OptimConfig::lr_at`]'s schedule with the
+    /// peak `item_lr` (default `lr`).
     pub fn item_lr_at(&self, step: usize) -> f64 {
-        match self.item_lr {
-            Some(item_lr) => self.lr_at(step) * item_lr / self.lr,
-            None => self.lr_at(step),
+        self.scheduled(self.item_lr.unwrap_or(self.lr), step)
+    }
+
+    /// `peak` under the warm-up and decay at step `s`.
+    fn scheduled(&self, peak: f64, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return peak * (step + 1) as f64 / self.warmup_steps as f64;
         }
+        let k = (step - self.warmup_steps) as f64 / self.lr_decay_step.max(1) as f64;
+        peak * self.lr_decay_rate.powf(k)
     }
 }
 
@@ -339,5 +341,14 @@ mod tests {
         let flat = optim(0, 1.0);
         assert_eq!(flat.lr_at(0), 1e-3);
         assert_eq!(flat.lr_at(123_456), 1e-3);
+        // --item_lr: the same schedule with its own peak; without it, lr's.
+        let item = OptimConfig {
+            item_lr: Some(0.02),
+            ..o.clone()
+        };
+        assert!((item.item_lr_at(0) - 2e-4).abs() < 1e-15);
+        assert!((item.item_lr_at(1100) - 0.95 * 0.02).abs() < 1e-15);
+        assert_eq!(item.lr_at(1100), o.lr_at(1100));
+        assert_eq!(o.item_lr_at(1100), o.lr_at(1100));
     }
 }

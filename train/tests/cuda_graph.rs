@@ -131,3 +131,40 @@ fn on_cuda_the_graph_trains_the_model_the_eager_step_trains() {
         assert!(d < 1e-3, "{extra:?}: relative difference {d}");
     }
 }
+
+/// The row-sparse item optimizers on CUDA: the run steps eagerly with the reason logged, and
+/// ends within 1e-3 relative L2 distance of the same run on the CPU (lazy Adam and row-wise
+/// Adagrad on the device: coalesce, gather, the fused kernel, scatter).
+#[test]
+#[ignore = "needs a CUDA device: run in benches/gpu_suite.sh"]
+fn on_cuda_the_row_sparse_optimizers_step_eagerly_and_train_like_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    for opt in ["lazy_adam", "rowwise_adagrad"] {
+        let extra = [
+            "--no_time",
+            "--no_mhc",
+            "--dropout_rate",
+            "0",
+            "--item_optimizer",
+            opt,
+            "--item_lr",
+            "0.01",
+        ];
+        let (gpu_run, cpu_run) = (
+            tmp.path().join(format!("g-{opt}")),
+            tmp.path().join(format!("c-{opt}")),
+        );
+        let (_, log) = train(&data, &gpu_run, "cuda", &extra);
+        train(&data, &cpu_run, "cpu", &extra);
+        assert!(
+            log.contains("eager steps: a row-sparse --item_optimizer updates data-dependent rows"),
+            "{opt}: {log}"
+        );
+        let d = relative_difference(
+            &weights(gpu_run.join("model.safetensors")),
+            &weights(cpu_run.join("model.safetensors")),
+        );
+        assert!(d < 1e-3, "{opt}: CUDA vs CPU relative difference {d}");
+    }
+}
