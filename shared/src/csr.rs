@@ -1,7 +1,7 @@
 //! Rows of different lengths in one array (compressed sparse rows): `values` holds row 0, then
 //! row 1, …, and row r is `values[offsets[r]..offsets[r + 1]]`. A dataset's per-user sequences
 //! and timestamps are stored this way: one allocation instead of one per user, and the same
-//! layout as a data pack ([`crate::pack`]), whose arrays a [`Csr`] can read in place from a
+//! layout as a data pack (module `pack`), whose arrays a [`Csr`] can read in place from a
 //! memory map shared by every process on the node.
 
 use std::fmt;

@@ -637,19 +637,10 @@ fn filter_kcore(
 }
 
 impl Dataset {
-    /// Reads an interaction file with the default [`ReadOptions`] (format and columns
-    /// detected; see the module docs), optionally k-core filtered.
-    pub fn read(path: &Path, kcore: Option<KCore>) -> Result<Self> {
-        Self::read_with(path, kcore, &ReadOptions::default())
-    }
-
-    /// Reads an interaction or sequence file as `options` say (see the module docs for the
-    /// formats and the detection rule), optionally k-core filtered; or a data pack
-    /// ([`crate::pack::read`]), recognised by its magic.
-    pub fn read_with(path: &Path, kcore: Option<KCore>, options: &ReadOptions) -> Result<Self> {
-        if crate::pack::is_pack(path) {
-            return crate::pack::read(path, kcore, options);
-        }
+    /// Reads an interaction or sequence text file as `options` say (see the module docs for
+    /// the formats and the detection rule), optionally k-core filtered.
+    /// [`Dataset::read_with`] (module `load`) also reads data packs.
+    pub fn read_text(path: &Path, kcore: Option<KCore>, options: &ReadOptions) -> Result<Self> {
         if options.format == Format::Sequence && options.columns.is_some() {
             return Err(Error::Config(
                 "--columns names the columns of an interaction file; \

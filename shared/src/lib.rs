@@ -29,6 +29,7 @@ pub mod features;
 pub mod format;
 pub mod idmap;
 pub mod io;
+pub mod load;
 pub mod logging;
 pub mod metrics;
 pub mod pack;

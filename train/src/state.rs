@@ -135,6 +135,38 @@ pub fn load(path: &Path, params: &[(String, Tensor)], opt: &mut Optimizers) -> R
         }
         Ok(t.to_kind(like.kind()).to_device(like.device()))
     };
+    let (state, t) = loop_state(path, &stored)?;
+    // Check everything before touching the model: the weights and the item optimizer's own
+    // state are restored in place, Adam's moments replaced.
+    let in_place: Vec<(String, Tensor)> = params
+        .iter()
+        .map(|(name, p)| (format!("model.{name}"), p.shallow_clone()))
+        .chain(opt.extra_state())
+        .collect();
+    let mut restored = Vec::new();
+    for (key, t) in &in_place {
+        restored.push(get(key, t)?);
+    }
+    let adam = &mut opt.adam;
+    let mut ms = Vec::new();
+    let mut vs = Vec::new();
+    for ((name, m), v) in adam.names().zip(&adam.m).zip(&adam.v) {
+        ms.push(get(&format!("adam.m.{name}"), m)?);
+        vs.push(get(&format!("adam.v.{name}"), v)?);
+    }
+    tch::no_grad(|| {
+        for ((_, dst), src) in in_place.iter().zip(&restored) {
+            dst.shallow_clone().copy_(src);
+        }
+    });
+    adam.m = ms;
+    adam.v = vs;
+    adam.t = t;
+    Ok(state)
+}
+
+/// The loop state and Adam's step count stored in the checkpoint at `path`.
+fn loop_state(path: &Path, stored: &HashMap<String, Tensor>) -> Result<(LoopState, u64)> {
     let state_bytes = stored
         .get(STATE)
         .with_context(|| format!("{}: no loop state", path.display()))?;
@@ -146,34 +178,5 @@ pub fn load(path: &Path, params: &[(String, Tensor)], opt: &mut Optimizers) -> R
             .get("__adam_t__")
             .with_context(|| format!("{}: no Adam step", path.display()))?,
     )?;
-    // Check everything before touching the model.
-    let mut restored = Vec::new();
-    for (name, p) in params {
-        restored.push(get(&format!("model.{name}"), p)?);
-    }
-    let extra = opt.extra_state();
-    let mut extra_values = Vec::new();
-    for (name, t) in &extra {
-        extra_values.push(get(name, t)?);
-    }
-    let adam = &mut opt.adam;
-    let mut ms = Vec::new();
-    let mut vs = Vec::new();
-    for ((name, m), v) in adam.names().zip(&adam.m).zip(&adam.v) {
-        ms.push(get(&format!("adam.m.{name}"), m)?);
-        vs.push(get(&format!("adam.v.{name}"), v)?);
-    }
-    tch::no_grad(|| {
-        for ((_, p), src) in params.iter().zip(&restored) {
-            let mut dst = p.shallow_clone();
-            dst.copy_(src);
-        }
-        for ((_, t), src) in extra.iter().zip(&extra_values) {
-            t.shallow_clone().copy_(src);
-        }
-    });
-    adam.m = ms;
-    adam.v = vs;
-    adam.t = t.first().copied().unwrap_or(0) as u64;
-    Ok(state)
+    Ok((state, t.first().copied().unwrap_or(0) as u64))
 }
