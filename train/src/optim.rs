@@ -225,19 +225,25 @@ impl Adam {
         Ok(())
     }
 
+    /// The parameters that have a gradient, lazy (`true`) or dense: (name, θ, g, m, v).
+    fn with_grads(
+        &self,
+        lazy: bool,
+    ) -> impl Iterator<Item = (&str, &Tensor, Tensor, &Tensor, &Tensor)> + '_ {
+        self.params
+            .iter()
+            .zip(self.m.iter().zip(&self.v))
+            .zip(&self.lazy)
+            .filter(move |(_, &l)| l == lazy)
+            .map(|(((name, p), (m, v)), _)| (name.as_str(), p, p.grad(), m, v))
+            .filter(|(_, _, g, _, _)| g.defined())
+    }
+
     /// The fused kernel over the dense parameters that have a gradient, with step count `step`.
     fn fused(&self, lr: LearningRate, step: &mut Tensor, found_inf: Option<&Tensor>) -> Result<()> {
         let mut group = Group::default();
-        for (i, ((_, p), (m, v))) in self
-            .params
-            .iter()
-            .zip(self.m.iter().zip(&self.v))
-            .enumerate()
-        {
-            let g = p.grad();
-            if g.defined() && !self.lazy[i] {
-                group.push(p.shallow_clone(), g, m.shallow_clone(), v.shallow_clone())?;
-            }
+        for (_, p, g, m, v) in self.with_grads(false) {
+            group.push(p.shallow_clone(), g, m.shallow_clone(), v.shallow_clone())?;
         }
         group.run(lr, step, found_inf, self.betas)
     }
@@ -245,16 +251,7 @@ impl Adam {
     /// The lazy parameters' touched rows: gathered, stepped by the fused kernel with step count
     /// `step` (the global t), and copied back into the parameter and its moments.
     fn lazy_step(&self, lr: f64, step: &mut Tensor) -> Result<()> {
-        for (i, ((name, p), (m, v))) in self
-            .params
-            .iter()
-            .zip(self.m.iter().zip(&self.v))
-            .enumerate()
-        {
-            let g = p.grad();
-            if !(self.lazy[i] && g.defined()) {
-                continue;
-            }
+        for (name, p, g, m, v) in self.with_grads(true) {
             let (rows, values) = touched_rows(&g, name)?;
             let mut group = Group::default();
             let gather = |t: &Tensor| t.index_select(0, &rows);

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{bin, err, fixture, ok, write_text};
+use common::{bin, err, fixture, ok, succeeded, write_text};
 
 const BASE: [(&str, &str); 9] = [
     ("--maxlen", "16"),
@@ -820,11 +820,7 @@ fn fixture_features(dir: &Path) -> std::path::PathBuf {
         .arg(&p)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(out);
     p
 }
 
@@ -1027,12 +1023,7 @@ fn a_data_pack_trains_like_its_text_file() {
         .arg(&pack)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = succeeded(out);
     let want = format!(
         "sasrec-train data pack: wrote {} (120 users, ",
         pack.display()

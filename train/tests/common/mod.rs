@@ -27,12 +27,18 @@ pub fn fixture_with(dir: &Path, users: usize) -> PathBuf {
         .arg(&p)
         .output()
         .unwrap();
+    succeeded(out);
+    p
+}
+
+/// The standard output of a command that must have succeeded (its error output otherwise).
+pub fn succeeded(out: Output) -> String {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    p
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The standard 120-user fixture.
