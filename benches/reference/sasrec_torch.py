@@ -5,14 +5,23 @@ module with `safetensors.torch.load_file` + `load_state_dict(strict=True)` and g
 outputs; (2) as the same-machine PyTorch baseline of benches/epoch_speed.sh.
 
 Written from the specification in docs/MODELS.md §1.3-1.5 of this repository
-(torch.nn.MultiheadAttention with the fused in_proj, 1x1-conv FFN, LayerNorm eps 1e-8, Post-LN by
-default, Pre-LN with norm_first, last LayerNorm, tied item embeddings). With an `mhc` config,
+(torch.nn.MultiheadAttention with the fused in_proj, 1x1-conv FFN, LayerNorm eps 1e-8, last
+LayerNorm, tied item embeddings) in the three block wirings of `block_wiring`: post_ln (the
+default), pre_ln (also `norm_first`) and original (the SASRec paper's code as SASRec+ adapted it,
+Klenitskiy & Vasilev, RecSys 2023: Q = LN(x), x = Q + MHA(Q, x, x), y = LN'(x), x = (y + FFN(y))
+times the non-padding mask). With an `mhc` config,
 SASRec + mHC (docs/MODELS.md §3.2-3.4: n streams, Pre-LN sub-layers F_att(u) = MHA(LN(u)),
 F_ffn(u) = FFN(LN(u)), streams merged by their mean), using the `HyperConnection` module of
 tisasrec_torch.py (written from the mHC paper's equations, arXiv:2512.24880).
 
   python sasrec_torch.py parity WEIGHTS.safetensors CASE.safetensors CONFIG.json
+  python sasrec_torch.py init CONFIG.json SEED
   python sasrec_torch.py speed --batches N [--threads T]
+
+`init` draws the module as SASRec+ initialises it (`normal_0.02`: every nn.Linear / nn.Conv1d
+weight and nn.Embedding N(0, 0.02^2) with zero biases and padding rows, LayerNorm 1/0; the
+MultiheadAttention in_proj is no nn.Linear and keeps torch's default) and prints each tensor's
+mean, std and whether it is all zero.
 """
 import json
 import sys
@@ -25,9 +34,11 @@ from tisasrec_torch import HyperConnection, PointWiseFeedForward, expand_streams
 
 
 class SASRec(nn.Module):
-    def __init__(self, num_items, maxlen, c, blocks, heads, p, norm_first, mhc=None):
+    def __init__(self, num_items, maxlen, c, blocks, heads, p, wiring, mhc=None):
         super().__init__()
-        self.norm_first = norm_first
+        if wiring not in ("post_ln", "pre_ln", "original"):
+            sys.exit(f"sasrec_torch.py: unknown block wiring {wiring!r}")
+        self.wiring = wiring
         self.mhc = mhc
         self.item_emb = nn.Embedding(num_items + 1, c, padding_idx=0)
         self.pos_emb = nn.Embedding(maxlen + 1, c, padding_idx=0)
@@ -49,14 +60,20 @@ class SASRec(nn.Module):
         mask = ~torch.tril(torch.ones((t, t), dtype=torch.bool, device=seq.device))
         if self.mhc is not None:
             return self.last_layernorm(merge_streams(self.mhc_blocks(x, mask)))
+        keep = (seq != 0).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         for ln_a, mha, ln_f, ffn in zip(self.attention_layernorms, self.attention_layers,
                                         self.forward_layernorms, self.forward_layers):
             x = x.transpose(0, 1)  # (T, B, C)
-            if self.norm_first:
+            if self.wiring == "pre_ln":
                 q = ln_a(x)
                 a, _ = mha(q, q, q, attn_mask=mask, need_weights=False)
                 x = (x + a).transpose(0, 1)
                 x = x + ffn(ln_f(x))
+            elif self.wiring == "original":
+                q = ln_a(x)  # only the query is normalised; K and V read x
+                a, _ = mha(q, x, x, attn_mask=mask, need_weights=False)
+                y = ln_f((q + a).transpose(0, 1))
+                x = (y + ffn(y)) * keep
             else:
                 a, _ = mha(x, x, x, attn_mask=mask, need_weights=False)
                 x = ln_a(x + a).transpose(0, 1)
@@ -84,13 +101,51 @@ class SASRec(nn.Module):
         return (f * self.item_emb(pos)).sum(-1), (f * self.item_emb(neg)).sum(-1)
 
 
+def wiring(cfg):
+    """The config's block wiring; configs written before `block_wiring` have `norm_first`."""
+    return cfg.get("block_wiring") or ("pre_ln" if cfg["norm_first"] else "post_ln")
+
+
+def model(cfg):
+    return SASRec(cfg["num_items"], cfg["maxlen"], cfg["hidden_units"], cfg["num_blocks"],
+                  cfg["num_heads"], cfg["dropout_rate"], wiring(cfg), cfg.get("mhc"))
+
+
+def normal_002(module):
+    """SASRec+'s `_init_weights`, applied to every submodule."""
+    if isinstance(module, (nn.Linear, nn.Conv1d)):
+        module.weight.data.normal_(mean=0.0, std=0.02)
+        if module.bias is not None:
+            module.bias.data.zero_()
+    elif isinstance(module, nn.Embedding):
+        module.weight.data.normal_(mean=0.0, std=0.02)
+        if module.padding_idx is not None:
+            module.weight.data[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        module.bias.data.zero_()
+        module.weight.data.fill_(1.0)
+
+
+def init_stats(config, seed):
+    cfg = json.load(open(config))
+    torch.manual_seed(int(seed))
+    m = model(cfg)
+    m.apply(normal_002)
+    stats = {}
+    for name, t in m.state_dict().items():
+        rows = t[1:] if name in ("item_emb.weight", "pos_emb.weight") else t
+        stats[name] = {"mean": rows.mean().item(), "std": rows.std().item(),
+                       "zero": bool((t == 0).all()), "row0_zero": bool((t[0] == 0).all())}
+    print(json.dumps(stats))
+    return 0
+
+
 def parity(weights, case, config):
     from safetensors.torch import load_file
     cfg = json.load(open(config))
     if cfg["backbone"] != "sasrec":
         sys.exit(f"sasrec_torch.py: backbone {cfg['backbone']!r}; use tisasrec_torch.py")
-    m = SASRec(cfg["num_items"], cfg["maxlen"], cfg["hidden_units"], cfg["num_blocks"],
-               cfg["num_heads"], cfg["dropout_rate"], cfg["norm_first"], cfg.get("mhc"))
+    m = model(cfg)
     m.load_state_dict(load_file(weights), strict=True)
     m.eval()
     data = load_file(case)
@@ -110,7 +165,7 @@ def speed(batches, threads, device="cpu"):
     torch.manual_seed(0)
     if threads:
         torch.set_num_threads(threads)
-    m = SASRec(3416, 200, 50, 2, 1, 0.2, False).to(device)
+    m = SASRec(3416, 200, 50, 2, 1, 0.2, "post_ln").to(device)
     for _, p in m.named_parameters():
         try:
             nn.init.xavier_normal_(p.data)
@@ -147,6 +202,8 @@ def speed(batches, threads, device="cpu"):
 if __name__ == "__main__":
     if sys.argv[1] == "parity":
         sys.exit(parity(*sys.argv[2:5]))
+    if sys.argv[1] == "init":
+        sys.exit(init_stats(*sys.argv[2:4]))
     if sys.argv[1] == "speed":
         args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
         sys.exit(speed(int(args.get("--batches", 48)), int(args.get("--threads", 0)),

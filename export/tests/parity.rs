@@ -190,6 +190,21 @@ fn norm_first_and_single_head_match_tch() {
     }
 }
 
+/// The wirings `--block_wiring` adds to each backbone's two: SASRec's original wiring (with its
+/// timeline mask after every block) and TiSASRec's Post-LN.
+#[test]
+fn other_block_wirings_match_tch() {
+    use sasrec_shared::config::BlockWiring;
+    for (name, w) in [
+        ("sasrec", BlockWiring::Original),
+        ("tisasrec", BlockWiring::PostLn),
+    ] {
+        let mut cfg = kind(name);
+        cfg.block_wiring = Some(w);
+        parity_cfg(&cfg, &format!("{name} {}", w.as_str()), 7);
+    }
+}
+
 /// Rows with an empty history (all padding) still give finite scores equal to tch's.
 #[test]
 fn empty_history_matches_tch() {

@@ -12,8 +12,12 @@
 //!   conv biases U(±1/√C)); rows 0 of `item_emb` and `pos_emb` are then zeroed;
 //! * pmixer TiSASRec: `xavier_uniform_` on every ≥2-D tensor (Linear/conv biases keep
 //!   U(±1/√fan_in)). See `tisasrec.rs` for the row-0 choice;
-//! * mHC: φ = 0, identity-like static biases, gates α = `init_gate` (docs/MODELS.md §3.6).
+//! * mHC: φ = 0, identity-like static biases, gates α = `init_gate` (docs/MODELS.md §3.6);
+//! * `--init normal_0.02` (SASRec+, RecBole, GPT-2): N(0, 0.02²) on embeddings and Linear/Conv1d
+//!   weights (the attention output projection is a Linear), their biases 0; the fused
+//!   in-projection is not a Linear and keeps torch's Xavier-uniform. [`InitRules`] holds either.
 
+use sasrec_shared::config::{Backbone, InitScheme};
 use tch::{nn, Tensor};
 
 /// How a parameter is initialised.
@@ -30,6 +34,11 @@ pub enum ParamInit {
         lo: f64,
         /// Upper bound.
         up: f64,
+    },
+    /// N(0, std²).
+    Normal {
+        /// Standard deviation.
+        std: f64,
     },
     /// Every entry equal to the constant.
     Const(f64),
@@ -131,6 +140,9 @@ impl Param {
                     let a = (6.0 / (fan_in + fan_out)).sqrt();
                     let _ = t.uniform_(-a, a);
                 }
+                ParamInit::Normal { std } => {
+                    let _ = t.normal_(0.0, *std);
+                }
                 ParamInit::Uniform { lo, up } => {
                     let _ = t.uniform_(*lo, *up);
                 }
@@ -158,5 +170,53 @@ pub fn torch_bias(fan_in: i64) -> ParamInit {
     ParamInit::Uniform {
         lo: -bound,
         up: bound,
+    }
+}
+
+/// How a network draws each kind of tensor (docs/MODELS.md §1.3): the `--init` scheme resolved
+/// for a backbone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitRules {
+    /// Embedding tables: items, positions, intervals, feature vocabularies.
+    pub embedding: ParamInit,
+    /// Linear and 1×1-convolution weights, the attention output projection, feature projections.
+    pub weight: ParamInit,
+    /// The fused (3C, C) attention in-projection `in_proj_weight`.
+    pub in_proj: ParamInit,
+    /// Linear and convolution biases: torch's U(±1/√fan_in) when `true`, else 0.
+    torch_biases: bool,
+}
+
+impl InitRules {
+    /// `scheme` for `backbone`: pmixer draws SASRec Xavier-normal and TiSASRec Xavier-uniform
+    /// with torch's biases; `normal_0.02` is the same for both.
+    pub fn new(scheme: InitScheme, backbone: Backbone) -> Self {
+        let xavier = match backbone {
+            Backbone::Sasrec => ParamInit::XavierNormal,
+            Backbone::Tisasrec => ParamInit::XavierUniform,
+        };
+        match scheme {
+            InitScheme::Pmixer => Self {
+                embedding: xavier.clone(),
+                weight: xavier.clone(),
+                in_proj: xavier,
+                torch_biases: true,
+            },
+            InitScheme::Normal002 => Self {
+                embedding: ParamInit::Normal { std: 0.02 },
+                weight: ParamInit::Normal { std: 0.02 },
+                in_proj: ParamInit::XavierUniform,
+                torch_biases: false,
+            },
+        }
+    }
+
+    /// The bias of a Linear or convolution with `fan_in` inputs.
+    pub fn bias(&self, fan_in: i64) -> ParamInit {
+        if self.torch_biases {
+            torch_bias(fan_in)
+        } else {
+            ParamInit::Const(0.0)
+        }
     }
 }

@@ -28,7 +28,7 @@ use sasrec_shared::features::EncodedFeatures;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::init::{Param, ParamInit};
+use crate::init::{InitRules, Param};
 use crate::loss::{l2_penalty, ItemLookup};
 use crate::ops::{DType, Ops};
 use crate::tch_ops::TchOps;
@@ -63,9 +63,9 @@ pub struct ItemTable {
 }
 
 impl ItemTable {
-    /// The item side of `cfg` under `p`, its tables drawn by `init`; the feature buffers start
-    /// at zero until [`ItemTable::set_features`].
-    pub fn new(p: &nn::Path, cfg: &ModelConfig, init: &ParamInit) -> Self {
+    /// The item side of `cfg` under `p`: tables drawn by `init.embedding`, feature projections
+    /// by `init.weight`; the feature buffers start at zero until [`ItemTable::set_features`].
+    pub fn new(p: &nn::Path, cfg: &ModelConfig, init: &InitRules) -> Self {
         let (rows, c) = (cfg.num_items as i64 + 1, cfg.hidden_units as i64);
         let repr = cfg.item_features.as_ref().map_or(ItemRepr::Id, |f| f.repr);
         let id = repr.has_id().then(|| {
@@ -73,7 +73,7 @@ impl ItemTable {
                 &(p / "item_emb"),
                 "weight",
                 &[rows, c],
-                init.clone(),
+                init.embedding.clone(),
                 Some(0),
             )
         });
@@ -85,7 +85,7 @@ impl ItemTable {
             if col.kind.is_token() {
                 let v = col.vocab.len() as i64 + 1;
                 tokens.push(TokenFeature {
-                    table: Param::embedding(&q, "weight", &[v, c], init.clone(), Some(0)),
+                    table: Param::embedding(&q, "weight", &[v, c], init.embedding.clone(), Some(0)),
                     values: Param::buffer(
                         &q,
                         "values",
@@ -94,7 +94,7 @@ impl ItemTable {
                 });
             } else {
                 numbers.push(NumberFeature {
-                    weight: Param::new(&q, "weight", &[c, width], init.clone()),
+                    weight: Param::new(&q, "weight", &[c, width], init.weight.clone()),
                     values: Param::buffer(
                         &q,
                         "values",

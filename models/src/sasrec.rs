@@ -2,20 +2,22 @@
 //! arXiv:1808.09781) as implemented in `pmixer/SASRec.pytorch` (`python/model.py`, commit
 //! `fde8a9c`), and SASRec + mHC (arXiv:2512.24880). Spec: docs/MODELS.md §1.3–1.6 and §3.4.
 //!
-//! Residual variants: [`NormPlacement::Post`] (pmixer default, `norm_first = false`),
-//! [`NormPlacement::Pre`] (`--norm_first`), [`NormPlacement::Original`] (pmixer before 2025-05 and
-//! the TF code; selectable through [`SasRec::with_placement`]). mHC models always use Pre-LN
-//! inside the sub-layers: Post-LN is not defined for mHC, so `norm_first` is ignored there.
+//! Residual variants (`--block_wiring`, [`ModelConfig::wiring`]): [`NormPlacement::Post`] (pmixer
+//! default), [`NormPlacement::Pre`] (`--norm_first`), [`NormPlacement::Original`] (the TF code,
+//! pmixer before 2025-05 and SASRec+, with the timeline mask `X·¬pad` after every block). mHC
+//! models always use Pre-LN inside the sub-layers: Post-LN is not defined for mHC, so the wiring
+//! is ignored there.
 
 use sasrec_shared::config::ModelConfig;
 use tch::nn;
 
-use crate::init::{Param, ParamInit};
+use crate::init::{InitRules, Param};
 use crate::item_table::ItemTable;
 use crate::layers::attention::causal_mask;
 use crate::layers::{Block, LayerNorm, MultiHeadSelfAttention, NormPlacement};
 use crate::mhc::Streams;
 use crate::ops::{DType, Ops};
+use crate::query::queries;
 
 /// The SASRec network: embeddings, `num_blocks` causal self-attention blocks, last LayerNorm.
 ///
@@ -31,37 +33,39 @@ pub struct SasRec {
     blocks: Vec<Block<MultiHeadSelfAttention>>,
     last_layernorm: LayerNorm,
     streams: Streams,
+    /// `X·¬pad` after every block (the original wiring).
+    timeline_mask: bool,
     c: i64,
     dropout: f64,
 }
 
 impl SasRec {
-    /// Builds the network under `p`; `norm_first` picks Pre-LN, otherwise Post-LN (pmixer).
+    /// Builds the network under `p` with the wiring of `cfg` ([`ModelConfig::wiring`]).
     pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
-        let placement = NormPlacement::pre_if(cfg.norm_first, NormPlacement::Post);
-        Self::with_placement(p, cfg, placement)
+        Self::with_placement(p, cfg, cfg.wiring().into())
     }
 
     /// Builds the network with an explicit residual placement (ignored for mHC models).
     pub fn with_placement(p: &nn::Path, cfg: &ModelConfig, placement: NormPlacement) -> Self {
         let c = cfg.hidden_units as i64;
         let t = cfg.maxlen as i64;
-        let xavier = ParamInit::XavierNormal; // pmixer main.py: xavier_normal_ on ≥2-D tensors
-        let items = ItemTable::new(p, cfg, &xavier);
+        let init = InitRules::new(cfg.init, cfg.backbone); // pmixer: xavier_normal_ on ≥2-D tensors
+        let items = ItemTable::new(p, cfg, &init);
         let pos_emb = Param::embedding(
             &(p / "pos_emb"),
             "weight",
             &[t + 1, c],
-            xavier.clone(),
+            init.embedding.clone(),
             Some(0),
         );
-        let blocks = Block::stack(p, cfg, placement, &xavier, MultiHeadSelfAttention::new);
+        let blocks = Block::stack(p, cfg, placement, &init, MultiHeadSelfAttention::new);
         Self {
             items,
             pos_emb,
             blocks,
             last_layernorm: LayerNorm::new(&(p / "last_layernorm"), c),
             streams: Streams::new(cfg.mhc.as_ref()),
+            timeline_mask: cfg.mhc.is_none() && placement == NormPlacement::Original,
             c,
             dropout: cfg.dropout_rate,
         }
@@ -88,10 +92,12 @@ impl SasRec {
     }
 
     /// The hidden state after the last block, before the stream merge and the last LayerNorm:
-    /// (B, Tq, C), or the n residual streams (B, Tq, n, C) for mHC.
+    /// (B, Tq, C), or the n residual streams (B, Tq, n, C) for mHC. The original wiring
+    /// multiplies every block's output by `¬pad` (its padded rows are zero, as after `embed`).
     pub fn hidden<O: Ops>(&self, o: &O, seq: &O::T, last_only: bool, train: bool) -> O::T {
         let x = self.embed(o, seq, train); // (B, T, C)
         let causal = causal_mask(o, seq); // (T, T), true above the diagonal
+        let keep = o.cast(&o.not(&o.eq_scalar(seq, 0)), DType::F32); // (B, T) ¬pad
         let mut x = self.streams.expand(o, &x); // (B, T, C) or (B, T, n, C)
         let nb = self.blocks.len();
         for (i, block) in self.blocks.iter().enumerate() {
@@ -100,6 +106,9 @@ impl SasRec {
             let attend =
                 |a: &MultiHeadSelfAttention, q: &O::T, kv: &O::T| a.forward(o, q, kv, mask, train);
             x = block.forward(o, &x, attend, last, train);
+            if self.timeline_mask {
+                x = self.streams.mask(o, &x, &queries(o, &keep, last)); // (B, Tq, C)
+            }
         }
         if last_only && nb == 0 {
             x = o.slice(&x, 1, -1, i64::MAX);

@@ -42,6 +42,8 @@ pub fn small_cfg_items(backbone: Backbone, mhc: Option<usize>, num_items: usize)
         num_heads: 2,
         dropout_rate: 0.2,
         norm_first: false,
+        block_wiring: None,
+        init: Default::default(),
         time_span: K,
         mhc: mhc.map(|n| MhcConfig {
             expansion_rate: n,

@@ -19,7 +19,7 @@
 use sasrec_shared::config::{ModelConfig, TimeDropout};
 use tch::nn;
 
-use crate::init::{Param, ParamInit};
+use crate::init::{InitRules, Param};
 use crate::item_table::ItemTable;
 use crate::layers::attention::{causal_mask, split_heads_rel, Relation};
 use crate::layers::{Block, LayerNorm, NormPlacement, TimeAwareAttention, TimeContext};
@@ -62,10 +62,10 @@ pub enum RelationForm {
 }
 
 impl TiSasRec {
-    /// Builds the network under `p`; `norm_first` picks Pre-LN, otherwise the reference wiring.
+    /// Builds the network under `p` with the wiring of `cfg` ([`ModelConfig::wiring`]: the
+    /// reference wiring unless `--norm_first` or `--block_wiring` say otherwise).
     pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
-        let placement = NormPlacement::pre_if(cfg.norm_first, NormPlacement::Original);
-        Self::with_placement(p, cfg, placement)
+        Self::with_placement(p, cfg, cfg.wiring().into())
     }
 
     /// Builds the network with an explicit residual placement (ignored for mHC models).
@@ -73,13 +73,19 @@ impl TiSasRec {
         let c = cfg.hidden_units as i64;
         let t = cfg.maxlen as i64;
         let k1 = cfg.time_span as i64 + 1;
-        let xavier = ParamInit::XavierUniform; // pmixer TiSASRec: xavier_uniform_ (docs/MODELS.md, pitfall 13)
+        let init = InitRules::new(cfg.init, cfg.backbone); // pmixer: xavier_uniform_ (docs/MODELS.md, pitfall 13)
         let table = |name: &str, rows: i64, pad: Option<i64>| {
-            Param::embedding(&(p / name), "weight", &[rows, c], xavier.clone(), pad)
+            Param::embedding(
+                &(p / name),
+                "weight",
+                &[rows, c],
+                init.embedding.clone(),
+                pad,
+            )
         };
-        let blocks = Block::stack(p, cfg, placement, &xavier, TimeAwareAttention::new);
+        let blocks = Block::stack(p, cfg, placement, &init, TimeAwareAttention::new);
         Self {
-            items: ItemTable::new(p, cfg, &xavier),
+            items: ItemTable::new(p, cfg, &init),
             abs_pos_k: table("abs_pos_K_emb", t, None),
             abs_pos_v: table("abs_pos_V_emb", t, None),
             time_k: table("time_matrix_K_emb", k1, None),

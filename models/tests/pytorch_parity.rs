@@ -22,7 +22,9 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use sasrec_models::{save_weights, SeqRecModel};
-use sasrec_shared::config::{Backbone, HresProjection, MhcConfig, ModelConfig};
+use sasrec_shared::config::{
+    Backbone, BlockWiring, HresProjection, InitScheme, MhcConfig, ModelConfig,
+};
 use tch::{nn, Device, Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-5;
@@ -46,6 +48,8 @@ fn config(backbone: Backbone, norm_first: bool, mhc: Option<HresProjection>) -> 
         num_heads: 2,
         dropout_rate: 0.2,
         norm_first,
+        block_wiring: None,
+        init: Default::default(),
         time_span: TIME_SPAN as usize,
         mhc: mhc.map(|h_res| MhcConfig {
             expansion_rate: 4,
@@ -96,6 +100,29 @@ fn time_matrix() -> Tensor {
 /// drawing, so that every case gets the same weights and inputs on every run.
 static RNG: Mutex<()> = Mutex::new(());
 
+/// `python benches/reference/SCRIPT ARGS…`: its stdout as JSON; the run must succeed.
+fn run_reference(script: &str, args: &[&std::ffi::OsStr], label: &str) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../benches/reference")
+        .join(script);
+    let py = python();
+    let out = Command::new(&py)
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{label}: cannot run {py} {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{label}: {} failed ({}): {stdout} {stderr}",
+        script.display(),
+        out.status
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{label}: no JSON on stdout ({e}): {stdout} {stderr}"))
+}
+
 /// Builds `cfg` under a fixed seed, perturbs it, computes the features of a random batch and
 /// checks them against the PyTorch reference of the backbone. Returns the script's JSON.
 fn check_against_pytorch(cfg: &ModelConfig, label: &str) -> serde_json::Value {
@@ -103,9 +130,6 @@ fn check_against_pytorch(cfg: &ModelConfig, label: &str) -> serde_json::Value {
         Backbone::Sasrec => "sasrec_torch.py",
         Backbone::Tisasrec => "tisasrec_torch.py",
     };
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../benches/reference")
-        .join(script);
     let dir = tempfile::tempdir().unwrap();
     let (vs, model, seq, tm) = {
         let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
@@ -131,23 +155,13 @@ fn check_against_pytorch(cfg: &ModelConfig, label: &str) -> serde_json::Value {
     let config = dir.path().join("config.json");
     std::fs::write(&config, serde_json::to_string(cfg).unwrap()).unwrap();
 
-    let py = python();
-    let out = Command::new(&py)
-        .arg(&script)
-        .arg("parity")
-        .args([&weights, &case, &config])
-        .output()
-        .unwrap_or_else(|e| panic!("{label}: cannot run {py} {}: {e}", script.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{label}: {} failed ({}): {stdout} {stderr}",
-        script.display(),
-        out.status
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{label}: no JSON on stdout ({e}): {stdout} {stderr}"));
+    let args = [
+        "parity".as_ref(),
+        weights.as_os_str(),
+        case.as_os_str(),
+        config.as_os_str(),
+    ];
+    let v = run_reference(script, &args, label);
     eprintln!("{label}: {v}");
     let err = v["max_abs_err"]
         .as_f64()
@@ -173,8 +187,14 @@ fn check_against_pytorch(cfg: &ModelConfig, label: &str) -> serde_json::Value {
     v
 }
 
-/// A plain backbone in both of its residual wirings (`norm_first` false and true).
-fn check_plain(backbone: Backbone, label: &str) {
+/// A plain backbone in each residual wiring its reference writes out (`--block_wiring`).
+fn check_plain(backbone: Backbone, label: &str, wirings: &[BlockWiring]) {
+    for &w in wirings {
+        let mut cfg = config(backbone, w == BlockWiring::PreLn, None);
+        cfg.block_wiring = Some(w);
+        check_against_pytorch(&cfg, &format!("{label} {}", w.as_str()));
+    }
+    // configs written before --block_wiring: norm_first and the backbone decide
     for norm_first in [false, true] {
         let cfg = config(backbone, norm_first, None);
         check_against_pytorch(&cfg, &format!("{label} norm_first={norm_first}"));
@@ -191,7 +211,8 @@ fn check_mhc(backbone: Backbone, label: &str) {
 
 #[test]
 fn sasrec_checkpoint_matches_pytorch_reference() {
-    check_plain(Backbone::Sasrec, "sasrec");
+    use BlockWiring::*;
+    check_plain(Backbone::Sasrec, "sasrec", &[PostLn, PreLn, Original]);
 }
 
 #[test]
@@ -201,10 +222,70 @@ fn sasrec_mhc_checkpoint_matches_pytorch_reference() {
 
 #[test]
 fn tisasrec_checkpoint_matches_pytorch_reference() {
-    check_plain(Backbone::Tisasrec, "tisasrec");
+    check_plain(
+        Backbone::Tisasrec,
+        "tisasrec",
+        &[BlockWiring::Original, BlockWiring::PreLn],
+    );
 }
 
 #[test]
 fn tisasrec_mhc_checkpoint_matches_pytorch_reference() {
     check_mhc(Backbone::Tisasrec, "tisasrec-mhc");
+}
+
+/// `--init normal_0.02` draws what SASRec+'s `_init_weights` draws (sasrec_torch.py `init`): the
+/// same tensors are all zero, LayerNorm weights are 1, padding rows are 0, and every drawn
+/// tensor's std is within 5% of the reference's (C = 64, I = 2000, T = 200: at least 4,096
+/// entries each;
+/// N(0, 0.02²) for embeddings and Linear/Conv weights, Xavier-uniform √(1/(2C)) = 0.088 for the
+/// fused in-projection).
+#[test]
+fn normal_init_matches_sasrec_plus() {
+    let mut cfg = config(Backbone::Sasrec, false, None);
+    (cfg.hidden_units, cfg.num_items, cfg.num_heads, cfg.maxlen) = (64, 2000, 1, 200);
+    cfg.block_wiring = Some(BlockWiring::Original);
+    cfg.init = InitScheme::Normal002;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let reference = run_reference(
+        "sasrec_torch.py",
+        &["init".as_ref(), config.as_os_str(), "3".as_ref()],
+        "init",
+    );
+    let vs = nn::VarStore::new(Device::Cpu);
+    {
+        let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(3);
+        SeqRecModel::new(&vs.root(), &cfg).unwrap();
+    }
+    let ours = vs.variables();
+    let want = reference.as_object().unwrap();
+    assert_eq!(ours.len(), want.len(), "tensor count");
+    for (name, r) in want {
+        let t = ours.get(name).unwrap_or_else(|| panic!("no {name} here"));
+        let rows = match name.as_str() {
+            "item_emb.weight" | "pos_emb.weight" => t.narrow(0, 1, t.size()[0] - 1),
+            _ => t.shallow_clone(),
+        };
+        let zero = t.abs().max().double_value(&[]) == 0.0;
+        assert_eq!(zero, r["zero"].as_bool().unwrap(), "{name}: all zero");
+        let row0_zero = t.get(0).abs().max().double_value(&[]) == 0.0;
+        assert_eq!(
+            row0_zero,
+            r["row0_zero"].as_bool().unwrap(),
+            "{name}: row 0"
+        );
+        let (std, want_std) = (rows.std(true).double_value(&[]), r["std"].as_f64().unwrap());
+        if want_std == 0.0 {
+            let mean = rows.mean(Kind::Float).double_value(&[]);
+            assert_eq!((std, mean), (0.0, r["mean"].as_f64().unwrap()), "{name}");
+        } else {
+            assert!(
+                (std / want_std - 1.0).abs() < 0.05,
+                "{name}: std {std} vs {want_std}"
+            );
+        }
+    }
 }

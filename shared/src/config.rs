@@ -90,6 +90,85 @@ impl std::str::FromStr for TimeDropout {
     }
 }
 
+/// The residual wiring of a plain (non-mHC) block (`--block_wiring`, docs/MODELS.md §1.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockWiring {
+    /// `X ← LN(X + MHA(X))`, `X ← LN(X + FFN(X))`: pmixer's current SASRec, its default.
+    PostLn,
+    /// `X ← X + MHA(LN(X))`, `X ← X + FFN(LN(X))` (`--norm_first`).
+    PreLn,
+    /// `Q = LN(X)`, `X ← Q + MHA(Q, X, X)`, `Y = LN(X)`, `X ← (Y + FFN(Y))·¬pad`: the SASRec
+    /// paper's code, SASRec+ (Klenitskiy & Vasilev 2023) and TiSASRec, TiSASRec's default.
+    Original,
+}
+
+impl BlockWiring {
+    /// The flag values, in declaration order.
+    pub const NAMES: [&'static str; 3] = ["post_ln", "pre_ln", "original"];
+
+    /// The flag value (`post_ln`, `pre_ln`, `original`).
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+impl std::str::FromStr for BlockWiring {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [Self::PostLn, Self::PreLn, Self::Original]
+            .into_iter()
+            .find(|w| w.as_str() == s)
+            .ok_or_else(|| {
+                let names = Self::NAMES.join(", ");
+                format!("unknown block wiring '{s}'; expected one of {names}")
+            })
+    }
+}
+
+/// How the parameters are first drawn (`--init`, docs/MODELS.md §1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum InitScheme {
+    /// The backbone's pmixer code: Xavier-normal (SASRec) or Xavier-uniform (TiSASRec) on every
+    /// tensor of rank ≥ 2, torch's constructor defaults on rank-1 tensors.
+    #[default]
+    #[serde(rename = "pmixer")]
+    Pmixer,
+    /// SASRec+, RecBole and GPT-2: N(0, 0.02²) on embeddings and Linear/Conv1d weights, their
+    /// biases 0, LayerNorm 1/0; the fused attention in-projection is not a Linear and keeps
+    /// torch's Xavier-uniform.
+    #[serde(rename = "normal_0.02")]
+    Normal002,
+}
+
+impl InitScheme {
+    /// The flag values, in declaration order.
+    pub const NAMES: [&'static str; 2] = ["pmixer", "normal_0.02"];
+
+    /// The flag value (`pmixer`, `normal_0.02`).
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    /// Whether this is the default, [`InitScheme::Pmixer`] (left out of `config.json`).
+    pub fn is_pmixer(&self) -> bool {
+        *self == Self::Pmixer
+    }
+}
+
+impl std::str::FromStr for InitScheme {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "pmixer" => Ok(Self::Pmixer),
+            "normal_0.02" => Ok(Self::Normal002),
+            _ => Err(format!(
+                "unknown initialisation '{s}'; expected pmixer or normal_0.02"
+            )),
+        }
+    }
+}
+
 /// Manifold-constrained hyper-connections (docs/MODELS.md §3), `None` for a plain residual.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MhcConfig {
@@ -135,8 +214,15 @@ pub struct ModelConfig {
     pub num_heads: usize,
     /// Dropout rate for embeddings, attention probabilities and the FFN (`--dropout_rate`).
     pub dropout_rate: f64,
-    /// Pre-LN (`true`) or Post-LN (`false`) residual blocks (`--norm_first`).
+    /// Pre-LN blocks (`--norm_first`); `false`: the wiring [`ModelConfig::wiring`] resolves.
     pub norm_first: bool,
+    /// The wiring of plain blocks (`--block_wiring`); absent from configs written before the
+    /// flag existed, where `norm_first` and the backbone decide ([`ModelConfig::wiring`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_wiring: Option<BlockWiring>,
+    /// How the parameters are first drawn (`--init`; left out of `config.json` when pmixer).
+    #[serde(default, skip_serializing_if = "InitScheme::is_pmixer")]
+    pub init: InitScheme,
     /// Largest time-interval bucket k; TiSASRec has k+1 interval embeddings (`--time_span`).
     pub time_span: usize,
     /// mHC settings, `None` for the plain residual models (`--no_mhc`).
@@ -217,10 +303,24 @@ impl ModelConfig {
             num_heads: 1,
             dropout_rate: 0.2,
             norm_first: false,
+            block_wiring: None,
+            init: InitScheme::Pmixer,
             time_span: 100,
             mhc: None,
             time_dropout: TimeDropout::Table,
             item_features: None,
+        }
+    }
+
+    /// The wiring of plain blocks: `block_wiring` when set, else Pre-LN with `norm_first`, else
+    /// the backbone's reference (SASRec Post-LN as pmixer's current code, TiSASRec original).
+    /// mHC models ignore it: their sub-layers are always Pre-LN (docs/MODELS.md §3.4).
+    pub fn wiring(&self) -> BlockWiring {
+        match (self.block_wiring, self.norm_first, self.backbone) {
+            (Some(w), _, _) => w,
+            (None, true, _) => BlockWiring::PreLn,
+            (None, false, Backbone::Sasrec) => BlockWiring::PostLn,
+            (None, false, Backbone::Tisasrec) => BlockWiring::Original,
         }
     }
 
@@ -263,6 +363,21 @@ impl ModelConfig {
                 "--dropout_rate {} is not in [0, 1)",
                 self.dropout_rate
             ));
+        }
+        if let Some(w) = self.block_wiring {
+            if self.norm_first != (w == BlockWiring::PreLn) {
+                return bad(format!(
+                    "--norm_first means --block_wiring pre_ln; it was combined with {}",
+                    w.as_str()
+                ));
+            }
+            if self.mhc.is_some() {
+                return bad(format!(
+                    "--block_wiring {} applies to plain residual blocks; mHC sub-layers are \
+                     always Pre-LN (pass --no_mhc)",
+                    w.as_str()
+                ));
+            }
         }
         if self.is_time_aware() && self.time_span == 0 {
             return bad("--time_span must be at least 1".into());

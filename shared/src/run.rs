@@ -545,7 +545,7 @@ impl ModelManifest {
     /// The `metadata_props` entries, sorted by key.
     ///
     /// Keys: `kind`, `maxlen`, `num_items`, `hidden_units`, `num_blocks`, `num_heads`,
-    /// `norm_first`, `time_aware`, `time_unit` / `time_span` (`none` without time), `mhc`
+    /// `norm_first`, `block_wiring` (plain models), `time_aware`, `time_unit` / `time_span` (`none` without time), `mhc`
     /// (`true`/`false`) and, for mHC, `mhc_expansion_rate`, `mhc_sinkhorn_iter`, `mhc_hres`,
     /// `mhc_init_gate`, `mhc_no_amp`; `model_config` and `intervals` (JSON, as in
     /// `config.json`), `source_sha256`, `source_file`, `sasrec_rs_version`, `graph_variant`,
@@ -630,6 +630,9 @@ impl ModelManifest {
         put("num_blocks", cfg.num_blocks.to_string());
         put("num_heads", cfg.num_heads.to_string());
         put("norm_first", cfg.norm_first.to_string());
+        if cfg.mhc.is_none() {
+            put("block_wiring", cfg.wiring().as_str().to_string());
+        }
         put("time_aware", cfg.is_time_aware().to_string());
         let (unit, span) = match &self.spec.intervals {
             Some(iv) => (iv.unit.to_string(), iv.span.to_string()),

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
-use sasrec_shared::config::{HresProjection, ItemRepr, MhcConfig, TimeDropout};
+use sasrec_shared::config::{
+    BlockWiring, HresProjection, InitScheme, ItemRepr, MhcConfig, TimeDropout,
+};
 use sasrec_shared::dataset::{Columns, Format};
 use sasrec_shared::features::ColumnSpecs;
 use sasrec_shared::split::DEFAULT_MIN_HOLDOUT_LEN;
@@ -161,10 +163,27 @@ pub struct TrainArgs {
         value_parser = PossibleValuesParser::new(TimeUnit::NAMES).try_map(|s| s.parse::<TimeUnit>())
     )]
     pub time_unit: TimeUnit,
-    /// Pre-LN blocks (SASRec default is Post-LN, TiSASRec's the reference wiring; mHC is
-    /// always Pre-LN: Post-LN is not defined for hyper-connections).
+    /// Pre-LN blocks, the same as --block_wiring pre_ln (SASRec default is Post-LN, TiSASRec's
+    /// the reference wiring; mHC is always Pre-LN: Post-LN is not defined for hyper-connections).
     #[arg(long = "norm_first", alias = "norm-first")]
     pub norm_first: bool,
+    /// Residual wiring of plain blocks: post_ln (SASRec default), pre_ln (= --norm_first) or
+    /// original (Q = LN(X), X = Q + MHA(Q, X, X), Y = LN(X), X = (Y + FFN(Y))·¬pad: the SASRec
+    /// paper's code, SASRec+ and TiSASRec's default). Not with mHC.
+    #[arg(
+        long = "block_wiring",
+        alias = "block-wiring",
+        value_parser = PossibleValuesParser::new(BlockWiring::NAMES).try_map(|s| s.parse::<BlockWiring>())
+    )]
+    pub block_wiring: Option<BlockWiring>,
+    /// Parameter initialisation: pmixer (Xavier on every matrix, the backbone's reference) or
+    /// normal_0.02 (SASRec+ / RecBole: N(0, 0.02²) embeddings and Linear weights, zero biases).
+    #[arg(
+        long = "init",
+        default_value = "pmixer",
+        value_parser = PossibleValuesParser::new(InitScheme::NAMES).try_map(|s| s.parse::<InitScheme>())
+    )]
+    pub init: InitScheme,
     /// Sampler threads.
     #[arg(long = "num_workers", alias = "num-workers", default_value_t = 3)]
     pub num_workers: usize,

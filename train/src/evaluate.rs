@@ -425,6 +425,8 @@ mod tests {
             num_heads: 2,
             dropout_rate: 0.2,
             norm_first: false,
+            block_wiring: None,
+            init: Default::default(),
             time_span: 0,
             mhc: None,
             time_dropout: TimeDropout::Table,

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use sasrec_shared::cold::ColdItems;
-use sasrec_shared::config::{Backbone, ItemFeaturesConfig, ItemRepr, MhcConfig, ModelConfig};
+use sasrec_shared::config::{
+    Backbone, BlockWiring, ItemFeaturesConfig, ItemRepr, MhcConfig, ModelConfig,
+};
 use sasrec_shared::dataset::ReadOptions;
 use sasrec_shared::features::movielens;
 use sasrec_shared::run::{ModelSpec, RunDir};
@@ -123,6 +125,7 @@ impl Settings {
     pub fn resolve(args: &TrainArgs) -> Result<Self> {
         check_loss_flags(args)?;
         check_item_optimizer(args)?;
+        check_wiring(args)?;
         let model = model_config(args);
         check_sizes(args, &model)?;
         let distributed = args.multi_gpu.then(|| Distributed {
@@ -205,9 +208,10 @@ fn job(args: &TrainArgs, distributed: Option<&Distributed>) -> Result<Job> {
     })
 }
 
-/// The network flags; `num_items` is 0 until the data is read.
+/// The network flags; `num_items` is 0 until the data is read. A plain model records its
+/// resolved wiring ([`ModelConfig::wiring`]), an mHC model none.
 fn model_config(args: &TrainArgs) -> ModelConfig {
-    ModelConfig {
+    let mut cfg = ModelConfig {
         backbone: if args.no_time {
             Backbone::Sasrec
         } else {
@@ -219,7 +223,9 @@ fn model_config(args: &TrainArgs) -> ModelConfig {
         num_blocks: args.num_blocks,
         num_heads: args.num_heads,
         dropout_rate: args.dropout_rate,
-        norm_first: args.norm_first,
+        norm_first: args.norm_first || args.block_wiring == Some(BlockWiring::PreLn),
+        block_wiring: args.block_wiring,
+        init: args.init,
         time_span: args.time_span,
         mhc: (!args.no_mhc).then_some(MhcConfig {
             expansion_rate: args.mhc_expansion_rate,
@@ -230,6 +236,24 @@ fn model_config(args: &TrainArgs) -> ModelConfig {
         }),
         time_dropout: args.time_dropout,
         item_features: None,
+    };
+    cfg.block_wiring = cfg.mhc.is_none().then(|| cfg.wiring());
+    cfg
+}
+
+/// `--block_wiring` is for plain blocks and agrees with `--norm_first`.
+fn check_wiring(args: &TrainArgs) -> Result<()> {
+    match args.block_wiring {
+        Some(w) if !args.no_mhc => usage!(
+            "--block_wiring {} applies to plain residual blocks; mHC sub-layers are always \
+             Pre-LN (add --no_mhc)",
+            w.as_str()
+        ),
+        Some(w) if args.norm_first && w != BlockWiring::PreLn => usage!(
+            "--norm_first means --block_wiring pre_ln; it was combined with --block_wiring {}",
+            w.as_str()
+        ),
+        _ => Ok(()),
     }
 }
 

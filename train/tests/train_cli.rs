@@ -1067,3 +1067,73 @@ fn a_data_pack_trains_like_its_text_file() {
         "{e}"
     );
 }
+
+/// `--block_wiring` and `--init` reach `config.json` (a plain model records its resolved
+/// wiring: SASRec post_ln, TiSASRec original, pre_ln with `--norm_first`; `init` is written only
+/// when it is not pmixer), and the combinations that cannot work are refused by name.
+#[test]
+fn block_wiring_and_init_reach_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture(dir.path());
+    let one = ["--num_epochs", "1", "--no_mhc"];
+    for (name, flags, wiring, init) in [
+        ("default", &["--no_time"][..], "post_ln", None),
+        ("tisasrec", &[][..], "original", None),
+        (
+            "norm_first",
+            &["--no_time", "--norm_first"][..],
+            "pre_ln",
+            None,
+        ),
+        (
+            "original",
+            &[
+                "--no_time",
+                "--block_wiring",
+                "original",
+                "--init",
+                "normal_0.02",
+            ][..],
+            "original",
+            Some("normal_0.02"),
+        ),
+    ] {
+        let run = dir.path().join(name);
+        succeeded(small(&data, &run, &[&one[..], flags].concat()));
+        let text = std::fs::read_to_string(run.join("config.json")).unwrap();
+        let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(cfg["model"]["block_wiring"], wiring, "{name}");
+        assert_eq!(cfg["model"]["norm_first"], wiring == "pre_ln", "{name}");
+        assert_eq!(cfg["model"]["init"].as_str(), init, "{name}");
+    }
+    let mhc = dir.path().join("mhc");
+    let args = ["--no_time", "--num_epochs", "1"];
+    succeeded(small(&data, &mhc, &args));
+    let text = std::fs::read_to_string(mhc.join("config.json")).unwrap();
+    assert!(
+        !text.contains("block_wiring"),
+        "an mHC model has no wiring: {text}"
+    );
+    for (flags, msg) in [
+        (
+            &["--no_time", "--block_wiring", "original"][..],
+            "--block_wiring original applies to plain residual blocks; mHC sub-layers are \
+             always Pre-LN (add --no_mhc)",
+        ),
+        (
+            &["--no_mhc", "--norm_first", "--block_wiring", "post_ln"][..],
+            "--norm_first means --block_wiring pre_ln; it was combined with --block_wiring post_ln",
+        ),
+        (
+            &["--block_wiring", "sandwich"][..],
+            "invalid value 'sandwich' for '--block_wiring",
+        ),
+        (
+            &["--init", "kaiming"][..],
+            "invalid value 'kaiming' for '--init",
+        ),
+    ] {
+        let e = err(small(&data, &dir.path().join("bad"), flags));
+        assert!(e.contains(msg), "{flags:?}: {e}");
+    }
+}

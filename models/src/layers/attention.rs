@@ -12,7 +12,7 @@
 
 use tch::nn;
 
-use crate::init::{Param, ParamInit};
+use crate::init::{InitRules, Param, ParamInit};
 use crate::ops::Ops;
 
 /// Fill value for blocked scores, −2³²+1 as in TiSASRec (docs/MODELS.md, pitfall 9): finite, so a fully masked
@@ -202,14 +202,15 @@ pub struct MultiHeadSelfAttention {
 }
 
 impl MultiHeadSelfAttention {
-    /// Creates the four tensors under `p`; `xavier` is the rule for the two weight matrices
-    /// (the fused in_proj fan gives std √(1/(2C)) under Xavier-normal; docs/MODELS.md, pitfall 12).
-    pub fn new(p: &nn::Path, c: i64, heads: i64, dropout: f64, xavier: ParamInit) -> Self {
+    /// Creates the four tensors under `p`: `init.in_proj` and `init.weight` for the two weight
+    /// matrices (the fused in_proj fan gives std √(1/(2C)) under Xavier-normal; docs/MODELS.md,
+    /// pitfall 12), biases 0 as torch's `MultiheadAttention`.
+    pub fn new(p: &nn::Path, c: i64, heads: i64, dropout: f64, init: &InitRules) -> Self {
         let po = p / "out_proj";
         Self {
-            in_proj_weight: Param::new(p, "in_proj_weight", &[3 * c, c], xavier.clone()),
+            in_proj_weight: Param::new(p, "in_proj_weight", &[3 * c, c], init.in_proj.clone()),
             in_proj_bias: Param::new(p, "in_proj_bias", &[3 * c], ParamInit::Const(0.0)),
-            out_proj_weight: Param::new(&po, "weight", &[c, c], xavier),
+            out_proj_weight: Param::new(&po, "weight", &[c, c], init.weight.clone()),
             out_proj_bias: Param::new(&po, "bias", &[c], ParamInit::Const(0.0)),
             heads: Heads::new(c, heads, dropout),
         }
@@ -297,13 +298,14 @@ pub struct TimeAwareAttention {
 }
 
 impl TimeAwareAttention {
-    /// Creates the three Linear(C, C) layers; weights by `xavier`, biases U(±1/√C) (torch).
-    pub fn new(p: &nn::Path, c: i64, heads: i64, dropout: f64, xavier: ParamInit) -> Self {
+    /// Creates the three Linear(C, C) layers: weights by `init.weight`, biases by
+    /// `init.bias(C)` (torch's U(±1/√C) under pmixer).
+    pub fn new(p: &nn::Path, c: i64, heads: i64, dropout: f64, init: &InitRules) -> Self {
         let lin = |name: &str| {
             let pl = p / name;
             (
-                Param::new(&pl, "weight", &[c, c], xavier.clone()),
-                Param::new(&pl, "bias", &[c], crate::init::torch_bias(c)),
+                Param::new(&pl, "weight", &[c, c], init.weight.clone()),
+                Param::new(&pl, "bias", &[c], init.bias(c)),
             )
         };
         let (q_w, q_b) = lin("Q_w");

@@ -5,10 +5,10 @@
 //! hyper-connections (docs/MODELS.md §3.4). [`Block::forward`] matches on it once, one arm per
 //! equation pair.
 
-use sasrec_shared::config::ModelConfig;
+use sasrec_shared::config::{BlockWiring, ModelConfig};
 use tch::nn;
 
-use crate::init::{Param, ParamInit};
+use crate::init::{InitRules, Param};
 use crate::layers::ffn::PointWiseFeedForward;
 use crate::layers::norm::LayerNorm;
 use crate::mhc::HyperConnection;
@@ -27,14 +27,13 @@ pub enum NormPlacement {
     Original,
 }
 
-impl NormPlacement {
-    /// [`NormPlacement::Pre`] when `norm_first` (`--norm_first`), else `reference`, the
-    /// backbone's reference wiring.
-    pub fn pre_if(norm_first: bool, reference: Self) -> Self {
-        if norm_first {
-            Self::Pre
-        } else {
-            reference
+impl From<BlockWiring> for NormPlacement {
+    /// The placement of a `--block_wiring`.
+    fn from(w: BlockWiring) -> Self {
+        match w {
+            BlockWiring::PostLn => Self::Post,
+            BlockWiring::PreLn => Self::Pre,
+            BlockWiring::Original => Self::Original,
         }
     }
 }
@@ -122,17 +121,17 @@ impl<A> Block<A> {
         p: &nn::Path,
         cfg: &ModelConfig,
         placement: NormPlacement,
-        init: &ParamInit,
-        attention: impl Fn(&nn::Path, i64, i64, f64, ParamInit) -> A,
+        init: &InitRules,
+        attention: impl Fn(&nn::Path, i64, i64, f64, &InitRules) -> A,
     ) -> Vec<Self> {
         let c = cfg.hidden_units as i64;
         (0..cfg.num_blocks)
             .map(|i| {
                 let h = cfg.num_heads as i64;
                 let attn_p = p / "attention_layers" / i;
-                let attn = attention(&attn_p, c, h, cfg.dropout_rate, init.clone());
+                let attn = attention(&attn_p, c, h, cfg.dropout_rate, init);
                 let ffn_p = p / "forward_layers" / i;
-                let ffn = PointWiseFeedForward::new(&ffn_p, c, cfg.dropout_rate, init.clone());
+                let ffn = PointWiseFeedForward::new(&ffn_p, c, cfg.dropout_rate, init);
                 Block::new(p, i, c, attn, ffn, Residual::new(p, i, c, cfg, placement))
             })
             .collect()

@@ -2,7 +2,7 @@
 
 use tch::nn;
 
-use crate::init::{torch_bias, Param, ParamInit};
+use crate::init::{InitRules, Param};
 use crate::ops::Ops;
 
 /// `FFN(x) = Dropout(Conv2(ReLU(Dropout(Conv1(x)))))` with 1×1 convolutions, i.e. position-wise
@@ -21,14 +21,14 @@ pub struct PointWiseFeedForward {
 
 impl PointWiseFeedForward {
     /// Creates `{p}.conv1.weight` (C, C, 1), `{p}.conv1.bias` (C) and the same for `conv2`.
-    /// `xavier` is the rule for the weights; biases get torch's U(±1/√C).
-    pub fn new(p: &nn::Path, c: i64, dropout: f64, xavier: ParamInit) -> Self {
+    /// Weights by `init.weight`, biases by `init.bias(C)`.
+    pub fn new(p: &nn::Path, c: i64, dropout: f64, init: &InitRules) -> Self {
         let (p1, p2) = (p / "conv1", p / "conv2");
         Self {
-            conv1_w: Param::new(&p1, "weight", &[c, c, 1], xavier.clone()),
-            conv1_b: Param::new(&p1, "bias", &[c], torch_bias(c)),
-            conv2_w: Param::new(&p2, "weight", &[c, c, 1], xavier),
-            conv2_b: Param::new(&p2, "bias", &[c], torch_bias(c)),
+            conv1_w: Param::new(&p1, "weight", &[c, c, 1], init.weight.clone()),
+            conv1_b: Param::new(&p1, "bias", &[c], init.bias(c)),
+            conv2_w: Param::new(&p2, "weight", &[c, c, 1], init.weight.clone()),
+            conv2_b: Param::new(&p2, "bias", &[c], init.bias(c)),
             c,
             dropout,
         }
