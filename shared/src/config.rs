@@ -340,6 +340,27 @@ impl ModelConfig {
         }
     }
 
+    /// `block_wiring` agrees with `norm_first` and is only set for plain blocks.
+    fn validate_wiring(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if let Some(w) = self.block_wiring {
+            if self.norm_first != (w == BlockWiring::PreLn) {
+                return bad(format!(
+                    "--norm_first means --block_wiring pre_ln; it was combined with {}",
+                    w.as_str()
+                ));
+            }
+            if self.mhc.is_some() {
+                return bad(format!(
+                    "--block_wiring {} applies to plain residual blocks; mHC sub-layers are \
+                     always Pre-LN (pass --no_mhc)",
+                    w.as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the invariants once so that model constructors can stay infallible.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Config(msg));
@@ -364,21 +385,7 @@ impl ModelConfig {
                 self.dropout_rate
             ));
         }
-        if let Some(w) = self.block_wiring {
-            if self.norm_first != (w == BlockWiring::PreLn) {
-                return bad(format!(
-                    "--norm_first means --block_wiring pre_ln; it was combined with {}",
-                    w.as_str()
-                ));
-            }
-            if self.mhc.is_some() {
-                return bad(format!(
-                    "--block_wiring {} applies to plain residual blocks; mHC sub-layers are \
-                     always Pre-LN (pass --no_mhc)",
-                    w.as_str()
-                ));
-            }
-        }
+        self.validate_wiring()?;
         if self.is_time_aware() && self.time_span == 0 {
             return bad("--time_span must be at least 1".into());
         }

@@ -60,7 +60,7 @@ pub struct TrainArgs {
     /// Batch size (total over all ranks when distributed).
     #[arg(long = "batch_size", alias = "batch-size", default_value_t = 128)]
     pub batch_size: usize,
-    /// Peak learning rate (Adam, β = (0.9, 0.98), ε = 1e-8).
+    /// Peak learning rate (Adam, β = (0.9, --adam_beta2), ε = 1e-8).
     #[arg(long, default_value_t = 0.001)]
     pub lr: f64,
     /// Steps per factor of `--lr_decay_rate` in the exponential decay after warm-up.
@@ -263,6 +263,10 @@ pub struct TrainArgs {
     /// --lr); the warm-up and decay of --lr apply.
     #[arg(long = "item_lr", alias = "item-lr")]
     pub item_lr: Option<f64>,
+    /// Adam's β₂ for every parameter (0.98 as the SASRec code; PyTorch's default, used by
+    /// SASRec+ and gSASRec, is 0.999).
+    #[arg(long = "adam_beta2", alias = "adam-beta2", default_value_t = 0.98)]
+    pub adam_beta2: f64,
     /// Seed for initialisation, sampling, dropout and the evaluation candidates.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,

@@ -128,12 +128,23 @@ pub struct OptimConfig {
     /// the same warm-up and decay apply.
     #[serde(default)]
     pub item_lr: Option<f64>,
+    /// Adam's β₂ (`--adam_beta2`; 0.98 as the SASRec code, torch's default 0.999 in SASRec+
+    /// and gSASRec).
+    #[serde(default = "default_adam_beta2")]
+    pub adam_beta2: f64,
 }
 
 /// `--gbce_t` default (gSASRec's recommended calibration).
 pub const DEFAULT_GBCE_T: f64 = 0.75;
 /// `--ce_chunk_size` default.
 pub const DEFAULT_CE_CHUNK_SIZE: usize = 8192;
+
+/// `--adam_beta2` default (the SASRec code's).
+pub const DEFAULT_ADAM_BETA2: f64 = 0.98;
+
+fn default_adam_beta2() -> f64 {
+    DEFAULT_ADAM_BETA2
+}
 
 fn default_gbce_t() -> f64 {
     DEFAULT_GBCE_T
@@ -315,6 +326,7 @@ mod tests {
             ce_chunk_size: DEFAULT_CE_CHUNK_SIZE,
             item_optimizer: ItemOptimizer::Adam,
             item_lr: None,
+            adam_beta2: DEFAULT_ADAM_BETA2,
         }
     }
 

@@ -237,6 +237,7 @@ mod tests {
             ce_chunk_size: crate::config::DEFAULT_CE_CHUNK_SIZE,
             item_optimizer: crate::config::ItemOptimizer::Adam,
             item_lr: None,
+            adam_beta2: crate::config::DEFAULT_ADAM_BETA2,
         };
         (dir, split, optim)
     }

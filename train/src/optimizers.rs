@@ -22,9 +22,19 @@ pub struct Optimizers {
 }
 
 impl Optimizers {
-    /// The optimisers of `params` (name, parameter) under `choice`.
-    pub fn new(params: &[(String, Tensor)], choice: ItemOptimizer) -> Self {
+    /// The optimisers of `params` (name, parameter) under `choice`, Adam with β₂ = `beta2`.
+    pub fn new(params: &[(String, Tensor)], choice: ItemOptimizer, beta2: f64) -> Self {
         let all = || params.iter().map(|(n, p)| (n.clone(), p.shallow_clone()));
+        let mut set = Self::with_default_betas(params, choice, all);
+        set.adam.set_beta2(beta2);
+        set
+    }
+
+    fn with_default_betas<I: Iterator<Item = (String, Tensor)>>(
+        params: &[(String, Tensor)],
+        choice: ItemOptimizer,
+        all: impl Fn() -> I,
+    ) -> Self {
         match choice {
             ItemOptimizer::Adam => Self {
                 adam: Adam::new(all().collect()),

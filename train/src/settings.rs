@@ -271,6 +271,7 @@ fn optim_config(args: &TrainArgs) -> OptimConfig {
         negative_sampler: args.negative_sampler,
         in_batch_negatives: args.in_batch_negatives,
         gbce_t: args.gbce_t,
+        adam_beta2: args.adam_beta2,
         ce_chunk_size: args.ce_chunk_size,
         item_optimizer: args.item_optimizer,
         item_lr: args.item_lr,
@@ -452,6 +453,12 @@ fn check_loss_flags(args: &TrainArgs) -> Result<()> {
         usage!(
             "--in_batch_negatives needs --loss sampled_softmax (gBCE's calibration assumes \
              uniform negatives; bce and ce draw none)"
+        );
+    }
+    if !(0.0..1.0).contains(&args.adam_beta2) {
+        usage!(
+            "--adam_beta2 {}: expected a value in [0, 1)",
+            args.adam_beta2
         );
     }
     if !(0.0..=1.0).contains(&args.gbce_t) {

@@ -803,7 +803,7 @@ fn build_model(
     let params = sorted_params(&vs);
     let choice = cfg.optim.item_optimizer;
     model.items().set_sparse_id_grad(choice.row_sparse());
-    let opt = Optimizers::new(&params, choice);
+    let opt = Optimizers::new(&params, choice, cfg.optim.adam_beta2);
     Ok((vs, model, params, opt))
 }
 

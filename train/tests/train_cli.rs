@@ -1068,7 +1068,8 @@ fn a_data_pack_trains_like_its_text_file() {
     );
 }
 
-/// `--block_wiring` and `--init` reach `config.json` (a plain model records its resolved
+/// `--block_wiring`, `--init` and `--adam_beta2` reach `config.json` (a plain model records
+/// its resolved
 /// wiring: SASRec post_ln, TiSASRec original, pre_ln with `--norm_first`; `init` is written only
 /// when it is not pmixer), and the combinations that cannot work are refused by name.
 #[test]
@@ -1099,9 +1100,12 @@ fn block_wiring_and_init_reach_the_config() {
         ),
     ] {
         let run = dir.path().join(name);
-        succeeded(small(&data, &run, &[&one[..], flags].concat()));
+        let beta2 = if name == "original" { "0.999" } else { "0.98" };
+        let args = [&one[..], flags, &["--adam_beta2", beta2]].concat();
+        succeeded(small(&data, &run, &args));
         let text = std::fs::read_to_string(run.join("config.json")).unwrap();
         let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(cfg["optim"]["adam_beta2"].to_string(), beta2, "{name}");
         assert_eq!(cfg["model"]["block_wiring"], wiring, "{name}");
         assert_eq!(cfg["model"]["norm_first"], wiring == "pre_ln", "{name}");
         assert_eq!(cfg["model"]["init"].as_str(), init, "{name}");
@@ -1131,6 +1135,10 @@ fn block_wiring_and_init_reach_the_config() {
         (
             &["--init", "kaiming"][..],
             "invalid value 'kaiming' for '--init",
+        ),
+        (
+            &["--no_mhc", "--adam_beta2", "1"][..],
+            "--adam_beta2 1: expected a value in [0, 1)",
         ),
     ] {
         let e = err(small(&data, &dir.path().join("bad"), flags));
