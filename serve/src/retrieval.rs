@@ -148,6 +148,10 @@ impl Retriever {
                 let c: Vec<u64> = c.iter().map(|&i| i as u64).collect();
                 rescore(q, &self.vectors, &c, row.k, allowed)
             }
+            // Asking for the whole catalogue: the exact scan is no slower and misses nothing.
+            (None, Some(_)) if row.k + row.exclude.len() >= self.vectors.num_items() => {
+                exact_top_k(q, &self.vectors, row.k, allowed)
+            }
             (None, Some(ix)) => {
                 let extra = row.exclude.len() + self.cfg.candidates;
                 let r =
