@@ -73,7 +73,7 @@ impl TiSasRec {
         let c = cfg.hidden_units as i64;
         let t = cfg.maxlen as i64;
         let k1 = cfg.time_span as i64 + 1;
-        let init = InitRules::new(cfg.init, cfg.backbone); // pmixer: xavier_uniform_ (docs/MODELS.md, pitfall 13)
+        let init = InitRules::new(cfg.init, cfg.backbone); // pmixer: xavier_uniform_ (docs/MODELS.md §4 item 13)
         let table = |name: &str, rows: i64, pad: Option<i64>| {
             Param::embedding(
                 &(p / name),

@@ -204,7 +204,7 @@ pub struct MultiHeadSelfAttention {
 impl MultiHeadSelfAttention {
     /// Creates the four tensors under `p`: `init.in_proj` and `init.weight` for the two weight
     /// matrices (the fused in_proj fan gives std √(1/(2C)) under Xavier-normal; docs/MODELS.md,
-    /// pitfall 12), biases 0 as torch's `MultiheadAttention`.
+    /// §4 item 12), biases 0 as torch's `MultiheadAttention`.
     pub fn new(p: &nn::Path, c: i64, heads: i64, dropout: f64, init: &InitRules) -> Self {
         let po = p / "out_proj";
         Self {
