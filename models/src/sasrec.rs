@@ -97,7 +97,7 @@ impl SasRec {
     pub fn hidden<O: Ops>(&self, o: &O, seq: &O::T, last_only: bool, train: bool) -> O::T {
         let x = self.embed(o, seq, train); // (B, T, C)
         let causal = causal_mask(o, seq); // (T, T), true above the diagonal
-        let keep = o.cast(&o.not(&o.eq_scalar(seq, 0)), DType::F32); // (B, T) ¬pad
+        let keep = (self.timeline_mask).then(|| o.cast(&o.not(&o.eq_scalar(seq, 0)), DType::F32)); // (B, T) ¬pad
         let mut x = self.streams.expand(o, &x); // (B, T, C) or (B, T, n, C)
         let nb = self.blocks.len();
         for (i, block) in self.blocks.iter().enumerate() {
@@ -106,8 +106,8 @@ impl SasRec {
             let attend =
                 |a: &MultiHeadSelfAttention, q: &O::T, kv: &O::T| a.forward(o, q, kv, mask, train);
             x = block.forward(o, &x, attend, last, train);
-            if self.timeline_mask {
-                x = self.streams.mask(o, &x, &queries(o, &keep, last)); // (B, Tq, C)
+            if let Some(keep) = &keep {
+                x = self.streams.mask(o, &x, &queries(o, keep, last)); // (B, Tq, C)
             }
         }
         if last_only && nb == 0 {
