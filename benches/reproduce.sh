@@ -5,7 +5,8 @@
 # everywhere here), evaluates validation and test under full ranking every epoch, selects the
 # epoch on validation NDCG@10 (full ranking, all users) and stops after PATIENCE evaluations
 # without improvement; then it prints the test metrics at the selected epoch next to the anchor.
-# The curve is the run's metrics.jsonl and training_curve.png.
+# The curve is the run's metrics.jsonl and training_curve.png; every evaluation also reports
+# HR, NDCG and MRR at 1, 5, 10, 20, 50 and 100 with the lists' coverage and popularity rank.
 #
 # Usage: benches/reproduce.sh --list
 #        [BIN=…/sasrec-train] [SEED=1] [EPOCHS=N] [PATIENCE=N] [SMOKE=1] benches/reproduce.sh NAME [OUT_DIR]
@@ -70,7 +71,8 @@ mkdir -p "$out"
 echo "== $name: ${flags[*]}" >&2
 start=$(date +%s)
 "$bin" --dataset "$data/ml-1m/ml-1m.sasrec.txt.gz" --no_time --no_mhc --warmup_steps 0 \
-  --lr_decay_rate 1 --eval_every 1 --select_protocol full --num_workers 1 "${budget[@]}" \
+  --lr_decay_rate 1 --eval_every 1 --select_protocol full --metrics_k 1,5,10,20,50,100 \
+  --num_workers 1 "${budget[@]}" \
   "${flags[@]}" --seed "${SEED:-1}" --train_dir "$run" > "$run.json"
 "${PYTHON:-$root/.venv/bin/python}" - "$run.json" "$name" "${anchor[@]}" "$source" \
   "$(( $(date +%s) - start ))" <<'PY'

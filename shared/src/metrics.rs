@@ -4,7 +4,12 @@
 //! true item, **plus** the number that tie with it (ties are resolved against the true item,
 //! so a model that scores everything equally is ranked last, never first). A NaN score for
 //! the true item ranks it last; NaN competitors count as higher.
-//! `HR@k = 1[r < k]`, `NDCG@k = 1[r < k] / log2(r + 2)`, `MRR = 1/(r + 1)`.
+//! `HR@k = 1[r < k]`, `NDCG@k = 1[r < k] / log2(r + 2)`, `MRR = 1/(r + 1)` and, at a cut-off,
+//! `MRR@k = 1[r < k] / (r + 1)`.
+//!
+//! Beyond the true item's rank, the top-k lists themselves: catalogue coverage@k (the share of
+//! the items that reach at least one user's top k) and the mean training-popularity rank of
+//! the recommended items (docs/MODELS.md §1.7).
 
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +129,86 @@ impl Accumulator {
     }
 }
 
+/// HR@k, NDCG@k and MRR@k of one protocol at one cut-off.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AtK {
+    /// HR@k = mean 1[r < k].
+    pub hr: f64,
+    /// NDCG@k = mean 1[r < k] / log2(r + 2).
+    pub ndcg: f64,
+    /// MRR@k = mean 1[r < k] / (r + 1).
+    pub mrr: f64,
+}
+
+impl AtK {
+    /// The means over `ranks` (0-based) at cut-off `k`, summed in order; all zero when empty.
+    pub fn of(ranks: &[usize], k: usize) -> Self {
+        let (mut hr, mut ndcg, mut mrr) = (0.0, 0.0, 0.0);
+        for &r in ranks.iter().filter(|&&r| r < k) {
+            hr += 1.0;
+            ndcg += 1.0 / (r as f64 + 2.0).log2();
+            mrr += 1.0 / (r as f64 + 1.0);
+        }
+        let n = ranks.len().max(1) as f64;
+        Self {
+            hr: hr / n,
+            ndcg: ndcg / n,
+            mrr: mrr / n,
+        }
+    }
+}
+
+/// Training-popularity rank of every item index: `rank(i) = 1 + #{j ≥ 1 : c_j > c_i}` from
+/// the interaction counts `c` (index 0 is padding and gets rank 0), so the most popular item
+/// has rank 1 and tied items share the better rank.
+pub fn popularity_ranks(counts: &[u64]) -> Vec<u32> {
+    let mut order: Vec<u64> = counts.iter().skip(1).copied().collect();
+    order.sort_unstable_by(|a, b| b.cmp(a));
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 0 {
+                0
+            } else {
+                1 + order.partition_point(|x| x > c) as u32
+            }
+        })
+        .collect()
+}
+
+/// What the top-k lists recommend, over all users at one cut-off.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ListStats {
+    /// Coverage@k: distinct items in the users' top k over the catalogue's I items.
+    pub coverage: f64,
+    /// Mean popularity rank@k: [`popularity_ranks`] averaged over every recommended
+    /// (user, item) pair in the top k; 1 would mean every list is the most popular item.
+    pub mean_popularity_rank: f64,
+}
+
+impl ListStats {
+    /// The statistics of the first `k` entries of each row of `lists` (rows × `width` item
+    /// indices, best first; a negative index marks a list shorter than `width`), against the
+    /// item ranks `popularity` (I + 1 entries, from [`popularity_ranks`]).
+    pub fn of(lists: &[i64], width: usize, k: usize, popularity: &[u32]) -> Self {
+        let mut seen = vec![false; popularity.len()];
+        let (mut sum, mut entries) = (0.0, 0usize);
+        for row in lists.chunks_exact(width.max(1)) {
+            for &i in row.iter().take(k).filter(|&&i| i > 0) {
+                seen[i as usize] = true;
+                sum += f64::from(popularity[i as usize]);
+                entries += 1;
+            }
+        }
+        let items = popularity.len().saturating_sub(1).max(1);
+        Self {
+            coverage: seen.iter().filter(|&&s| s).count() as f64 / items as f64,
+            mean_popularity_rank: sum / entries.max(1) as f64,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +250,53 @@ mod tests {
         let mrr = (1.0 + 0.5 + 0.1 + 1.0 / 11.0 + 0.01) / 5.0;
         assert!((m.mrr - mrr).abs() < 1e-12);
         assert_eq!(Accumulator::new(10).finish().hr, 0.0);
+    }
+
+    #[test]
+    fn metrics_at_cutoffs_from_hand_computed_ranks() {
+        let ranks = [0, 1, 4, 9, 19, 99];
+        let m = AtK::of(&ranks, 5);
+        assert!((m.hr - 3.0 / 6.0).abs() < 1e-12);
+        let ndcg = (1.0 + 1.0 / 3f64.log2() + 1.0 / 6f64.log2()) / 6.0;
+        assert!((m.ndcg - ndcg).abs() < 1e-12, "{} vs {ndcg}", m.ndcg);
+        assert!((m.mrr - (1.0 + 0.5 + 0.2) / 6.0).abs() < 1e-12);
+        assert_eq!(AtK::of(&ranks, 1).hr, 1.0 / 6.0);
+        assert_eq!(AtK::of(&ranks, 1).ndcg, 1.0 / 6.0);
+        assert_eq!(AtK::of(&ranks, 100).hr, 1.0);
+        // At k = 10 the three agree with the accumulator's HR@10 and NDCG@10.
+        let mut acc = Accumulator::new(10);
+        acc.add(&ranks);
+        let (a, b) = (acc.finish(), AtK::of(&ranks, 10));
+        assert_eq!((a.hr, a.ndcg), (b.hr, b.ndcg));
+        assert_eq!(AtK::of(&[], 10).hr, 0.0);
+    }
+
+    #[test]
+    fn popularity_ranks_share_ties_and_skip_padding() {
+        // items 1..=5 with counts 3, 9, 3, 0, 7
+        assert_eq!(
+            popularity_ranks(&[0, 3, 9, 3, 0, 7]),
+            vec![0, 3, 1, 3, 5, 2]
+        );
+        assert_eq!(popularity_ranks(&[5]), vec![0]);
+    }
+
+    #[test]
+    fn coverage_and_popularity_of_hand_made_lists() {
+        let popularity = [0, 3, 1, 3, 5, 2]; // 5 items
+                                             // two users, lists of width 3; the second list is one item short (−1)
+        let lists = [2, 5, 1, 2, 4, -1];
+        let at1 = ListStats::of(&lists, 3, 1, &popularity);
+        assert_eq!(at1.coverage, 1.0 / 5.0); // {2}
+        assert_eq!(at1.mean_popularity_rank, 1.0);
+        let at2 = ListStats::of(&lists, 3, 2, &popularity);
+        assert_eq!(at2.coverage, 3.0 / 5.0); // {2, 5, 4}
+        assert_eq!(at2.mean_popularity_rank, (1.0 + 2.0 + 1.0 + 5.0) / 4.0);
+        let at3 = ListStats::of(&lists, 3, 3, &popularity);
+        assert_eq!(at3.coverage, 4.0 / 5.0); // {1, 2, 4, 5}; item 1 once, the −1 skipped
+        assert_eq!(
+            at3.mean_popularity_rank,
+            (1.0 + 2.0 + 3.0 + 1.0 + 5.0) / 5.0
+        );
     }
 }

@@ -17,8 +17,8 @@ use sasrec_shared::synthetic::SyntheticConfig;
 use sasrec_shared::time::TimeUnit;
 
 use crate::config::{
-    AmpChoice, ItemOptimizer, LossKind, NegativeSamplerKind, Protocol, DEFAULT_CE_CHUNK_SIZE,
-    DEFAULT_GBCE_T,
+    AmpChoice, ItemOptimizer, LossKind, NegativeSamplerKind, Protocol, SelectMetric,
+    DEFAULT_CE_CHUNK_SIZE, DEFAULT_GBCE_T,
 };
 use crate::dist::Backend;
 
@@ -210,9 +210,27 @@ pub struct TrainArgs {
         default_value_t = 3
     )]
     pub early_stop_patience: usize,
-    /// Protocol whose validation NDCG@10 selects the best epoch.
+    /// Protocol whose validation metric (--select_metric) selects the best epoch.
     #[arg(long = "select_protocol", alias = "select-protocol", value_enum, default_value_t = Protocol::Sampled)]
     pub select_protocol: Protocol,
+    /// Validation metric that selects the best epoch and drives early stopping: ndcg@K, hr@K,
+    /// mrr@K or mrr (no cut-off); its K is reported too.
+    #[arg(
+        long = "select_metric",
+        alias = "select-metric",
+        default_value = "ndcg@10"
+    )]
+    pub select_metric: SelectMetric,
+    /// Cut-offs (comma-separated) of the reported HR, NDCG and MRR under both protocols and of
+    /// the coverage and mean popularity rank of the full-ranking top-k lists, e.g.
+    /// 1,5,10,20,50,100.
+    #[arg(
+        long = "metrics_k",
+        alias = "metrics-k",
+        value_delimiter = ',',
+        default_value = "10"
+    )]
+    pub metrics_k: Vec<usize>,
     /// Training loss.
     #[arg(long, value_enum, default_value_t = LossKind::Bce)]
     pub loss: LossKind,

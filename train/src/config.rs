@@ -90,6 +90,94 @@ pub enum Protocol {
     Full,
 }
 
+/// What `--select_metric` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// HR@k.
+    Hr,
+    /// NDCG@k.
+    Ndcg,
+    /// MRR@k, or MRR without a cut-off.
+    Mrr,
+}
+
+/// `--select_metric`: the validation metric, under `--select_protocol`, that selects the best
+/// epoch and drives early stopping — `ndcg@K`, `hr@K`, `mrr@K` or `mrr` (no cut-off); written
+/// as that text in `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SelectMetric {
+    /// The measure.
+    pub measure: Measure,
+    /// The cut-off; `None` only for MRR over the whole ranking.
+    pub k: Option<usize>,
+}
+
+impl Default for SelectMetric {
+    /// NDCG@10, the literature's usual choice.
+    fn default() -> Self {
+        Self {
+            measure: Measure::Ndcg,
+            k: Some(10),
+        }
+    }
+}
+
+impl std::str::FromStr for SelectMetric {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("'{text}' is not ndcg@K, hr@K, mrr@K or mrr (K ≥ 1)");
+        let (name, k) = match text.split_once('@') {
+            Some((name, k)) => (name, Some(k.parse::<usize>().map_err(|_| bad())?)),
+            None => (text, None),
+        };
+        let measure = match name.to_ascii_lowercase().as_str() {
+            "ndcg" => Measure::Ndcg,
+            "hr" => Measure::Hr,
+            "mrr" => Measure::Mrr,
+            _ => return Err(bad()),
+        };
+        match (measure, k) {
+            (_, Some(0)) | (Measure::Ndcg | Measure::Hr, None) => Err(bad()),
+            _ => Ok(Self { measure, k }),
+        }
+    }
+}
+
+impl std::fmt::Display for SelectMetric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.measure {
+            Measure::Hr => "hr",
+            Measure::Ndcg => "ndcg",
+            Measure::Mrr => "mrr",
+        };
+        match self.k {
+            Some(k) => write!(f, "{name}@{k}"),
+            None => f.write_str(name),
+        }
+    }
+}
+
+impl TryFrom<String> for SelectMetric {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<SelectMetric> for String {
+    fn from(m: SelectMetric) -> String {
+        m.to_string()
+    }
+}
+
+/// The cut-offs a run reports when `config.json` predates `--metrics_k`.
+fn default_metrics_k() -> Vec<usize> {
+    vec![10]
+}
+
 /// Optimisation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimConfig {
@@ -222,8 +310,15 @@ pub struct Schedule {
     pub eval_every: usize,
     /// `--early_stop_patience` evaluations (0 = off).
     pub early_stop_patience: usize,
-    /// `--select_protocol`: whose validation NDCG@10 picks the best epoch.
+    /// `--select_protocol`: whose validation metric picks the best epoch.
     pub select_protocol: Protocol,
+    /// `--select_metric`: the validation metric that picks the best epoch.
+    #[serde(default)]
+    pub select_metric: SelectMetric,
+    /// `--metrics_k` and the selection metric's cut-off: the reported cut-offs, ascending and
+    /// distinct (a resumed run may change them).
+    #[serde(default = "default_metrics_k")]
+    pub metrics_k: Vec<usize>,
     /// `--eval_max_users`: evaluated-user cap.
     pub eval_max_users: Option<usize>,
 }
@@ -263,14 +358,15 @@ impl Versions {
 
 impl RunConfig {
     /// Names of the settings that differ from `other`, ignoring those a resumed run may
-    /// change (`num_epochs`, `early_stop_patience`, `runtime`).
+    /// change (`num_epochs`, `early_stop_patience`, `metrics_k`, `runtime`).
     pub fn differences(&self, other: &RunConfig) -> Vec<String> {
         let a = serde_json::to_value(self).expect("serialisable");
         let b = serde_json::to_value(other).expect("serialisable");
         let mut out = Vec::new();
         diff("", &a, &b, &mut out);
         out.retain(|k| {
-            k != "num_epochs" && k != "early_stop_patience" && !k.starts_with("runtime")
+            !["num_epochs", "early_stop_patience", "metrics_k"].contains(&k.as_str())
+                && !k.starts_with("runtime")
         });
         out
     }
@@ -309,6 +405,28 @@ fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn select_metrics_parse_print_and_serialise_as_text() {
+        for text in ["ndcg@10", "hr@1", "mrr@20", "mrr"] {
+            let m: SelectMetric = text.parse().unwrap();
+            assert_eq!(m.to_string(), text);
+            assert_eq!(serde_json::to_value(m).unwrap(), text);
+            assert_eq!(
+                serde_json::from_value::<SelectMetric>(text.into()).unwrap(),
+                m
+            );
+        }
+        assert_eq!("NDCG@5".parse::<SelectMetric>().unwrap().k, Some(5));
+        assert_eq!(SelectMetric::default().to_string(), "ndcg@10");
+        for bad in ["ndcg", "hr", "ndcg@0", "ndcg@", "ndcg@x", "auc@10", ""] {
+            let e = bad.parse::<SelectMetric>().unwrap_err();
+            assert_eq!(
+                e,
+                format!("'{bad}' is not ndcg@K, hr@K, mrr@K or mrr (K ≥ 1)")
+            );
+        }
+    }
 
     fn optim(warmup: usize, rate: f64) -> OptimConfig {
         OptimConfig {

@@ -12,24 +12,33 @@
 //! competitors count against the true item, a NaN target ranks last. `s_t`, the 100 sampled
 //! candidates' scores and `s_D` are gathered from their blocks in a first pass; when the
 //! catalogue spans several blocks a second pass recomputes each block to count.
+//!
+//! The first pass also keeps each user's top-L list under full ranking (L the largest
+//! `--metrics_k` cut-off): the same competitors as the rank (`D` without t hidden at −∞),
+//! each block's best L merged with the running best, for coverage@k and the mean popularity
+//! rank of the recommendations (docs/MODELS.md §1.7).
 
 use std::ops::Range;
 
 use sasrec_models::SeqRecModel;
 use sasrec_shared::eval::{EvalBatch, EvalSet};
-use sasrec_shared::metrics::{Accumulator, Metrics};
+use sasrec_shared::metrics::{popularity_ranks, Accumulator, AtK, ListStats, Metrics};
+use sasrec_shared::Split;
 use tch::{Device, Kind, Tensor};
 
 use crate::dist::ProcessGroup;
 use crate::error::Result;
 
 /// Metrics of one split part under both protocols.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PartMetrics {
     /// True item against the 100 fixed sampled negatives.
     pub sampled: Metrics,
     /// True item against all items, the input history excluded.
     pub full: Metrics,
+    /// `--metrics_k`: the metrics at each cut-off, ascending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cutoffs: Vec<Cutoff>,
     /// `--cold_items`: the same metrics over the users whose target is a cold item and over
     /// the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,6 +47,50 @@ pub struct PartMetrics {
     /// same two groups (`sasrec_shared::cold::category_popularity_order`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category_popularity: Option<ColdWarm>,
+}
+
+/// HR@k, NDCG@k and MRR@k under both protocols, and what the full-ranking top-k lists
+/// recommend over all users (docs/MODELS.md §1.7).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Cutoff {
+    /// The cut-off k.
+    pub k: usize,
+    /// Sampled protocol.
+    pub sampled: AtK,
+    /// Full ranking.
+    pub full: AtK,
+    /// Coverage@k and mean popularity rank@k.
+    #[serde(flatten)]
+    pub lists: ListStats,
+}
+
+/// What an evaluation reports beyond the headline HR@10, NDCG@10 and MRR: the `--metrics_k`
+/// cut-offs and the items' training-popularity ranks their lists are measured against.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report {
+    /// The cut-offs, ascending and distinct.
+    pub cutoffs: Vec<usize>,
+    /// [`popularity_ranks`] of the training interactions, per item index.
+    pub popularity: Vec<u32>,
+}
+
+impl Report {
+    /// The cut-offs `cutoffs` (sorted and deduplicated) against the training popularity of
+    /// `split`.
+    pub fn new(cutoffs: &[usize], split: &Split) -> Self {
+        let mut cutoffs = cutoffs.to_vec();
+        cutoffs.sort_unstable();
+        cutoffs.dedup();
+        Self {
+            cutoffs,
+            popularity: popularity_ranks(&split.train_item_counts()),
+        }
+    }
+
+    /// Length of the top lists to keep: the largest cut-off (0 when there is none).
+    pub fn list_len(&self) -> usize {
+        self.cutoffs.last().copied().unwrap_or(0)
+    }
 }
 
 /// Both protocols' metrics over one group of users.
@@ -82,35 +135,49 @@ impl BlockSizes {
     }
 }
 
-/// 0-based ranks of evaluated users, in [`EvalSet::users`] order.
+/// 0-based ranks of evaluated users, in [`EvalSet::users`] order, and their top lists.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ranks {
     /// Sampled protocol: the true item among its 100 fixed negatives.
     pub sampled: Vec<i64>,
     /// Full ranking: the true item among all items, the input history excluded.
     pub full: Vec<i64>,
+    /// Each user's best `list_len` items under full ranking, best first (users × `list_len`,
+    /// −1 past the end of a list shorter than that).
+    pub lists: Vec<i64>,
+    /// Entries per list.
+    pub list_len: usize,
 }
 
 impl Ranks {
     /// HR@10, NDCG@10 and MRR of both protocols, summed in user order (so equal ranks give
-    /// bit-identical metrics).
-    pub fn metrics(&self) -> PartMetrics {
+    /// bit-identical metrics), the metrics at each cut-off of `report` and, under
+    /// `--cold_items`, the cold and warm targets of `set` apart.
+    pub fn metrics_of(&self, set: &EvalSet, report: &Report) -> PartMetrics {
         let all = self.protocols(|_| true);
         PartMetrics {
             sampled: all.sampled,
             full: all.full,
-            cold_start: None,
+            cutoffs: self.cutoffs(report),
+            cold_start: self.cold_warm(set),
             category_popularity: None,
         }
     }
 
-    /// [`Ranks::metrics`] with, under `--cold_items`, the cold and warm targets of `set`
-    /// apart.
-    pub fn metrics_of(&self, set: &EvalSet) -> PartMetrics {
-        PartMetrics {
-            cold_start: self.cold_warm(set),
-            ..self.metrics()
-        }
+    /// The metrics at each cut-off of `report`; the lists' statistics need `list_len` ≥ k.
+    pub fn cutoffs(&self, report: &Report) -> Vec<Cutoff> {
+        let as_usize = |r: &[i64]| r.iter().map(|&x| x as usize).collect::<Vec<_>>();
+        let (sampled, full) = (as_usize(&self.sampled), as_usize(&self.full));
+        report
+            .cutoffs
+            .iter()
+            .map(|&k| Cutoff {
+                k,
+                sampled: AtK::of(&sampled, k),
+                full: AtK::of(&full, k),
+                lists: ListStats::of(&self.lists, self.list_len, k, &report.popularity),
+            })
+            .collect()
     }
 
     /// The metrics of the users whose target is cold and of the others; `None` when no item
@@ -155,42 +222,55 @@ pub fn ranks(target: &Tensor, others: &Tensor, valid: Option<&Tensor>) -> Tensor
     higher.sum_dim_intlist(1, false, Kind::Int64)
 }
 
-/// Every user of `set`, one process: metrics under both protocols.
+/// Every user of `set`, one process: metrics under both protocols, as `report` asks.
 pub fn evaluate(
     model: &SeqRecModel,
     set: &EvalSet,
     sizes: BlockSizes,
+    report: &Report,
 ) -> sasrec_models::Result<PartMetrics> {
-    Ok(rank_users(model, set, 0..set.len(), sizes)?.metrics_of(set))
+    let ranks = rank_users(model, set, 0..set.len(), sizes, report.list_len())?;
+    Ok(ranks.metrics_of(set, report))
 }
 
 /// Every user of `set` over the ranks of `pg`: rank r scores the r-th of `world` contiguous
-/// shares of the users, the ranks are summed into one vector on every rank (each slot written
-/// by exactly one rank, so the integer sum is exact) and the metrics equal a single process's.
+/// shares of the users; the rows (sampled rank, full rank, top list) are summed into one
+/// (users, 2 + L) matrix on every rank (each row written by exactly one rank, so the integer
+/// sum is exact) and the metrics equal a single process's.
 pub fn evaluate_sharded(
     model: &SeqRecModel,
     set: &EvalSet,
     sizes: BlockSizes,
+    report: &Report,
     pg: &ProcessGroup,
 ) -> Result<PartMetrics> {
     let (rank, world, n) = (pg.rank(), pg.world_size(), set.len());
     let share = shard(n, rank, world);
-    let mine = rank_users(model, set, share.clone(), sizes)?;
-    let all = Tensor::zeros([2, n as i64], (Kind::Int64, Device::Cpu));
-    for (row, part) in [&mine.sampled, &mine.full].into_iter().enumerate() {
-        all.get(row as i64)
-            .narrow(0, share.start as i64, share.len() as i64)
-            .copy_(&Tensor::from_slice(part));
-    }
+    let len = report.list_len();
+    let mine = rank_users(model, set, share.clone(), sizes, len)?;
+    let rows = share.len() as i64;
+    let part = Tensor::cat(
+        &[
+            Tensor::from_slice(&mine.sampled).view([rows, 1]),
+            Tensor::from_slice(&mine.full).view([rows, 1]),
+            Tensor::from_slice(&mine.lists).view([rows, len as i64]),
+        ],
+        1,
+    );
+    let all = Tensor::zeros([n as i64, 2 + len as i64], (Kind::Int64, Device::Cpu));
+    all.narrow(0, share.start as i64, rows).copy_(&part);
     let mut all = all.to_device(model.device());
     pg.all_reduce_sum(&mut all)?;
     let all = all.to_device(Device::Cpu);
-    let row = |r: i64| Vec::<i64>::try_from(all.get(r));
+    let columns =
+        |lo: i64, width: i64| Vec::<i64>::try_from(all.narrow(1, lo, width).reshape([-1]));
     Ok(Ranks {
-        sampled: row(0)?,
-        full: row(1)?,
+        sampled: columns(0, 1)?,
+        full: columns(1, 1)?,
+        lists: columns(2, len as i64)?,
+        list_len: len,
     }
-    .metrics_of(set))
+    .metrics_of(set, report))
 }
 
 /// The `rank`-th of `world` contiguous, balanced shares of `0..n`.
@@ -198,31 +278,40 @@ pub fn shard(n: usize, rank: usize, world: usize) -> Range<usize> {
     (n * rank / world)..(n * (rank + 1) / world)
 }
 
-/// Ranks of the users `range` (indices into [`EvalSet::users`]), `sizes.users` at a time.
+/// Ranks and top-`list_len` lists of the users `range` (indices into [`EvalSet::users`]),
+/// `sizes.users` at a time.
 pub fn rank_users(
     model: &SeqRecModel,
     set: &EvalSet,
     range: Range<usize>,
     sizes: BlockSizes,
+    list_len: usize,
 ) -> sasrec_models::Result<Ranks> {
-    let mut out = Ranks::default();
+    let mut out = Ranks {
+        list_len,
+        ..Ranks::default()
+    };
     let mut start = range.start;
     while start < range.end {
         let end = (start + sizes.users.max(1)).min(range.end);
-        let (sampled, full) = tch::no_grad(|| rank_batch(model, &set.batch(start..end), sizes))?;
+        let batch = set.batch(start..end);
+        let (sampled, full, lists) = tch::no_grad(|| rank_batch(model, &batch, sizes, list_len))?;
         out.sampled.extend(Vec::<i64>::try_from(sampled)?);
         out.full.extend(Vec::<i64>::try_from(full)?);
+        out.lists.extend(Vec::<i64>::try_from(lists.reshape([-1]))?);
         start = end;
     }
     Ok(out)
 }
 
-/// Sampled and full-ranking ranks (rows) of one batch of users (module docs).
+/// Sampled and full-ranking ranks (rows) and top-`list_len` lists (rows, `list_len`) of one
+/// batch of users (module docs).
 fn rank_batch(
     model: &SeqRecModel,
     b: &EvalBatch,
     sizes: BlockSizes,
-) -> sasrec_models::Result<(Tensor, Tensor)> {
+    list_len: usize,
+) -> sasrec_models::Result<(Tensor, Tensor, Tensor)> {
     let rows = b.users.len() as i64;
     let t = model.config().maxlen as i64;
     let device = model.device();
@@ -249,34 +338,59 @@ fn rank_batch(
         .view([rows, n_cand])
         .to_device(device);
     let removed = removed_columns(&b.targets, &b.exclude, device);
-    Ok(rank_blocks(&score_block, columns, block, &cand, &removed))
+    let blocks = Blocks {
+        score: &score_block,
+        columns,
+        width: block,
+    };
+    Ok(rank_blocks(&blocks, &cand, &removed, list_len as i64))
 }
 
-/// Sampled and full-ranking ranks from scores produced one block of `block` columns at a
-/// time by `score_block(lo)` (rows, n): `cand` (rows, 1 + negatives) holds the true item
-/// first, `removed` the padded `D` of every row ([`removed_columns`]).
-fn rank_blocks(
-    score_block: &dyn Fn(i64) -> Tensor,
+/// A score matrix produced one block of `width` columns at a time: `score(lo)` is (rows, n),
+/// the columns `lo..lo + n` of `columns`.
+struct Blocks<'a> {
+    score: &'a dyn Fn(i64) -> Tensor,
     columns: i64,
-    block: i64,
+    width: i64,
+}
+
+/// Sampled and full-ranking ranks and the top-`list_len` lists from the scores of `blocks`:
+/// `cand` (rows, 1 + negatives) holds the true item first, `removed` the padded `D` of every
+/// row ([`removed_columns`]).
+fn rank_blocks(
+    blocks: &Blocks,
     cand: &Tensor,
     removed: &(Tensor, Tensor),
-) -> (Tensor, Tensor) {
+    list_len: i64,
+) -> (Tensor, Tensor, Tensor) {
     let (removed, removed_valid) = removed;
     let (rows, n_cand) = (cand.size()[0], cand.size()[1]);
     let device = cand.device();
-    // Pass 1: the scores of the candidates (true item first) and of D, from their blocks.
+    let (columns, block) = (blocks.columns, blocks.width);
+    // D without the true item: the columns a top list never holds.
+    let target_col = cand.narrow(1, 0, 1);
+    let hidden = removed.where_self(
+        &removed_valid.logical_and(&removed.not_equal_tensor(&target_col)),
+        &Tensor::from(-1i64).to_device(device),
+    );
+    // Pass 1: the scores of the candidates (true item first) and of D, from their blocks,
+    // and the running top lists.
     let mut cand_s = Tensor::zeros([rows, n_cand], (Kind::Float, device));
     let mut removed_s = Tensor::zeros(removed.size(), (Kind::Float, device));
     let mut only_block = None;
+    let mut best = None;
     for lo in (0..columns).step_by(block as usize) {
-        let s = score_block(lo);
+        let s = (blocks.score)(lo);
         cand_s = gather_in_block(&s, lo, cand, &cand_s);
         removed_s = gather_in_block(&s, lo, removed, &removed_s);
+        if list_len > 0 {
+            best = Some(top_in_block(&s, lo, &hidden, best.take(), list_len));
+        }
         if columns <= block {
             only_block = Some(s);
         }
     }
+    let lists = finish_lists(best, rows, list_len, device);
     let target = cand_s.narrow(1, 0, 1);
     let sampled = ranks(&target, &cand_s.narrow(1, 1, n_cand - 1), None);
 
@@ -286,12 +400,51 @@ fn rank_blocks(
         Some(s) => not_below += ranks(&target, &s, None),
         None => {
             for lo in (0..columns).step_by(block as usize) {
-                not_below += ranks(&target, &score_block(lo), None);
+                not_below += ranks(&target, &(blocks.score)(lo), None);
             }
         }
     }
     let full = not_below - ranks(&target, &removed_s, Some(removed_valid));
-    (sampled, full)
+    (sampled, full, lists)
+}
+
+/// The running top `len` (scores, global columns) after the block `s` (columns `lo..lo + n`):
+/// the block's columns listed in `hidden` (rows, w; −1 = none) set to −∞, its best `len`
+/// merged with `best`.
+fn top_in_block(
+    s: &Tensor,
+    lo: i64,
+    hidden: &Tensor,
+    best: Option<(Tensor, Tensor)>,
+    len: i64,
+) -> (Tensor, Tensor) {
+    let (rows, n) = (s.size()[0], s.size()[1]);
+    let local = hidden - lo;
+    let inside = local.ge(0).logical_and(&local.lt(n));
+    // Columns outside the block all land in one spare column n, dropped after the scatter.
+    let slot = local.where_self(&inside, &Tensor::from(n).to_device(s.device()));
+    let mask = Tensor::zeros([rows, n + 1], (Kind::Bool, s.device())).scatter_value(1, &slot, 1);
+    let masked = s.masked_fill(&mask.narrow(1, 0, n), f64::NEG_INFINITY);
+    let (values, cols) = masked.topk(len.min(n), 1, true, true);
+    let cols = cols + lo;
+    let Some((best_v, best_c)) = best else {
+        return (values, cols);
+    };
+    let values = Tensor::cat(&[best_v, values], 1);
+    let cols = Tensor::cat(&[best_c, cols], 1);
+    let (top, at) = values.topk(len.min(values.size()[1]), 1, true, true);
+    (top, cols.gather(1, &at, false))
+}
+
+/// The lists (rows, `len`) of the running top: hidden or padding columns (scored −∞) and
+/// the slots past a catalogue shorter than `len` are −1.
+fn finish_lists(best: Option<(Tensor, Tensor)>, rows: i64, len: i64, device: Device) -> Tensor {
+    let out = Tensor::full([rows, len], -1i64, (Kind::Int64, device));
+    if let Some((values, cols)) = best {
+        let listed = cols.masked_fill(&values.eq(f64::NEG_INFINITY), -1);
+        out.narrow(1, 0, listed.size()[1]).copy_(&listed);
+    }
+    out
 }
 
 /// `D` of every row as (rows, width) global columns, padded with −1, and its validity mask:
@@ -381,7 +534,12 @@ mod tests {
         let removed = removed_columns(&targets, &exclude, Device::Cpu);
         for block in [1, 2, 3, 5, 8, 100] {
             let score_block = |lo: i64| all.narrow(1, lo, block.min(8 - lo));
-            let (sampled, full) = rank_blocks(&score_block, 8, block, &cand, &removed);
+            let blocks = Blocks {
+                score: &score_block,
+                columns: 8,
+                width: block,
+            };
+            let (sampled, full, _) = rank_blocks(&blocks, &cand, &removed, 0);
             let as_usize = |t: Tensor| {
                 Vec::<i64>::try_from(t)
                     .unwrap()
@@ -397,9 +555,65 @@ mod tests {
         }
     }
 
-    /// On a real model, ranks from small user and item blocks (several blocks, ragged last
-    /// ones, the two-pass path) equal the ranks computed from the one full score matrix of
-    /// `score_all` with the host reference, for both protocols.
+    /// The host reference of the top lists: per row of `scores` (rows × width), the columns
+    /// other than padding and the history (the true item stays), by descending score, the
+    /// first `len`, padded with −1.
+    fn host_lists(scores: &[f32], targets: &[u32], exclude: &[&[u32]], len: usize) -> Vec<i64> {
+        let width = scores.len() / targets.len();
+        let mut out = Vec::new();
+        for (row, (&t, ex)) in scores.chunks_exact(width).zip(targets.iter().zip(exclude)) {
+            let mut cols: Vec<usize> = (1..width)
+                .filter(|&i| i == t as usize || !ex.contains(&(i as u32)))
+                .collect();
+            cols.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            cols.resize(len.max(cols.len()), usize::MAX);
+            out.extend(
+                cols[..len]
+                    .iter()
+                    .map(|&c| if c == usize::MAX { -1 } else { c as i64 }),
+            );
+        }
+        out
+    }
+
+    /// Top lists kept block by block equal the host's: the history hidden, the true item
+    /// listed even when the history holds it, padding never listed, lists longer than the
+    /// competitors padded with −1.
+    #[test]
+    fn top_lists_by_blocks_hide_the_history_but_not_the_target() {
+        let scores: Vec<f32> = vec![
+            9.0, 0.1, 0.8, 0.3, 0.9, 0.5, 0.7, 0.2, // target 3; 4 and 6 in the history
+            9.0, 0.6, 0.1, 0.4, 0.3, 0.8, 0.2, 0.7, // target 5, which the history holds too
+        ];
+        let targets = [3u32, 5];
+        let ex: Vec<Vec<u32>> = vec![vec![4, 6], vec![5, 1, 7, 7]];
+        let exclude: Vec<&[u32]> = ex.iter().map(|v| v.as_slice()).collect();
+        let all = Tensor::from_slice(&scores).view([2, 8]);
+        let cand = Tensor::from_slice(&[3i64, 1, 5, 1]).view([2, 2]);
+        let removed = removed_columns(&targets, &exclude, Device::Cpu);
+        for len in [1, 3, 7] {
+            let want = host_lists(&scores, &targets, &exclude, len);
+            for block in [1, 2, 3, 8, 100] {
+                let score_block = |lo: i64| all.narrow(1, lo, block.min(8 - lo));
+                let blocks = Blocks {
+                    score: &score_block,
+                    columns: 8,
+                    width: block,
+                };
+                let (_, _, lists) = rank_blocks(&blocks, &cand, &removed, len as i64);
+                let got = Vec::<i64>::try_from(lists.reshape([-1])).unwrap();
+                assert_eq!(got, want, "len {len}, block {block}");
+            }
+        }
+        assert_eq!(
+            host_lists(&scores, &targets, &exclude, 7),
+            [2, 5, 3, 7, 1, -1, -1, 5, 3, 4, 6, 2, -1, -1]
+        );
+    }
+
+    /// On a real model, ranks and top lists from small user and item blocks (several blocks,
+    /// ragged last ones, the two-pass path) equal those computed from the one full score
+    /// matrix of `score_all` with the host reference, for both protocols.
     #[test]
     fn block_wise_ranks_equal_the_full_score_matrix() {
         use sasrec_shared::config::{Backbone, ModelConfig, TimeDropout};
@@ -452,6 +666,8 @@ mod tests {
                 .into_iter()
                 .map(|r| r as i64)
                 .collect(),
+            lists: host_lists(&flat, &b.targets, &b.exclude, 5),
+            list_len: 5,
         };
         assert!(
             want.full.iter().any(|&r| r > 0),
@@ -460,7 +676,7 @@ mod tests {
         );
         for (users, items) in [(512, ITEM_BLOCK), (17, 7), (5, 64), (90, 299), (1, 1000)] {
             let sizes = BlockSizes { users, items };
-            let got = rank_users(&model, &set, 0..set.len(), sizes).unwrap();
+            let got = rank_users(&model, &set, 0..set.len(), sizes, 5).unwrap();
             assert_eq!(got, want, "{users} users × {items} items per block");
         }
     }

@@ -1,5 +1,6 @@
-//! The training-curve PNG: training loss per epoch (left) and validation NDCG@10 / HR@10 under
-//! both protocols per evaluation (right).
+//! The training-curve PNG: training loss per epoch (left), validation NDCG@10 / HR@10 under
+//! both protocols per evaluation (middle) and, per `--metrics_k` cut-off, the test NDCG@k and
+//! coverage@k of full ranking (right).
 //!
 //! Text needs a TrueType font: `$SASREC_FONT`, else DejaVu Sans from the usual system places
 //! (Debian's `fonts-dejavu-core`, installed by scripts/setup.sh). Without one the plot is
@@ -8,6 +9,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -54,15 +56,46 @@ pub fn draw(path: &Path, title: &str, state: &LoopState) -> Result<()> {
 /// plotters' errors, typed by its backend, as trait objects.
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-/// Renders the PNG into `tmp`: the training loss on the left, validation on the right.
+/// Renders the PNG into `tmp`: the training loss, validation, then the test cut-offs.
 fn render(tmp: &Path, title: &str, state: &LoopState) -> DrawResult {
-    let root = BitMapBackend::new(tmp, (1200, 480)).into_drawing_area();
+    let root = BitMapBackend::new(tmp, (1800, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 20))?;
-    let (left, right) = root.split_horizontally(600);
-    draw_loss(&left, state)?;
-    draw_validation(&right, state)?;
+    let panels = root.split_evenly((1, 3));
+    draw_loss(&panels[0], state)?;
+    draw_validation(&panels[1], state)?;
+    draw_cutoffs(&panels[2], state)?;
     root.present()?;
+    Ok(())
+}
+
+/// A chart of metrics in [0, 1] over the epochs of `state`.
+fn metric_chart<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    caption: &str,
+    state: &LoopState,
+) -> Result<MetricChart<'a, 'b>, Box<dyn std::error::Error>> {
+    let n = state.losses.len().max(2) as f64;
+    let mut c = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..n, 0f64..1f64)?;
+    c.configure_mesh().x_desc("epoch").y_desc("metric").draw()?;
+    Ok(c)
+}
+
+/// The chart type of [`metric_chart`].
+type MetricChart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The legend box of a chart.
+fn draw_legend<'a: 'b, 'b>(c: &mut MetricChart<'b, 'a>) -> DrawResult {
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     Ok(())
 }
 
@@ -98,14 +131,7 @@ fn draw_loss(area: &DrawingArea<BitMapBackend, Shift>, state: &LoopState) -> Dra
 
 /// Validation NDCG@10 and HR@10 under both protocols at each evaluated epoch.
 fn draw_validation(area: &DrawingArea<BitMapBackend, Shift>, state: &LoopState) -> DrawResult {
-    let n = state.losses.len().max(2) as f64;
-    let mut c = ChartBuilder::on(area)
-        .caption("validation", ("sans-serif", 16))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0f64..n, 0f64..1f64)?;
-    c.configure_mesh().x_desc("epoch").y_desc("metric").draw()?;
+    let mut c = metric_chart(area, "validation", state)?;
     type Pick = fn(&PartMetrics) -> f64;
     let series: [(Pick, &str, RGBColor); 4] = [
         (|m| m.sampled.ndcg, "NDCG@10 (sampled)", RED),
@@ -124,9 +150,41 @@ fn draw_validation(area: &DrawingArea<BitMapBackend, Shift>, state: &LoopState) 
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         c.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
     }
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    draw_legend(&mut c)
+}
+
+/// Test NDCG@k (solid) and coverage@k (dashed) of full ranking at each cut-off of the
+/// evaluations that report cut-offs.
+fn draw_cutoffs(area: &DrawingArea<BitMapBackend, Shift>, state: &LoopState) -> DrawResult {
+    let mut c = metric_chart(area, "test, full ranking, per cut-off", state)?;
+    let ks: Vec<usize> = state
+        .evals
+        .last()
+        .map(|e| e.test.cutoffs.iter().map(|x| x.k).collect())
+        .unwrap_or_default();
+    for (i, &k) in ks.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let points = |pick: fn(&crate::evaluate::Cutoff) -> f64| -> Vec<(f64, f64)> {
+            state
+                .evals
+                .iter()
+                .filter_map(|e| {
+                    let at = e.test.cutoffs.iter().find(|x| x.k == k)?;
+                    Some((e.epoch as f64, pick(at)))
+                })
+                .collect()
+        };
+        c.draw_series(LineSeries::new(points(|x| x.full.ndcg), color))?
+            .label(format!("NDCG@{k}"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        c.draw_series(DashedLineSeries::new(
+            points(|x| x.lists.coverage),
+            6,
+            4,
+            color.into(),
+        ))?
+        .label(format!("coverage@{k}"))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 6, y)], color));
+    }
+    draw_legend(&mut c)
 }

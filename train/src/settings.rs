@@ -287,8 +287,23 @@ fn schedule(args: &TrainArgs) -> Schedule {
         eval_every: args.eval_every.max(1),
         early_stop_patience: args.early_stop_patience,
         select_protocol: args.select_protocol,
+        select_metric: args.select_metric,
+        metrics_k: metrics_k(args),
         eval_max_users: args.eval_max_users,
     }
+}
+
+/// `--metrics_k` with `--select_metric`'s cut-off, ascending and distinct.
+fn metrics_k(args: &TrainArgs) -> Vec<usize> {
+    let mut ks: Vec<usize> = args
+        .metrics_k
+        .iter()
+        .copied()
+        .chain(args.select_metric.k)
+        .collect();
+    ks.sort_unstable();
+    ks.dedup();
+    ks
 }
 
 /// `--dataset` and its reading and filtering flags as a plain [`DataSource`].
@@ -419,6 +434,9 @@ fn check_sizes(args: &TrainArgs, model: &ModelConfig) -> Result<()> {
     }
     if args.eval_batch_size == 0 {
         usage!("--eval_batch_size must be at least 1");
+    }
+    if args.metrics_k.contains(&0) {
+        usage!("--metrics_k: every cut-off must be at least 1");
     }
     ModelConfig {
         num_items: 1,

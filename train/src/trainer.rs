@@ -22,7 +22,7 @@ use sasrec_shared::{Batch, Error as DataError, Part, Sampler, SamplerConfig, Spl
 use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::config::{LossKind, Protocol};
+use crate::config::{LossKind, Measure, Protocol, SelectMetric};
 use crate::config::{RunConfig, Runtime};
 use crate::ddp;
 use crate::device::{
@@ -30,7 +30,9 @@ use crate::device::{
 };
 use crate::dist::ProcessGroup;
 use crate::error::{bail, Context, Result};
-use crate::evaluate::{evaluate, evaluate_sharded, BlockSizes, ColdWarm, PartMetrics, Ranks};
+use crate::evaluate::{
+    evaluate, evaluate_sharded, BlockSizes, ColdWarm, Cutoff, PartMetrics, Ranks, Report,
+};
 use crate::graph::{self, GraphConditions, GraphStep, StaticInputs, StepMode, StepOutputs};
 use crate::launch;
 use crate::negatives::Negatives;
@@ -92,11 +94,12 @@ pub fn inference_only(settings: &Settings, weights: &Path) -> Result<serde_json:
     })?;
     let (valid, test) = eval_sets(&cfg, &split)?;
     let sizes = BlockSizes::users(settings.eval_batch_size);
+    let report = Report::new(&cfg.schedule.metrics_k, &split);
     let out = json!({
         "kind": cfg.spec.kind,
         "weights": weights.display().to_string(),
-        "valid": evaluate(&model, &valid, sizes)?,
-        "test": evaluate(&model, &test, sizes)?,
+        "valid": evaluate(&model, &valid, sizes, &report)?,
+        "test": evaluate(&model, &test, sizes, &report)?,
     });
     write_json(&settings.dir.inference(), &out)?;
     Ok(out)
@@ -150,6 +153,8 @@ struct Evaluation {
     valid: EvalSet,
     test: EvalSet,
     baseline: Option<(ColdWarm, ColdWarm)>,
+    /// The `--metrics_k` cut-offs and the items' training popularity.
+    report: Report,
 }
 
 impl Evaluation {
@@ -161,6 +166,7 @@ impl Evaluation {
             valid,
             test,
             baseline,
+            report: Report::new(&cfg.schedule.metrics_k, split),
         })
     }
 }
@@ -630,7 +636,7 @@ impl<'a> Run<'a> {
     }
 
     /// Every rank scores its share of the validation and test users ([`evaluate_sharded`]);
-    /// rank 0 keeps the best weights by the selection protocol's validation NDCG@10, updates
+    /// rank 0 keeps the best weights by the validation `--select_metric`, updates
     /// early stopping and `metrics.jsonl`; every rank then takes rank 0's early-stopping
     /// decision.
     fn evaluate_and_select(&mut self, epoch_loss: f64) -> Result<()> {
@@ -638,12 +644,12 @@ impl<'a> Run<'a> {
         let sizes = BlockSizes::users(self.settings.eval_batch_size);
         let (mut valid, mut test) = match &self.pg {
             Some(pg) => (
-                evaluate_sharded(&self.model, &self.eval.valid, sizes, pg)?,
-                evaluate_sharded(&self.model, &self.eval.test, sizes, pg)?,
+                evaluate_sharded(&self.model, &self.eval.valid, sizes, &self.eval.report, pg)?,
+                evaluate_sharded(&self.model, &self.eval.test, sizes, &self.eval.report, pg)?,
             ),
             None => (
-                evaluate(&self.model, &self.eval.valid, sizes)?,
-                evaluate(&self.model, &self.eval.test, sizes)?,
+                evaluate(&self.model, &self.eval.valid, sizes, &self.eval.report)?,
+                evaluate(&self.model, &self.eval.test, sizes, &self.eval.report)?,
             ),
         };
         if let Some((v, t)) = self.eval.baseline {
@@ -680,14 +686,17 @@ impl<'a> Run<'a> {
             train_seconds: st.train_seconds,
             eval_seconds,
         };
+        let (valid, test) = (&rec.valid, &rec.test);
         tracing::info!(
             epoch = st.epochs_done,
             "valid NDCG@10 {:.4} HR@10 {:.4} (sampled) | {:.4} {:.4} (full); test NDCG@10 {:.4} HR@10 {:.4} (sampled) | {:.4} {:.4} (full); {:.2}s",
             valid.sampled.ndcg, valid.sampled.hr, valid.full.ndcg, valid.full.hr,
             test.sampled.ndcg, test.sampled.hr, test.full.ndcg, test.full.hr, rec.eval_seconds
         );
-        log_cold_start(&test);
-        let score = selection_score(&valid, cfg.schedule.select_protocol);
+        log_cutoffs(&test.cutoffs);
+        log_cold_start(test);
+        let (metric, protocol) = (cfg.schedule.select_metric, cfg.schedule.select_protocol);
+        let score = selection_score(valid, protocol, metric);
         if st.best.as_ref().is_none_or(|(b, _)| score > *b) {
             write_atomic_path(&self.dir.model(), |tmp| save_weights(&self.vs, tmp))?;
             st.best = Some((score, rec.clone()));
@@ -698,8 +707,8 @@ impl<'a> Run<'a> {
                 && st.bad_evals >= cfg.schedule.early_stop_patience
             {
                 tracing::info!(
-                    "early stop: validation NDCG@10 ({:?}) has not improved for {} evaluations",
-                    cfg.schedule.select_protocol,
+                    "early stop: validation {metric} ({protocol:?}) has not improved for {} \
+                     evaluations",
                     st.bad_evals
                 );
                 st.stopped_early = true;
@@ -1042,7 +1051,12 @@ fn category_baseline(
     let order = category_popularity_order(&counts, tokens, split.num_warm_items(), seed);
     let metrics = |set: &EvalSet| {
         let (sampled, full) = set.ranks_by_order(&order);
-        Ranks { sampled, full }.cold_warm(set)
+        Ranks {
+            sampled,
+            full,
+            ..Ranks::default()
+        }
+        .cold_warm(set)
     };
     Some((metrics(valid)?, metrics(test)?))
 }
@@ -1095,10 +1109,54 @@ fn sorted_params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     v
 }
 
-fn selection_score(m: &PartMetrics, protocol: Protocol) -> f64 {
-    match protocol {
-        Protocol::Sampled => m.sampled.ndcg,
-        Protocol::Full => m.full.ndcg,
+/// The validation `metric` under `protocol`: HR@10 and NDCG@10 from the headline metrics,
+/// MRR without a cut-off from them too, any other cut-off from `--metrics_k`'s (the settings
+/// always report the selection cut-off; −∞ if a record lacks it).
+fn selection_score(m: &PartMetrics, protocol: Protocol, metric: SelectMetric) -> f64 {
+    let (headline, at) = match protocol {
+        Protocol::Sampled => (
+            m.sampled,
+            m.cutoffs
+                .iter()
+                .map(|c| (c.k, c.sampled))
+                .collect::<Vec<_>>(),
+        ),
+        Protocol::Full => (m.full, m.cutoffs.iter().map(|c| (c.k, c.full)).collect()),
+    };
+    match (metric.measure, metric.k) {
+        (Measure::Mrr, None) => headline.mrr,
+        (Measure::Hr, Some(10)) => headline.hr,
+        (Measure::Ndcg, Some(10)) => headline.ndcg,
+        (measure, k) => {
+            at.iter()
+                .find(|(c, _)| Some(*c) == k)
+                .map_or(f64::NEG_INFINITY, |(_, a)| match measure {
+                    Measure::Hr => a.hr,
+                    Measure::Ndcg => a.ndcg,
+                    Measure::Mrr => a.mrr,
+                })
+        }
+    }
+}
+
+/// The test metrics at every `--metrics_k` cut-off, one line.
+fn log_cutoffs(cutoffs: &[Cutoff]) {
+    let parts: Vec<String> = cutoffs
+        .iter()
+        .map(|c| {
+            format!(
+                "@{}: HR {:.4} NDCG {:.4} MRR {:.4} coverage {:.4} popularity rank {:.1}",
+                c.k,
+                c.full.hr,
+                c.full.ndcg,
+                c.full.mrr,
+                c.lists.coverage,
+                c.lists.mean_popularity_rank
+            )
+        })
+        .collect();
+    if !parts.is_empty() {
+        tracing::info!("test (full ranking) {}", parts.join(" | "));
     }
 }
 
@@ -1134,9 +1192,10 @@ fn summarize(cfg: &RunConfig, st: &LoopState) -> serde_json::Value {
         "seconds_per_epoch": st.train_seconds / st.epochs_done.max(1) as f64,
         "steps": st.step,
         "seconds_per_step": st.train_seconds / st.step.max(1) as f64,
-        "selected_by": format!("validation NDCG@10 ({:?})", cfg.schedule.select_protocol).to_lowercase(),
+        "selected_by": format!("validation {} ({:?})", cfg.schedule.select_metric, cfg.schedule.select_protocol).to_lowercase(),
+        "metrics_k": cfg.schedule.metrics_k,
         "best_epoch": best.map(|r| r.epoch),
-        "valid_at_best": best.map(|r| r.valid),
-        "test_at_best": best.map(|r| r.test),
+        "valid_at_best": best.map(|r| &r.valid),
+        "test_at_best": best.map(|r| &r.test),
     })
 }

@@ -1145,3 +1145,135 @@ fn block_wiring_and_init_reach_the_config() {
         assert!(e.contains(msg), "{flags:?}: {e}");
     }
 }
+
+/// `--metrics_k` and `--select_metric`: every evaluation reports HR, NDCG and MRR at each
+/// cut-off under both protocols and the lists' coverage and popularity rank; the cut-off at 10
+/// equals the headline; the best epoch is the one with the highest validation metric; a
+/// resumed run may change the cut-offs but not the selection metric.
+#[test]
+fn metrics_at_cutoffs_and_the_selection_metric() {
+    let (dir, data) = fixture_dir();
+    let run = dir.path().join("run");
+    let flags = ["--no_time", "--no_mhc", "--select_protocol", "full"];
+    let extra = [
+        "--num_epochs",
+        "4",
+        "--eval_every",
+        "1",
+        "--metrics_k",
+        "20,1,10,5,10",
+    ];
+    let args = [&flags[..], &extra, &["--select_metric", "hr@50"]].concat();
+    let s = ok(small(&data, &run, &args));
+    assert_eq!(s["metrics_k"], serde_json::json!([1, 5, 10, 20, 50]));
+    assert_eq!(s["selected_by"], "validation hr@50 (full)");
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 4);
+    let at = |part: &serde_json::Value, k: u64| -> serde_json::Value {
+        let c = part["cutoffs"].as_array().unwrap();
+        c.iter().find(|c| c["k"] == k).unwrap().clone()
+    };
+    for rec in &records {
+        for part in [&rec["valid"], &rec["test"]] {
+            let ks: Vec<u64> = part["cutoffs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["k"].as_u64().unwrap())
+                .collect();
+            assert_eq!(ks, [1, 5, 10, 20, 50]);
+            for protocol in ["sampled", "full"] {
+                let ten = &at(part, 10)[protocol];
+                assert_eq!(ten["hr"], part[protocol]["hr"], "{protocol}");
+                assert_eq!(ten["ndcg"], part[protocol]["ndcg"], "{protocol}");
+                let hr: Vec<f64> = [1, 5, 10, 20, 50]
+                    .map(|k| at(part, k)[protocol]["hr"].as_f64().unwrap())
+                    .to_vec();
+                assert!(
+                    hr.windows(2).all(|w| w[0] <= w[1]),
+                    "HR@k grows with k: {hr:?}"
+                );
+                // HR@1 = NDCG@1 = MRR@1.
+                let one = &at(part, 1)[protocol];
+                assert_eq!(
+                    (one["hr"].clone(), one["mrr"].clone()),
+                    (one["ndcg"].clone(), one["hr"].clone())
+                );
+            }
+            let coverage: Vec<f64> = [1, 5, 10, 20, 50]
+                .map(|k| at(part, k)["coverage"].as_f64().unwrap())
+                .to_vec();
+            assert!(coverage.windows(2).all(|w| w[0] <= w[1]), "{coverage:?}");
+            assert!(coverage[0] > 0.0 && coverage[4] <= 1.0, "{coverage:?}");
+            let pop = at(part, 5)["mean_popularity_rank"].as_f64().unwrap();
+            assert!(pop >= 1.0, "{pop}");
+        }
+    }
+    let score = |r: &serde_json::Value| at(&r["valid"], 50)["full"]["hr"].as_f64().unwrap();
+    let best = records
+        .iter()
+        .fold(&records[0], |b, r| if score(r) > score(b) { r } else { b });
+    assert_eq!(s["best_epoch"], best["epoch"]);
+    assert_eq!(s["test_at_best"], best["test"]);
+
+    // Resuming with more cut-offs is allowed; with another selection metric it is not.
+    let more = [
+        &flags[..],
+        &[
+            "--num_epochs",
+            "5",
+            "--eval_every",
+            "1",
+            "--metrics_k",
+            "1,100",
+        ],
+        &["--select_metric", "hr@50"],
+    ]
+    .concat();
+    let s = ok(small(&data, &run, &more));
+    assert_eq!(s["metrics_k"], serde_json::json!([1, 50, 100]));
+    let other = [
+        &flags[..],
+        &[
+            "--num_epochs",
+            "6",
+            "--eval_every",
+            "1",
+            "--select_metric",
+            "ndcg@10",
+        ],
+    ]
+    .concat();
+    let out = small(&data, &run, &other);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("different settings (select_metric)"),
+        "{e}"
+    );
+
+    for (flag, value, msg) in [
+        (
+            "--metrics_k",
+            "5,0",
+            "--metrics_k: every cut-off must be at least 1",
+        ),
+        ("--metrics_k", "ten", "invalid value 'ten' for '--metrics_k"),
+        (
+            "--select_metric",
+            "ndcg",
+            "'ndcg' is not ndcg@K, hr@K, mrr@K or mrr (K ≥ 1)",
+        ),
+        (
+            "--select_metric",
+            "auc@10",
+            "'auc@10' is not ndcg@K, hr@K, mrr@K or mrr (K ≥ 1)",
+        ),
+    ] {
+        let e = err(small(&data, &dir.path().join("bad"), &[flag, value]));
+        assert!(e.contains(msg), "{flag} {value}: {e}");
+    }
+}
