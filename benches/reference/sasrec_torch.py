@@ -6,10 +6,11 @@ outputs; (2) as the same-machine PyTorch baseline of benches/epoch_speed.sh.
 
 Written from the specification in docs/MODELS.md §1.3-1.5 of this repository
 (torch.nn.MultiheadAttention with the fused in_proj, 1x1-conv FFN, LayerNorm eps 1e-8, last
-LayerNorm, tied item embeddings) in the three block wirings of `block_wiring`: post_ln (the
-default), pre_ln (also `norm_first`) and original (the SASRec paper's code as SASRec+ adapted it,
+LayerNorm, tied item embeddings) in the four block wirings of `block_wiring`: post_ln (the
+default), pre_ln (also `norm_first`), original (the SASRec paper's code as SASRec+ adapted it,
 Klenitskiy & Vasilev, RecSys 2023: Q = LN(x), x = Q + MHA(Q, x, x), y = LN'(x), x = (y + FFN(y))
-times the non-padding mask). With an `mhc` config,
+times the non-padding mask) and gated (LiGR, arXiv 2502.03417: x = x + sigmoid(W x + b) * F(LN(x))
+around each sub-layer, one nn.Linear gate per branch). With an `mhc` config,
 SASRec + mHC (docs/MODELS.md §3.2-3.4: n streams, Pre-LN sub-layers F_att(u) = MHA(LN(u)),
 F_ffn(u) = FFN(LN(u)), streams merged by their mean), using the `HyperConnection` module of
 tisasrec_torch.py (written from the mHC paper's equations, arXiv:2512.24880).
@@ -36,7 +37,7 @@ from tisasrec_torch import HyperConnection, PointWiseFeedForward, expand_streams
 class SASRec(nn.Module):
     def __init__(self, num_items, maxlen, c, blocks, heads, p, wiring, mhc=None):
         super().__init__()
-        if wiring not in ("post_ln", "pre_ln", "original"):
+        if wiring not in ("post_ln", "pre_ln", "original", "gated"):
             sys.exit(f"sasrec_torch.py: unknown block wiring {wiring!r}")
         self.wiring = wiring
         self.mhc = mhc
@@ -48,6 +49,9 @@ class SASRec(nn.Module):
         self.forward_layernorms = nn.ModuleList([nn.LayerNorm(c, eps=1e-8) for _ in range(blocks)])
         self.forward_layers = nn.ModuleList([PointWiseFeedForward(c, p) for _ in range(blocks)])
         self.last_layernorm = nn.LayerNorm(c, eps=1e-8)
+        if wiring == "gated":  # LiGR's gates, one Linear(C, C) per residual branch
+            self.gate_attention = nn.ModuleList([nn.Linear(c, c) for _ in range(blocks)])
+            self.gate_ffn = nn.ModuleList([nn.Linear(c, c) for _ in range(blocks)])
         if mhc is not None:
             self.mhc_attention = nn.ModuleList([HyperConnection(c, mhc) for _ in range(blocks)])
             self.mhc_ffn = nn.ModuleList([HyperConnection(c, mhc) for _ in range(blocks)])
@@ -61,10 +65,16 @@ class SASRec(nn.Module):
         if self.mhc is not None:
             return self.last_layernorm(merge_streams(self.mhc_blocks(x, mask)))
         keep = (seq != 0).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-        for ln_a, mha, ln_f, ffn in zip(self.attention_layernorms, self.attention_layers,
-                                        self.forward_layernorms, self.forward_layers):
+        for i, (ln_a, mha, ln_f, ffn) in enumerate(zip(
+                self.attention_layernorms, self.attention_layers, self.forward_layernorms,
+                self.forward_layers)):
             x = x.transpose(0, 1)  # (T, B, C)
-            if self.wiring == "pre_ln":
+            if self.wiring == "gated":  # x + sigmoid(W x + b) * F(LN(x)) around each sub-layer
+                q = ln_a(x)
+                a, _ = mha(q, q, q, attn_mask=mask, need_weights=False)
+                x = (x + torch.sigmoid(self.gate_attention[i](x)) * a).transpose(0, 1)
+                x = x + torch.sigmoid(self.gate_ffn[i](x)) * ffn(ln_f(x))
+            elif self.wiring == "pre_ln":
                 q = ln_a(x)
                 a, _ = mha(q, q, q, attn_mask=mask, need_weights=False)
                 x = (x + a).transpose(0, 1)

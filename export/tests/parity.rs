@@ -191,12 +191,13 @@ fn norm_first_and_single_head_match_tch() {
 }
 
 /// The wirings `--block_wiring` adds to each backbone's two: SASRec's original wiring (with its
-/// timeline mask after every block) and TiSASRec's Post-LN.
+/// timeline mask after every block) and gated residual, and TiSASRec's Post-LN.
 #[test]
 fn other_block_wirings_match_tch() {
     use sasrec_shared::config::BlockWiring;
     for (name, w) in [
         ("sasrec", BlockWiring::Original),
+        ("sasrec", BlockWiring::Gated),
         ("tisasrec", BlockWiring::PostLn),
     ] {
         let mut cfg = kind(name);

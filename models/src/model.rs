@@ -337,6 +337,7 @@ mod tests {
                 NormPlacement::Post,
                 NormPlacement::Pre,
                 NormPlacement::Original,
+                NormPlacement::Gated,
             ];
             for placement in placements {
                 let vs = nn::VarStore::new(Device::Cpu);

@@ -212,7 +212,11 @@ fn check_mhc(backbone: Backbone, label: &str) {
 #[test]
 fn sasrec_checkpoint_matches_pytorch_reference() {
     use BlockWiring::*;
-    check_plain(Backbone::Sasrec, "sasrec", &[PostLn, PreLn, Original]);
+    check_plain(
+        Backbone::Sasrec,
+        "sasrec",
+        &[PostLn, PreLn, Original, Gated],
+    );
 }
 
 #[test]

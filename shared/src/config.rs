@@ -101,13 +101,17 @@ pub enum BlockWiring {
     /// `Q = LN(X)`, `X ← Q + MHA(Q, X, X)`, `Y = LN(X)`, `X ← (Y + FFN(Y))·¬pad`: the SASRec
     /// paper's code, SASRec+ (Klenitskiy & Vasilev 2023) and TiSASRec, TiSASRec's default.
     Original,
+    /// `X ← X + σ(W_a X + b_a) ⊙ MHA(LN(X))`, `X ← X + σ(W_f X + b_f) ⊙ FFN(LN(X))`: Pre-LN with
+    /// LiGR's learned gate on each residual branch (arXiv 2502.03417), SASRec only — the
+    /// learned-residual control of mHC.
+    Gated,
 }
 
 impl BlockWiring {
     /// The flag values, in declaration order.
-    pub const NAMES: [&'static str; 3] = ["post_ln", "pre_ln", "original"];
+    pub const NAMES: [&'static str; 4] = ["post_ln", "pre_ln", "original", "gated"];
 
-    /// The flag value (`post_ln`, `pre_ln`, `original`).
+    /// The flag value (`post_ln`, `pre_ln`, `original`, `gated`).
     pub fn as_str(self) -> &'static str {
         Self::NAMES[self as usize]
     }
@@ -116,7 +120,7 @@ impl BlockWiring {
 impl std::str::FromStr for BlockWiring {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        [Self::PostLn, Self::PreLn, Self::Original]
+        [Self::PostLn, Self::PreLn, Self::Original, Self::Gated]
             .into_iter()
             .find(|w| w.as_str() == s)
             .ok_or_else(|| {
@@ -356,6 +360,13 @@ impl ModelConfig {
                      always Pre-LN (pass --no_mhc)",
                     w.as_str()
                 ));
+            }
+            if w == BlockWiring::Gated && self.backbone != Backbone::Sasrec {
+                return bad(
+                    "--block_wiring gated is SASRec's (add --no_time); TiSASRec has post_ln, \
+                     pre_ln and original"
+                        .into(),
+                );
             }
         }
         Ok(())

@@ -64,6 +64,12 @@ fn contradicting_wirings_are_refused() {
     cfg.mhc = Some(Default::default());
     let e = cfg.validate().unwrap_err().to_string();
     assert!(e.contains("mHC sub-layers are always Pre-LN"), "{e}");
+    cfg.mhc = None;
+    cfg.block_wiring = Some(BlockWiring::Gated);
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("--block_wiring gated is SASRec's"), "{e}");
+    cfg.backbone = Backbone::Sasrec;
+    cfg.validate().unwrap();
 }
 
 #[test]
@@ -77,7 +83,7 @@ fn flag_values_parse_by_name() {
     let e = "sandwich".parse::<BlockWiring>().unwrap_err();
     assert_eq!(
         e,
-        "unknown block wiring 'sandwich'; expected one of post_ln, pre_ln, original"
+        "unknown block wiring 'sandwich'; expected one of post_ln, pre_ln, original, gated"
     );
     assert!("xavier".parse::<InitScheme>().is_err());
 }

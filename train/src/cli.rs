@@ -167,9 +167,10 @@ pub struct TrainArgs {
     /// the reference wiring; mHC is always Pre-LN: Post-LN is not defined for hyper-connections).
     #[arg(long = "norm_first", alias = "norm-first")]
     pub norm_first: bool,
-    /// Residual wiring of plain blocks: post_ln (SASRec default), pre_ln (= --norm_first) or
+    /// Residual wiring of plain blocks: post_ln (SASRec default), pre_ln (= --norm_first),
     /// original (Q = LN(X), X = Q + MHA(Q, X, X), Y = LN(X), X = (Y + FFN(Y))·¬pad: the SASRec
-    /// paper's code, SASRec+ and TiSASRec's default). Not with mHC.
+    /// paper's code, SASRec+ and TiSASRec's default) or gated (SASRec only: Pre-LN with LiGR's
+    /// learned gates, X = X + σ(W X + b) ⊙ F(LN(X)) per sub-layer). Not with mHC.
     #[arg(
         long = "block_wiring",
         alias = "block-wiring",

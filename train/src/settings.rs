@@ -241,7 +241,7 @@ fn model_config(args: &TrainArgs) -> ModelConfig {
     cfg
 }
 
-/// `--block_wiring` is for plain blocks and agrees with `--norm_first`.
+/// `--block_wiring` is for plain blocks, agrees with `--norm_first`, and `gated` is SASRec's.
 fn check_wiring(args: &TrainArgs) -> Result<()> {
     match args.block_wiring {
         Some(w) if !args.no_mhc => usage!(
@@ -252,6 +252,10 @@ fn check_wiring(args: &TrainArgs) -> Result<()> {
         Some(w) if args.norm_first && w != BlockWiring::PreLn => usage!(
             "--norm_first means --block_wiring pre_ln; it was combined with --block_wiring {}",
             w.as_str()
+        ),
+        Some(BlockWiring::Gated) if !args.no_time => usage!(
+            "--block_wiring gated is SASRec's (add --no_time); TiSASRec has post_ln, pre_ln and \
+             original"
         ),
         _ => Ok(()),
     }

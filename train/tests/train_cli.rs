@@ -1098,6 +1098,12 @@ fn block_wiring_and_init_reach_the_config() {
             "original",
             Some("normal_0.02"),
         ),
+        (
+            "gated",
+            &["--no_time", "--block_wiring", "gated"][..],
+            "gated",
+            None,
+        ),
     ] {
         let run = dir.path().join(name);
         let beta2 = if name == "original" { "0.999" } else { "0.98" };
@@ -1127,6 +1133,11 @@ fn block_wiring_and_init_reach_the_config() {
         (
             &["--no_mhc", "--norm_first", "--block_wiring", "post_ln"][..],
             "--norm_first means --block_wiring pre_ln; it was combined with --block_wiring post_ln",
+        ),
+        (
+            &["--no_mhc", "--block_wiring", "gated"][..],
+            "--block_wiring gated is SASRec's (add --no_time); TiSASRec has post_ln, pre_ln and \
+             original",
         ),
         (
             &["--block_wiring", "sandwich"][..],
