@@ -6,8 +6,9 @@ model, the validation NDCG@10 and the test metrics at the epoch chosen on valida
 (sampled), mean ± sample std over seeds, under both protocols, and the mean training seconds
 per epoch. A run cut
 off before its end (no summary) is read from its metrics.jsonl up to its last evaluation and
-its epochs are marked with "cut".
-Usage: python benches/seed_table.py DIR
+its epochs are marked with "cut" and its best epoch chosen on validation NDCG@10 under
+PROTOCOL (`sampled` unless given: what the runs select by).
+Usage: python benches/seed_table.py DIR [sampled|full]
 """
 import glob
 import json
@@ -20,7 +21,7 @@ def ms(xs):
     return f"{st.mean(xs):.4f} ± {st.stdev(xs) if len(xs) > 1 else 0:.4f}"
 
 
-def from_metrics(run_dir):
+def from_metrics(run_dir, protocol):
     """A summary-like dict from the evaluations of an unfinished run, or None."""
     try:
         evals = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if l.strip()]
@@ -28,20 +29,20 @@ def from_metrics(run_dir):
         return None
     if not evals:
         return None
-    best = max(evals, key=lambda e: e["valid"]["sampled"]["ndcg"])
+    best = max(evals, key=lambda e: e["valid"][protocol]["ndcg"])
     last = evals[-1]
     return {"epochs": f"{last['epoch']} (cut)", "test_at_best": best["test"],
             "valid_at_best": best["valid"],
             "seconds_per_epoch": last["train_seconds"] / last["epoch"]}
 
 
-def main(out):
+def main(out, protocol="sampled"):
     rows = {}
     for f in sorted(glob.glob(os.path.join(out, "*-s*.json"))):
         try:
             s = json.load(open(f))
         except (OSError, ValueError):
-            s = from_metrics(f[:-5])
+            s = from_metrics(f[:-5], protocol)
             if s is None:
                 print(f"skipping {f}: no summary and no evaluation", file=sys.stderr)
                 continue
@@ -62,4 +63,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

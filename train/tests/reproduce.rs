@@ -1,11 +1,29 @@
 //! `benches/reproduce.sh`: every named configuration parses and starts on the real ML-1M file
-//! (`SMOKE=1`: one optimiser step, 64 evaluated users), and its printed line carries the anchor.
+//! (`SMOKE=1`: one optimiser step, 64 evaluated users), and its printed line carries the anchor;
+//! `benches/residual_control.sh`: every residual variant does the same and the table lists them.
 
 use std::path::Path;
 use std::process::Command;
 
 fn script() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/reproduce.sh")
+}
+
+/// The shared data folder beside the repository, with the ML-1M file the scripts train on.
+fn data() -> std::path::PathBuf {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let ml1m = data.join("ml-1m/ml-1m.sasrec.txt.gz");
+    assert!(
+        ml1m.is_file(),
+        "{} is missing: clone with shared/ beside the repository",
+        ml1m.display()
+    );
+    data
+}
+
+/// The Python of ./scripts/setup.sh (the scripts' tables and summaries).
+fn python() -> String {
+    std::env::var("SASREC_PYTHON").expect("SASREC_PYTHON: run ./scripts/setup.sh")
 }
 
 fn names() -> Vec<String> {
@@ -20,13 +38,7 @@ fn names() -> Vec<String> {
 
 #[test]
 fn every_configuration_parses_and_starts() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
-    let ml1m = data.join("ml-1m/ml-1m.sasrec.txt.gz");
-    assert!(
-        ml1m.is_file(),
-        "{} is missing: clone with shared/ beside the repository",
-        ml1m.display()
-    );
+    let data = data();
     let names = names();
     let want = [
         "sasrec_plus",
@@ -44,10 +56,7 @@ fn every_configuration_parses_and_starts() {
             .env("SMOKE", "1")
             .env("BIN", env!("CARGO_BIN_EXE_sasrec-train"))
             .env("SASREC_DATA", &data)
-            .env(
-                "PYTHON",
-                std::env::var("SASREC_PYTHON").expect("SASREC_PYTHON: run ./scripts/setup.sh"),
-            )
+            .env("PYTHON", python())
             .output()
             .unwrap();
         let (stdout, stderr) = (
@@ -71,4 +80,53 @@ fn every_configuration_parses_and_starts() {
     let bad = Command::new(script()).arg("bert4rec").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown configuration 'bert4rec'"));
+}
+
+#[test]
+fn every_residual_variant_parses_and_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/residual_control.sh");
+    let out = Command::new(&script)
+        .arg(dir.path())
+        .env("SMOKE", "1")
+        .env("SEEDS", "1")
+        .env("BIN", env!("CARGO_BIN_EXE_sasrec-train"))
+        .env("SASREC_DATA", data())
+        .env("PYTHON", python())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout} {stderr}");
+    for (variant, kind, wiring) in [
+        ("original", "sasrec", Some("original")),
+        ("pre_ln", "sasrec", Some("pre_ln")),
+        ("gated", "sasrec", Some("gated")),
+        ("mhc", "sasrec-mhc", None),
+        ("lite", "sasrec-mhc", None),
+    ] {
+        let run = dir.path().join(format!("{variant}-s1"));
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(cfg["kind"], kind, "{variant}");
+        assert_eq!(cfg["model"]["block_wiring"].as_str(), wiring, "{variant}");
+        assert_eq!(cfg["optim"]["loss"], "ce", "{variant}");
+        assert_eq!(cfg["metrics_k"], serde_json::json!([1, 5, 10, 20, 50, 100]));
+        assert!(
+            stdout.contains(&format!("| {variant} | 1 | 1 |")),
+            "{variant} missing from the table: {stdout}"
+        );
+    }
+    let lite = std::fs::read_to_string(dir.path().join("lite-s1/config.json")).unwrap();
+    assert!(lite.contains("\"lite\""), "{lite}");
+    let bad = Command::new(&script)
+        .arg(dir.path())
+        .env("VARIANTS", "sandwich")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown variant 'sandwich'"));
 }
