@@ -17,7 +17,7 @@
 # A cut-off run resumes where it stopped: rerun the same command.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-names=(sasrec_plus sasrec_plus_post_ln sasrec_bce sasrec_plus_3000 gsasrec)
+names=(sasrec_plus sasrec_plus_right sasrec_plus_post_ln sasrec_bce sasrec_plus_3000 gsasrec)
 
 # SASRec+'s model and optimiser (antklen/sasrec-bert4rec-recsys23, src/configs/SASRec.yaml and
 # src/models.py): d 64, 2 blocks, 1 head, dropout 0.1, window 200, batch 128, Adam lr 1e-3 with
@@ -32,6 +32,10 @@ configure() {
   case $1 in
     sasrec_plus)  # full softmax (CE) over all items
       flags=("${sasrec_plus[@]}" "${original[@]}" --loss ce); patience=10
+      anchor=(0.1821 0.3152); source="SASRec+, Klenitskiy & Vasilev, RecSys 2023 (README table, best epoch 63)" ;;
+    sasrec_plus_right)  # the same with SASRec+'s right padding: padded keys out of attention,
+                        # positions from the oldest item (docs/MODELS.md §1.4)
+      flags=("${sasrec_plus[@]}" "${original[@]}" --loss ce --padding right); patience=10
       anchor=(0.1821 0.3152); source="SASRec+, Klenitskiy & Vasilev, RecSys 2023 (README table, best epoch 63)" ;;
     sasrec_plus_post_ln)  # the same with the prototype's Post-LN wiring and pmixer's init
       flags=("${sasrec_plus[@]}" --loss ce --block_wiring post_ln --init pmixer); patience=10

@@ -10,7 +10,10 @@ LayerNorm, tied item embeddings) in the four block wirings of `block_wiring`: po
 default), pre_ln (also `norm_first`), original (the SASRec paper's code as SASRec+ adapted it,
 Klenitskiy & Vasilev, RecSys 2023: Q = LN(x), x = Q + MHA(Q, x, x), y = LN'(x), x = (y + FFN(y))
 times the non-padding mask) and gated (LiGR, arXiv 2502.03417: x = x + sigmoid(W x + b) * F(LN(x))
-around each sub-layer, one nn.Linear gate per branch). With an `mhc` config,
+around each sub-layer, one nn.Linear gate per branch). `padding` (docs/MODELS.md §1.4): pmixer
+(padded keys attend, the newest item at position T), masked (padded keys blocked by a float
+attention mask) or right (also positions cumsum(seq != 0): the oldest item at 1,
+as SASRec+'s right-padded window). With an `mhc` config,
 SASRec + mHC (docs/MODELS.md §3.2-3.4: n streams, Pre-LN sub-layers F_att(u) = MHA(LN(u)),
 F_ffn(u) = FFN(LN(u)), streams merged by their mean), using the `HyperConnection` module of
 tisasrec_torch.py (written from the mHC paper's equations, arXiv:2512.24880).
@@ -35,8 +38,13 @@ from tisasrec_torch import HyperConnection, PointWiseFeedForward, expand_streams
 
 
 class SASRec(nn.Module):
-    def __init__(self, num_items, maxlen, c, blocks, heads, p, wiring, mhc=None):
+    def __init__(self, num_items, maxlen, c, blocks, heads, p, wiring, mhc=None,
+                 padding="pmixer"):
         super().__init__()
+        if padding not in ("pmixer", "masked", "right"):
+            sys.exit(f"sasrec_torch.py: unknown padding {padding!r}")
+        self.padding = padding
+        self.heads = heads
         if wiring not in ("post_ln", "pre_ln", "original", "gated"):
             sys.exit(f"sasrec_torch.py: unknown block wiring {wiring!r}")
         self.wiring = wiring
@@ -59,9 +67,20 @@ class SASRec(nn.Module):
     def log2feats(self, seq):  # (B, T) int64
         x = self.item_emb(seq) * self.item_emb.embedding_dim ** 0.5
         t = seq.shape[1]
-        positions = torch.arange(1, t + 1, device=seq.device).unsqueeze(0) * (seq != 0)
+        real = (seq != 0).long()
+        if self.padding == "right":  # as SASRec+'s right-padded window: the oldest item at 1
+            positions = torch.cumsum(real, 1) * real
+        else:  # the newest item at T
+            positions = torch.arange(1, t + 1, device=seq.device).unsqueeze(0) * real
         x = self.emb_dropout(x + self.pos_emb(positions))
         mask = ~torch.tril(torch.ones((t, t), dtype=torch.bool, device=seq.device))
+        if self.padding != "pmixer":
+            # Padded keys blocked too, by a float mask adding -1e30: blocked keys get weight 0
+            # and a fully blocked (padding) row is uniform in float32 and float64 alike, as the
+            # -2^32+1 fill of sasrec-rs gives.
+            blocked = mask.unsqueeze(0) | (seq == 0).unsqueeze(1)  # (B, T, T)
+            blocked = blocked.repeat_interleave(self.heads, 0)  # (B*h, T, T)
+            mask = blocked.to(x.dtype) * -1e30
         if self.mhc is not None:
             return self.last_layernorm(merge_streams(self.mhc_blocks(x, mask)))
         keep = (seq != 0).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
@@ -118,7 +137,8 @@ def wiring(cfg):
 
 def model(cfg):
     return SASRec(cfg["num_items"], cfg["maxlen"], cfg["hidden_units"], cfg["num_blocks"],
-                  cfg["num_heads"], cfg["dropout_rate"], wiring(cfg), cfg.get("mhc"))
+                  cfg["num_heads"], cfg["dropout_rate"], wiring(cfg), cfg.get("mhc"),
+                  cfg.get("padding", "pmixer"))
 
 
 def normal_002(module):

@@ -206,6 +206,36 @@ fn other_block_wirings_match_tch() {
     }
 }
 
+/// SASRec's `--padding masked` and `right` (padded keys blocked; positions from the newest or
+/// the oldest item), plain and with mHC, including rows with an empty history.
+#[test]
+fn padding_modes_match_tch() {
+    use sasrec_shared::config::{BlockWiring, Padding};
+    for padding in [Padding::Masked, Padding::Right] {
+        for name in ["sasrec", "sasrec-mhc"] {
+            let mut cfg = kind(name);
+            cfg.padding = padding;
+            if name == "sasrec" {
+                cfg.block_wiring = Some(BlockWiring::Original);
+            }
+            let label = format!("{name} {}", padding.as_str());
+            parity_cfg(&cfg, &label, 11);
+            // Empty histories: every key of the last query is blocked, still finite and equal.
+            let run = make_run(&cfg, 12);
+            let path = run.path().join("model.onnx");
+            run.export(Variant::LastPosition, None);
+            let b = batch(&cfg, run.intervals, &[0, 2, 0], &mut Rng::new(7));
+            check_batch(
+                &run,
+                &mut session(&path),
+                &b,
+                &[0, 0, 0],
+                &format!("{label} empty"),
+            );
+        }
+    }
+}
+
 /// Rows with an empty history (all padding) still give finite scores equal to tch's.
 #[test]
 fn empty_history_matches_tch() {

@@ -8,7 +8,7 @@
 //! models always use Pre-LN inside the sub-layers: Post-LN is not defined for mHC, so the wiring
 //! is ignored there.
 
-use sasrec_shared::config::ModelConfig;
+use sasrec_shared::config::{ModelConfig, Padding};
 use tch::nn;
 
 use crate::init::{InitRules, Param};
@@ -35,6 +35,8 @@ pub struct SasRec {
     streams: Streams,
     /// `X·¬pad` after every block (the original wiring).
     timeline_mask: bool,
+    /// Padded keys in attention and the positions' origin (`--padding`).
+    padding: Padding,
     c: i64,
     dropout: f64,
 }
@@ -66,6 +68,7 @@ impl SasRec {
             last_layernorm: LayerNorm::new(&(p / "last_layernorm"), c),
             streams: Streams::new(cfg.mhc.as_ref()),
             timeline_mask: cfg.mhc.is_none() && placement == NormPlacement::Original,
+            padding: cfg.padding,
             c,
             dropout: cfg.dropout_rate,
         }
@@ -78,7 +81,16 @@ impl SasRec {
         let e = self.items.rows(o, seq); // (B, T, C), e(s) of docs/MODELS.md §6.2
         let e = o.mul_scalar(&e, scale);
         let real = o.cast(&o.not(&o.eq_scalar(seq, 0)), DType::I64); // (B, T)
-        let pos = o.mul(&o.add_scalar(&o.range_of(seq, 1), 1.0), &real); // (B, T) 1..T, 0 = pad
+        let column = o.add_scalar(&o.range_of(seq, 1), 1.0); // (T) 1..T
+        let pos = match self.padding {
+            // Counted from the oldest item: the column less the (leading) padding, 1..L.
+            Padding::Right => {
+                let pad = o.cast(&o.eq_scalar(seq, 0), DType::I64); // (B, T)
+                o.sub(&column, &o.sum(&pad, 1, true)) // (B, T)
+            }
+            Padding::Pmixer | Padding::Masked => column, // the newest item at T
+        };
+        let pos = o.mul(&pos, &real); // (B, T), 0 = pad
         let x = o.add(&e, &o.gather_rows(&o.param(&self.pos_emb), &pos, Some(0))); // (B, T, C)
         o.dropout(&x, self.dropout, train)
     }
@@ -97,14 +109,19 @@ impl SasRec {
     pub fn hidden<O: Ops>(&self, o: &O, seq: &O::T, last_only: bool, train: bool) -> O::T {
         let x = self.embed(o, seq, train); // (B, T, C)
         let causal = causal_mask(o, seq); // (T, T), true above the diagonal
+        let pad_keys = (!self.padding.is_pmixer()).then(|| {
+            o.unsqueeze(&o.unsqueeze(&o.eq_scalar(seq, 0), 1), 1) // (B, 1, 1, T) padded keys
+        });
         let keep = (self.timeline_mask).then(|| o.cast(&o.not(&o.eq_scalar(seq, 0)), DType::F32)); // (B, T) ¬pad
         let mut x = self.streams.expand(o, &x); // (B, T, C) or (B, T, n, C)
         let nb = self.blocks.len();
         for (i, block) in self.blocks.iter().enumerate() {
             let last = last_only && i + 1 == nb;
-            let mask = if last { None } else { Some(&causal) }; // the last query sees every key
-            let attend =
-                |a: &MultiHeadSelfAttention, q: &O::T, kv: &O::T| a.forward(o, q, kv, mask, train);
+            // The last query sees every earlier key: no causal mask for it.
+            let masks: Vec<&O::T> = pad_keys.iter().chain((!last).then_some(&causal)).collect();
+            let attend = |a: &MultiHeadSelfAttention, q: &O::T, kv: &O::T| {
+                a.forward(o, q, kv, &masks, train)
+            };
             x = block.forward(o, &x, attend, last, train);
             if let Some(keep) = &keep {
                 x = self.streams.mask(o, &x, &queries(o, keep, last)); // (B, Tq, C)
@@ -204,5 +221,43 @@ pub(crate) mod tests {
         let b = &v["forward_layers.1.conv2.bias"];
         assert!(b.abs().max().double_value(&[]) <= 1.0 / 50f64.sqrt());
         assert!(b.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+
+    /// `--padding`: a row without padding gets the same features in all three modes; a padded
+    /// row's last position changes once padded keys are blocked (`masked`) and again once
+    /// positions count from the oldest item (`right`).
+    #[test]
+    fn padding_modes_change_only_padded_rows() {
+        use sasrec_shared::config::Padding;
+        let mut cfg = ml1m();
+        (cfg.num_items, cfg.maxlen, cfg.dropout_rate) = (40, 12, 0.0);
+        let seq = tch::Tensor::randint_low(1, 41, [2, 12], (Kind::Int64, Device::Cpu));
+        let _ = seq.get(1).narrow(0, 0, 5).fill_(0);
+        let mut last = |padding: Padding| {
+            cfg.padding = padding;
+            tch::manual_seed(5);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let m = SeqRecModel::new(&vs.root(), &cfg).unwrap();
+            m.init_weights();
+            m.feats(&seq, None, false).unwrap().select(1, 11) // (2, C)
+        };
+        let (p, k, r) = (
+            last(Padding::Pmixer),
+            last(Padding::Masked),
+            last(Padding::Right),
+        );
+        let diff = |a: &tch::Tensor, b: &tch::Tensor, row: i64| {
+            (a.get(row) - b.get(row)).abs().max().double_value(&[])
+        };
+        assert_eq!(diff(&p, &k, 0), 0.0);
+        assert_eq!(diff(&k, &r, 0), 0.0);
+        assert!(
+            diff(&p, &k, 1) > 1e-3,
+            "blocking padded keys changes nothing"
+        );
+        assert!(
+            diff(&k, &r, 1) > 1e-3,
+            "counting from the oldest changes nothing"
+        );
     }
 }

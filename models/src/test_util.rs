@@ -44,6 +44,7 @@ pub fn small_cfg_items(backbone: Backbone, mhc: Option<usize>, num_items: usize)
         norm_first: false,
         block_wiring: None,
         init: Default::default(),
+        padding: Default::default(),
         time_span: K,
         mhc: mhc.map(|n| MhcConfig {
             expansion_rate: n,

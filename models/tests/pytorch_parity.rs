@@ -23,7 +23,7 @@ use std::sync::Mutex;
 
 use sasrec_models::{save_weights, SeqRecModel};
 use sasrec_shared::config::{
-    Backbone, BlockWiring, HresProjection, InitScheme, MhcConfig, ModelConfig,
+    Backbone, BlockWiring, HresProjection, InitScheme, MhcConfig, ModelConfig, Padding,
 };
 use tch::{nn, Device, Kind, Tensor};
 
@@ -50,6 +50,7 @@ fn config(backbone: Backbone, norm_first: bool, mhc: Option<HresProjection>) -> 
         norm_first,
         block_wiring: None,
         init: Default::default(),
+        padding: Default::default(),
         time_span: TIME_SPAN as usize,
         mhc: mhc.map(|h_res| MhcConfig {
             expansion_rate: 4,
@@ -217,6 +218,23 @@ fn sasrec_checkpoint_matches_pytorch_reference() {
         "sasrec",
         &[PostLn, PreLn, Original, Gated],
     );
+}
+
+/// `--padding masked` and `right` (padded keys blocked; positions from the newest or the oldest
+/// item) in the original and Pre-LN wirings and with mHC, on rows with 0 to T − 1 padded
+/// columns.
+#[test]
+fn sasrec_padding_modes_match_pytorch_reference() {
+    for padding in [Padding::Masked, Padding::Right] {
+        for w in [BlockWiring::Original, BlockWiring::PreLn] {
+            let mut cfg = config(Backbone::Sasrec, w == BlockWiring::PreLn, None);
+            (cfg.block_wiring, cfg.padding) = (Some(w), padding);
+            check_against_pytorch(&cfg, &format!("sasrec {} {}", w.as_str(), padding.as_str()));
+        }
+        let mut cfg = config(Backbone::Sasrec, false, Some(HresProjection::Sinkhorn));
+        cfg.padding = padding;
+        check_against_pytorch(&cfg, &format!("sasrec-mhc {}", padding.as_str()));
+    }
 }
 
 #[test]

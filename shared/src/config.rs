@@ -173,6 +173,50 @@ impl std::str::FromStr for InitScheme {
     }
 }
 
+/// How SASRec's left-padded window meets attention and positions (`--padding`,
+/// docs/MODELS.md §1.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    /// pmixer's SASRec: padded keys take part in attention (their keys and values are the
+    /// projections' biases) and positions count back from the newest item, which is at T.
+    #[default]
+    Pmixer,
+    /// Padded keys are masked out of attention; positions as `pmixer`.
+    Masked,
+    /// As if the window were right-padded (SASRec+'s code): padded keys masked out and
+    /// positions counted from the oldest item in the window, which is at 1.
+    Right,
+}
+
+impl Padding {
+    /// The flag values, in declaration order.
+    pub const NAMES: [&'static str; 3] = ["pmixer", "masked", "right"];
+
+    /// The flag value (`pmixer`, `masked`, `right`).
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    /// Whether this is the default, [`Padding::Pmixer`] (left out of `config.json`).
+    pub fn is_pmixer(&self) -> bool {
+        *self == Self::Pmixer
+    }
+}
+
+impl std::str::FromStr for Padding {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [Self::Pmixer, Self::Masked, Self::Right]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                let names = Self::NAMES.join(", ");
+                format!("unknown padding '{s}'; expected one of {names}")
+            })
+    }
+}
+
 /// Manifold-constrained hyper-connections (docs/MODELS.md §3), `None` for a plain residual.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MhcConfig {
@@ -227,6 +271,9 @@ pub struct ModelConfig {
     /// How the parameters are first drawn (`--init`; left out of `config.json` when pmixer).
     #[serde(default, skip_serializing_if = "InitScheme::is_pmixer")]
     pub init: InitScheme,
+    /// SASRec's padding semantics (`--padding`; left out of `config.json` when pmixer).
+    #[serde(default, skip_serializing_if = "Padding::is_pmixer")]
+    pub padding: Padding,
     /// Largest time-interval bucket k; TiSASRec has k+1 interval embeddings (`--time_span`).
     pub time_span: usize,
     /// mHC settings, `None` for the plain residual models (`--no_mhc`).
@@ -309,6 +356,7 @@ impl ModelConfig {
             norm_first: false,
             block_wiring: None,
             init: InitScheme::Pmixer,
+            padding: Padding::Pmixer,
             time_span: 100,
             mhc: None,
             time_dropout: TimeDropout::Table,
@@ -397,6 +445,13 @@ impl ModelConfig {
             ));
         }
         self.validate_wiring()?;
+        if !self.padding.is_pmixer() && self.is_time_aware() {
+            return bad(format!(
+                "--padding {} is SASRec's (add --no_time); TiSASRec masks padded query rows as \
+                 its reference",
+                self.padding.as_str()
+            ));
+        }
         if self.is_time_aware() && self.time_span == 0 {
             return bad("--time_span must be at least 1".into());
         }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use sasrec_shared::config::{
-    BlockWiring, HresProjection, InitScheme, ItemRepr, MhcConfig, TimeDropout,
+    BlockWiring, HresProjection, InitScheme, ItemRepr, MhcConfig, Padding, TimeDropout,
 };
 use sasrec_shared::dataset::{Columns, Format};
 use sasrec_shared::features::ColumnSpecs;
@@ -185,6 +185,15 @@ pub struct TrainArgs {
         value_parser = PossibleValuesParser::new(InitScheme::NAMES).try_map(|s| s.parse::<InitScheme>())
     )]
     pub init: InitScheme,
+    /// SASRec's padding: pmixer (padded keys take part in attention, the newest item at
+    /// position T), masked (padded keys blocked) or right (blocked, and positions counted from
+    /// the oldest item, as SASRec+'s right-padded window).
+    #[arg(
+        long = "padding",
+        default_value = "pmixer",
+        value_parser = PossibleValuesParser::new(Padding::NAMES).try_map(|s| s.parse::<Padding>())
+    )]
+    pub padding: Padding,
     /// Sampler threads.
     #[arg(long = "num_workers", alias = "num-workers", default_value_t = 3)]
     pub num_workers: usize,

@@ -641,6 +641,7 @@ mod tests {
             norm_first: false,
             block_wiring: None,
             init: Default::default(),
+            padding: Default::default(),
             time_span: 0,
             mhc: None,
             time_dropout: TimeDropout::Table,

@@ -226,6 +226,7 @@ fn model_config(args: &TrainArgs) -> ModelConfig {
         norm_first: args.norm_first || args.block_wiring == Some(BlockWiring::PreLn),
         block_wiring: args.block_wiring,
         init: args.init,
+        padding: args.padding,
         time_span: args.time_span,
         mhc: (!args.no_mhc).then_some(MhcConfig {
             expansion_rate: args.mhc_expansion_rate,
@@ -241,8 +242,16 @@ fn model_config(args: &TrainArgs) -> ModelConfig {
     cfg
 }
 
-/// `--block_wiring` is for plain blocks, agrees with `--norm_first`, and `gated` is SASRec's.
+/// `--block_wiring` is for plain blocks, agrees with `--norm_first`, and `gated` is SASRec's,
+/// as `--padding` other than pmixer is.
 fn check_wiring(args: &TrainArgs) -> Result<()> {
+    if !args.padding.is_pmixer() && !args.no_time {
+        usage!(
+            "--padding {} is SASRec's (add --no_time); TiSASRec masks padded query rows as its \
+             reference",
+            args.padding.as_str()
+        );
+    }
     match args.block_wiring {
         Some(w) if !args.no_mhc => usage!(
             "--block_wiring {} applies to plain residual blocks; mHC sub-layers are always \

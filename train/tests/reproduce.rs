@@ -42,6 +42,7 @@ fn every_configuration_parses_and_starts() {
     let names = names();
     let want = [
         "sasrec_plus",
+        "sasrec_plus_right",
         "sasrec_plus_post_ln",
         "sasrec_bce",
         "sasrec_plus_3000",

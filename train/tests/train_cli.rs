@@ -1104,6 +1104,12 @@ fn block_wiring_and_init_reach_the_config() {
             "gated",
             None,
         ),
+        (
+            "right",
+            &["--no_time", "--padding", "right"][..],
+            "post_ln",
+            None,
+        ),
     ] {
         let run = dir.path().join(name);
         let beta2 = if name == "original" { "0.999" } else { "0.98" };
@@ -1115,6 +1121,8 @@ fn block_wiring_and_init_reach_the_config() {
         assert_eq!(cfg["model"]["block_wiring"], wiring, "{name}");
         assert_eq!(cfg["model"]["norm_first"], wiring == "pre_ln", "{name}");
         assert_eq!(cfg["model"]["init"].as_str(), init, "{name}");
+        let padding = (name == "right").then_some("right");
+        assert_eq!(cfg["model"]["padding"].as_str(), padding, "{name}");
     }
     let mhc = dir.path().join("mhc");
     let args = ["--no_time", "--num_epochs", "1"];
@@ -1138,6 +1146,15 @@ fn block_wiring_and_init_reach_the_config() {
             &["--no_mhc", "--block_wiring", "gated"][..],
             "--block_wiring gated is SASRec's (add --no_time); TiSASRec has post_ln, pre_ln and \
              original",
+        ),
+        (
+            &["--no_mhc", "--padding", "masked"][..],
+            "--padding masked is SASRec's (add --no_time); TiSASRec masks padded query rows as \
+             its reference",
+        ),
+        (
+            &["--no_time", "--padding", "left"][..],
+            "invalid value 'left' for '--padding",
         ),
         (
             &["--block_wiring", "sandwich"][..],

@@ -216,14 +216,15 @@ impl MultiHeadSelfAttention {
         }
     }
 
-    /// `MHA(q_in, kv_in, kv_in)`: `q_in` (B, Tq, C), `kv_in` (B, Tk, C), `mask` bool (Tq, Tk)
-    /// with `true` = blocked, or `None`. Returns (B, Tq, C).
+    /// `MHA(q_in, kv_in, kv_in)`: `q_in` (B, Tq, C), `kv_in` (B, Tk, C), `masks` bool,
+    /// broadcastable to (B, h, Tq, Tk), `true` = blocked (none, or the causal (Tq, Tk) and the
+    /// padded keys (B, 1, 1, Tk)). Returns (B, Tq, C).
     pub fn forward<O: Ops>(
         &self,
         o: &O,
         q_in: &O::T,
         kv_in: &O::T,
-        mask: Option<&O::T>,
+        masks: &[&O::T],
         train: bool,
     ) -> O::T {
         let (hd, c) = (&self.heads, self.heads.c);
@@ -235,8 +236,7 @@ impl MultiHeadSelfAttention {
         let q = hd.split(o, &o.linear(q_in, &wq, Some(&bq))); // (B, h, Tq, dh)
         let k = hd.split(o, &o.linear(kv_in, &wk, Some(&bk))); // (B, h, Tk, dh)
         let v = hd.split(o, &o.linear(kv_in, &wv, Some(&bv))); // (B, h, Tk, dh)
-        let masks: Vec<&O::T> = mask.into_iter().collect();
-        let a = hd.attend(o, (&q, &k, &v), None, &masks, train); // (B, Tq, C)
+        let a = hd.attend(o, (&q, &k, &v), None, masks, train); // (B, Tq, C)
         let wo = o.param(&self.out_proj_weight);
         o.linear(&a, &wo, Some(&o.param(&self.out_proj_bias))) // (B, Tq, C)
     }
