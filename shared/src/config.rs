@@ -392,9 +392,17 @@ impl ModelConfig {
         }
     }
 
-    /// `block_wiring` agrees with `norm_first` and is only set for plain blocks.
+    /// `block_wiring` agrees with `norm_first` and is only set for plain blocks; `gated` and
+    /// a padding other than pmixer are SASRec's.
     fn validate_wiring(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Config(msg));
+        if !self.padding.is_pmixer() && self.is_time_aware() {
+            return bad(format!(
+                "--padding {} is SASRec's (add --no_time); TiSASRec masks padded query rows as \
+                 its reference",
+                self.padding.as_str()
+            ));
+        }
         if let Some(w) = self.block_wiring {
             if self.norm_first != (w == BlockWiring::PreLn) {
                 return bad(format!(
@@ -445,13 +453,6 @@ impl ModelConfig {
             ));
         }
         self.validate_wiring()?;
-        if !self.padding.is_pmixer() && self.is_time_aware() {
-            return bad(format!(
-                "--padding {} is SASRec's (add --no_time); TiSASRec masks padded query rows as \
-                 its reference",
-                self.padding.as_str()
-            ));
-        }
         if self.is_time_aware() && self.time_span == 0 {
             return bad("--time_span must be at least 1".into());
         }
