@@ -2,7 +2,8 @@
 # mHC against plain and learned residuals on the same footing (docs/RESULTS.md, "mHC against a
 # gated residual"): SASRec on SASRec's ML-1M file under the full softmax (CE) with SASRec+'s
 # model and optimiser (d 64, 2 blocks, 1 head, dropout 0.1, batch 128, Adam lr 1e-3 with
-# β₂ 0.999, constant lr, N(0, 0.02²) initialisation), one run per residual and seed:
+# β₂ 0.999, constant lr, N(0, 0.02²) initialisation, `--padding PADDING`, default right: the
+# window as SASRec+ pads it, docs/MODELS.md §1.4), one run per residual and seed:
 #   original  the plain wiring of the SASRec paper's code and SASRec+ (docs/MODELS.md §1.4)
 #   pre_ln    plain Pre-LN: the sub-layers that the gates and mHC wrap
 #   gated     Pre-LN with LiGR's learned gates, x + σ(W x + b) ⊙ F(LN(x)) (docs/MODELS.md §1.4)
@@ -17,6 +18,7 @@
 # epoch are then contended). SMOKE=1: one optimiser step and 64 evaluated users per run, to
 # check that every variant parses and starts (the tests do so), not a result.
 # Usage: [SEEDS="1 2 3"] [VARIANTS="original pre_ln gated mhc lite"] [MAXLEN=50] [EPOCHS=40]
+#        [PADDING=right]
 #        [EVAL_EVERY=4] [STREAMS=1] [BIN=…/sasrec-train] [SMOKE=1]
 #        benches/residual_control.sh [OUT_DIR]
 set -euo pipefail
@@ -28,6 +30,7 @@ py=${PYTHON:-$root/.venv/bin/python}
 common=(--dataset "$data/ml-1m/ml-1m.sasrec.txt.gz" --no_time --maxlen "${MAXLEN:-50}"
         --hidden_units 64 --num_blocks 2 --num_heads 1 --dropout_rate 0.1 --batch_size 128
         --lr 0.001 --adam_beta2 0.999 --warmup_steps 0 --lr_decay_rate 1 --init normal_0.02
+        --padding "${PADDING:-right}"
         --loss ce --select_protocol full --metrics_k 1,5,10,20,50,100 --num_workers 1
         --early_stop_patience 0)
 budget=(--num_epochs "${EPOCHS:-40}" --eval_every "${EVAL_EVERY:-4}")

@@ -115,6 +115,7 @@ fn every_residual_variant_parses_and_starts() {
         assert_eq!(cfg["kind"], kind, "{variant}");
         assert_eq!(cfg["model"]["block_wiring"].as_str(), wiring, "{variant}");
         assert_eq!(cfg["optim"]["loss"], "ce", "{variant}");
+        assert_eq!(cfg["model"]["padding"], "right", "{variant}");
         assert_eq!(cfg["metrics_k"], serde_json::json!([1, 5, 10, 20, 50, 100]));
         assert!(
             stdout.contains(&format!("| {variant} | 1 | 1 |")),
