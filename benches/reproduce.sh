@@ -41,20 +41,22 @@ configure() {
       flags=("${sasrec_plus[@]}" --loss ce --block_wiring post_ln --init pmixer); patience=10
       anchor=(0.1821 0.3152); source="SASRec+ (the anchor of sasrec_plus; only the wiring and init differ)" ;;
     sasrec_bce)  # BCE with one uniform negative per position from the items the user never trained on
-      flags=("${sasrec_plus[@]}" "${original[@]}" --loss bce); patience=10
+      flags=("${sasrec_plus[@]}" "${original[@]}" --loss bce --padding right); patience=10
       anchor=(0.1341 0.2500); source="SASRec (BCE, 1 negative) in Klenitskiy & Vasilev, RecSys 2023 (best epoch 53)" ;;
     sasrec_plus_3000)  # sampled softmax; here 3,000 uniform negatives shared by the batch, there
                        # drawn per sequence without replacement from the items not in it
-      flags=("${sasrec_plus[@]}" "${original[@]}" --loss sampled_softmax --num_negatives 3000)
+      flags=("${sasrec_plus[@]}" "${original[@]}" --loss sampled_softmax --num_negatives 3000
+             --padding right)
       patience=10
       anchor=(0.1857 0.3159); source="SASRec+ 3000 negatives, Klenitskiy & Vasilev, RecSys 2023 (best epoch 85)" ;;
     gsasrec)  # asash/gSASRec-pytorch config_ml1m.py: d 128, 2 blocks, 1 head, 256 negatives per
               # position, t 0.75, window 200, Adam defaults; dropout 0.5 as its released
               # checkpoint. Its own code: untied output table, no √d, patience 200 epochs on 512
               # validation users; here the tied table with the prior offset (docs/MODELS.md §1.5).
+              # It pads on the left and masks padded keys, as the SASRec paper's code: masked.
       flags=(--hidden_units 128 --num_blocks 2 --num_heads 1 --dropout_rate 0.5 --maxlen 200
              --batch_size 128 --lr 0.001 --adam_beta2 0.999 --block_wiring original
-             --loss gbce --num_negatives 256 --gbce_t 0.75); patience=20
+             --padding masked --loss gbce --num_negatives 256 --gbce_t 0.75); patience=20
       anchor=(0.1726 0.3003); source="gSASRec, Petrov & Macdonald, RecSys 2023 (gSASRec-pytorch README, released checkpoint)" ;;
     *) echo "reproduce.sh: unknown configuration '$1'; one of: ${names[*]}" >&2; exit 2 ;;
   esac
