@@ -132,3 +132,44 @@ fn every_residual_variant_parses_and_starts() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown variant 'sandwich'"));
 }
+
+/// `benches/ml1m_tie_order.sh`: the three tie orders hold the same ratings of the same 2,999
+/// users, differ in order, and each trains (one step) and reaches the table.
+#[test]
+fn tie_order_datasets_hold_the_same_ratings_and_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/ml1m_tie_order.sh");
+    let out = Command::new(&script)
+        .arg(dir.path())
+        .env("SMOKE", "1")
+        .env("BIN", env!("CARGO_BIN_EXE_sasrec-train"))
+        .env("SASREC_DATA", data())
+        .env("PYTHON", python())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |order: &str| std::fs::read_to_string(dir.path().join(format!("{order}.txt")));
+    let (file, movie, shared) = (
+        read("file").unwrap(),
+        read("movie").unwrap(),
+        read("shared").unwrap(),
+    );
+    fn sorted(text: &str) -> Vec<&str> {
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort_unstable();
+        lines
+    }
+    assert_eq!(file.lines().count(), 487_650);
+    assert_eq!(sorted(&file), sorted(&movie));
+    assert_eq!(sorted(&file), sorted(&shared));
+    assert_ne!(file, shared);
+    assert_ne!(file, movie);
+    for order in ["file", "movie", "shared"] {
+        assert!(stdout.contains(&format!("| {order} | 1 |")), "{stdout}");
+    }
+}
