@@ -21,18 +21,12 @@ bin=${BIN:-$root/target/release/sasrec-train}
 data=${SASREC_DATA:-$root/../shared/data}
 py=${PYTHON:-$root/.venv/bin/python}
 mkdir -p "$out"
-"$py" - "$data" "$out" <<'PY'
-import collections, gzip, os, sys
+"$py" - "$data" "$out" "$root/benches" <<'PY'
+import os, sys
 data, out = sys.argv[1:3]
-raw = collections.defaultdict(list)
-for line in gzip.open(os.path.join(data, "ml-1m/raw/ratings_u1-2999.dat.gz"), "rt"):
-    user, movie, _, t = line.strip().split("::")
-    raw[int(user)].append((int(t), int(movie)))
-shared = collections.defaultdict(list)
-for line in gzip.open(os.path.join(data, "ml-1m/ml-1m.chrono_all.txt.gz"), "rt"):
-    user, movie = map(int, line.split())
-    if user in raw:
-        shared[user].append(movie)
+sys.path.insert(0, sys.argv[3])
+from ml1m_ties import read
+raw, shared = read(data)
 orders = {
     "file": lambda u, ev: [m for _, m in sorted(ev, key=lambda e: e[0])],
     "movie": lambda u, ev: [m for _, m in sorted(ev)],

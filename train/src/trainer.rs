@@ -17,6 +17,7 @@ use sasrec_shared::cold::category_popularity_order;
 use sasrec_shared::eval::{EvalConfig, EvalSet};
 use sasrec_shared::features::EncodedFeatures;
 use sasrec_shared::io::{write_atomic, write_atomic_path};
+use sasrec_shared::metrics::AtK;
 use sasrec_shared::run::RunDir;
 use sasrec_shared::{Batch, Error as DataError, Part, Sampler, SamplerConfig, Split};
 use serde_json::json;
@@ -1113,24 +1114,20 @@ fn sorted_params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 /// MRR without a cut-off from them too, any other cut-off from `--metrics_k`'s (the settings
 /// always report the selection cut-off; −∞ if a record lacks it).
 fn selection_score(m: &PartMetrics, protocol: Protocol, metric: SelectMetric) -> f64 {
-    let (headline, at) = match protocol {
-        Protocol::Sampled => (
-            m.sampled,
-            m.cutoffs
-                .iter()
-                .map(|c| (c.k, c.sampled))
-                .collect::<Vec<_>>(),
-        ),
-        Protocol::Full => (m.full, m.cutoffs.iter().map(|c| (c.k, c.full)).collect()),
+    let (headline, at): (_, fn(&Cutoff) -> AtK) = match protocol {
+        Protocol::Sampled => (m.sampled, |c| c.sampled),
+        Protocol::Full => (m.full, |c| c.full),
     };
     match (metric.measure, metric.k) {
         (Measure::Mrr, None) => headline.mrr,
         (Measure::Hr, Some(10)) => headline.hr,
         (Measure::Ndcg, Some(10)) => headline.ndcg,
         (measure, k) => {
-            at.iter()
-                .find(|(c, _)| Some(*c) == k)
-                .map_or(f64::NEG_INFINITY, |(_, a)| match measure {
+            m.cutoffs
+                .iter()
+                .find(|c| Some(c.k) == k)
+                .map(at)
+                .map_or(f64::NEG_INFINITY, |a| match measure {
                     Measure::Hr => a.hr,
                     Measure::Ndcg => a.ndcg,
                     Measure::Mrr => a.mrr,

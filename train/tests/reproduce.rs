@@ -26,6 +26,29 @@ fn python() -> String {
     std::env::var("SASREC_PYTHON").expect("SASREC_PYTHON: run ./scripts/setup.sh")
 }
 
+/// `benches/SCRIPT ARGS…` with `SMOKE=1`, this build's binary, the shared data and the set-up
+/// Python, plus `env`; asserts success and returns stdout.
+fn smoke(script: &str, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../benches")
+        .join(script);
+    let out = Command::new(&script)
+        .args(args)
+        .env("SMOKE", "1")
+        .env("BIN", env!("CARGO_BIN_EXE_sasrec-train"))
+        .env("SASREC_DATA", data())
+        .env("PYTHON", python())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{script:?}: {stdout} {stderr}");
+    stdout
+}
+
 fn names() -> Vec<String> {
     let out = Command::new(script()).arg("--list").output().unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -38,7 +61,6 @@ fn names() -> Vec<String> {
 
 #[test]
 fn every_configuration_parses_and_starts() {
-    let data = data();
     let names = names();
     let want = [
         "sasrec_plus",
@@ -51,20 +73,11 @@ fn every_configuration_parses_and_starts() {
     assert_eq!(names, want);
     let dir = tempfile::tempdir().unwrap();
     for name in &names {
-        let out = Command::new(script())
-            .arg(name)
-            .arg(dir.path())
-            .env("SMOKE", "1")
-            .env("BIN", env!("CARGO_BIN_EXE_sasrec-train"))
-            .env("SASREC_DATA", &data)
-            .env("PYTHON", python())
-            .output()
-            .unwrap();
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
+        let stdout = smoke(
+            "reproduce.sh",
+            &[name.as_ref(), dir.path().as_os_str()],
+            &[],
         );
-        assert!(out.status.success(), "{name}: {stdout} {stderr}");
         let line: serde_json::Value =
             serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{name}: {e}: {stdout}"));
         assert_eq!(line["name"], name.as_str());
@@ -87,20 +100,11 @@ fn every_configuration_parses_and_starts() {
 fn every_residual_variant_parses_and_starts() {
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/residual_control.sh");
-    let out = Command::new(&script)
-        .arg(dir.path())
-        .env("SMOKE", "1")
-        .env("SEEDS", "1")
-        .env("BIN", env!("CARGO_BIN_EXE_sasrec-train"))
-        .env("SASREC_DATA", data())
-        .env("PYTHON", python())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+    let stdout = smoke(
+        "residual_control.sh",
+        &[dir.path().as_os_str()],
+        &[("SEEDS", "1")],
     );
-    assert!(out.status.success(), "{stdout} {stderr}");
     for (variant, kind, wiring) in [
         ("original", "sasrec", Some("original")),
         ("pre_ln", "sasrec", Some("pre_ln")),
@@ -138,21 +142,7 @@ fn every_residual_variant_parses_and_starts() {
 #[test]
 fn tie_order_datasets_hold_the_same_ratings_and_train() {
     let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/ml1m_tie_order.sh");
-    let out = Command::new(&script)
-        .arg(dir.path())
-        .env("SMOKE", "1")
-        .env("BIN", env!("CARGO_BIN_EXE_sasrec-train"))
-        .env("SASREC_DATA", data())
-        .env("PYTHON", python())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = smoke("ml1m_tie_order.sh", &[dir.path().as_os_str()], &[]);
     let read = |order: &str| std::fs::read_to_string(dir.path().join(format!("{order}.txt")));
     let (file, movie, shared) = (
         read("file").unwrap(),
